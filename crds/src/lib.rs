@@ -1,0 +1,2 @@
+//! TransitStream API types.
+#![forbid(unsafe_code)]

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the tests need and the machine may lack: nats-server (Debian) and the pinned
+# Python tools for offline chart validation (a virtualenv in .venv). Idempotent and quiet when
+# everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: need root to apt-get install $*; install it yourself or run as root" >&2
+    return 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if [ ! -f /tmp/.stallwatch-apt-updated ]; then
+    apt-get update -qq >/dev/null && touch /tmp/.stallwatch-apt-updated
+  fi
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! command -v nats-server >/dev/null 2>&1; then
+  echo "setup: installing nats-server (Debian package)"
+  apt_install nats-server
+fi
+
+if [ -f charts/requirements.txt ]; then
+  stamp=.venv/.requirements.sha256
+  want=$(sha256sum charts/requirements.txt | cut -d' ' -f1)
+  if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: creating .venv with charts/requirements.txt"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r charts/requirements.txt
+    echo "$want" > "$stamp"
+  fi
+fi

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, build, unit/integration/end-to-end tests, generated-file drift,
+# offline chart validation. CI runs exactly this (see .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build (binaries the end-to-end tests run)"
+cargo build --workspace --bins
+echo "== cargo test"
+cargo test --workspace --no-fail-fast
+if [ -x scripts/check-generated.sh ]; then
+  echo "== generated files"
+  scripts/check-generated.sh
+fi
+if [ -f charts/validate.py ]; then
+  echo "== chart validation"
+  .venv/bin/python charts/validate.py
+fi

@@ -1,0 +1,1 @@
+//! Harness for running the real Stallwatch binaries.
