@@ -1,1 +1,232 @@
-//! (being written)
+//! The pod condition the sidecar publishes and the operator reads.
+//!
+//! One condition per pod, [`CONDITION_TYPE`]: `True` while every stream is healthy, `False`
+//! while any is stalled. The message names each stalled stream in a fixed format that people
+//! can read and the operator can parse back ([`format_message`] / [`parse_message`] round-trip),
+//! so the Role the sidecar needs stays limited to `pods/status` and no annotation is required.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The pod condition type, usable as a readiness gate.
+pub const CONDITION_TYPE: &str = "stallwatch.io/DispatchHealthy";
+/// The reason of the condition while every stream is healthy.
+pub const HEALTHY_REASON: &str = "Healthy";
+/// Messages longer than this are cut at a clause boundary with a `... and N more` tail.
+pub const MAX_MESSAGE_LEN: usize = 1024;
+
+/// Why a stream is judged stalled. The names are the condition reasons, Event reasons and
+/// metric label values, so they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StallReason {
+    /// Items are waiting and the dequeued counter has not moved for `stallAfter`.
+    ChannelStuck,
+    /// The dispatcher is reported dead or missing while items arrive.
+    DispatcherDead,
+    /// No report for `reportTimeout`: the process or its runtime is hung.
+    ReportsLost,
+}
+
+impl StallReason {
+    pub const ALL: [StallReason; 3] = [
+        StallReason::ChannelStuck,
+        StallReason::DispatcherDead,
+        StallReason::ReportsLost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StallReason::ChannelStuck => "ChannelStuck",
+            StallReason::DispatcherDead => "DispatcherDead",
+            StallReason::ReportsLost => "ReportsLost",
+        }
+    }
+}
+
+impl fmt::Display for StallReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StallReason {
+    type Err = ConditionParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StallReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| ConditionParseError(format!("unknown stall reason {s:?}")))
+    }
+}
+
+/// One stalled stream as the condition message describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StalledStream {
+    pub stream: String,
+    pub reason: StallReason,
+    pub depth: u64,
+    pub capacity: u64,
+    /// Seconds since the last dequeue, `None` if the stream never dequeued.
+    pub secs_since_dequeue: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unparsable stall condition message: {0}")]
+pub struct ConditionParseError(String);
+
+impl fmt::Display for StalledStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stream {}: {}, {}/{} waiting, ",
+            self.stream, self.reason, self.depth, self.capacity
+        )?;
+        match self.secs_since_dequeue {
+            Some(secs) => write!(f, "no dequeue for {secs:.1}s"),
+            None => f.write_str("never dequeued"),
+        }
+    }
+}
+
+/// The condition message for these stalled streams, e.g.
+/// `stream downtown: ChannelStuck, 5/5 waiting, no dequeue for 12.3s`.
+/// Clauses are joined with `; ` and the whole is bounded by [`MAX_MESSAGE_LEN`].
+pub fn format_message(stalled: &[StalledStream]) -> String {
+    let mut out = String::new();
+    for (i, s) in stalled.iter().enumerate() {
+        let clause = s.to_string();
+        let rest = stalled.len() - i;
+        // Leave room for the tail in case this clause is not the last one that fits.
+        let tail = format!("; ... and {rest} more");
+        let sep = if out.is_empty() { "" } else { "; " };
+        if out.len() + sep.len() + clause.len() + tail.len() > MAX_MESSAGE_LEN && rest > 1 {
+            out.push_str(if out.is_empty() {
+                "... and "
+            } else {
+                "; ... and "
+            });
+            out.push_str(&format!("{rest} more"));
+            return out;
+        }
+        out.push_str(sep);
+        out.push_str(&clause);
+    }
+    out
+}
+
+/// Parse a message written by [`format_message`]. Returns the clauses it names; a
+/// `... and N more` tail is ignored (those streams are still stalled, just not named).
+pub fn parse_message(message: &str) -> Result<Vec<StalledStream>, ConditionParseError> {
+    let mut out = Vec::new();
+    for clause in message.split("; ") {
+        let clause = clause.trim();
+        if clause.is_empty() || clause.starts_with("... and ") {
+            continue;
+        }
+        out.push(parse_clause(clause)?);
+    }
+    Ok(out)
+}
+
+fn parse_clause(clause: &str) -> Result<StalledStream, ConditionParseError> {
+    let err = || ConditionParseError(format!("clause {clause:?}"));
+    let rest = clause.strip_prefix("stream ").ok_or_else(err)?;
+    let (stream, rest) = rest.split_once(": ").ok_or_else(err)?;
+    let mut parts = rest.split(", ");
+    let reason: StallReason = parts.next().ok_or_else(err)?.parse()?;
+    let waiting = parts.next().ok_or_else(err)?;
+    let (depth, capacity) = waiting
+        .strip_suffix(" waiting")
+        .and_then(|w| w.split_once('/'))
+        .ok_or_else(err)?;
+    let dequeue = parts.next().ok_or_else(err)?;
+    let secs_since_dequeue = if dequeue == "never dequeued" {
+        None
+    } else {
+        let secs = dequeue
+            .strip_prefix("no dequeue for ")
+            .and_then(|s| s.strip_suffix('s'))
+            .ok_or_else(err)?;
+        Some(secs.parse::<f64>().map_err(|_| err())?)
+    };
+    if parts.next().is_some() || !crate::report::is_valid_stream_name(stream) {
+        return Err(err());
+    }
+    Ok(StalledStream {
+        stream: stream.to_string(),
+        reason,
+        depth: depth.parse().map_err(|_| err())?,
+        capacity: capacity.parse().map_err(|_| err())?,
+        secs_since_dequeue,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stalled(name: &str, reason: StallReason, secs: Option<f64>) -> StalledStream {
+        StalledStream {
+            stream: name.into(),
+            reason,
+            depth: 5,
+            capacity: 5,
+            secs_since_dequeue: secs,
+        }
+    }
+
+    #[test]
+    fn reads_like_a_sentence() {
+        let msg = format_message(&[stalled("downtown", StallReason::ChannelStuck, Some(12.34))]);
+        assert_eq!(
+            msg,
+            "stream downtown: ChannelStuck, 5/5 waiting, no dequeue for 12.3s"
+        );
+    }
+
+    #[test]
+    fn round_trips() {
+        let list = vec![
+            stalled("downtown", StallReason::ChannelStuck, Some(12.3)),
+            stalled("airport", StallReason::DispatcherDead, None),
+            stalled("north-7", StallReason::ReportsLost, Some(0.0)),
+        ];
+        assert_eq!(parse_message(&format_message(&list)).unwrap(), list);
+    }
+
+    #[test]
+    fn long_lists_are_bounded_and_still_parse() {
+        let list: Vec<_> = (0..200)
+            .map(|i| stalled(&format!("stream-{i}"), StallReason::ChannelStuck, Some(1.0)))
+            .collect();
+        let msg = format_message(&list);
+        assert!(msg.len() <= MAX_MESSAGE_LEN, "{}", msg.len());
+        assert!(msg.ends_with(" more"), "{msg}");
+        let parsed = parse_message(&msg).unwrap();
+        assert!(!parsed.is_empty() && parsed.len() < 200);
+        assert_eq!(parsed[0], list[0]);
+    }
+
+    #[test]
+    fn refuses_foreign_text() {
+        for bad in [
+            "everything is on fire",
+            "stream x: Exploded, 1/5 waiting, never dequeued",
+            "stream x: ChannelStuck, 1 of 5 waiting, never dequeued",
+            "stream X_Y: ChannelStuck, 1/5 waiting, never dequeued",
+            "stream x: ChannelStuck, 1/5 waiting, no dequeue for soon",
+        ] {
+            assert!(parse_message(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_message("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn reasons_parse_from_their_names() {
+        for r in StallReason::ALL {
+            assert_eq!(r.as_str().parse::<StallReason>().unwrap(), r);
+        }
+    }
+}

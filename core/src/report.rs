@@ -212,7 +212,10 @@ impl Report {
     pub fn validate(&self) -> Result<(), ReportError> {
         let invalid = |msg: String| Err(ReportError::Invalid(msg));
         if self.protocol != PROTOCOL_V1 {
-            return Err(ReportError::UnsupportedProtocol(truncate(&self.protocol, 64)));
+            return Err(ReportError::UnsupportedProtocol(truncate(
+                &self.protocol,
+                64,
+            )));
         }
         if self.instance.is_empty() || self.instance.len() > 128 {
             return invalid("instance must be 1..=128 bytes".into());
@@ -226,7 +229,11 @@ impl Report {
                 self.interval_ms
             ));
         }
-        if self.version.as_ref().is_some_and(|v| v.len() > MAX_TEXT_LEN) {
+        if self
+            .version
+            .as_ref()
+            .is_some_and(|v| v.len() > MAX_TEXT_LEN)
+        {
             return invalid("version too long".into());
         }
         if self.streams.len() > MAX_STREAMS_PER_REPORT {
@@ -261,8 +268,7 @@ impl Report {
                     s.name, s.dequeued_total, s.enqueued_total
                 ));
             }
-            if s
-                .last_error
+            if s.last_error
                 .as_ref()
                 .is_some_and(|e| e.message.len() > MAX_TEXT_LEN)
             {
