@@ -370,7 +370,7 @@ mod tests {
         let doc = include_str!("../../docs/report-protocol.md");
         let start = doc.find("```json").expect("example in docs") + "```json".len();
         let end = start + doc[start..].find("```").unwrap();
-        let report = parse_report(doc[start..end].as_bytes()).expect("doc example is valid");
+        let report = parse_report(&doc.as_bytes()[start..end]).expect("doc example is valid");
         assert_eq!(report.streams.len(), 2);
     }
 
@@ -407,7 +407,8 @@ mod tests {
 
     #[test]
     fn refuses_broken_invariants() {
-        let cases: Vec<(fn(&mut Report), &str)> = vec![
+        type Mutation = fn(&mut Report);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|r| r.seq = 0, "seq"),
             (|r| r.instance.clear(), "instance"),
             (|r| r.interval_ms = 0, "interval_ms"),
