@@ -1,0 +1,358 @@
+//! The embedded default source: vehicles moving around circular routes, one full
+//! `FeedMessage` snapshot per tick, optionally with malformed entities (a fraction of them, or
+//! exactly one "poison" entity after a delay, as in the story).
+
+use std::f64::consts::TAU;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::Ingest;
+use crate::generated::transit_realtime::{
+    FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
+    VehiclePosition,
+};
+
+/// `synthetic://?vehicles=40&routes=4&rate=10&malformed_rate=0.0&poison_after=3s&poison_stream_route=R1&limit=0&seed=1`
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticConfig {
+    pub vehicles: u32,
+    pub routes: u32,
+    /// Feed messages per second.
+    pub rate: f64,
+    /// Fraction of entities made malformed.
+    pub malformed_rate: f64,
+    /// Inject exactly one malformed entity this long after the start.
+    pub poison_after: Option<Duration>,
+    /// The route the poison entity's vehicle is on (default: `R1`), so only streams carrying
+    /// that route see it.
+    pub poison_stream_route: Option<String>,
+    /// Stop after this many messages; 0 = never.
+    pub limit: u64,
+    pub seed: u64,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self {
+            vehicles: 40,
+            routes: 4,
+            rate: 10.0,
+            malformed_rate: 0.0,
+            poison_after: None,
+            poison_stream_route: None,
+            limit: 0,
+            seed: 1,
+        }
+    }
+}
+
+impl SyntheticConfig {
+    pub fn from_query(query: &str) -> Result<Self, String> {
+        let mut cfg = Self::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = |what: &str| format!("{key}={value:?}: {what}");
+            match key {
+                "vehicles" => {
+                    cfg.vehicles = value.parse().map_err(|_| bad("not a whole number"))?;
+                    if cfg.vehicles == 0 || cfg.vehicles > 100_000 {
+                        return Err(bad("vehicles must be 1..=100000"));
+                    }
+                }
+                "routes" => {
+                    cfg.routes = value.parse().map_err(|_| bad("not a whole number"))?;
+                    if cfg.routes == 0 || cfg.routes > 10_000 {
+                        return Err(bad("routes must be 1..=10000"));
+                    }
+                }
+                "rate" => {
+                    cfg.rate = value.parse().map_err(|_| bad("not a number"))?;
+                    if !cfg.rate.is_finite() || cfg.rate <= 0.0 || cfg.rate > 100_000.0 {
+                        return Err(bad("rate must be > 0 and <= 100000 messages/s"));
+                    }
+                }
+                "malformed_rate" => {
+                    cfg.malformed_rate = value.parse().map_err(|_| bad("not a number"))?;
+                    if !(0.0..=1.0).contains(&cfg.malformed_rate) {
+                        return Err(bad("malformed_rate must be within 0..=1"));
+                    }
+                }
+                "poison_after" => {
+                    cfg.poison_after =
+                        Some(humantime::parse_duration(value).map_err(|e| bad(&e.to_string()))?);
+                }
+                "poison_stream_route" => {
+                    if value.is_empty() {
+                        return Err(bad("empty route"));
+                    }
+                    cfg.poison_stream_route = Some(value.to_string());
+                }
+                "limit" => cfg.limit = value.parse().map_err(|_| bad("not a whole number"))?,
+                "seed" => cfg.seed = value.parse().map_err(|_| bad("not a whole number"))?,
+                _ => return Err(format!("unknown parameter {key:?}")),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Ways the generator breaks an entity, each one a real-world feed bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformation {
+    NanLatitude,
+    LongitudeOutOfRange,
+    MissingVehicleId,
+    /// An unparsable field, like the story's `int.Parse` on a bad value.
+    UnparsableStartDate,
+}
+
+impl Malformation {
+    const ALL: [Malformation; 4] = [
+        Self::NanLatitude,
+        Self::LongitudeOutOfRange,
+        Self::MissingVehicleId,
+        Self::UnparsableStartDate,
+    ];
+
+    fn apply(self, entity: &mut FeedEntity) {
+        let Some(vp) = entity.vehicle.as_mut() else {
+            return;
+        };
+        match self {
+            Self::NanLatitude => {
+                if let Some(p) = vp.position.as_mut() {
+                    p.latitude = f32::NAN;
+                }
+            }
+            Self::LongitudeOutOfRange => {
+                if let Some(p) = vp.position.as_mut() {
+                    p.longitude = 512.0;
+                }
+            }
+            Self::MissingVehicleId => {
+                if let Some(d) = vp.vehicle.as_mut() {
+                    d.id = None;
+                }
+            }
+            Self::UnparsableStartDate => {
+                if let Some(t) = vp.trip.as_mut() {
+                    t.start_date = Some("2026-11-28T".into());
+                }
+            }
+        }
+    }
+}
+
+/// Builds successive feed snapshots. Deterministic for a given seed and tick.
+#[derive(Debug)]
+pub struct Generator {
+    cfg: SyntheticConfig,
+    rng: StdRng,
+    tick: u64,
+}
+
+const CENTER: (f64, f64) = (52.52, 13.405);
+
+impl Generator {
+    pub fn new(cfg: SyntheticConfig) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
+            tick: 0,
+        }
+    }
+
+    pub fn route_of(&self, vehicle: u32) -> String {
+        format!("R{}", vehicle % self.cfg.routes + 1)
+    }
+
+    /// The next snapshot; `poison` makes exactly one entity (on the poison route) malformed.
+    pub fn next_message(&mut self, now_secs: u64, poison: bool) -> FeedMessage {
+        self.tick += 1;
+        let poison_route = self
+            .cfg
+            .poison_stream_route
+            .clone()
+            .unwrap_or_else(|| "R1".into());
+        let mut poisoned = !poison;
+        let date = civil_date(now_secs);
+        let mut entities = Vec::with_capacity(self.cfg.vehicles as usize);
+        for v in 0..self.cfg.vehicles {
+            let route_index = v % self.cfg.routes;
+            let route = format!("R{}", route_index + 1);
+            // Each route is a circle around its own centre; vehicles are spread along it.
+            let ring = 0.01 + 0.004 * (route_index % 8) as f64;
+            let route_angle = TAU * route_index as f64 / self.cfg.routes as f64;
+            let (clat, clon) = (
+                CENTER.0 + 0.02 * route_angle.sin(),
+                CENTER.1 + 0.03 * route_angle.cos(),
+            );
+            let phase = TAU * (v / self.cfg.routes) as f64
+                / (self.cfg.vehicles.div_ceil(self.cfg.routes)) as f64
+                + self.tick as f64 * 0.002;
+            let (lat, lon) = (clat + ring * phase.sin(), clon + ring * 1.6 * phase.cos());
+            let bearing = ((phase.to_degrees() + 360.0) % 360.0) as f32;
+            let mut entity = FeedEntity {
+                id: format!("veh-{v}"),
+                is_deleted: None,
+                vehicle: Some(VehiclePosition {
+                    trip: Some(TripDescriptor {
+                        trip_id: Some(format!("T{}-{v}", route_index + 1)),
+                        route_id: Some(route.clone()),
+                        start_date: Some(date.clone()),
+                        ..Default::default()
+                    }),
+                    vehicle: Some(VehicleDescriptor {
+                        id: Some(format!("V{v}")),
+                        label: Some(format!("{} bus {v}", route)),
+                        ..Default::default()
+                    }),
+                    position: Some(Position {
+                        latitude: lat as f32,
+                        longitude: lon as f32,
+                        bearing: Some(bearing),
+                        odometer: None,
+                        speed: Some(8.0 + (v % 5) as f32),
+                    }),
+                    timestamp: Some(now_secs),
+                    ..Default::default()
+                }),
+            };
+            if !poisoned && route == poison_route {
+                Malformation::UnparsableStartDate.apply(&mut entity);
+                poisoned = true;
+            } else if self.cfg.malformed_rate > 0.0 && self.rng.random_bool(self.cfg.malformed_rate)
+            {
+                let kind = Malformation::ALL[self.rng.random_range(0..Malformation::ALL.len())];
+                kind.apply(&mut entity);
+            }
+            entities.push(entity);
+        }
+        FeedMessage {
+            header: FeedHeader {
+                gtfs_realtime_version: "2.0".into(),
+                incrementality: None,
+                timestamp: Some(now_secs),
+                feed_version: None,
+            },
+            entity: entities,
+        }
+    }
+}
+
+/// `YYYYMMDD` of a Unix timestamp (UTC), Howard Hinnant's days-to-civil algorithm.
+fn civil_date(secs: u64) -> String {
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
+}
+
+#[async_backtrace::framed]
+pub async fn run(cfg: SyntheticConfig, ingest: Ingest) {
+    let started = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / cfg.rate);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let poison_after = cfg.poison_after;
+    let limit = cfg.limit;
+    let mut generator = Generator::new(cfg);
+    let mut poisoned = false;
+    let mut sent = 0u64;
+    loop {
+        ticker.tick().await;
+        let poison = !poisoned && poison_after.is_some_and(|after| started.elapsed() >= after);
+        if poison {
+            poisoned = true;
+            tracing::info!("synthetic source: injecting one poison entity now");
+        }
+        let msg = generator.next_message(crate::util::now_ms() / 1000, poison);
+        ingest.push(Bytes::from(msg.encode_to_vec()));
+        sent += 1;
+        if limit != 0 && sent >= limit {
+            tracing::info!(sent, "synthetic source: limit reached, stopping");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Item;
+    use crate::spec::Filter;
+
+    #[test]
+    fn clean_snapshots_prepare_without_quarantine() {
+        let mut g = Generator::new(SyntheticConfig::default());
+        let msg = g.next_message(1_795_837_200, false);
+        assert_eq!(msg.entity.len(), 40);
+        let item = Item::new(Bytes::from(msg.encode_to_vec()));
+        let p = crate::feed::prepare(&Filter::default(), &item).unwrap();
+        assert_eq!(p.update.vehicles.len(), 40);
+        assert!(p.malformed.is_empty(), "{:?}", p.malformed);
+    }
+
+    #[test]
+    fn poison_is_exactly_one_entity_on_the_poison_route() {
+        let cfg = SyntheticConfig {
+            poison_stream_route: Some("R3".into()),
+            ..Default::default()
+        };
+        let mut g = Generator::new(cfg);
+        let msg = g.next_message(1_795_837_200, true);
+        let item = Item::new(Bytes::from(msg.encode_to_vec()));
+        let p = crate::feed::prepare(&Filter::default(), &item).unwrap();
+        assert_eq!(p.malformed.len(), 1);
+        assert_eq!(p.update.vehicles.len(), 39);
+        assert!(p.malformed[0].reason.contains("start_date"));
+        let bad = &msg.entity[p.malformed[0].index];
+        assert_eq!(
+            bad.vehicle
+                .as_ref()
+                .unwrap()
+                .trip
+                .as_ref()
+                .unwrap()
+                .route_id
+                .as_deref(),
+            Some("R3")
+        );
+    }
+
+    #[test]
+    fn malformed_rate_breaks_about_that_fraction() {
+        let cfg = SyntheticConfig {
+            vehicles: 1000,
+            malformed_rate: 0.25,
+            ..Default::default()
+        };
+        let mut g = Generator::new(cfg);
+        let msg = g.next_message(1_795_837_200, false);
+        let item = Item::new(Bytes::from(msg.encode_to_vec()));
+        let p = crate::feed::prepare(&Filter::default(), &item).unwrap();
+        assert!(
+            (150..350).contains(&p.malformed.len()),
+            "{}",
+            p.malformed.len()
+        );
+        assert_eq!(p.malformed.len() + p.update.vehicles.len(), 1000);
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), "19700101");
+        assert_eq!(civil_date(1_795_837_200), "20261128");
+        assert_eq!(civil_date(951_782_400), "20000229");
+    }
+}

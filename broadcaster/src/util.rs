@@ -1,0 +1,95 @@
+//! Small helpers shared by the modules: wall clock, hex excerpts, rate-limited logging.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Wall clock, milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Wall clock, microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Lower-case hex of at most the first `max_bytes` bytes of `bytes`.
+pub fn hex_excerpt(bytes: &[u8], max_bytes: usize) -> String {
+    let slice = &bytes[..bytes.len().min(max_bytes)];
+    let mut out = String::with_capacity(slice.len() * 2);
+    for b in slice {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Lets one log line through per `every`, counting the ones it held back, so a flood of bad
+/// input cannot flood the log (or slow the dispatcher down with logging).
+#[derive(Debug)]
+pub struct RateLimiter {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimiter {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(suppressed)` when a line may be logged now (with how many were held back since the
+    /// last one), `None` when this one should be dropped.
+    pub fn check(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = state.1;
+                *state = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every structure
+/// guarded here stays consistent between statements, and a poisoned lock must not take the
+/// reporter or the dump down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_excerpt_is_bounded() {
+        assert_eq!(hex_excerpt(&[0x00, 0xff, 0x10], 2), "00ff");
+        assert_eq!(hex_excerpt(&[], 10), "");
+    }
+
+    #[test]
+    fn rate_limiter_counts_suppressed_lines() {
+        let limiter = RateLimiter::new(Duration::from_secs(3600));
+        assert_eq!(limiter.check(), Some(0));
+        assert_eq!(limiter.check(), None);
+        assert_eq!(limiter.check(), None);
+        let limiter = RateLimiter::new(Duration::ZERO);
+        assert_eq!(limiter.check(), Some(0));
+        assert_eq!(limiter.check(), Some(0));
+    }
+}
