@@ -1,0 +1,182 @@
+//! The sidecar's client of the broadcaster's loopback admin API: task dumps for bundles and
+//! stream restarts for the operator's soft remediation.
+
+use std::time::Duration;
+
+use stallwatch_core::taskdump::{TASKDUMP_V1, TaskDump};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcasterError {
+    #[error("broadcaster admin API at {url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("broadcaster admin API at {url} is unreachable: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("broadcaster admin API at {url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("broadcaster task dump from {url} is unusable: {message}")]
+    BadDump { url: String, message: String },
+}
+
+impl BroadcasterError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            BroadcasterError::Timeout { .. } => "timeout",
+            BroadcasterError::Unreachable { .. } => "unreachable",
+            BroadcasterError::Status { .. } => "status",
+            BroadcasterError::BadDump { .. } => "bad_dump",
+        }
+    }
+}
+
+/// What the broadcaster said to a restart request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartOutcome {
+    /// 202: the dispatcher was aborted and a fresh one started.
+    Restarted,
+    /// 404: no such stream.
+    UnknownStream,
+}
+
+#[derive(Debug, Clone)]
+pub struct BroadcasterClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Task dumps are bounded so a huge or hostile answer cannot exhaust the sidecar.
+pub const MAX_TASK_DUMP_BYTES: usize = 16 << 20;
+
+impl BroadcasterClient {
+    pub fn new(base_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        BroadcasterClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn map_err(&self, url: &str, timeout: Duration, e: reqwest::Error) -> BroadcasterError {
+        if e.is_timeout() {
+            BroadcasterError::Timeout {
+                url: url.to_owned(),
+                timeout,
+            }
+        } else {
+            BroadcasterError::Unreachable {
+                url: url.to_owned(),
+                message: error_chain(&e),
+            }
+        }
+    }
+
+    /// `GET /debug/dump?timeout_ms=..`, bounded by `timeout` overall.
+    pub async fn task_dump(&self, timeout: Duration) -> Result<TaskDump, BroadcasterError> {
+        // Ask the broadcaster to give up a little before we do, so we get its partial answer
+        // rather than our own timeout.
+        let inner_ms = (timeout.as_millis() as u64).saturating_mul(8) / 10;
+        let url = format!("{}/debug/dump?timeout_ms={}", self.base, inner_ms.max(1));
+        let fetch = async {
+            let resp = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| self.map_err(&url, timeout, e))?;
+            let status = resp.status().as_u16();
+            let body = read_limited(resp, MAX_TASK_DUMP_BYTES)
+                .await
+                .map_err(|e| self.map_err(&url, timeout, e))?;
+            if status != 200 {
+                return Err(BroadcasterError::Status {
+                    url: url.clone(),
+                    status,
+                    body: snippet(&body),
+                });
+            }
+            let dump: TaskDump =
+                serde_json::from_slice(&body).map_err(|e| BroadcasterError::BadDump {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+            if dump.protocol != TASKDUMP_V1 {
+                return Err(BroadcasterError::BadDump {
+                    url: url.clone(),
+                    message: format!("protocol {:?}, expected {TASKDUMP_V1:?}", dump.protocol),
+                });
+            }
+            Ok(dump)
+        };
+        match tokio::time::timeout(timeout, fetch).await {
+            Ok(r) => r,
+            Err(_) => Err(BroadcasterError::Timeout { url, timeout }),
+        }
+    }
+
+    /// `POST /admin/streams/{name}/restart`.
+    pub async fn restart(
+        &self,
+        stream: &str,
+        timeout: Duration,
+    ) -> Result<RestartOutcome, BroadcasterError> {
+        let url = format!("{}/admin/streams/{stream}/restart", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.map_err(&url, timeout, e))?;
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => Ok(RestartOutcome::Restarted),
+            404 => Ok(RestartOutcome::UnknownStream),
+            _ => {
+                let body = read_limited(resp, 4096).await.unwrap_or_default();
+                Err(BroadcasterError::Status {
+                    url,
+                    status,
+                    body: snippet(&body),
+                })
+            }
+        }
+    }
+}
+
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = max.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn snippet(body: &[u8]) -> String {
+    stallwatch_core::report::truncate(String::from_utf8_lossy(body).trim(), 512)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}

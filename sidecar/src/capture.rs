@@ -1,0 +1,296 @@
+//! Capturing a dump bundle: the sidecar's own state, the broadcaster's task dump and,
+//! where allowed, a process dump, written atomically by [`crate::bundles::BundleStore`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use stallwatch_core::bundle::{
+    self, BUNDLE_V1, CaptureTimings, DumpRequest, Manifest, ProcessDumpOutcome, STATE_FILE,
+    TASKS_FILE, TaskDumpOutcome, Versions,
+};
+use stallwatch_core::report::{PROTOCOL_V1, is_valid_stream_name};
+use stallwatch_core::taskdump::TaskDump;
+use stallwatch_core::verdict::VerdictConfig;
+
+use crate::broadcaster::BroadcasterClient;
+use crate::bundles::{BundleError, BundleStore, PendingBundle};
+use crate::cli::ProcessDumpMode;
+use crate::inspect::render_task_dump;
+use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, Status, wall_ms};
+use crate::procdump;
+
+/// The value of [`BundleState::format`].
+pub const STATE_V1: &str = "stallwatch.bundle-state.v1";
+pub const SIDECAR_VERSION: &str = concat!("transit-sidecar ", env!("CARGO_PKG_VERSION"));
+
+/// `state.json`: what the sidecar knew at capture time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleState {
+    pub format: String,
+    pub captured_at_ms: u64,
+    /// The same document as `GET /v1/status`.
+    pub status: Status,
+    pub config: ConfigSummary,
+    /// The last reports accepted, oldest first.
+    pub recent_reports: Vec<ReceivedReport>,
+    /// Recent verdict changes, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// The broadcaster's task dump, raw.
+    pub task_dump: Option<TaskDump>,
+    pub task_dump_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSummary {
+    pub stall_after_ms: u64,
+    pub report_timeout_ms: u64,
+    pub recover_after_ms: u64,
+}
+
+impl From<VerdictConfig> for ConfigSummary {
+    fn from(c: VerdictConfig) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        ConfigSummary {
+            stall_after_ms: ms(c.stall_after),
+            report_timeout_ms: ms(c.report_timeout),
+            recover_after_ms: ms(c.recover_after),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub namespace: String,
+    pub pod: String,
+    pub node: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("capture task failed: {0}")]
+    Internal(String),
+}
+
+impl CaptureError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CaptureError::BadRequest(_) => 400,
+            CaptureError::Bundle(e) => e.http_status(),
+            CaptureError::Internal(_) => 500,
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            CaptureError::BadRequest(_) => "bad_request",
+            CaptureError::Bundle(e) => e.label(),
+            CaptureError::Internal(_) => "failed",
+        }
+    }
+}
+
+pub struct Capturer {
+    monitor: Arc<Monitor>,
+    store: Arc<BundleStore>,
+    broadcaster: BroadcasterClient,
+    mode: ProcessDumpMode,
+    task_dump_timeout: Duration,
+    identity: PodIdentity,
+    /// One capture at a time: they compete for the same disk and the same ptrace target.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Capturer {
+    pub fn new(
+        monitor: Arc<Monitor>,
+        store: Arc<BundleStore>,
+        broadcaster: BroadcasterClient,
+        mode: ProcessDumpMode,
+        task_dump_timeout: Duration,
+        identity: PodIdentity,
+    ) -> Self {
+        Capturer {
+            monitor,
+            store,
+            broadcaster,
+            mode,
+            task_dump_timeout,
+            identity,
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<BundleStore> {
+        &self.store
+    }
+
+    /// Capture one bundle. Outcomes are counted, reflected in `/v1/status` and sent to the
+    /// reactor (Events).
+    pub async fn capture(&self, req: DumpRequest) -> Result<Manifest, CaptureError> {
+        let started = Instant::now();
+        let created_at_ms = wall_ms();
+        if let Some(s) = &req.stream
+            && !is_valid_stream_name(s)
+        {
+            return Err(CaptureError::BadRequest(format!(
+                "stream {:?} is not a valid stream name",
+                stallwatch_core::report::truncate(s, 80)
+            )));
+        }
+        let requested_by = req
+            .requested_by
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned());
+        if requested_by.is_empty()
+            || requested_by.len() > 128
+            || requested_by.chars().any(char::is_control)
+        {
+            return Err(CaptureError::BadRequest(
+                "requested_by must be 1..=128 printable characters".to_owned(),
+            ));
+        }
+        let _guard = self.busy.lock().await;
+        let result = self
+            .capture_locked(req, requested_by, started, created_at_ms)
+            .await;
+        let m = &self.monitor.metrics;
+        match &result {
+            Ok(manifest) => {
+                m.dump("ok");
+                m.process_dump(manifest.process_dump.label());
+                m.last_bundle_seconds.set(started.elapsed().as_secs_f64());
+                let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+                m.last_bundle_bytes
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                self.monitor.set_storage(Ok(()));
+                tracing::info!(path = %manifest.path, ms = started.elapsed().as_millis() as u64, process_dump = manifest.process_dump.label(), "bundle captured");
+                self.monitor.notify(Notice::DumpWritten {
+                    path: manifest.path.clone(),
+                    stream: manifest.stream.clone(),
+                });
+            }
+            Err(e) => {
+                m.dump(e.label());
+                if let CaptureError::Bundle(b) = e {
+                    self.monitor.set_storage(Err(b.to_string()));
+                }
+                tracing::error!(error = %e, "bundle capture failed");
+                self.monitor.notify(Notice::DumpFailed {
+                    error: e.to_string(),
+                });
+            }
+        }
+        result
+    }
+
+    async fn capture_locked(
+        &self,
+        req: DumpRequest,
+        requested_by: String,
+        started: Instant,
+        created_at_ms: u64,
+    ) -> Result<Manifest, CaptureError> {
+        let verdict = req
+            .stream
+            .as_deref()
+            .and_then(|s| self.monitor.verdict_of(s));
+        let reason = req.reason.or(verdict.and_then(|v| v.reason()));
+        let snap = self.monitor.snapshot();
+
+        let t = Instant::now();
+        let dump = self.broadcaster.task_dump(self.task_dump_timeout).await;
+        let task_dump_ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (tasks_txt, task_dump, task_dump_error, task_outcome) = match dump {
+            Ok(d) => (
+                render_task_dump(&d),
+                Some(d.clone()),
+                None,
+                TaskDumpOutcome::Fetched {
+                    tasks: d.tasks.len() as u64,
+                },
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "task dump unavailable for the bundle");
+                (
+                    format!("task dump unavailable: {e}\n"),
+                    None,
+                    Some(e.to_string()),
+                    TaskDumpOutcome::Failed { why: e.to_string() },
+                )
+            }
+        };
+
+        let instance = snap.status.instance.clone();
+        let state = BundleState {
+            format: STATE_V1.to_owned(),
+            captured_at_ms: created_at_ms,
+            status: snap.status,
+            config: snap.config.into(),
+            recent_reports: snap.recent_reports,
+            history: snap.history,
+            task_dump,
+            task_dump_error,
+        };
+        let state_json = serde_json::to_vec_pretty(&state)
+            .map_err(|e| CaptureError::Internal(format!("encoding state.json: {e}")))?;
+        let manifest = Manifest {
+            format: BUNDLE_V1.to_owned(),
+            id: String::new(),
+            path: String::new(),
+            versions: Versions {
+                sidecar: SIDECAR_VERSION.to_owned(),
+                broadcaster: snap.broadcaster_version,
+                broadcaster_instance: instance,
+                report_protocol: PROTOCOL_V1.to_owned(),
+                bundle_format: BUNDLE_V1.to_owned(),
+            },
+            pod: self.identity.pod.clone(),
+            namespace: self.identity.namespace.clone(),
+            node: self.identity.node.clone(),
+            stream: req.stream,
+            reason,
+            verdict,
+            requested_by,
+            created_at_ms,
+            timings: CaptureTimings {
+                task_dump_ms,
+                ..CaptureTimings::default()
+            },
+            files: Vec::new(),
+            task_dump: task_outcome,
+            process_dump: ProcessDumpOutcome::Skipped { why: String::new() },
+        };
+        let pending = PendingBundle {
+            manifest,
+            files: vec![
+                (STATE_FILE.to_owned(), state_json),
+                (TASKS_FILE.to_owned(), tasks_txt.into_bytes()),
+            ],
+            started,
+        };
+        let store = self.store.clone();
+        let mode = self.mode;
+        let pid = snap.pid;
+        tokio::task::spawn_blocking(move || {
+            store.write(pending, &move |dir: &std::path::Path| {
+                procdump::dump(mode, pid, dir)
+            })
+        })
+        .await
+        .map_err(|e| CaptureError::Internal(e.to_string()))?
+        .map_err(CaptureError::from)
+    }
+
+    pub async fn list(&self) -> Result<bundle::BundleList, BundleError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.list())
+            .await
+            .map_err(|e| BundleError::Io(e.to_string()))?
+            .map(|bundles| bundle::BundleList { bundles })
+    }
+}

@@ -1,0 +1,200 @@
+//! Command line of `transit-sidecar`, fixed by `docs/architecture.md`. Every option has an
+//! environment-variable fallback and a documented default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "transit-sidecar",
+    version,
+    about = "Per-stream stall verdicts for a transit broadcaster, published on its Pod, with diagnostic dump bundles"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Judge the broadcaster's reports and serve the HTTP and admin APIs.
+    Run(Box<RunArgs>),
+    /// Print what a person needs first from a dump bundle.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Report ingest: a loopback `IP:PORT` or `unix:/path/to.sock`.
+    #[arg(long, env = "SIDECAR_INGEST_ADDR", default_value = "127.0.0.1:9464")]
+    pub ingest_addr: String,
+    /// Public HTTP: /healthz, /readyz, /metrics, /v1/status.
+    #[arg(long, env = "SIDECAR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: String,
+    /// Admin API (bearer token).
+    #[arg(long, env = "SIDECAR_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    pub admin_addr: String,
+    /// File holding the admin bearer token (a mounted Secret). Without it every admin request
+    /// answers 401.
+    #[arg(long, env = "SIDECAR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The broadcaster's loopback admin address (task dumps, stream restarts).
+    #[arg(
+        long,
+        env = "SIDECAR_BROADCASTER_ADMIN_URL",
+        default_value = "http://127.0.0.1:9091"
+    )]
+    pub broadcaster_admin_url: String,
+    /// Items waiting with no dequeue for this long: ChannelStuck.
+    #[arg(long, env = "SIDECAR_STALL_AFTER", default_value = "2s", value_parser = parse_duration)]
+    pub stall_after: Duration,
+    /// No report for this long: ReportsLost.
+    #[arg(long, env = "SIDECAR_REPORT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub report_timeout: Duration,
+    /// Sustained progress for this long before a stalled stream is healthy again.
+    #[arg(long, env = "SIDECAR_RECOVER_AFTER", default_value = "1s", value_parser = parse_duration)]
+    pub recover_after: Duration,
+    /// Root of the dump volume; bundles go to `<dir>/<namespace>/<pod>/`.
+    #[arg(long, env = "SIDECAR_DUMP_DIR", default_value = "/dumps")]
+    pub dump_dir: PathBuf,
+    /// Keep at most this many bundles for this pod.
+    #[arg(long, env = "SIDECAR_MAX_BUNDLES", default_value_t = 20)]
+    pub max_bundles: usize,
+    /// Keep at most this many bytes of bundles for this pod (suffixes Ki, Mi, Gi allowed).
+    #[arg(long, env = "SIDECAR_MAX_BYTES", default_value = "1073741824", value_parser = parse_bytes)]
+    pub max_bytes: u64,
+    /// Process dump of the broadcaster in each bundle.
+    #[arg(long, env = "SIDECAR_PROCESS_DUMP", value_enum, default_value_t = ProcessDumpMode::None)]
+    pub process_dump: ProcessDumpMode,
+    /// Capture a bundle by itself on each new stall.
+    #[arg(long, env = "SIDECAR_DUMP_ON_STALL", default_value_t = false)]
+    pub dump_on_stall: bool,
+    /// How long to wait for the broadcaster's task dump when capturing a bundle.
+    #[arg(long, env = "SIDECAR_TASK_DUMP_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub task_dump_timeout: Duration,
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
+    pub pod_namespace: String,
+    /// The Pod's uid (downward API `metadata.uid`), used in Events' object reference.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Publish the pod condition and Events: `auto` when running in a cluster.
+    #[arg(long, env = "SIDECAR_PUBLISH", value_enum, default_value_t = PublishMode::Auto)]
+    pub publish: PublishMode,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// A bundle directory (the one holding manifest.json).
+    pub bundle: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProcessDumpMode {
+    /// No process dump.
+    None,
+    /// A minidump (threads, stacks, modules; tens of KB) via ptrace.
+    Minidump,
+    /// A minidump and a full core with `gcore` (as large as the process).
+    Full,
+}
+
+impl ProcessDumpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessDumpMode::None => "none",
+            ProcessDumpMode::Minidump => "minidump",
+            ProcessDumpMode::Full => "full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishMode {
+    Auto,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 250ms or 2s: {e}"))
+}
+
+/// Bytes with an optional binary suffix: `1073741824`, `512Mi`, `1Gi`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, mult) = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|d| (d, *m)))
+    .unwrap_or((s, 1));
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a byte count like 1073741824 or 512Mi"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_architecture_doc() {
+        let cli = Cli::try_parse_from(["transit-sidecar", "run"]).unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("run")
+        };
+        assert_eq!(a.ingest_addr, "127.0.0.1:9464");
+        assert_eq!(a.http_addr, "0.0.0.0:8080");
+        assert_eq!(a.admin_addr, "0.0.0.0:8081");
+        assert_eq!(a.broadcaster_admin_url, "http://127.0.0.1:9091");
+        assert_eq!(a.stall_after, Duration::from_secs(2));
+        assert_eq!(a.report_timeout, Duration::from_secs(2));
+        assert_eq!(a.recover_after, Duration::from_secs(1));
+        assert_eq!(a.dump_dir, PathBuf::from("/dumps"));
+        assert_eq!(a.max_bundles, 20);
+        assert_eq!(a.max_bytes, 1_073_741_824);
+        assert_eq!(a.process_dump, ProcessDumpMode::None);
+        assert!(!a.dump_on_stall);
+        assert_eq!(a.publish, PublishMode::Auto);
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_bytes("10"), Ok(10));
+        assert!(parse_bytes("ten").is_err());
+        assert!(parse_bytes("99999999999Ti").is_err());
+    }
+
+    #[test]
+    fn inspect_args() {
+        let cli = Cli::try_parse_from(["transit-sidecar", "inspect", "/b", "--json"]).unwrap();
+        let Command::Inspect(a) = cli.command else {
+            panic!("inspect")
+        };
+        assert!(a.json);
+        assert_eq!(a.bundle, PathBuf::from("/b"));
+    }
+}

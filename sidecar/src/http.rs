@@ -1,0 +1,56 @@
+//! The public HTTP API: `/healthz`, `/readyz`, `/metrics`, `GET /v1/status`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::monitor::Monitor;
+
+pub fn router(monitor: Arc<Monitor>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .with_state(monitor)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 503 while any stream is stalled, for clusters that use a readiness probe rather than the
+/// pod condition as a readiness gate.
+async fn readyz(State(monitor): State<Arc<Monitor>>) -> Response {
+    let stalled = monitor.stalled_streams();
+    if stalled.is_empty() {
+        (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response()
+    } else {
+        let message = stallwatch_core::condition::format_message(&stalled);
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "message": message })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(monitor): State<Arc<Monitor>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        monitor.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn status(State(monitor): State<Arc<Monitor>>) -> Response {
+    axum::Json(monitor.status()).into_response()
+}
