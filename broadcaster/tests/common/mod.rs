@@ -1,0 +1,232 @@
+//! Helpers shared by the integration tests: feeds, a fake sidecar, gRPC clients, waiting.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use prost::Message;
+use stallwatch_core::report::{Report, parse_report};
+use tokio_util::sync::CancellationToken;
+use transit_broadcaster::generated::transit_realtime::{
+    FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
+    VehiclePosition,
+};
+use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
+use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Polls `check` until it holds; panics with `what` after `WAIT`.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if check() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn entity(vehicle: &str, route: &str, lat: f32, lon: f32) -> FeedEntity {
+    FeedEntity {
+        id: format!("e-{vehicle}"),
+        is_deleted: None,
+        vehicle: Some(VehiclePosition {
+            trip: Some(TripDescriptor {
+                trip_id: Some(format!("T-{vehicle}")),
+                route_id: Some(route.into()),
+                start_date: Some("20261128".into()),
+                ..Default::default()
+            }),
+            vehicle: Some(VehicleDescriptor {
+                id: Some(vehicle.into()),
+                ..Default::default()
+            }),
+            position: Some(Position {
+                latitude: lat,
+                longitude: lon,
+                bearing: Some(10.0),
+                odometer: None,
+                speed: Some(5.0),
+            }),
+            timestamp: Some(1_795_837_200),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn feed_of(entities: Vec<FeedEntity>) -> Bytes {
+    FeedMessage {
+        header: FeedHeader {
+            gtfs_realtime_version: "2.0".into(),
+            incrementality: None,
+            timestamp: Some(1_795_837_200),
+            feed_version: None,
+        },
+        entity: entities,
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// A valid feed with vehicles `V1` (route R1) and `V2` (route R2).
+pub fn good_feed() -> Bytes {
+    feed_of(vec![
+        entity("V1", "R1", 52.5, 13.4),
+        entity("V2", "R2", 52.6, 13.5),
+    ])
+}
+
+/// A feed with one valid vehicle (`V1`, R1) and one with a NaN latitude (`BAD`, R1).
+pub fn half_bad_feed() -> Bytes {
+    feed_of(vec![
+        entity("V1", "R1", 52.5, 13.4),
+        entity("BAD", "R1", f32::NAN, 13.4),
+    ])
+}
+
+pub async fn client(addr: SocketAddr) -> TransitBroadcasterClient<tonic::transport::Channel> {
+    TransitBroadcasterClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the broadcaster")
+}
+
+pub async fn subscribe(addr: SocketAddr, stream: &str) -> tonic::Streaming<StreamUpdate> {
+    client(addr)
+        .await
+        .subscribe(SubscribeRequest {
+            stream: stream.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
+pub async fn next_update(s: &mut tonic::Streaming<StreamUpdate>) -> StreamUpdate {
+    tokio::time::timeout(WAIT, s.message())
+        .await
+        .expect("an update within the timeout")
+        .expect("no stream error")
+        .expect("stream not ended")
+}
+
+/// A stand-in for the sidecar's report ingest: validates every report with the real parser,
+/// can be made slow, and can be stopped and restarted on the same port.
+#[derive(Clone)]
+pub struct FakeSidecar {
+    pub addr: SocketAddr,
+    pub reports: Arc<Mutex<Vec<Report>>>,
+    pub requests: Arc<AtomicU64>,
+    pub invalid: Arc<Mutex<Vec<String>>>,
+    pub delay: Arc<Mutex<Duration>>,
+    stop: CancellationToken,
+}
+
+#[derive(Clone)]
+struct SidecarState {
+    reports: Arc<Mutex<Vec<Report>>>,
+    requests: Arc<AtomicU64>,
+    invalid: Arc<Mutex<Vec<String>>>,
+    delay: Arc<Mutex<Duration>>,
+}
+
+async fn ingest(State(s): State<SidecarState>, body: Bytes) -> (StatusCode, &'static str) {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = *s.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match parse_report(&body) {
+        Ok(r) => {
+            s.reports.lock().unwrap().push(r);
+            (StatusCode::ACCEPTED, "{\"accepted\":true}")
+        }
+        Err(e) => {
+            s.invalid.lock().unwrap().push(e.to_string());
+            (StatusCode::BAD_REQUEST, "{\"error\":\"invalid\"}")
+        }
+    }
+}
+
+impl FakeSidecar {
+    pub async fn start() -> Self {
+        Self::start_on(([127, 0, 0, 1], 0).into()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind sidecar");
+        let addr = listener.local_addr().unwrap();
+        let me = Self {
+            addr,
+            reports: Default::default(),
+            requests: Default::default(),
+            invalid: Default::default(),
+            delay: Default::default(),
+            stop: CancellationToken::new(),
+        };
+        me.serve(listener);
+        me
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let state = SidecarState {
+            reports: self.reports.clone(),
+            requests: self.requests.clone(),
+            invalid: self.invalid.clone(),
+            delay: self.delay.clone(),
+        };
+        let app = axum::Router::new()
+            .route("/v1/reports", axum::routing::post(ingest))
+            .with_state(state);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .unwrap();
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1/reports", self.addr)
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Starts again on the same port, keeping what was received.
+    pub async fn restart(&mut self) {
+        self.stop = CancellationToken::new();
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("rebind sidecar on {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    pub fn count(&self) -> usize {
+        self.reports.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Option<Report> {
+        self.reports.lock().unwrap().last().cloned()
+    }
+}
