@@ -553,7 +553,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     tracing::info!(
         %grpc_addr,
         %http_addr,
-        admin_addr = ?admin_addr,
+        admin_addr = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
         source = config.source.kind(),
         streams = %config.streams.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "),
         instance = engine.instance(),

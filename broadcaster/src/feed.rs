@@ -70,6 +70,13 @@ pub fn prepare(filter: &Filter, item: &Item) -> Result<Prepared, PrepareError> {
     };
     let mut malformed = Vec::new();
     for (index, entity) in feed.entity.iter().enumerate() {
+        // An entity on a route this stream does not carry is none of its business, valid or
+        // not: skip it before validating, so one route's bad data stays that route's problem.
+        if let Some(route) = route_of(entity)
+            && !filter.wants_route(route)
+        {
+            continue;
+        }
         match vehicle_of(entity) {
             Ok(None) => {}
             Ok(Some(v)) => {
@@ -114,6 +121,10 @@ pub fn decode(payload: &[u8]) -> Result<FeedMessage, PrepareError> {
         });
     }
     FeedMessage::decode(payload).map_err(|e| PrepareError::Decode(e.to_string()))
+}
+
+fn route_of(entity: &FeedEntity) -> Option<&str> {
+    entity.vehicle.as_ref()?.trip.as_ref()?.route_id.as_deref()
 }
 
 /// `Ok(None)` for entities that carry no vehicle position (deleted, or another entity kind).
@@ -363,6 +374,21 @@ pub(crate) mod tests {
             matches!(err, PrepareError::Entity { index: 1, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bad_entities_on_routes_a_stream_does_not_carry_are_not_its_problem() {
+        let item = feed(vec![
+            entity("e0", "v0", "R1", f32::NAN, 13.4),
+            entity("e1", "v1", "R2", 52.5, 13.4),
+        ]);
+        let r2: Filter = "x=routes:R2"
+            .parse::<crate::spec::StreamSpec>()
+            .unwrap()
+            .filter;
+        let p = prepare_strict(&r2, &item).unwrap();
+        assert_eq!(p.update.vehicles.len(), 1);
+        assert!(prepare_strict(&Filter::default(), &item).is_err());
     }
 
     #[test]

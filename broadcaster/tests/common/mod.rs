@@ -230,3 +230,62 @@ impl FakeSidecar {
         self.reports.lock().unwrap().last().cloned()
     }
 }
+
+/// A free loopback port (bound and released; good enough for a child server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real `nats-server` child process on a free loopback port; killed on drop.
+pub struct NatsServer {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl NatsServer {
+    /// `None` (with a message) when the `nats-server` binary is not installed.
+    pub fn start_on(port: u16) -> Option<Self> {
+        let child = match std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "SKIPPED: nats-server is not installed (scripts/setup.sh installs it: apt-get install nats-server)"
+                );
+                return None;
+            }
+            Err(e) => panic!("cannot start nats-server: {e}"),
+        };
+        Some(Self { port, child })
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
