@@ -250,9 +250,12 @@ impl BundleStore {
             let _ = self.storage.remove_dir_all(&tmp);
             return Err(BundleError::from_io("renaming into", &final_dir, e));
         }
-        self.storage
-            .sync_dir(&pod_dir)
-            .map_err(|e| BundleError::from_io("syncing", &pod_dir, e))?;
+        if let Err(e) = self.storage.sync_dir(&pod_dir) {
+            // The rename may not survive a crash: report failure and leave no bundle, so an
+            // answer of "failed" never coexists with a bundle that looks complete.
+            let _ = self.storage.remove_dir_all(&final_dir);
+            return Err(BundleError::from_io("syncing", &pod_dir, e));
+        }
         if let Err(e) = self.apply_retention() {
             tracing::warn!(error = %e, "bundle retention failed");
         }

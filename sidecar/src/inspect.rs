@@ -167,11 +167,19 @@ fn has_dispatcher(d: &TaskDump, stream: &str) -> bool {
     })
 }
 
-/// Group tasks whose await-point lists are identical, largest group first.
+/// Group tasks whose await-point lists are identical, largest group first. Frames are
+/// compared without tree-drawing decoration, and a root frame naming the task itself
+/// (`dispatcher/airport at src/tasks.rs:53`) is compared as `<task> at ...`, so the same code
+/// path in different streams' tasks merges, as in Visual Studio's Parallel Stacks.
 pub fn group_stacks(tasks: &[TaskInfo]) -> Vec<StackGroup> {
-    let mut groups: BTreeMap<&[String], Vec<&str>> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<String>, Vec<&str>> = BTreeMap::new();
     for t in tasks {
-        groups.entry(t.frames.as_slice()).or_default().push(&t.name);
+        let key = t
+            .frames
+            .iter()
+            .map(|f| normalize_frame(f, &t.name))
+            .collect();
+        groups.entry(key).or_default().push(&t.name);
     }
     let mut out: Vec<StackGroup> = groups
         .into_iter()
@@ -180,12 +188,26 @@ pub fn group_stacks(tasks: &[TaskInfo]) -> Vec<StackGroup> {
             StackGroup {
                 count: names.len(),
                 tasks: names.into_iter().map(str::to_owned).collect(),
-                frames: frames.to_vec(),
+                frames,
             }
         })
         .collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.tasks.cmp(&b.tasks)));
     out
+}
+
+/// A frame without tree-drawing decoration, with a leading task name replaced by `<task>`.
+pub fn normalize_frame(frame: &str, task: &str) -> String {
+    let bare = frame.trim_start_matches(|c: char| {
+        c.is_whitespace() || matches!(c, '└' | '├' | '╼' | '─' | '│' | '┬' | '╰' | '┼')
+    });
+    let bare = bare.trim_end();
+    match bare.strip_prefix(task) {
+        Some(rest) if !task.is_empty() && (rest.is_empty() || rest.starts_with(" at ")) => {
+            format!("<task>{rest}")
+        }
+        _ => bare.to_owned(),
+    }
 }
 
 fn utc(ms: u64) -> String {
@@ -215,8 +237,9 @@ fn write_stacks(out: &mut String, groups: &[StackGroup]) {
             out.push_str("      (no await points recorded)\n");
         }
         // Innermost first, as a debugger shows a stack.
-        for f in g.frames.iter().rev() {
-            let _ = writeln!(out, "      {f}");
+        for (i, f) in g.frames.iter().rev().enumerate() {
+            let marker = if i == 0 { "->" } else { "  " };
+            let _ = writeln!(out, "    {marker} {f}");
         }
     }
 }
@@ -442,4 +465,108 @@ pub fn render_task_dump(d: &TaskDump) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stallwatch_core::taskdump::TaskKind;
+
+    fn task(name: &str, frames: &[&str]) -> TaskInfo {
+        TaskInfo {
+            name: name.into(),
+            kind: TaskKind::Other,
+            stream: None,
+            spawned_at_ms: 0,
+            frames: frames.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn identical_stacks_are_grouped_with_counts() {
+        let tasks = vec![
+            task(
+                "supervisor/b",
+                &[
+                    "╼ supervisor/b at src/tasks.rs:53:58",
+                    "   └╼ supervise at src/dispatcher.rs:190:1",
+                ],
+            ),
+            task(
+                "supervisor/a",
+                &[
+                    "╼ supervisor/a at src/tasks.rs:53:58",
+                    "   └╼ supervise at src/dispatcher.rs:190:1",
+                ],
+            ),
+            task(
+                "dispatcher/a",
+                &[
+                    "╼ dispatcher/a at src/tasks.rs:53:58",
+                    "   └╼ recv at src/channel.rs:126:5",
+                ],
+            ),
+            task(
+                "dispatcher/b",
+                &[
+                    "╼ dispatcher/b at src/tasks.rs:53:58",
+                    "   └╼ hang_forever at src/dispatcher.rs:112:1",
+                ],
+            ),
+            task("server/grpc", &[]),
+            task("server/http", &[]),
+            task(
+                "reporter",
+                &[
+                    "╼ reporter at src/tasks.rs:53:58",
+                    "  └╼ transit::reporter::run_reporter at src/reporter.rs:46",
+                ],
+            ),
+        ];
+        let groups = group_stacks(&tasks);
+        let summary: Vec<(usize, Vec<&str>)> = groups
+            .iter()
+            .map(|g| (g.count, g.tasks.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (2, vec!["server/grpc", "server/http"]),
+                (2, vec!["supervisor/a", "supervisor/b"]),
+                (1, vec!["dispatcher/a"]),
+                (1, vec!["dispatcher/b"]),
+                (1, vec!["reporter"]),
+            ]
+        );
+        assert_eq!(
+            groups[1].frames,
+            vec![
+                "<task> at src/tasks.rs:53:58",
+                "supervise at src/dispatcher.rs:190:1"
+            ]
+        );
+        // Only a leading task name is replaced, not the same word inside a path.
+        assert_eq!(
+            groups[4].frames[1],
+            "transit::reporter::run_reporter at src/reporter.rs:46"
+        );
+        let mut out = String::new();
+        write_stacks(&mut out, &groups);
+        assert!(out.contains("2 tasks: supervisor/a, supervisor/b\n    -> supervise at src/dispatcher.rs:190:1\n       <task> at src/tasks.rs:53:58\n"), "{out}");
+        assert!(out.contains("(no await points recorded)"), "{out}");
+    }
+
+    #[test]
+    fn large_groups_are_abbreviated() {
+        let tasks: Vec<_> = (0..10)
+            .map(|i| task(&format!("subscriber/{i}"), &["recv"]))
+            .collect();
+        let mut out = String::new();
+        write_stacks(&mut out, &group_stacks(&tasks));
+        assert!(
+            out.starts_with("  10 tasks: subscriber/0, subscriber/1"),
+            "{out}"
+        );
+        assert!(out.contains(" and 4 more\n"), "{out}");
+    }
 }
