@@ -1,0 +1,551 @@
+//! Checks the schema cannot express (or that a resource written before a schema change may
+//! still violate). Pure; the operator runs [`validate`] before building anything and reports
+//! the errors in the `InvalidSpec` condition.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration as StdDuration;
+
+use stallwatch_core::report::is_valid_stream_name;
+
+use crate::{
+    DumpsSpec, MAX_BUDGET_PER_HOUR, MAX_STREAMS, ProcessDump, RemediationMode, Source,
+    TransitStreamSpec, to_std,
+};
+
+/// One problem with a spec: the field path and what to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spec.{}: {}", self.field, self.message)
+    }
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Every problem with `spec`, in field order. Empty when the spec is valid.
+pub fn validate(spec: &TransitStreamSpec) -> Vec<SpecError> {
+    let mut out = Vec::new();
+    validate_source(&spec.source, &mut out);
+
+    if spec.streams.is_empty() {
+        out.push(err("streams", "at least one stream is required"));
+    }
+    if spec.streams.len() > MAX_STREAMS {
+        out.push(err(
+            "streams",
+            format!("at most {MAX_STREAMS} streams, got {}", spec.streams.len()),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, s) in spec.streams.iter().enumerate() {
+        if !is_valid_stream_name(&s.name) {
+            out.push(err(
+                format!("streams[{i}].name"),
+                format!(
+                    "{:?} is not a DNS label (lowercase letters, digits, '-', 1-63 characters)",
+                    s.name
+                ),
+            ));
+        }
+        if !seen.insert(s.name.as_str()) {
+            out.push(err(
+                format!("streams[{i}].name"),
+                format!("duplicate stream name {:?}", s.name),
+            ));
+        }
+        for r in s.routes.iter().map(|r| &r.0) {
+            let ok = !r.is_empty()
+                && r.len() <= 64
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !ok {
+                out.push(err(
+                    format!("streams[{i}].routes"),
+                    format!("route id {r:?} must be 1-64 of A-Z a-z 0-9 . _ -"),
+                ));
+            }
+        }
+        if let Some(b) = &s.bbox {
+            let finite = [b.min_lat, b.min_lon, b.max_lat, b.max_lon]
+                .iter()
+                .all(|v| v.is_finite());
+            if !finite
+                || b.min_lat >= b.max_lat
+                || b.min_lon >= b.max_lon
+                || b.min_lat < -90.0
+                || b.max_lat > 90.0
+                || b.min_lon < -180.0
+                || b.max_lon > 180.0
+            {
+                out.push(err(
+                    format!("streams[{i}].bbox"),
+                    "needs -90 <= minLat < maxLat <= 90 and -180 <= minLon < maxLon <= 180",
+                ));
+            }
+        }
+    }
+
+    if spec.channel_capacity == 0 {
+        out.push(err("channelCapacity", "must be at least 1"));
+    }
+    if !(0..=50).contains(&spec.replicas) {
+        out.push(err("replicas", "must be between 0 and 50"));
+    }
+    if let Some(image) = &spec.image
+        && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
+    {
+        out.push(err("image", "must be an image reference without spaces"));
+    }
+
+    let report = duration(&mut out, "reportInterval", &spec.report_interval);
+    let stall = duration(&mut out, "stallAfter", &spec.stall_after);
+    if let Some(r) = report
+        && !(StdDuration::from_millis(50)..=StdDuration::from_secs(60)).contains(&r)
+    {
+        out.push(err("reportInterval", "must be between 50ms and 60s"));
+    }
+    if let (Some(r), Some(s)) = (report, stall)
+        && s <= r
+    {
+        out.push(err(
+            "stallAfter",
+            format!(
+                "must be longer than reportInterval ({}), or every late report would be a stall",
+                spec.report_interval
+            ),
+        ));
+    }
+    if let Some(s) = stall
+        && s > StdDuration::from_secs(3600)
+    {
+        out.push(err("stallAfter", "must be at most 1h"));
+    }
+
+    let rem = &spec.remediation;
+    for (field, d, max) in [
+        (
+            "remediation.softRestartTimeout",
+            &rem.soft_restart_timeout,
+            600,
+        ),
+        ("remediation.dumpTimeout", &rem.dump_timeout, 600),
+        ("remediation.restartTimeout", &rem.restart_timeout, 3600),
+        ("remediation.cooldown", &rem.cooldown, 86_400),
+    ] {
+        if let Some(v) = duration(&mut out, field, d)
+            && v > StdDuration::from_secs(max)
+        {
+            out.push(err(field, format!("must be at most {max}s")));
+        }
+    }
+    if rem.budget_per_hour > MAX_BUDGET_PER_HOUR {
+        out.push(err(
+            "remediation.budgetPerHour",
+            format!("must be at most {MAX_BUDGET_PER_HOUR}"),
+        ));
+    }
+    if rem.mode == RemediationMode::DumpOnly && rem.soft_restart_first {
+        // Not an error: DumpOnly never restarts anything. Keep the spec honest anyway.
+        out.push(err(
+            "remediation.softRestartFirst",
+            "DumpOnly never restarts anything; set softRestartFirst to false",
+        ));
+    }
+    validate_dumps(&spec.dumps, &mut out);
+    out
+}
+
+fn duration(
+    out: &mut Vec<SpecError>,
+    field: &str,
+    d: &kube::core::Duration,
+) -> Option<StdDuration> {
+    if d.is_negative() {
+        out.push(err(field, "must not be negative"));
+        return None;
+    }
+    let v = to_std(d);
+    if v.is_zero() {
+        out.push(err(field, "must be greater than zero"));
+        return None;
+    }
+    Some(v)
+}
+
+fn validate_source(source: &Source, out: &mut Vec<SpecError>) {
+    let kinds = [
+        source.synthetic.is_some(),
+        source.nats.is_some(),
+        source.http.is_some(),
+        source.file.is_some(),
+    ]
+    .iter()
+    .filter(|k| **k)
+    .count();
+    if kinds != 1 {
+        out.push(err(
+            "source",
+            format!("set exactly one of synthetic, nats, http or file (found {kinds})"),
+        ));
+    }
+    let url_rules = |field: &str,
+                     url: &Option<String>,
+                     secret: bool,
+                     schemes: &[&str],
+                     out: &mut Vec<SpecError>| {
+        match (url, secret) {
+            (Some(_), true) | (None, false) => out.push(err(
+                format!("source.{field}"),
+                "set exactly one of url or urlSecretRef",
+            )),
+            (Some(u), false) => {
+                if !schemes.iter().any(|s| u.starts_with(s)) {
+                    out.push(err(
+                        format!("source.{field}.url"),
+                        format!("must start with {}", schemes.join(" or ")),
+                    ));
+                }
+                if u.contains('@') {
+                    out.push(err(
+                        format!("source.{field}.url"),
+                        "must not carry credentials; put the URL in a Secret and use urlSecretRef",
+                    ));
+                }
+                if u.chars().any(char::is_whitespace) {
+                    out.push(err(
+                        format!("source.{field}.url"),
+                        "must not contain spaces",
+                    ));
+                }
+            }
+            (None, true) => {}
+        }
+    };
+    if let Some(n) = &source.nats {
+        url_rules(
+            "nats",
+            &n.url,
+            n.url_secret_ref.is_some(),
+            &["nats://"],
+            out,
+        );
+        if let Some(u) = &n.url
+            && u.strip_prefix("nats://")
+                .and_then(|r| r.split_once('/'))
+                .is_none_or(|(_, subject)| subject.is_empty())
+        {
+            out.push(err(
+                "source.nats.url",
+                "must name a subject: nats://host:port/subject",
+            ));
+        }
+    }
+    if let Some(h) = &source.http {
+        url_rules(
+            "http",
+            &h.url,
+            h.url_secret_ref.is_some(),
+            &["http://", "https://"],
+            out,
+        );
+        if let Some(d) = duration(out, "source.http.pollInterval", &h.poll_interval)
+            && d < StdDuration::from_secs(1)
+        {
+            out.push(err("source.http.pollInterval", "must be at least 1s"));
+        }
+    }
+    if let Some(f) = &source.file
+        && (f.path.starts_with('/') || f.path.split('/').any(|p| p == "..") || f.path.is_empty())
+    {
+        out.push(err(
+            "source.file.path",
+            "must be a relative path inside the claim without '..'",
+        ));
+    }
+}
+
+fn validate_dumps(dumps: &DumpsSpec, out: &mut Vec<SpecError>) {
+    if dumps.max_bundles == 0 {
+        out.push(err("dumps.maxBundles", "must be at least 1"));
+    }
+    if dumps.max_bytes < 1 << 20 {
+        out.push(err("dumps.maxBytes", "must be at least 1048576 (1 MiB)"));
+    }
+    if let Some(v) = &dumps.volume {
+        if v.existing_claim.is_some() == v.template.is_some() {
+            out.push(err(
+                "dumps.volume",
+                "set exactly one of existingClaim or template",
+            ));
+        }
+        if let Some(t) = &v.template
+            && !is_quantity(&t.size)
+        {
+            out.push(err(
+                "dumps.volume.template.size",
+                format!("{:?} is not a quantity like 5Gi", t.size),
+            ));
+        }
+    } else if dumps.process_dump == ProcessDump::Full {
+        out.push(err(
+            "dumps.processDump",
+            "Full needs a persistent volume (dumps.volume); core files do not fit an emptyDir",
+        ));
+    }
+}
+
+fn is_quantity(s: &str) -> bool {
+    let suffixes = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", "",
+    ];
+    suffixes.iter().any(|suf| {
+        s.strip_suffix(suf).is_some_and(|num| {
+            let mut parts = num.splitn(2, '.');
+            let int = parts.next().unwrap_or("");
+            let frac = parts.next();
+            !int.is_empty()
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        BoundingBox, DumpVolume, DumpVolumeTemplate, FileSource, SecretKeyRef, StreamSpec,
+        SyntheticSource, UrlSource,
+    };
+
+    fn synthetic() -> TransitStreamSpec {
+        TransitStreamSpec::with_source(Source {
+            synthetic: Some(SyntheticSource::default()),
+            ..Source::default()
+        })
+    }
+
+    fn fields(spec: &TransitStreamSpec) -> Vec<String> {
+        validate(spec).into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&synthetic()), vec![]);
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        let mut spec = synthetic();
+        spec.source.nats = Some(UrlSource {
+            url: Some("nats://n:4222/x".into()),
+            url_secret_ref: None,
+        });
+        assert_eq!(fields(&spec), ["source"]);
+        spec.source = Source::default();
+        assert_eq!(fields(&spec), ["source"]);
+    }
+
+    #[test]
+    fn credentials_only_by_secret() {
+        let mut spec = synthetic();
+        spec.source = Source {
+            nats: Some(UrlSource {
+                url: Some("nats://user:pw@n:4222/x".into()),
+                url_secret_ref: None,
+            }),
+            ..Source::default()
+        };
+        let errs = validate(&spec);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("urlSecretRef"));
+        spec.source.nats = Some(UrlSource {
+            url: None,
+            url_secret_ref: Some(SecretKeyRef {
+                name: "feed".into(),
+                key: "url".into(),
+            }),
+        });
+        assert_eq!(validate(&spec), vec![]);
+        spec.source.nats.as_mut().unwrap().url = Some("nats://n:4222/x".into());
+        assert_eq!(fields(&spec), ["source.nats"]);
+    }
+
+    #[test]
+    fn nats_needs_a_subject_and_http_a_scheme() {
+        let mut spec = synthetic();
+        spec.source = Source {
+            nats: Some(UrlSource {
+                url: Some("nats://n:4222".into()),
+                url_secret_ref: None,
+            }),
+            ..Source::default()
+        };
+        assert_eq!(fields(&spec), ["source.nats.url"]);
+        spec.source = Source {
+            http: Some(crate::HttpSource {
+                url: Some("ftp://feed".into()),
+                url_secret_ref: None,
+                poll_interval: StdDuration::from_millis(100).into(),
+            }),
+            ..Source::default()
+        };
+        assert_eq!(
+            fields(&spec),
+            ["source.http.url", "source.http.pollInterval"]
+        );
+    }
+
+    #[test]
+    fn file_paths_stay_inside_the_claim() {
+        let mut spec = synthetic();
+        for (path, ok) in [
+            ("rec/a.pb", true),
+            ("/etc/passwd", false),
+            ("a/../../b", false),
+        ] {
+            spec.source = Source {
+                file: Some(FileSource {
+                    claim_name: "recordings".into(),
+                    path: path.into(),
+                    replay_rate: 10,
+                    replay_loop: false,
+                }),
+                ..Source::default()
+            };
+            assert_eq!(validate(&spec).is_empty(), ok, "{path}");
+        }
+    }
+
+    #[test]
+    fn stream_names_are_dns_labels_and_unique() {
+        let mut spec = synthetic();
+        spec.streams = vec![
+            StreamSpec {
+                name: "downtown".into(),
+                routes: vec!["R1".into()],
+                bbox: None,
+            },
+            StreamSpec {
+                name: "Downtown_2".into(),
+                ..StreamSpec::default()
+            },
+            StreamSpec {
+                name: "downtown".into(),
+                ..StreamSpec::default()
+            },
+        ];
+        assert_eq!(fields(&spec), ["streams[1].name", "streams[2].name"]);
+        spec.streams.clear();
+        assert_eq!(fields(&spec), ["streams"]);
+    }
+
+    #[test]
+    fn bad_filters_are_refused() {
+        let mut spec = synthetic();
+        spec.streams = vec![StreamSpec {
+            name: "a".into(),
+            routes: vec!["R 1".into()],
+            bbox: Some(BoundingBox {
+                min_lat: 10.0,
+                min_lon: 0.0,
+                max_lat: 5.0,
+                max_lon: f64::NAN,
+            }),
+        }];
+        assert_eq!(fields(&spec), ["streams[0].routes", "streams[0].bbox"]);
+    }
+
+    #[test]
+    fn stall_after_must_exceed_the_report_interval() {
+        let mut spec = synthetic();
+        spec.stall_after = StdDuration::from_millis(250).into();
+        let errs = validate(&spec);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "stallAfter");
+        assert!(errs[0].to_string().contains("longer than reportInterval"));
+        spec.stall_after = StdDuration::ZERO.into();
+        assert_eq!(fields(&spec), ["stallAfter"]);
+        spec.stall_after = "-1s".parse().unwrap();
+        assert_eq!(fields(&spec), ["stallAfter"]);
+    }
+
+    #[test]
+    fn remediation_limits() {
+        let mut spec = synthetic();
+        spec.remediation.budget_per_hour = 11;
+        spec.remediation.cooldown = StdDuration::from_secs(90_000).into();
+        spec.remediation.dump_timeout = StdDuration::ZERO.into();
+        assert_eq!(
+            fields(&spec),
+            [
+                "remediation.dumpTimeout",
+                "remediation.cooldown",
+                "remediation.budgetPerHour"
+            ]
+        );
+    }
+
+    #[test]
+    fn dump_only_with_soft_restart_is_refused() {
+        let mut spec = synthetic();
+        spec.remediation.mode = RemediationMode::DumpOnly;
+        spec.remediation.soft_restart_first = true;
+        assert_eq!(fields(&spec), ["remediation.softRestartFirst"]);
+    }
+
+    #[test]
+    fn dump_volume_rules() {
+        let mut spec = synthetic();
+        spec.dumps.process_dump = ProcessDump::Full;
+        assert_eq!(fields(&spec), ["dumps.processDump"]);
+        spec.dumps.volume = Some(DumpVolume {
+            existing_claim: Some("dumps".into()),
+            template: Some(DumpVolumeTemplate {
+                size: "5Gi".into(),
+                ..DumpVolumeTemplate::default()
+            }),
+        });
+        assert_eq!(fields(&spec), ["dumps.volume"]);
+        spec.dumps.volume = Some(DumpVolume {
+            existing_claim: None,
+            template: Some(DumpVolumeTemplate {
+                size: "lots".into(),
+                ..DumpVolumeTemplate::default()
+            }),
+        });
+        assert_eq!(fields(&spec), ["dumps.volume.template.size"]);
+        spec.dumps
+            .volume
+            .as_mut()
+            .unwrap()
+            .template
+            .as_mut()
+            .unwrap()
+            .size = "1.5Gi".into();
+        assert_eq!(validate(&spec), vec![]);
+        spec.dumps.max_bytes = 10;
+        assert_eq!(fields(&spec), ["dumps.maxBytes"]);
+    }
+
+    #[test]
+    fn quantities() {
+        for q in ["1", "5Gi", "1.5Gi", "500M", "100k"] {
+            assert!(is_quantity(q), "{q}");
+        }
+        for q in ["", "Gi", "5GB", "1.Gi", "-1Gi", "5 Gi"] {
+            assert!(!is_quantity(q), "{q}");
+        }
+    }
+}
