@@ -1,1 +1,719 @@
-fn main() {}
+//! Broadcaster benchmarks; prints tables. Run with `cargo bench -p transit-broadcaster`.
+//!
+//! 1. Fan-out over real gRPC on loopback, ~1 KiB updates, 1 / 100 / 1,000 subscribers:
+//!    deliveries/s at peak and p50/p99 latency at half of peak, side by side in the same run
+//!    with a real `nats-server` fanning the same payloads to the same number of async-nats
+//!    subscribers (spread over the same number of connections).
+//! 2. Reporting overhead: peak throughput with reports on (to a local fake sidecar, 250 ms)
+//!    vs off, alternated in the same run.
+//! 3. Memory per idle subscriber: RSS delta of a real `transit-broadcaster serve` process over
+//!    1,000 idle subscribers.
+//!
+//! The broadcaster runs in-process on its own 2-thread runtime; clients run on another; the
+//! machine's cores are shared by everything, nats-server included. `BENCH_SCALE` (default 1.0)
+//! scales the message counts. Without `nats-server` on PATH the NATS column says so.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use tonic::transport::Channel;
+use transit_broadcaster::engine::{Config, Running};
+use transit_broadcaster::generated::transit_realtime::{
+    FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
+    VehiclePosition,
+};
+use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
+use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest};
+use transit_broadcaster::source::SourceSpec;
+use transit_broadcaster::util::now_us;
+
+const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
+/// Deliveries per peak round (messages = this / subscribers).
+const DELIVERIES_PER_ROUND: f64 = 200_000.0;
+const LATENCY_ROUND: Duration = Duration::from_secs(2);
+const MAX_CONNECTIONS: usize = 100;
+/// Client HTTP/2 receive windows, as a throughput-minded client would configure them.
+const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
+const CLIENT_CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// `BENCH_SUBSCRIBERS=100` runs one subscriber count; `BENCH_SECTIONS=fanout,overhead,memory`
+/// picks sections (default: all).
+fn subscriber_counts() -> Vec<usize> {
+    std::env::var("BENCH_SUBSCRIBERS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| SUBSCRIBER_COUNTS.to_vec())
+}
+
+fn section(name: &str) -> bool {
+    std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
+}
+
+fn scale() -> f64 {
+    std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}
+
+/// A feed whose prepared update encodes to about 1 KiB.
+fn feed_for_1kib() -> (Bytes, usize) {
+    let entity = |i: usize| FeedEntity {
+        id: format!("veh-{i}"),
+        is_deleted: None,
+        vehicle: Some(VehiclePosition {
+            trip: Some(TripDescriptor {
+                trip_id: Some(format!("T1-{i}")),
+                route_id: Some("R1".into()),
+                ..Default::default()
+            }),
+            vehicle: Some(VehicleDescriptor {
+                id: Some(format!("V{i}")),
+                label: Some(format!("bus {i}")),
+                ..Default::default()
+            }),
+            position: Some(Position {
+                latitude: 52.5,
+                longitude: 13.4,
+                bearing: Some(90.0),
+                odometer: None,
+                speed: Some(8.0),
+            }),
+            timestamp: Some(1_795_837_200),
+            ..Default::default()
+        }),
+    };
+    let mut n = 1;
+    loop {
+        let feed = FeedMessage {
+            header: FeedHeader {
+                gtfs_realtime_version: "2.0".into(),
+                incrementality: None,
+                timestamp: Some(1_795_837_200),
+                feed_version: None,
+            },
+            entity: (0..n).map(entity).collect(),
+        };
+        let bytes = Bytes::from(feed.encode_to_vec());
+        let item = transit_broadcaster::channel::Item::new(bytes.clone());
+        let mut update = transit_broadcaster::feed::prepare(&Default::default(), &item)
+            .unwrap()
+            .update;
+        update.stream = "all".into();
+        update.seq = 1_000_000;
+        let size = update.encoded_len();
+        if size >= 1000 {
+            return (bytes, size);
+        }
+        n += 1;
+    }
+}
+
+/// A 1 KiB NATS payload: an encoded StreamUpdate carrying the sequence and send time.
+fn nats_payload(template: &StreamUpdate, seq: u64) -> Bytes {
+    let mut u = template.clone();
+    u.seq = seq;
+    u.received_at_us = now_us();
+    Bytes::from(u.encode_to_vec())
+}
+
+#[derive(Debug, Default, Clone)]
+struct Round {
+    deliveries: u64,
+    expected: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = self.latencies_us.clone();
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * p).round() as usize;
+        v[i] as f64 / 1000.0
+    }
+}
+
+/// Per-subscriber receive loop result.
+#[derive(Default)]
+struct SubResult {
+    received: u64,
+    latencies_us: Vec<u64>,
+    done_at: Option<Instant>,
+}
+
+// ---------------------------------------------------------------- gRPC
+
+async fn grpc_channels(addr: std::net::SocketAddr, n: usize) -> Vec<Channel> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(
+            Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .tcp_nodelay(true)
+                .initial_stream_window_size(CLIENT_STREAM_WINDOW)
+                .initial_connection_window_size(CLIENT_CONNECTION_WINDOW)
+                .connect()
+                .await
+                .expect("connect"),
+        );
+    }
+    out
+}
+
+/// Runs one gRPC round: `subs` subscribers, `messages` pushes, paced at `rate` msgs/s or as
+/// fast as the pipeline takes them.
+async fn grpc_round(
+    running: &Running,
+    client_rt: &tokio::runtime::Handle,
+    subs: usize,
+    messages: u64,
+    rate: Option<f64>,
+    feed: &Bytes,
+) -> Round {
+    let stream = running.stream("all").unwrap();
+    let channels = grpc_channels(running.grpc_addr, subs.min(MAX_CONNECTIONS)).await;
+    let first_seq = stream.last_seq() + 1;
+    let last_seq = first_seq + messages - 1;
+    let results: Arc<Mutex<Vec<SubResult>>> = Default::default();
+    let mut tasks = Vec::with_capacity(subs);
+    for i in 0..subs {
+        let channel = channels[i % channels.len()].clone();
+        let results = results.clone();
+        tasks.push(client_rt.spawn(async move {
+            let mut client = TransitBroadcasterClient::new(channel);
+            let mut updates = client
+                .subscribe(SubscribeRequest {
+                    stream: "all".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("subscribe")
+                .into_inner();
+            let mut r = SubResult::default();
+            while let Ok(Some(u)) = updates.message().await {
+                if u.seq < first_seq {
+                    continue;
+                }
+                r.received += 1;
+                r.latencies_us
+                    .push(now_us().saturating_sub(u.received_at_us));
+                if u.seq >= last_seq {
+                    break;
+                }
+            }
+            r.done_at = Some(Instant::now());
+            results.lock().unwrap().push(r);
+        }));
+    }
+    while stream.hub.subscriber_count() < subs {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ingest = running.ingest();
+    let start = Instant::now();
+    let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    for k in 0..messages {
+        // At peak, everything is pushed at once (the bench channel is deep enough to hold it
+        // all): the pipeline runs flat out and nothing spins waiting for it.
+        if let Some(p) = period {
+            let due = start + p.mul_f64(k as f64);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        ingest.push(feed.clone());
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(60));
+    tokio::pin!(deadline);
+    for t in tasks {
+        tokio::select! {
+            _ = t => {}
+            _ = &mut deadline => break,
+        }
+    }
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let end = results
+        .iter()
+        .filter_map(|r| r.done_at)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let mut round = Round {
+        expected: messages * subs as u64,
+        elapsed: end - start,
+        ..Default::default()
+    };
+    for r in results {
+        round.deliveries += r.received;
+        round.latencies_us.extend(r.latencies_us);
+    }
+    drop(channels);
+    while stream.hub.subscriber_count() > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    round
+}
+
+// ---------------------------------------------------------------- NATS
+
+struct NatsServer(Child, u16);
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_nats() -> Option<NatsServer> {
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(NatsServer(child, port))
+}
+
+async fn nats_round(
+    port: u16,
+    client_rt: &tokio::runtime::Handle,
+    subs: usize,
+    messages: u64,
+    rate: Option<f64>,
+    template: &StreamUpdate,
+    round_id: u64,
+) -> Round {
+    let url = format!("127.0.0.1:{port}");
+    let subject = format!("bench.{round_id}");
+    let mut clients = Vec::new();
+    for _ in 0..subs.min(MAX_CONNECTIONS) {
+        clients.push(
+            async_nats::ConnectOptions::new()
+                .subscription_capacity(1 << 16)
+                .connect(url.as_str())
+                .await
+                .expect("nats connect"),
+        );
+    }
+    let results: Arc<Mutex<Vec<SubResult>>> = Default::default();
+    let ready = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..subs {
+        let client = clients[i % clients.len()].clone();
+        let results = results.clone();
+        let ready = ready.clone();
+        let subject = subject.clone();
+        tasks.push(client_rt.spawn(async move {
+            let mut sub = client.subscribe(subject).await.expect("nats subscribe");
+            client.flush().await.expect("flush");
+            ready.fetch_add(1, Ordering::SeqCst);
+            let mut r = SubResult::default();
+            while let Some(msg) = sub.next().await {
+                let u = StreamUpdate::decode(msg.payload).expect("decode");
+                r.received += 1;
+                r.latencies_us
+                    .push(now_us().saturating_sub(u.received_at_us));
+                if u.seq >= messages {
+                    break;
+                }
+            }
+            r.done_at = Some(Instant::now());
+            results.lock().unwrap().push(r);
+        }));
+    }
+    while ready.load(Ordering::SeqCst) < subs as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let the server register every subscription before publishing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
+    let start = Instant::now();
+    let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    for seq in 1..=messages {
+        if let Some(p) = period {
+            let due = start + p.mul_f64((seq - 1) as f64);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        publisher
+            .publish(subject.clone(), nats_payload(template, seq))
+            .await
+            .expect("publish");
+    }
+    publisher.flush().await.expect("flush");
+    let deadline = tokio::time::sleep(Duration::from_secs(60));
+    tokio::pin!(deadline);
+    for t in tasks {
+        tokio::select! {
+            _ = t => {}
+            _ = &mut deadline => break,
+        }
+    }
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let end = results
+        .iter()
+        .filter_map(|r| r.done_at)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let mut round = Round {
+        expected: messages * subs as u64,
+        elapsed: end - start,
+        ..Default::default()
+    };
+    for r in results {
+        round.deliveries += r.received;
+        round.latencies_us.extend(r.latencies_us);
+    }
+    round
+}
+
+// ---------------------------------------------------------------- setup
+
+fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn start_broadcaster(server_rt: &tokio::runtime::Runtime, report_url: Option<String>) -> Running {
+    server_rt
+        .block_on(transit_broadcaster::start(Config {
+            // Deep enough to hold a whole peak round, so the benchmark measures fan-out rather
+            // than drop-oldest; subscriber queues as deep as async-nats' default.
+            channel_capacity: 1 << 20,
+            subscriber_queue: 1 << 16,
+            report_url,
+            admin_addr: None,
+            ..Config::loopback(SourceSpec::Manual)
+        }))
+        .expect("start broadcaster")
+}
+
+async fn fake_sidecar() -> (String, Arc<AtomicU64>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    let app = axum::Router::new().route(
+        "/v1/reports",
+        axum::routing::post(move |body: Bytes| {
+            let c = c.clone();
+            async move {
+                stallwatch_core::report::parse_report(&body).expect("valid report");
+                c.fetch_add(1, Ordering::Relaxed);
+                (axum::http::StatusCode::ACCEPTED, "{\"accepted\":true}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/reports", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn memory_per_idle_subscriber(
+    client_rt: &tokio::runtime::Runtime,
+    connections: usize,
+) -> (u64, u64, f64) {
+    let grpc_port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_transit-broadcaster"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc_port}"),
+            "--http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--report-url",
+            "",
+            "--source",
+            "synthetic://?rate=0.001",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start transit-broadcaster");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_err() {
+        assert!(Instant::now() < deadline, "broadcaster did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], grpc_port).into();
+    let (before, after) = client_rt.block_on(async move {
+        // Warm up one connection and subscriber so lazy one-time allocations are not counted.
+        let warm = grpc_channels(addr, 1).await;
+        let mut c = TransitBroadcasterClient::new(warm[0].clone());
+        let _warm_stream = c
+            .subscribe(SubscribeRequest {
+                stream: "all".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = rss_kib(pid);
+        let channels = grpc_channels(addr, connections).await;
+        let mut streams = Vec::with_capacity(1000);
+        for i in 0..1000 {
+            let mut c = TransitBroadcasterClient::new(channels[i % channels.len()].clone());
+            streams.push(
+                c.subscribe(SubscribeRequest {
+                    stream: "all".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner(),
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = rss_kib(pid);
+        drop(streams);
+        (before, after)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / 1000.0;
+    (before, after, per)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful either.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let scale = scale();
+    let server_rt = runtime(2, "bench-server");
+    let client_rt = runtime(2, "bench-clients");
+    let (feed, update_size) = feed_for_1kib();
+    let template = {
+        let item = transit_broadcaster::channel::Item::new(feed.clone());
+        let mut u = transit_broadcaster::feed::prepare(&Default::default(), &item)
+            .unwrap()
+            .update;
+        u.stream = "all".into();
+        u
+    };
+    let nats = start_nats();
+    println!("# transit-broadcaster fan-out benchmark");
+    println!(
+        "update size: {update_size} B encoded (gRPC StreamUpdate; the NATS payload is the same message, {} B)",
+        nats_payload(&template, 1_000_000).len()
+    );
+    println!(
+        "connections: min(subscribers, {MAX_CONNECTIONS}) for both systems (gRPC client windows 1 MiB/stream, 8 MiB/connection); broadcaster in-process on 2 worker threads, clients on 2 more, nats-server {}; {} CPUs shared",
+        if nats.is_some() {
+            "as a child process"
+        } else {
+            "NOT FOUND (install nats-server)"
+        },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+    );
+    println!();
+
+    // 1. Fan-out.
+    if section("fanout") {
+        let running = start_broadcaster(&server_rt, None);
+        let mut table = Vec::new();
+        for (round_id, &subs) in subscriber_counts().iter().enumerate() {
+            let messages = ((DELIVERIES_PER_ROUND * scale) / subs as f64).max(50.0) as u64;
+            let peak = client_rt.block_on(grpc_round(
+                &running,
+                client_rt.handle(),
+                subs,
+                messages,
+                None,
+                &feed,
+            ));
+            let half_rate = peak.rate() / subs as f64 / 2.0;
+            let lat_msgs = ((half_rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
+            let lat = client_rt.block_on(grpc_round(
+                &running,
+                client_rt.handle(),
+                subs,
+                lat_msgs,
+                Some(half_rate),
+                &feed,
+            ));
+            let (npeak, nlat) = match &nats {
+                Some(n) => {
+                    let peak = client_rt.block_on(nats_round(
+                        n.1,
+                        client_rt.handle(),
+                        subs,
+                        messages,
+                        None,
+                        &template,
+                        round_id as u64 * 2,
+                    ));
+                    let half = peak.rate() / subs as f64 / 2.0;
+                    let lat_msgs = ((half * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
+                    let lat = client_rt.block_on(nats_round(
+                        n.1,
+                        client_rt.handle(),
+                        subs,
+                        lat_msgs,
+                        Some(half),
+                        &template,
+                        round_id as u64 * 2 + 1,
+                    ));
+                    (Some(peak), Some(lat))
+                }
+                None => (None, None),
+            };
+            table.push((subs, peak, lat, npeak, nlat));
+        }
+        println!("## 1. Fan-out over loopback, ~1 KiB updates");
+        println!();
+        println!(
+            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS | gRPC p50 / p99 @ half peak | NATS p50 / p99 @ half peak |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (subs, peak, lat, npeak, nlat) in &table {
+            let (nrate, ndel, ratio, nl) = match (npeak, nlat) {
+                (Some(p), Some(l)) => (
+                    format!("{:.0}", p.rate()),
+                    format!("{:.1}%", 100.0 * p.deliveries as f64 / p.expected as f64),
+                    format!("{:.2}x", peak.rate() / p.rate()),
+                    format!("{:.2} / {:.2} ms", l.percentile(0.5), l.percentile(0.99)),
+                ),
+                _ => ("n/a".into(), "n/a".into(), "n/a".into(), "n/a".into()),
+            };
+            println!(
+                "| {subs} | {:.0} | {:.1}% | {nrate} | {ndel} | {ratio} | {:.2} / {:.2} ms | {nl} |",
+                peak.rate(),
+                100.0 * peak.deliveries as f64 / peak.expected as f64,
+                lat.percentile(0.5),
+                lat.percentile(0.99),
+            );
+        }
+        println!();
+        let stream = running.stream("all").unwrap();
+        println!(
+            "(broadcaster totals: lagged {} updates for slow subscribers, channel dropped-oldest {})",
+            stream.hub.lagged_total(),
+            stream.report().dropped_oldest_total
+        );
+        println!();
+        server_rt.block_on(running.shutdown());
+    }
+
+    // 2. Reporting overhead.
+    if section("overhead") {
+        let subs = 100;
+        let messages = ((2.0 * DELIVERIES_PER_ROUND * scale) / subs as f64).max(50.0) as u64;
+        let (url, reports) = server_rt.block_on(fake_sidecar());
+        let mut by_mode: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for i in 0..10 {
+            let on = i % 2 == 1;
+            let running = start_broadcaster(&server_rt, on.then(|| url.clone()));
+            // Let a few reports go out before measuring.
+            std::thread::sleep(Duration::from_millis(600));
+            let r = client_rt.block_on(grpc_round(
+                &running,
+                client_rt.handle(),
+                subs,
+                messages,
+                None,
+                &feed,
+            ));
+            by_mode
+                .entry(if on { "on" } else { "off" })
+                .or_default()
+                .push(r.rate());
+            server_rt.block_on(running.shutdown());
+        }
+        let median = |v: &Vec<f64>| {
+            let mut v = v.clone();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let off = median(&by_mode["off"]);
+        let on = median(&by_mode["on"]);
+        println!(
+            "## 2. Reporting overhead ({subs} subscribers, peak, 5 alternating runs each, median)"
+        );
+        println!();
+        println!("| reports | deliveries/s (runs) | median |");
+        println!("|---|---|---:|");
+        for mode in ["off", "on"] {
+            println!(
+                "| {mode} | {} | {:.0} |",
+                by_mode[mode]
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                median(&by_mode[mode])
+            );
+        }
+        println!();
+        println!(
+            "overhead: {:+.1}% (on vs off; {} reports accepted by the fake sidecar)",
+            (off - on) / off * 100.0,
+            reports.load(Ordering::Relaxed)
+        );
+        println!();
+    }
+
+    // 3. Memory per idle subscriber.
+    if section("memory") {
+        println!("## 3. Memory per idle subscriber (RSS of a `transit-broadcaster serve` process)");
+        println!();
+        println!("| connections | RSS before | RSS with 1,000 idle subscribers | per subscriber |");
+        println!("|---:|---:|---:|---:|");
+        for connections in [10, 1000] {
+            let (before, after, per) = memory_per_idle_subscriber(&client_rt, connections);
+            println!(
+                "| {connections} | {before} KiB | {after} KiB | {:.1} KiB |",
+                per / 1024.0
+            );
+        }
+    }
+}

@@ -150,7 +150,9 @@ fn prepare_tolerant(env: &DispatcherEnv, item: &Item) {
 fn publish(stream: &StreamRuntime, mut update: crate::generated::transit_v1::StreamUpdate) {
     update.stream = stream.name().to_string();
     update.seq = stream.next_seq();
-    stream.hub.publish(&Arc::new(update));
+    stream
+        .hub
+        .publish(&Arc::new(crate::hub::PreparedUpdate::new(update)));
 }
 
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -19,14 +19,11 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::engine::Engine;
-use crate::generated::transit_v1::transit_broadcaster_server::{
-    TransitBroadcaster, TransitBroadcasterServer,
-};
 use crate::generated::transit_v1::{
-    BoundingBox, ListStreamsRequest, ListStreamsResponse, StreamInfo, StreamUpdate,
-    SubscribeRequest,
+    BoundingBox, ListStreamsRequest, ListStreamsResponse, StreamInfo, SubscribeRequest,
 };
 use crate::spec::{BBox, Filter};
+pub use server::{OutgoingUpdate, TransitServer};
 
 /// The fully qualified service name, also the health service name of the whole API.
 pub const SERVICE_NAME: &str = "stallwatch.transit.v1.TransitBroadcaster";
@@ -71,16 +68,65 @@ fn subscriber_filter(req: &SubscribeRequest) -> Result<Filter, Status> {
     })
 }
 
-type UpdateStream = Pin<Box<dyn Stream<Item = Result<StreamUpdate, Status>> + Send>>;
+/// One subscriber's response stream. Written by hand (rather than with `unfold` and
+/// `select!`) so an idle subscriber is a few hundred bytes and each update costs one poll of
+/// its queue: the shutdown future is registered once, not once per update.
+struct SubscriberStream {
+    subscription: crate::hub::Subscription,
+    _registration: crate::tasks::Registration,
+    shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    filter: Filter,
+    done: bool,
+}
 
-#[tonic::async_trait]
-impl TransitBroadcaster for TransitService {
-    type SubscribeStream = UpdateStream;
+impl Stream for SubscriberStream {
+    type Item = Result<OutgoingUpdate, Status>;
 
-    async fn subscribe(
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(Some(Err(shutting_down())));
+        }
+        match this.subscription.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some((prepared, missed))) => {
+                let encoded = if this.filter.is_empty() {
+                    prepared.encoded.clone()
+                } else {
+                    // A subscriber with its own filter gets its own encoding.
+                    let mut own = prepared.update.clone();
+                    own.vehicles
+                        .retain(|v| this.filter.matches(&v.route_id, v.latitude, v.longitude));
+                    own.missed = 0;
+                    prost::Message::encode_to_vec(&own).into()
+                };
+                Poll::Ready(Some(Ok(OutgoingUpdate { encoded, missed })))
+            }
+        }
+    }
+}
+
+/// A subscriber's stream of updates, ready for the wire.
+pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<OutgoingUpdate, Status>> + Send>>;
+
+impl TransitService {
+    pub async fn subscribe(
         &self,
         request: Request<SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    ) -> Result<Response<UpdateStream>, Status> {
         if self.shutdown.is_cancelled() {
             return Err(shutting_down());
         }
@@ -111,50 +157,17 @@ impl TransitBroadcaster for TransitService {
                 "gRPC subscriber from {peer}; polled by its connection task"
             )),
         );
-        struct State {
-            subscription: crate::hub::Subscription,
-            _registration: crate::tasks::Registration,
-            shutdown: CancellationToken,
-            filter: Filter,
-            done: bool,
-        }
-        let state = State {
+        let updates = SubscriberStream {
             subscription,
             _registration: registration,
-            shutdown: self.shutdown.clone(),
+            shutdown: Box::pin(self.shutdown.clone().cancelled_owned()),
             filter,
             done: false,
         };
-        let updates = futures::stream::unfold(state, |mut st| async move {
-            if st.done {
-                return None;
-            }
-            let next = tokio::select! {
-                biased;
-                () = st.shutdown.cancelled() => None,
-                next = st.subscription.recv() => Some(next),
-            };
-            match next {
-                None => {
-                    st.done = true;
-                    Some((Err(shutting_down()), st))
-                }
-                Some(None) => None,
-                Some(Some((update, missed))) => {
-                    let mut out = StreamUpdate::clone(&update);
-                    out.missed = missed;
-                    if !st.filter.is_empty() {
-                        out.vehicles
-                            .retain(|v| st.filter.matches(&v.route_id, v.latitude, v.longitude));
-                    }
-                    Some((Ok(out), st))
-                }
-            }
-        });
         Ok(Response::new(Box::pin(updates)))
     }
 
-    async fn list_streams(
+    pub async fn list_streams(
         &self,
         _request: Request<ListStreamsRequest>,
     ) -> Result<Response<ListStreamsResponse>, Status> {
@@ -244,7 +257,206 @@ pub fn health() -> (
     tonic_health::server::health_reporter()
 }
 
-/// The TransitBroadcaster server with generous message limits for large feeds.
-pub fn transit_server(service: TransitService) -> TransitBroadcasterServer<TransitService> {
-    TransitBroadcasterServer::new(service).max_encoding_message_size(64 * 1024 * 1024)
+/// The TransitBroadcaster gRPC service.
+pub fn transit_server(service: TransitService) -> TransitServer {
+    TransitServer::new(service)
+}
+
+mod server {
+    //! The TransitBroadcaster tower service, written by hand after the shape of the generated
+    //! one (`generated::transit_v1::transit_broadcaster_server`) and wire-identical to it,
+    //! except that `Subscribe` writes each subscriber's update from bytes the dispatcher
+    //! encoded once: fan-out to N subscribers costs N copies, not N clones and encodes.
+
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use bytes::{BufMut, Bytes};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::{Body, BoxFuture, StdError, http};
+    use tonic::{Request, Response, Status};
+
+    use super::{SERVICE_NAME, TransitService, UpdateStream};
+    use crate::generated::transit_v1::{ListStreamsRequest, ListStreamsResponse, SubscribeRequest};
+
+    /// `StreamUpdate.missed`'s field number.
+    const MISSED_FIELD: u32 = 5;
+
+    /// One subscriber's next update: the shared encoding plus its own `missed` count.
+    #[derive(Debug, Clone)]
+    pub struct OutgoingUpdate {
+        pub encoded: Bytes,
+        pub missed: u64,
+    }
+
+    impl OutgoingUpdate {
+        /// The exact bytes a subscriber receives (a valid `StreamUpdate` encoding: a field
+        /// appended after the others is equivalent to it being in order).
+        pub fn to_bytes(&self) -> Vec<u8> {
+            let mut out = Vec::with_capacity(self.encoded.len() + 11);
+            self.write(&mut out);
+            out
+        }
+
+        fn write(&self, dst: &mut impl BufMut) {
+            dst.put_slice(&self.encoded);
+            if self.missed > 0 {
+                prost::encoding::uint64::encode(MISSED_FIELD, &self.missed, dst);
+            }
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct UpdateCodec;
+
+    #[derive(Debug)]
+    struct UpdateEncoder;
+
+    impl Encoder for UpdateEncoder {
+        type Item = OutgoingUpdate;
+        type Error = Status;
+        fn encode(&mut self, item: OutgoingUpdate, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            item.write(dst);
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct RequestDecoder(tonic_prost::ProstDecoder<SubscribeRequest>);
+
+    impl Decoder for RequestDecoder {
+        type Item = SubscribeRequest;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<SubscribeRequest>, Status> {
+            self.0.decode(src)
+        }
+    }
+
+    impl Codec for UpdateCodec {
+        type Encode = OutgoingUpdate;
+        type Decode = SubscribeRequest;
+        type Encoder = UpdateEncoder;
+        type Decoder = RequestDecoder;
+        fn encoder(&mut self) -> UpdateEncoder {
+            UpdateEncoder
+        }
+        fn decoder(&mut self) -> RequestDecoder {
+            RequestDecoder(
+                tonic_prost::ProstCodec::<ListStreamsResponse, SubscribeRequest>::default()
+                    .decoder(),
+            )
+        }
+    }
+
+    struct SubscribeSvc(Arc<TransitService>);
+
+    impl tonic::server::ServerStreamingService<SubscribeRequest> for SubscribeSvc {
+        type Response = OutgoingUpdate;
+        type ResponseStream = UpdateStream;
+        type Future = BoxFuture<Response<UpdateStream>, Status>;
+        fn call(&mut self, request: Request<SubscribeRequest>) -> Self::Future {
+            let inner = self.0.clone();
+            Box::pin(async move { inner.subscribe(request).await })
+        }
+    }
+
+    struct ListStreamsSvc(Arc<TransitService>);
+
+    impl tonic::server::UnaryService<ListStreamsRequest> for ListStreamsSvc {
+        type Response = ListStreamsResponse;
+        type Future = BoxFuture<Response<ListStreamsResponse>, Status>;
+        fn call(&mut self, request: Request<ListStreamsRequest>) -> Self::Future {
+            let inner = self.0.clone();
+            Box::pin(async move { inner.list_streams(request).await })
+        }
+    }
+
+    /// `stallwatch.transit.v1.TransitBroadcaster`, ready for `Server::add_service`.
+    #[derive(Debug, Clone)]
+    pub struct TransitServer {
+        inner: Arc<TransitService>,
+    }
+
+    impl TransitServer {
+        pub fn new(service: TransitService) -> Self {
+            Self {
+                inner: Arc::new(service),
+            }
+        }
+    }
+
+    impl tonic::server::NamedService for TransitServer {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+
+    impl<B> tonic::codegen::Service<http::Request<B>> for TransitServer
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Self::Response, Infallible>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            let inner = self.inner.clone();
+            match req.uri().path() {
+                "/stallwatch.transit.v1.TransitBroadcaster/Subscribe" => Box::pin(async move {
+                    let mut grpc = tonic::server::Grpc::new(UpdateCodec);
+                    Ok(grpc.server_streaming(SubscribeSvc(inner), req).await)
+                }),
+                "/stallwatch.transit.v1.TransitBroadcaster/ListStreams" => Box::pin(async move {
+                    let codec =
+                        tonic_prost::ProstCodec::<ListStreamsResponse, ListStreamsRequest>::default(
+                        );
+                    let mut grpc = tonic::server::Grpc::new(codec);
+                    Ok(grpc.unary(ListStreamsSvc(inner), req).await)
+                }),
+                _ => {
+                    Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) })
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::generated::transit_v1::{StreamUpdate, Vehicle};
+        use prost::Message;
+
+        #[test]
+        fn appended_missed_field_decodes_as_the_full_message() {
+            let update = StreamUpdate {
+                stream: "all".into(),
+                seq: 7,
+                received_at_us: 42,
+                vehicles: vec![Vehicle {
+                    vehicle_id: "V1".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let encoded = Bytes::from(update.encode_to_vec());
+            for missed in [0u64, 1, 300, u64::MAX] {
+                let out = OutgoingUpdate {
+                    encoded: encoded.clone(),
+                    missed,
+                };
+                let decoded = StreamUpdate::decode(&out.to_bytes()[..]).unwrap();
+                assert_eq!(
+                    decoded,
+                    StreamUpdate {
+                        missed,
+                        ..update.clone()
+                    }
+                );
+            }
+        }
+    }
 }

@@ -9,12 +9,30 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
+use bytes::Bytes;
+use prost::Message;
 use tokio::sync::mpsc;
 
 use crate::generated::transit_v1::StreamUpdate;
 
-/// A prepared update shared by every subscriber of a stream.
-pub type SharedUpdate = Arc<StreamUpdate>;
+/// A prepared update, encoded once by the dispatcher and shared by every subscriber: sending
+/// it to one more subscriber costs a copy of its bytes, not a clone and an encode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedUpdate {
+    pub update: StreamUpdate,
+    /// `update` encoded, with `missed` = 0 (left out on the wire).
+    pub encoded: Bytes,
+}
+
+impl PreparedUpdate {
+    pub fn new(mut update: StreamUpdate) -> Self {
+        update.missed = 0;
+        let encoded = Bytes::from(update.encode_to_vec());
+        Self { update, encoded }
+    }
+}
+
+pub type SharedUpdate = Arc<PreparedUpdate>;
 
 #[derive(Debug)]
 struct Slot {
@@ -155,6 +173,16 @@ impl Subscription {
         Some((update, self.slot.missed.swap(0, Ordering::Relaxed)))
     }
 
+    /// Polling form of [`Subscription::recv`].
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<(SharedUpdate, u64)>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|u| u.map(|u| (u, self.slot.missed.swap(0, Ordering::Relaxed))))
+    }
+
     /// Updates waiting in this subscriber's queue.
     pub fn queued(&self) -> usize {
         self.rx.len()
@@ -174,10 +202,10 @@ mod tests {
     use super::*;
 
     fn update(seq: u64) -> SharedUpdate {
-        Arc::new(StreamUpdate {
+        Arc::new(PreparedUpdate::new(StreamUpdate {
             seq,
             ..Default::default()
-        })
+        }))
     }
 
     #[tokio::test]
@@ -188,13 +216,13 @@ mod tests {
         for seq in 1..=5 {
             hub.publish(&update(seq));
             let (u, missed) = fast.recv().await.unwrap();
-            assert_eq!((u.seq, missed), (seq, 0));
+            assert_eq!((u.update.seq, missed), (seq, 0));
         }
         // The slow one got the first two, missed three.
         let (u, missed) = slow.recv().await.unwrap();
-        assert_eq!((u.seq, missed), (1, 3));
+        assert_eq!((u.update.seq, missed), (1, 3));
         let (u, missed) = slow.recv().await.unwrap();
-        assert_eq!((u.seq, missed), (2, 0));
+        assert_eq!((u.update.seq, missed), (2, 0));
         assert_eq!(hub.lagged_total(), 3);
         assert_eq!(hub.delivered_total(), 5 + 2);
     }
@@ -219,7 +247,7 @@ mod tests {
         assert_eq!(out.delivered, 1);
         assert_eq!(out.disconnected, 1);
         assert_eq!(hub.subscriber_count(), 1);
-        assert_eq!(healthy.recv().await.unwrap().0.seq, 1);
+        assert_eq!(healthy.recv().await.unwrap().0.update.seq, 1);
         // Dropping a subscription unsubscribes it.
         drop(healthy);
         assert_eq!(hub.subscriber_count(), 0);

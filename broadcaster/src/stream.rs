@@ -64,6 +64,11 @@ impl StreamRuntime {
         &self.spec.name
     }
 
+    /// The `seq` of the last update this stream's dispatchers published (0 if none).
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
