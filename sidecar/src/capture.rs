@@ -130,8 +130,16 @@ impl Capturer {
     }
 
     /// Capture one bundle. Outcomes are counted, reflected in `/v1/status` and sent to the
-    /// reactor (Events).
-    pub async fn capture(&self, req: DumpRequest) -> Result<Manifest, CaptureError> {
+    /// reactor (Events). The capture runs as its own task, so a client that gives up waiting
+    /// does not cut a bundle (or its bookkeeping) short.
+    pub async fn capture(self: &Arc<Self>, req: DumpRequest) -> Result<Manifest, CaptureError> {
+        let me = self.clone();
+        tokio::spawn(async move { me.capture_here(req).await })
+            .await
+            .map_err(|e| CaptureError::Internal(e.to_string()))?
+    }
+
+    async fn capture_here(&self, req: DumpRequest) -> Result<Manifest, CaptureError> {
         let started = Instant::now();
         let created_at_ms = wall_ms();
         if let Some(s) = &req.stream

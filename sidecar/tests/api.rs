@@ -915,3 +915,101 @@ async fn dump_on_stall_captures_by_itself() {
     assert_eq!(m.requested_by, "sidecar");
     e.sidecar.shutdown().await;
 }
+
+/// Process dumps through the whole capture path, against a child process standing in for the
+/// broadcaster (this test process may ptrace its own children when it runs as root or with
+/// CAP_SYS_PTRACE; otherwise the manifest must say why not).
+async fn capture_with_process_dump(mode: transit_sidecar::cli::ProcessDumpMode) -> (Manifest, Env) {
+    let e = env_with(Arc::new(LocalStorage), move |a| a.process_dump = mode).await;
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let mut r = report("i-1", 1, healthy(1));
+    r.pid = Some(child.id());
+    assert_eq!(e.send(serde_json::to_vec(&r).unwrap()).await.0, 202);
+    let (code, body) = e.admin_post("/v1/dumps", json!({})).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 201, "{body}");
+    (serde_json::from_value(body).unwrap(), e)
+}
+
+#[tokio::test]
+async fn minidump_in_a_bundle() {
+    let (m, e) = capture_with_process_dump(transit_sidecar::cli::ProcessDumpMode::Minidump).await;
+    let dir = Path::new(&m.path);
+    match &m.process_dump {
+        ProcessDumpOutcome::Written {
+            file,
+            bytes,
+            threads,
+            ..
+        } => {
+            assert_eq!(file, "broadcaster.dmp");
+            assert!(*threads >= 1);
+            assert_eq!(std::fs::metadata(dir.join(file)).unwrap().len(), *bytes);
+            assert_eq!(mode(&dir.join(file)), 0o600);
+            assert!(m.files.iter().any(|f| f.name == "broadcaster.dmp"));
+            eprintln!(
+                "minidump of `sleep`: {bytes} bytes, {threads} threads, {} ms",
+                m.timings.process_dump_ms
+            );
+        }
+        other => {
+            eprintln!("no ptrace rights here: {other:?}");
+            assert!(
+                matches!(other, ProcessDumpOutcome::Skipped { why } | ProcessDumpOutcome::Failed { why } if !why.is_empty())
+            );
+        }
+    }
+    assert!(transit_sidecar::bundles::verify(dir, &m).is_empty());
+    let metrics = e.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            r#"stallwatch_sidecar_process_dumps_total{{outcome="{}"}} 1"#,
+            m.process_dump.label()
+        )),
+        "{metrics}"
+    );
+    e.sidecar.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_core_with_gcore_in_a_bundle() {
+    if std::process::Command::new("gcore")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED full_core_with_gcore_in_a_bundle: gcore (gdb) is not installed");
+        return;
+    }
+    let (m, e) = capture_with_process_dump(transit_sidecar::cli::ProcessDumpMode::Full).await;
+    let dir = Path::new(&m.path);
+    match &m.process_dump {
+        ProcessDumpOutcome::Written {
+            kind, file, bytes, ..
+        } => {
+            assert_eq!(*kind, stallwatch_core::bundle::ProcessDumpKind::Core);
+            assert_eq!(file, "broadcaster.core");
+            assert!(*bytes > 0);
+            assert_eq!(mode(&dir.join(file)), 0o600);
+            // Only the named core is left, not gcore's `<prefix>.<pid>`.
+            let names: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(names.len(), 4, "{names:?}");
+        }
+        other => {
+            eprintln!("gcore could not dump here: {other:?}");
+            assert!(
+                matches!(other, ProcessDumpOutcome::Skipped { why } | ProcessDumpOutcome::Failed { why } if !why.is_empty())
+            );
+        }
+    }
+    assert!(transit_sidecar::bundles::verify(dir, &m).is_empty());
+    e.sidecar.shutdown().await;
+}
