@@ -338,12 +338,18 @@ OPERATOR_NEEDS = (
     | triples([""], ["events"], ["create", "patch"])
     | triples(["events.k8s.io"], ["events"], ["create", "patch"])
 )
-LEADER_ELECTION_NEEDS = triples(["coordination.k8s.io"], ["leases"],
-                                ["get", "list", "watch", "create", "update", "patch"])
-# What the operator grants the sidecar's ServiceAccount (issue 4): it must hold all of it.
+# The elector reads, creates and replaces one Lease (operator/src/leader.rs; checked below).
+LEADER_ELECTION_NEEDS = triples(["coordination.k8s.io"], ["leases"], ["get", "create", "update"])
+# What the operator grants the sidecar's ServiceAccount (issue 4), when operator/src/builders.rs
+# cannot be read: the operator must hold all of it.
 SIDECAR_ROLE = (triples([""], ["pods/status"], ["get", "patch"])
                 | triples([""], ["events"], ["create", "patch"])
                 | triples(["events.k8s.io"], ["events"], ["create", "patch"]))
+# kube::Api method -> the RBAC verb it needs.
+API_METHOD_VERBS = {"get": "get", "get_opt": "get", "get_status": "get", "list": "list",
+                    "watch": "watch", "create": "create", "replace": "update",
+                    "replace_status": "update", "patch": "patch", "patch_status": "patch",
+                    "delete": "delete", "delete_collection": "deletecollection"}
 
 # Rust type names used as Api::<T> in the operator, and the (group, resource) they need.
 KIND_RESOURCES = {
@@ -927,8 +933,9 @@ def main() -> int:
     check("the PSS checker catches violations (self-test)", pss_self_test)
     check("kubernetes-validate refuses an unknown field and a wrong type (self-test)",
           kube_validate_self_test)
-    check("operator code: every Api::<T> it uses is covered by the chart's RBAC",
-          lambda: check_operator_api_types(rendered[0] if rendered else None))
+    check("operator code: the API types it uses, the sidecar Role it grants and its Lease "
+          "calls match the chart's RBAC",
+          lambda: check_operator_code(rendered[0] if rendered else None))
 
     # --- the CRD ---------------------------------------------------------------------------------
     crd: Crd | None = None
@@ -1174,23 +1181,76 @@ def check_rbac(r: Rendered) -> None:
         require("ClusterRole" in kinds, "no ClusterRole in cluster mode")
 
 
-def check_operator_api_types(r: Rendered | None) -> None:
-    src = ROOT / "operator" / "src"
-    types = set()
-    for f in src.rglob("*.rs"):
-        types |= set(re.findall(r"Api::<\s*(?:[\w:]+::)?(\w+)\s*>", f.read_text()))
+def rust_sources(crate: str) -> dict[str, str]:
+    src = ROOT / crate / "src"
+    return {str(f.relative_to(ROOT)): f.read_text() for f in sorted(src.rglob("*.rs"))}
+
+
+def sidecar_role_from_code() -> set[tuple[str, str, str]] | None:
+    """The rules of the Role the operator builds for the sidecar (`fn role` in builders.rs)."""
+    f = ROOT / "operator" / "src" / "builders.rs"
+    if not f.exists():
+        return None
+    text = f.read_text()
+    m = re.search(r"pub fn role\(.*?\n}\n", text, re.S)
+    if not m:
+        return None
+    out = set()
+    for block in re.findall(r"PolicyRule \{(.*?)\.\.PolicyRule::default\(\)", m.group(0), re.S):
+        def strings(field: str) -> list[str]:
+            fm = re.search(field + r":[^\n]*?vec!\[(.*?)\]", block, re.S)
+            if not fm:
+                return []
+            items = re.findall(r'"([^"]*)"|String::new\(\)', fm.group(1))
+            return [i for i in items] if items else []
+        groups, resources, verbs = strings("api_groups"), strings("resources"), strings("verbs")
+        if not (groups and resources and verbs):
+            return None
+        out |= triples(groups, resources, verbs)
+    return out or None
+
+
+def check_operator_code(r: Rendered | None) -> None:
+    """What operator/src actually uses is what the chart grants: API types, the sidecar Role
+    it builds (escalation prevention), the Lease calls of the elector."""
+    sources = rust_sources("operator")
+    text = "\n".join(sources.values())
+    types = set(re.findall(r"\bApi(?:::)?<\s*(?:[\w:]+::)?([A-Z]\w*)\s*>", text))
+    types |= set(re.findall(r"\bapi::<\s*(?:[\w:]+::)?([A-Z]\w*)\s*>", text))
+    builders = sources.get("operator/src/builders.rs", "")
+    built = set(re.findall(r"pub fn \w+\([^)]*\)\s*->\s*(?:Option<)?([A-Z]\w*)", builders))
+    types |= {t for t in built if t in KIND_RESOURCES}
+    if "Recorder" in text:
+        types.add("Event")
+    types.discard("K")
     if not types:
-        note("operator/src uses no Api::<T> yet: RBAC checked against the spec list only")
+        note("operator/src uses no Kubernetes API yet: RBAC checked against the spec list only")
         return
     require(r is not None, "no rendered chart")
-    granted = set()
+    granted: set = set()
     for role in r.of_kind("ClusterRole") + r.of_kind("Role"):
-        granted |= {(g, res) for g, res, _ in rule_triples(role, "role")}
-    unknown = sorted(t for t in types if t not in KIND_RESOURCES and t not in ("DynamicObject",))
-    require(not unknown, f"operator uses Api::<{unknown}>: add them to validate.py's "
-                         f"KIND_RESOURCES and to the chart's RBAC")
-    uncovered = sorted(t for t in types if t in KIND_RESOURCES and KIND_RESOURCES[t] not in granted)
-    require(not uncovered, f"operator uses Api::<{uncovered}> but the chart grants nothing on them")
+        granted |= rule_triples(role, "role")
+    resources = {(g, res) for g, res, _ in granted}
+    unknown = sorted(t for t in types if t not in KIND_RESOURCES)
+    require(not unknown, f"operator uses {unknown}: add them to validate.py's KIND_RESOURCES "
+                         f"and to the chart's RBAC")
+    uncovered = sorted(t for t in types if KIND_RESOURCES[t] not in resources)
+    require(not uncovered, f"operator uses {uncovered} but the chart grants nothing on them")
+    sidecar = sidecar_role_from_code()
+    require(sidecar is not None, "cannot read the sidecar Role's rules from operator/src/builders.rs "
+                                 "(fn role): update sidecar_role_from_code()")
+    require(sidecar <= granted, f"the sidecar Role grants {sorted(sidecar - granted)}, which the "
+                                f"operator does not hold (RBAC escalation prevention refuses it)")
+    leader = sources.get("operator/src/leader.rs", "")
+    if "Lease" in leader and r.effective["leaderElection"]["enabled"]:
+        calls = set(re.findall(r"self\.api\s*\.\s*(\w+)\s*\(", leader))
+        verbs = {API_METHOD_VERBS[c] for c in calls if c in API_METHOD_VERBS}
+        lease_verbs = {v for g, res, v in granted if res == "leases"}
+        require(verbs, "no Lease API calls found in operator/src/leader.rs")
+        require(verbs <= lease_verbs, f"the elector calls {sorted(calls)} needing "
+                                      f"{sorted(verbs - lease_verbs)} on leases, not granted")
+        require(lease_verbs <= verbs, f"leases verbs {sorted(lease_verbs - verbs)} granted but "
+                                      f"never used by the elector ({sorted(calls)})")
 
 
 def matches(selector: dict, labels: dict) -> bool:
