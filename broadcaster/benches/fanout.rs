@@ -146,6 +146,38 @@ impl Round {
     }
 }
 
+/// What a benchmark client decodes of each update, in both systems: the sequence number and
+/// the send time (fields 2 and 4 of `StreamUpdate`; protobuf skips the rest). The same light
+/// decode on both sides keeps the comparison about fan-out, not about client-side parsing.
+#[derive(Clone, PartialEq, prost::Message)]
+struct UpdateHeader {
+    #[prost(uint64, tag = "2")]
+    seq: u64,
+    #[prost(uint64, tag = "4")]
+    received_at_us: u64,
+}
+
+/// Subscribes with a client that decodes only [`UpdateHeader`].
+async fn subscribe_light(channel: Channel) -> tonic::Streaming<UpdateHeader> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("channel ready");
+    let codec = tonic_prost::ProstCodec::<SubscribeRequest, UpdateHeader>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/stallwatch.transit.v1.TransitBroadcaster/Subscribe",
+    );
+    grpc.server_streaming(
+        tonic::Request::new(SubscribeRequest {
+            stream: "all".into(),
+            ..Default::default()
+        }),
+        path,
+        codec,
+    )
+    .await
+    .expect("subscribe")
+    .into_inner()
+}
+
 /// Per-subscriber receive loop result.
 #[derive(Default)]
 struct SubResult {
@@ -193,16 +225,11 @@ async fn grpc_round(
         let channel = channels[i % channels.len()].clone();
         let results = results.clone();
         tasks.push(client_rt.spawn(async move {
-            let mut client = TransitBroadcasterClient::new(channel);
-            let mut updates = client
-                .subscribe(SubscribeRequest {
-                    stream: "all".into(),
-                    ..Default::default()
-                })
-                .await
-                .expect("subscribe")
-                .into_inner();
-            let mut r = SubResult::default();
+            let mut updates = subscribe_light(channel).await;
+            let mut r = SubResult {
+                latencies_us: Vec::with_capacity(messages as usize),
+                ..Default::default()
+            };
             while let Ok(Some(u)) = updates.message().await {
                 if u.seq < first_seq {
                     continue;
@@ -336,9 +363,12 @@ async fn nats_round(
             let mut sub = client.subscribe(subject).await.expect("nats subscribe");
             client.flush().await.expect("flush");
             ready.fetch_add(1, Ordering::SeqCst);
-            let mut r = SubResult::default();
+            let mut r = SubResult {
+                latencies_us: Vec::with_capacity(messages as usize),
+                ..Default::default()
+            };
             while let Some(msg) = sub.next().await {
-                let u = StreamUpdate::decode(msg.payload).expect("decode");
+                let u = UpdateHeader::decode(msg.payload).expect("decode");
                 r.received += 1;
                 r.latencies_us
                     .push(now_us().saturating_sub(u.received_at_us));
@@ -545,7 +575,7 @@ fn main() {
         nats_payload(&template, 1_000_000).len()
     );
     println!(
-        "connections: min(subscribers, {MAX_CONNECTIONS}) for both systems (gRPC client windows 1 MiB/stream, 8 MiB/connection); broadcaster in-process on 2 worker threads, clients on 2 more, nats-server {}; {} CPUs shared",
+        "connections: min(subscribers, {MAX_CONNECTIONS}) for both systems (gRPC client windows 1 MiB/stream, 8 MiB/connection); clients of both decode seq + timestamp only; broadcaster in-process on 2 worker threads, clients on 2 more, nats-server {}; {} CPUs shared",
         if nats.is_some() {
             "as a child process"
         } else {
