@@ -60,6 +60,9 @@ pub struct TransitStreamStatus {
     /// Stall episodes seen since the TransitStream was created.
     #[serde(default)]
     pub stalls: i64,
+    /// Start of the newest stall episode counted in `stalls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stall_time: Option<Time>,
     /// When the last remediation started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_remediation_time: Option<Time>,

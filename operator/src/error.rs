@@ -1,0 +1,111 @@
+//! The operator's error type. Each variant is also a metric label (`label()`).
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server answered with an error status (409 conflict, 500, 403...).
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    /// A reconcile took longer than its bound (a hung API call).
+    #[error("reconcile timed out after {0:?}")]
+    Timeout(Duration),
+    /// The resource lacks a namespace or name (never from a real API server).
+    #[error("resource has no {0}")]
+    MissingObjectKey(&'static str),
+    /// The status holds a remediation record this operator cannot read.
+    #[error("{0}")]
+    Record(#[from] stallwatch_crds::RecordError),
+    /// Serializing a patch failed.
+    #[error("serializing: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The sidecar admin token Secret exists without a token.
+    #[error("secret {0} has no token")]
+    MissingToken(String),
+    /// A remediation effect failed; retried with backoff.
+    #[error("remediation step failed: {0}")]
+    Remediation(String),
+}
+
+impl Error {
+    /// The metric label of this error.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(s)) if s.code >= 500 => "api_server_error",
+            Error::Kube(kube::Error::Api(_)) => "api_error",
+            Error::Kube(_) => "kube_client",
+            Error::Timeout(_) => "timeout",
+            Error::MissingObjectKey(_) => "missing_object_key",
+            Error::Record(_) => "bad_record",
+            Error::Serialize(_) => "serialize",
+            Error::MissingToken(_) => "missing_token",
+            Error::Remediation(_) => "remediation",
+        }
+    }
+
+    /// Every label, for pre-registering metric series.
+    pub const LABELS: [&'static str; 10] = [
+        "conflict",
+        "api_server_error",
+        "api_error",
+        "kube_client",
+        "timeout",
+        "missing_object_key",
+        "bad_record",
+        "serialize",
+        "missing_token",
+        "remediation",
+    ];
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(e)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Requeue delay after `failures` consecutive failures: 1 s doubling up to 5 min. Conflicts
+/// retry at once-ish (the next read has the new version).
+pub fn backoff(failures: u32, error: &Error) -> Duration {
+    if matches!(error, Error::Kube(kube::Error::Api(s)) if s.code == 409) && failures <= 1 {
+        return Duration::from_millis(200);
+    }
+    let secs = 1u64 << failures.saturating_sub(1).min(9);
+    Duration::from_secs(secs.min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> Error {
+        Error::Kube(kube::Error::Api(
+            kube::core::Status::failure("x", "y")
+                .with_code(code)
+                .boxed(),
+        ))
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(api(409).label(), "conflict");
+        assert_eq!(api(500).label(), "api_server_error");
+        assert_eq!(api(403).label(), "api_error");
+        assert_eq!(Error::Timeout(Duration::from_secs(1)).label(), "timeout");
+        for l in [api(409), api(500), api(404)].iter().map(Error::label) {
+            assert!(Error::LABELS.contains(&l));
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let e = api(500);
+        let d: Vec<u64> = (1..=12).map(|n| backoff(n, &e).as_secs()).collect();
+        assert_eq!(d, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(backoff(1, &api(409)), Duration::from_millis(200));
+        assert_eq!(backoff(3, &api(409)), Duration::from_secs(4));
+    }
+}

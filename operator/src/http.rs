@@ -1,0 +1,82 @@
+//! `/metrics`, `/healthz`, `/readyz` (axum).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub registry: Arc<Registry>,
+    /// True once the caches are synced (or while following: a follower is ready to take over).
+    pub ready: watch::Receiver<bool>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(&s.registry),
+    )
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if *s.ready.borrow() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn endpoints() {
+        let mut registry = Registry::default();
+        let m = crate::metrics::Metrics::new(&mut registry);
+        m.error("timeout");
+        let (tx, rx) = watch::channel(false);
+        let app = router(HttpState {
+            registry: Arc::new(registry),
+            ready: rx,
+        });
+        let call = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let r = app.clone().oneshot(call("/healthz")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = app.clone().oneshot(call("/readyz")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tx.send(true).unwrap();
+        let r = app.clone().oneshot(call("/readyz")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = app.oneshot(call("/metrics")).await.unwrap();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            text.contains("stallwatch_operator_reconcile_errors_total{error=\"timeout\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("stallwatch_operator_stall_to_restart_seconds"));
+    }
+}

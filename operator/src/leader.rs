@@ -1,0 +1,459 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease: a pure decision (acquire, renew,
+//! take over an expired lease, or follow) and a thin I/O loop over [`LeaseStore`].
+//!
+//! Writes are replaces with the lease's resourceVersion, so two candidates racing for an
+//! expired lease cannot both win: the loser gets 409 and follows.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::PostParams;
+use tokio::sync::watch;
+
+/// What one candidate sees of the Lease.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseView {
+    pub holder: Option<String>,
+    /// Last renewal, ms since the epoch.
+    pub renewed_ms: Option<u64>,
+    pub duration_ms: u64,
+    pub transitions: i32,
+}
+
+/// What to do about the Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAction {
+    /// No lease yet: create it holding it.
+    Create,
+    /// We hold it: renew.
+    Renew,
+    /// Someone else's lease expired (or was released): take it over.
+    TakeOver,
+    /// Someone else holds a live lease until `until_ms`.
+    Follow { holder: String, until_ms: u64 },
+}
+
+/// The pure decision.
+pub fn decide(lease: Option<&LeaseView>, me: &str, now_ms: u64) -> LeaseAction {
+    let Some(l) = lease else {
+        return LeaseAction::Create;
+    };
+    match l.holder.as_deref() {
+        Some(h) if h == me => LeaseAction::Renew,
+        None | Some("") => LeaseAction::TakeOver,
+        Some(h) => {
+            let until = l.renewed_ms.unwrap_or(0).saturating_add(l.duration_ms);
+            if now_ms >= until {
+                LeaseAction::TakeOver
+            } else {
+                LeaseAction::Follow {
+                    holder: h.to_string(),
+                    until_ms: until,
+                }
+            }
+        }
+    }
+}
+
+fn micro(ms: u64) -> MicroTime {
+    MicroTime(Timestamp::from_millisecond(ms as i64).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+pub fn view(lease: &Lease) -> LeaseView {
+    let spec = lease.spec.clone().unwrap_or_default();
+    LeaseView {
+        holder: spec.holder_identity,
+        renewed_ms: spec.renew_time.map(|t| t.0.as_millisecond().max(0) as u64),
+        duration_ms: spec.lease_duration_seconds.unwrap_or(15).max(1) as u64 * 1000,
+        transitions: spec.lease_transitions.unwrap_or(0),
+    }
+}
+
+/// The Lease to write for `action`, from the current one.
+pub fn next_lease(
+    current: Option<&Lease>,
+    name: &str,
+    me: &str,
+    action: &LeaseAction,
+    now_ms: u64,
+    duration: Duration,
+) -> Lease {
+    let mut lease = current.cloned().unwrap_or_else(|| Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+    });
+    let mut spec = lease.spec.take().unwrap_or_default();
+    let taking = matches!(action, LeaseAction::Create | LeaseAction::TakeOver);
+    if taking {
+        spec.acquire_time = Some(micro(now_ms));
+        if matches!(action, LeaseAction::TakeOver) {
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        } else {
+            spec.lease_transitions = Some(0);
+        }
+    }
+    spec.holder_identity = Some(me.into());
+    spec.renew_time = Some(micro(now_ms));
+    spec.lease_duration_seconds = Some(duration.as_secs().max(1) as i32);
+    lease.spec = Some(spec);
+    lease
+}
+
+/// Why a lease write did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Someone else wrote first (409) or created it first.
+    #[error("lost the race for the lease")]
+    Conflict,
+    #[error("lease API: {0}")]
+    Api(String),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The three Lease calls, so the loop can run against a mock.
+pub trait LeaseStore: Send + Sync {
+    fn get(&self) -> BoxFuture<'_, Result<Option<Lease>, LeaseError>>;
+    fn create(&self, lease: Lease) -> BoxFuture<'_, Result<Lease, LeaseError>>;
+    /// Replace with `lease.metadata.resourceVersion` as precondition.
+    fn replace(&self, lease: Lease) -> BoxFuture<'_, Result<Lease, LeaseError>>;
+}
+
+/// The real store.
+pub struct KubeLeases {
+    api: Api<Lease>,
+    name: String,
+}
+
+impl KubeLeases {
+    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        KubeLeases {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+        }
+    }
+}
+
+fn lease_err(e: kube::Error) -> LeaseError {
+    match e {
+        kube::Error::Api(s) if s.code == 409 => LeaseError::Conflict,
+        e => LeaseError::Api(e.to_string()),
+    }
+}
+
+impl LeaseStore for KubeLeases {
+    fn get(&self) -> BoxFuture<'_, Result<Option<Lease>, LeaseError>> {
+        Box::pin(async move { self.api.get_opt(&self.name).await.map_err(lease_err) })
+    }
+    fn create(&self, lease: Lease) -> BoxFuture<'_, Result<Lease, LeaseError>> {
+        Box::pin(async move {
+            self.api
+                .create(&PostParams::default(), &lease)
+                .await
+                .map_err(lease_err)
+        })
+    }
+    fn replace(&self, lease: Lease) -> BoxFuture<'_, Result<Lease, LeaseError>> {
+        Box::pin(async move {
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+                .map_err(lease_err)
+        })
+    }
+}
+
+/// One candidate.
+pub struct Elector<S> {
+    pub store: S,
+    pub name: String,
+    pub identity: String,
+    pub duration: Duration,
+}
+
+impl<S: LeaseStore> Elector<S> {
+    /// One round: returns whether we hold the lease afterwards.
+    pub async fn try_once(&self, now_ms: u64) -> Result<bool, LeaseError> {
+        let current = self.store.get().await?;
+        let action = decide(current.as_ref().map(view).as_ref(), &self.identity, now_ms);
+        if let LeaseAction::Follow { .. } = action {
+            return Ok(false);
+        }
+        let next = next_lease(
+            current.as_ref(),
+            &self.name,
+            &self.identity,
+            &action,
+            now_ms,
+            self.duration,
+        );
+        let written = match action {
+            LeaseAction::Create => self.store.create(next).await,
+            _ => self.store.replace(next).await,
+        };
+        match written {
+            Ok(_) => Ok(true),
+            Err(LeaseError::Conflict) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Give the lease up (at shutdown) so a follower takes over at once.
+    pub async fn release(&self) -> Result<(), LeaseError> {
+        let Some(mut lease) = self.store.get().await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        self.store.replace(lease).await.map(|_| ())
+    }
+
+    /// Campaign forever: publishes `true` while leading. Renews every third of the lease
+    /// duration; a leader that fails to renew for a whole duration steps down.
+    pub async fn run(
+        &self,
+        leading: watch::Sender<bool>,
+        clock: impl Fn() -> u64,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let period = self.duration / 3;
+        let mut last_renewed: Option<u64> = None;
+        loop {
+            let now = clock();
+            match self.try_once(now).await {
+                Ok(true) => {
+                    last_renewed = Some(now);
+                    if !*leading.borrow() {
+                        tracing::info!(identity = %self.identity, "acquired the leader lease");
+                    }
+                    leading.send_replace(true);
+                }
+                Ok(false) => {
+                    if *leading.borrow() {
+                        tracing::warn!(identity = %self.identity, "lost the leader lease");
+                    }
+                    last_renewed = None;
+                    leading.send_replace(false);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease round failed");
+                    let expired = last_renewed
+                        .is_none_or(|t| now.saturating_sub(t) >= self.duration.as_millis() as u64);
+                    if expired && *leading.borrow() {
+                        tracing::warn!("could not renew the lease in time; stepping down");
+                        leading.send_replace(false);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => {
+                    if *leading.borrow() {
+                        if let Err(e) = self.release().await {
+                            tracing::warn!(error = %e, "releasing the lease failed");
+                        }
+                        leading.send_replace(false);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    const T0: u64 = 1_700_000_000_000;
+    const D: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn decisions() {
+        assert_eq!(decide(None, "a", T0), LeaseAction::Create);
+        let held = LeaseView {
+            holder: Some("b".into()),
+            renewed_ms: Some(T0),
+            duration_ms: 15_000,
+            transitions: 0,
+        };
+        assert_eq!(
+            decide(Some(&held), "a", T0 + 1_000),
+            LeaseAction::Follow {
+                holder: "b".into(),
+                until_ms: T0 + 15_000
+            }
+        );
+        assert_eq!(decide(Some(&held), "a", T0 + 15_000), LeaseAction::TakeOver);
+        assert_eq!(decide(Some(&held), "b", T0 + 1_000), LeaseAction::Renew);
+        let released = LeaseView {
+            holder: None,
+            ..held
+        };
+        assert_eq!(decide(Some(&released), "a", T0), LeaseAction::TakeOver);
+    }
+
+    #[test]
+    fn takeover_counts_transitions() {
+        let first = next_lease(None, "l", "a", &LeaseAction::Create, T0, D);
+        let spec = first.spec.as_ref().unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("a"));
+        assert_eq!(spec.lease_transitions, Some(0));
+        assert_eq!(spec.lease_duration_seconds, Some(15));
+        let second = next_lease(
+            Some(&first),
+            "l",
+            "b",
+            &LeaseAction::TakeOver,
+            T0 + 20_000,
+            D,
+        );
+        assert_eq!(second.spec.as_ref().unwrap().lease_transitions, Some(1));
+        let renewed = next_lease(Some(&second), "l", "b", &LeaseAction::Renew, T0 + 25_000, D);
+        assert_eq!(renewed.spec.as_ref().unwrap().lease_transitions, Some(1));
+        assert_eq!(
+            renewed.spec.as_ref().unwrap().acquire_time,
+            second.spec.as_ref().unwrap().acquire_time
+        );
+    }
+
+    /// An in-memory Lease API with resourceVersion preconditions, like the API server's.
+    #[derive(Clone, Default)]
+    struct MockLeases {
+        lease: Arc<Mutex<Option<Lease>>>,
+        version: Arc<Mutex<u64>>,
+    }
+
+    impl LeaseStore for MockLeases {
+        fn get(&self) -> BoxFuture<'_, Result<Option<Lease>, LeaseError>> {
+            let l = self.lease.lock().unwrap().clone();
+            Box::pin(async move { Ok(l) })
+        }
+        fn create(&self, mut lease: Lease) -> BoxFuture<'_, Result<Lease, LeaseError>> {
+            let mut slot = self.lease.lock().unwrap();
+            let r = if slot.is_some() {
+                Err(LeaseError::Conflict)
+            } else {
+                let mut v = self.version.lock().unwrap();
+                *v += 1;
+                lease.metadata.resource_version = Some(v.to_string());
+                *slot = Some(lease.clone());
+                Ok(lease)
+            };
+            Box::pin(async move { r })
+        }
+        fn replace(&self, mut lease: Lease) -> BoxFuture<'_, Result<Lease, LeaseError>> {
+            let mut slot = self.lease.lock().unwrap();
+            let current = slot
+                .as_ref()
+                .and_then(|l| l.metadata.resource_version.clone());
+            let r = if current != lease.metadata.resource_version {
+                Err(LeaseError::Conflict)
+            } else {
+                let mut v = self.version.lock().unwrap();
+                *v += 1;
+                lease.metadata.resource_version = Some(v.to_string());
+                *slot = Some(lease.clone());
+                Ok(lease)
+            };
+            Box::pin(async move { r })
+        }
+    }
+
+    fn elector(store: &MockLeases, id: &str) -> Elector<MockLeases> {
+        Elector {
+            store: store.clone(),
+            name: "stallwatch-operator".into(),
+            identity: id.into(),
+            duration: D,
+        }
+    }
+
+    #[tokio::test]
+    async fn two_replicas_one_leader_and_handover() {
+        let store = MockLeases::default();
+        let (a, b) = (elector(&store, "a"), elector(&store, "b"));
+        assert!(a.try_once(T0).await.unwrap());
+        assert!(!b.try_once(T0 + 1).await.unwrap());
+        // a keeps renewing; b keeps following.
+        for i in 1..10 {
+            assert!(a.try_once(T0 + i * 5_000).await.unwrap());
+            assert!(!b.try_once(T0 + i * 5_000 + 1).await.unwrap());
+        }
+        // a dies silently: b takes over only once the lease has expired.
+        let last = T0 + 45_000;
+        assert!(!b.try_once(last + 14_999).await.unwrap());
+        assert!(b.try_once(last + 15_000).await.unwrap());
+        // a comes back: follows.
+        assert!(!a.try_once(last + 16_000).await.unwrap());
+        let l = store.lease.lock().unwrap().clone().unwrap();
+        assert_eq!(
+            l.spec.as_ref().unwrap().holder_identity.as_deref(),
+            Some("b")
+        );
+        assert_eq!(l.spec.unwrap().lease_transitions, Some(1));
+    }
+
+    #[tokio::test]
+    async fn graceful_release_hands_over_at_once() {
+        let store = MockLeases::default();
+        let (a, b) = (elector(&store, "a"), elector(&store, "b"));
+        assert!(a.try_once(T0).await.unwrap());
+        a.release().await.unwrap();
+        assert!(
+            b.try_once(T0 + 1).await.unwrap(),
+            "no need to wait for expiry"
+        );
+        // Releasing a lease we do not hold changes nothing.
+        a.release().await.unwrap();
+        assert!(!a.try_once(T0 + 2).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn racing_for_an_expired_lease_has_one_winner() {
+        let store = MockLeases::default();
+        let (b, c) = (elector(&store, "b"), elector(&store, "c"));
+        assert!(c.try_once(T0).await.unwrap());
+        // a and b both read the expired lease, then both write: the second write is stale.
+        let now = T0 + 20_000;
+        let seen = store.get().await.unwrap();
+        let action = decide(seen.as_ref().map(view).as_ref(), "a", now);
+        assert_eq!(action, LeaseAction::TakeOver);
+        let la = next_lease(seen.as_ref(), "l", "a", &action, now, D);
+        let lb = next_lease(seen.as_ref(), "l", "b", &action, now, D);
+        assert!(store.replace(la).await.is_ok());
+        assert!(matches!(store.replace(lb).await, Err(LeaseError::Conflict)));
+        assert!(!b.try_once(now + 1).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_loop_publishes_leadership_and_releases_on_shutdown() {
+        let store = MockLeases::default();
+        let a = elector(&store, "a");
+        let (lead_tx, mut lead_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            a.run(lead_tx, || T0, stop_rx).await;
+        });
+        lead_rx.wait_for(|l| *l).await.unwrap();
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert!(!*lead_rx.borrow());
+        let l = store.lease.lock().unwrap().clone().unwrap();
+        assert_eq!(l.spec.unwrap().holder_identity, None);
+    }
+}

@@ -1,0 +1,810 @@
+//! The reconcile pipeline: fetch (from the caches), validate, build, apply, remediate, write
+//! status. The remediation loop around `stallwatch_core::remediation::decide` persists the
+//! ledger in status (server-side apply with a resourceVersion precondition) before every
+//! effect.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use stallwatch_core::remediation::{
+    self as rem, Blocked, Decision, Effect, EffectResult, Ledger, Observation, PodState,
+};
+use stallwatch_crds::{TransitStream, TransitStreamStatus, condition_types as ct, labels};
+
+use crate::builders::{self, BuildContext, RESTARTED_AT_ANNOTATION, TOKEN_KEY};
+use crate::error::{Error, Result, backoff};
+use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels, StepLabels};
+use crate::observe::{self, Observed};
+use crate::sidecar::{SidecarApi, SidecarTarget};
+
+/// Field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "transit-operator";
+/// Field manager of the rollout-restart annotation (kept apart so applies never drop it).
+pub const RESTART_FIELD_MANAGER: &str = "transit-operator-restart";
+/// Most decide/act rounds in one reconcile (an attempt has at most 8 transitions).
+const MAX_ROUNDS: usize = 12;
+/// Periodic resync when nothing else is due.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// The operator's settings (from the CLI).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub default_image: String,
+    pub max_concurrent_remediations: usize,
+    /// Bound on one reconcile, API calls and sidecar calls included.
+    pub reconcile_timeout: Duration,
+    /// The `instance` of the Event reporter (the pod name).
+    pub instance: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_image: "stallwatch:latest".into(),
+            max_concurrent_remediations: 2,
+            reconcile_timeout: Duration::from_secs(60),
+            instance: None,
+        }
+    }
+}
+
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Wall clock in ms since the Unix epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default()
+    })
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub pods: Store<Pod>,
+    pub streams: Store<TransitStream>,
+    pub sidecar: Arc<dyn SidecarApi>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub clock: Clock,
+    /// Resources with an attempt in flight that this process knows of (the store may lag).
+    in_flight: Mutex<HashSet<String>>,
+    /// Consecutive failures per resource, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Admin tokens read from (or written to) the Secrets.
+    tokens: Mutex<HashMap<String, String>>,
+    /// The generation whose objects were applied last, per resource.
+    applied: Mutex<HashMap<String, i64>>,
+    /// The rail that last blocked each resource (metrics count changes only).
+    blocked: Mutex<HashMap<String, &'static str>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        pods: Store<Pod>,
+        streams: Store<TransitStream>,
+        sidecar: Arc<dyn SidecarApi>,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: settings.instance.clone(),
+            },
+        );
+        Context {
+            client,
+            settings,
+            pods,
+            streams,
+            sidecar,
+            metrics,
+            recorder,
+            clock,
+            in_flight: Mutex::default(),
+            failures: Mutex::default(),
+            tokens: Mutex::default(),
+            applied: Mutex::default(),
+            blocked: Mutex::default(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Attempts in flight for other resources: persisted ones (the store) and ones this
+    /// process just started (not in the store yet), among resources that still exist.
+    fn in_flight_elsewhere(&self, me: &str) -> usize {
+        let known = self.in_flight.lock().expect("poisoned").clone();
+        self.streams
+            .state()
+            .iter()
+            .filter(|t| {
+                let key = key_of(t);
+                key != me
+                    && (known.contains(&key)
+                        || t.status
+                            .as_ref()
+                            .is_some_and(|s| s.remediation.in_flight.is_some()))
+            })
+            .count()
+    }
+
+    fn track_in_flight(&self, key: &str, in_flight: bool) {
+        let mut set = self.in_flight.lock().expect("poisoned");
+        if in_flight {
+            set.insert(key.to_string());
+        } else {
+            set.remove(key);
+        }
+        self.metrics.in_flight.set(set.len() as i64);
+    }
+}
+
+fn key_of(ts: &TransitStream) -> String {
+    format!(
+        "{}/{}",
+        ts.metadata.namespace.as_deref().unwrap_or_default(),
+        ts.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Reconcile one TransitStream, bounded by the reconcile timeout.
+pub async fn reconcile(ts: Arc<TransitStream>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    ctx.metrics.reconciles.inc();
+    let bound = ctx.settings.reconcile_timeout;
+    let result = match tokio::time::timeout(bound, reconcile_inner(&ts, &ctx)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout(bound)),
+    };
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.lock().expect("poisoned").remove(&key_of(&ts));
+    }
+    result
+}
+
+/// Requeue with exponential backoff per resource; counts the error by variant.
+pub fn error_policy(ts: Arc<TransitStream>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error.label());
+    let failures = {
+        let mut map = ctx.failures.lock().expect("poisoned");
+        let n = map.entry(key_of(&ts)).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = backoff(failures, error);
+    tracing::warn!(resource = %key_of(&ts), error = %error, failures, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
+    let ns = ts
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let name = ts
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("name"))?;
+    let key = key_of(ts);
+    if ts.metadata.deletion_timestamp.is_some() {
+        // Owned objects go with it (owner references); nothing to clean up by hand.
+        ctx.track_in_flight(&key, false);
+        return Ok(Action::await_change());
+    }
+    let mut ts = ts.clone();
+    let api: Api<TransitStream> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // Validate (pure). An invalid spec is reported and waits for a change.
+    let invalid = stallwatch_crds::validate(&ts.spec);
+    if !invalid.is_empty() {
+        let was_invalid = ts
+            .status
+            .as_ref()
+            .is_some_and(|s| observe::condition_is(s, ct::INVALID_SPEC, true));
+        let ledger = ledger_of(&ts)?;
+        let status = observe::next_status(&Observed {
+            ts: &ts,
+            deployment: None,
+            pods: &[],
+            ledger: &ledger,
+            blocked: None,
+            invalid: &invalid,
+            now_ms: ctx.now(),
+        });
+        write_status(&api, &mut ts, status).await?;
+        if !was_invalid {
+            let msg = invalid
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            publish(ctx, &ts, true, "InvalidSpec", "Validate", msg).await;
+        }
+        return Ok(Action::await_change());
+    }
+
+    // Build and apply.
+    let build = BuildContext {
+        default_image: ctx.settings.default_image.clone(),
+    };
+    let desired = builders::desired(&ts, &build);
+    let generation = ts.metadata.generation.unwrap_or_default();
+    let fresh = ctx.applied.lock().expect("poisoned").get(&key) != Some(&generation);
+    if fresh {
+        ensure_token(ctx, &ts, &ns, &name, true).await?;
+        apply(ctx, &ns, &desired.service_account).await?;
+        apply(ctx, &ns, &desired.role).await?;
+        apply(ctx, &ns, &desired.role_binding).await?;
+        apply(ctx, &ns, &desired.config_map).await?;
+        if let Some(claim) = &desired.claim {
+            apply(ctx, &ns, claim).await?;
+        }
+        apply(ctx, &ns, &desired.service).await?;
+    }
+    let deployment = apply(ctx, &ns, &desired.deployment).await?;
+    if fresh {
+        ctx.applied
+            .lock()
+            .expect("poisoned")
+            .insert(key.clone(), generation);
+    }
+
+    // Remediate.
+    let (ledger, blocked, requeue) = remediate(ctx, &api, &mut ts, &ns, &name, &key).await?;
+
+    // Status.
+    let pods = pod_states(ctx, &ns, &name);
+    let status = observe::next_status(&Observed {
+        ts: &ts,
+        deployment: Some(&deployment),
+        pods: &pods,
+        ledger: &ledger,
+        blocked: blocked.as_ref(),
+        invalid: &[],
+        now_ms: ctx.now(),
+    });
+    let was_degraded = ts
+        .status
+        .as_ref()
+        .is_some_and(|s| observe::condition_is(s, ct::DEGRADED, true));
+    let degraded = observe::condition_is(&status, ct::DEGRADED, true);
+    let was_invalid = ts
+        .status
+        .as_ref()
+        .is_some_and(|s| observe::condition_is(s, ct::INVALID_SPEC, true));
+    if ts.status.as_ref() != Some(&status) {
+        write_status(&api, &mut ts, status).await?;
+    }
+    if degraded
+        && !was_degraded
+        && let Some(b @ Blocked::BudgetSpent { .. }) = &blocked
+    {
+        ctx.metrics.budget_exhausted.inc();
+        publish(ctx, &ts, true, "BudgetSpent", "Remediate", b.to_string()).await;
+    }
+    if was_invalid {
+        publish(
+            ctx,
+            &ts,
+            false,
+            "SpecValid",
+            "Validate",
+            "spec is valid again".into(),
+        )
+        .await;
+    }
+    Ok(requeue)
+}
+
+/// The ledger persisted in status.
+fn ledger_of(ts: &TransitStream) -> Result<Ledger> {
+    Ok(ts
+        .status
+        .as_ref()
+        .map(|s| Ledger::try_from(&s.remediation))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+fn pods_of(ctx: &Context, ns: &str, name: &str) -> Vec<Arc<Pod>> {
+    ctx.pods
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.labels().get(labels::TRANSITSTREAM).map(String::as_str) == Some(name)
+        })
+        .collect()
+}
+
+fn pod_states(ctx: &Context, ns: &str, name: &str) -> Vec<PodState> {
+    let mut states: Vec<PodState> = pods_of(ctx, ns, name)
+        .iter()
+        .map(|p| observe::pod_state(p))
+        .collect();
+    states.sort_by(|a, b| a.name.cmp(&b.name));
+    states
+}
+
+/// Run decide/act rounds until the decision function waits or idles.
+async fn remediate(
+    ctx: &Context,
+    api: &Api<TransitStream>,
+    ts: &mut TransitStream,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<(Ledger, Option<Blocked>, Action)> {
+    let policy = observe::policy(ts);
+    let mut ledger = ledger_of(ts)?;
+    for _ in 0..MAX_ROUNDS {
+        let now = ctx.now();
+        let obs = Observation {
+            now_ms: now,
+            pods: pod_states(ctx, ns, name),
+            paused: ts.spec.paused,
+            opted_out: observe::opted_out(ts.metadata.annotations.as_ref()),
+            in_flight_elsewhere: ctx.in_flight_elsewhere(key),
+            max_concurrent: ctx.settings.max_concurrent_remediations,
+        };
+        match rem::decide(&policy, &ledger, &obs) {
+            Decision::Record { ledger: next, note } => {
+                persist_ledger(ctx, api, ts, &ledger, &next, key).await?;
+                publish(
+                    ctx,
+                    ts,
+                    note.warning,
+                    note.reason,
+                    "Remediate",
+                    note.message,
+                )
+                .await;
+                ledger = next;
+            }
+            Decision::Act {
+                ledger: next,
+                effect,
+                note,
+            } => {
+                // Recorded before acting: if this write fails, nothing is done.
+                persist_ledger(ctx, api, ts, &ledger, &next, key).await?;
+                publish(
+                    ctx,
+                    ts,
+                    note.warning,
+                    note.reason,
+                    "Remediate",
+                    note.message,
+                )
+                .await;
+                ledger = next;
+                let result = execute(ctx, ts, ns, name, &ledger, &effect).await?;
+                let failed = matches!(
+                    result,
+                    EffectResult::RestartFailed { .. } | EffectResult::SoftRestartFailed { .. }
+                );
+                let note = rem::result_note(effect.attempt_id(), &result);
+                count_step(ctx, &effect, &result);
+                let next = rem::record_result(&ledger, effect.attempt_id(), result);
+                persist_ledger(ctx, api, ts, &ledger, &next, key).await?;
+                publish(
+                    ctx,
+                    ts,
+                    note.warning,
+                    note.reason,
+                    "Remediate",
+                    note.message.clone(),
+                )
+                .await;
+                ledger = next;
+                if failed
+                    && matches!(
+                        effect,
+                        Effect::RestartPod { .. } | Effect::RolloutRestart { .. }
+                    )
+                {
+                    // Retry the (idempotent) restart with backoff, not in a tight loop.
+                    return Err(Error::Remediation(note.message));
+                }
+            }
+            Decision::Wait { until_ms, .. } => {
+                ctx.blocked.lock().expect("poisoned").remove(key);
+                let delay = Duration::from_millis(until_ms.saturating_sub(now).max(100));
+                return Ok((ledger, None, Action::requeue(delay)));
+            }
+            Decision::Idle {
+                recheck_at_ms,
+                blocked,
+            } => {
+                note_blocked(ctx, key, blocked.as_ref());
+                let delay = recheck_at_ms
+                    .map(|t| Duration::from_millis(t.saturating_sub(now).max(100)))
+                    .unwrap_or(RESYNC)
+                    .min(RESYNC);
+                return Ok((ledger, blocked, Action::requeue(delay)));
+            }
+        }
+    }
+    Ok((ledger, None, Action::requeue(Duration::from_secs(1))))
+}
+
+fn note_blocked(ctx: &Context, key: &str, blocked: Option<&Blocked>) {
+    let mut map = ctx.blocked.lock().expect("poisoned");
+    match blocked {
+        Some(b) => {
+            if map.insert(key.to_string(), b.label()) != Some(b.label()) {
+                ctx.metrics
+                    .remediations_blocked
+                    .get_or_create(&ReasonLabels {
+                        reason: b.label().into(),
+                    })
+                    .inc();
+                tracing::info!(resource = key, rail = b.label(), "stall not acted on: {b}");
+            }
+        }
+        None => {
+            map.remove(key);
+        }
+    }
+}
+
+fn count_step(ctx: &Context, effect: &Effect, result: &EffectResult) {
+    let step = match effect {
+        Effect::SoftRestart { .. } => "soft_restart",
+        Effect::CaptureDump { .. } => "dump",
+        Effect::RestartPod { .. } => "restart_pod",
+        Effect::RolloutRestart { .. } => "rollout_restart",
+    };
+    let result = match result {
+        EffectResult::SoftRestartAccepted
+        | EffectResult::DumpCaptured { .. }
+        | EffectResult::RestartIssued => "ok",
+        EffectResult::DumpFailed {
+            timed_out: true, ..
+        } => "timeout",
+        _ => "failed",
+    };
+    ctx.metrics
+        .remediation_steps
+        .get_or_create(&StepLabels {
+            step: step.into(),
+            result: result.into(),
+        })
+        .inc();
+}
+
+/// Write the ledger (with the rest of the status) and count finished attempts.
+async fn persist_ledger(
+    ctx: &Context,
+    api: &Api<TransitStream>,
+    ts: &mut TransitStream,
+    before: &Ledger,
+    next: &Ledger,
+    key: &str,
+) -> Result<()> {
+    if before == next {
+        return Ok(());
+    }
+    let mut status = ts.status.clone().unwrap_or_default();
+    status.remediation = next.into();
+    if let Some(a) = next.latest().filter(|a| !a.observe_only) {
+        status.last_remediation_time = Some(observe::time(a.started_at_ms));
+    }
+    write_status(api, ts, status).await?;
+    ctx.track_in_flight(key, next.in_flight.is_some());
+    // An attempt that just left the in-flight slot has finished.
+    if let Some(done) = before
+        .in_flight
+        .as_ref()
+        .and_then(|a| next.history.iter().rev().find(|h| h.id == a.id))
+        .or_else(|| {
+            // Observe records go straight to history.
+            next.history
+                .last()
+                .filter(|h| !before.history.iter().any(|b| b.id == h.id))
+                .filter(|_| next.in_flight.is_none())
+        })
+        && let Some(outcome) = done.outcome
+    {
+        ctx.metrics
+            .remediations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str().into(),
+            })
+            .inc();
+    }
+    Ok(())
+}
+
+/// Server-side apply of the status with the resourceVersion as precondition: a stale
+/// leader's write fails with 409 instead of overwriting the record.
+async fn write_status(
+    api: &Api<TransitStream>,
+    ts: &mut TransitStream,
+    status: TransitStreamStatus,
+) -> Result<()> {
+    let name = ts.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": "stallwatch.io/v1alpha1",
+        "kind": "TransitStream",
+        "metadata": {"name": name, "resourceVersion": ts.metadata.resource_version},
+        "status": status,
+    });
+    let updated = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ts.metadata.resource_version = updated.metadata.resource_version;
+    ts.status = Some(updated.status.unwrap_or(status));
+    Ok(())
+}
+
+async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+/// The admin token: from the cache, else from the Secret, else a new one written once.
+async fn ensure_token(
+    ctx: &Context,
+    ts: &TransitStream,
+    ns: &str,
+    name: &str,
+    reread: bool,
+) -> Result<String> {
+    let key = format!("{ns}/{name}");
+    if !reread && let Some(t) = ctx.tokens.lock().expect("poisoned").get(&key) {
+        return Ok(t.clone());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret_name = builders::secret_name(name);
+    let existing = secrets.get_opt(&secret_name).await?;
+    let token = match existing
+        .as_ref()
+        .and_then(|s| s.data.as_ref()?.get(TOKEN_KEY).cloned())
+        .and_then(|b| String::from_utf8(b.0).ok())
+        .filter(|t| !t.is_empty())
+    {
+        Some(t) => t,
+        None => {
+            let token = builders::new_token();
+            apply(ctx, ns, &builders::admin_secret(ts, &token)).await?;
+            token
+        }
+    };
+    ctx.tokens
+        .lock()
+        .expect("poisoned")
+        .insert(key, token.clone());
+    Ok(token)
+}
+
+/// Perform one effect. Sidecar and restart failures become results (recorded, retried by
+/// the decision function's rules); only a missing token is an error.
+async fn execute(
+    ctx: &Context,
+    ts: &TransitStream,
+    ns: &str,
+    name: &str,
+    ledger: &Ledger,
+    effect: &Effect,
+) -> Result<EffectResult> {
+    let pod_of = |pod: &str| {
+        pods_of(ctx, ns, name)
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some(pod))
+    };
+    let target = |pod: &str, token: String| SidecarTarget {
+        pod_ip: pod_of(pod)
+            .as_deref()
+            .and_then(observe::pod_ip)
+            .unwrap_or_default(),
+        token,
+    };
+    Ok(match effect {
+        Effect::SoftRestart { pod, stream, .. } => {
+            let token = ensure_token(ctx, ts, ns, name, false).await?;
+            let t = target(pod, token);
+            let timeout = Duration::from_secs(5);
+            match ctx.sidecar.soft_restart(&t, stream, timeout).await {
+                Ok(()) => EffectResult::SoftRestartAccepted,
+                Err(e) => EffectResult::SoftRestartFailed {
+                    error: e.to_string(),
+                },
+            }
+        }
+        Effect::CaptureDump {
+            pod,
+            stream,
+            reason,
+            timeout_ms,
+            ..
+        } => {
+            let token = ensure_token(ctx, ts, ns, name, false).await?;
+            let t = target(pod, token);
+            match ctx
+                .sidecar
+                .capture_dump(&t, stream, *reason, Duration::from_millis(*timeout_ms))
+                .await
+            {
+                Ok(manifest) => EffectResult::DumpCaptured {
+                    bundle_path: manifest.path,
+                },
+                Err(e) => EffectResult::DumpFailed {
+                    timed_out: e.is_timeout(),
+                    error: e.to_string(),
+                },
+            }
+        }
+        Effect::RestartPod { pod, pod_uid, .. } => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+            let dp = DeleteParams {
+                preconditions: pod_uid.as_ref().map(|uid| Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(pod, &dp).await {
+                // 404: already gone; 409: the name now belongs to a replacement pod.
+                Ok(_) => restarted(ctx, ledger),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                    restarted(ctx, ledger)
+                }
+                Err(e) => EffectResult::RestartFailed {
+                    error: e.to_string(),
+                },
+            }
+        }
+        Effect::RolloutRestart {
+            restarted_at_ms, ..
+        } => {
+            let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let at = observe::time(*restarted_at_ms).0.to_string();
+            let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+                RESTARTED_AT_ANNOTATION: at
+            }}}}});
+            match deployments
+                .patch(
+                    name,
+                    &PatchParams {
+                        field_manager: Some(RESTART_FIELD_MANAGER.into()),
+                        ..PatchParams::default()
+                    },
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => restarted(ctx, ledger),
+                Err(e) => EffectResult::RestartFailed {
+                    error: e.to_string(),
+                },
+            }
+        }
+    })
+}
+
+fn restarted(ctx: &Context, ledger: &Ledger) -> EffectResult {
+    if let Some(a) = &ledger.in_flight {
+        let secs = ctx.now().saturating_sub(a.stalled_since_ms) as f64 / 1000.0;
+        ctx.metrics.stall_to_restart.observe(secs);
+    }
+    EffectResult::RestartIssued
+}
+
+/// Publish an Event on the TransitStream; failures are logged, never fatal.
+async fn publish(
+    ctx: &Context,
+    ts: &TransitStream,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(stallwatch_core::report::truncate(&note, 1000)),
+        action: action.into(),
+        secondary: None,
+    };
+    tracing::info!(resource = %key_of(ts), reason, "{note}");
+    if let Err(e) = ctx.recorder.publish(&event, &ts.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "publishing an Event failed");
+    }
+}
+
+/// Map a pod to its TransitStream (the controller's pod watch).
+pub fn pod_to_stream(pod: &Pod) -> Option<ObjectRef<TransitStream>> {
+    let name = pod.labels().get(labels::TRANSITSTREAM)?;
+    let ns = pod.metadata.namespace.as_deref()?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+/// Labels selecting every pod the operator manages (for the pod watch).
+pub fn managed_pods_selector() -> String {
+    format!(
+        "{},app.kubernetes.io/name={}",
+        labels::TRANSITSTREAM,
+        labels::APP_NAME
+    )
+}
+
+/// Keep only what the operator reads from a Pod in its cache (footprint).
+pub fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    let keep: BTreeMap<String, String> = pod
+        .metadata
+        .annotations
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == stallwatch_crds::OPT_OUT_ANNOTATION)
+        .collect();
+    pod.metadata.annotations = (!keep.is_empty()).then_some(keep);
+    pod.spec = None;
+    if let Some(s) = pod.status.as_mut() {
+        s.container_statuses = None;
+        s.init_container_statuses = None;
+        s.ephemeral_container_statuses = None;
+        s.host_ips = None;
+        s.pod_ips = None;
+        if let Some(cs) = s.conditions.as_mut() {
+            cs.retain(|c| c.type_ == stallwatch_core::condition::CONDITION_TYPE);
+        }
+    }
+}
+
+/// Keep only what the operator reads from a TransitStream in its cache.
+pub fn slim_stream(ts: &mut TransitStream) {
+    ts.metadata.managed_fields = None;
+    if let Some(a) = ts.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}

@@ -1,0 +1,172 @@
+//! The sidecar's admin API as the operator uses it: a trait so reconcile tests can fake it,
+//! and the HTTP implementation (pod IP, port 8081, bearer token, per-call timeout).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use stallwatch_core::bundle::{DumpRequest, Manifest};
+use stallwatch_core::condition::StallReason;
+
+use crate::builders::SIDECAR_ADMIN_PORT;
+
+/// Why a sidecar call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SidecarError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("unreachable: {0}")]
+    Transport(String),
+    #[error("pod has no IP")]
+    NoPodIp,
+    #[error("bad response: {0}")]
+    BadResponse(String),
+}
+
+impl SidecarError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SidecarError::Timeout(_))
+    }
+}
+
+/// Where to reach one pod's sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarTarget {
+    pub pod_ip: String,
+    pub token: String,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The two admin calls remediation makes.
+pub trait SidecarApi: Send + Sync {
+    /// `POST /v1/streams/{stream}/restart`.
+    fn soft_restart<'a>(
+        &'a self,
+        target: &'a SidecarTarget,
+        stream: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), SidecarError>>;
+
+    /// `POST /v1/dumps`; returns the bundle manifest.
+    fn capture_dump<'a>(
+        &'a self,
+        target: &'a SidecarTarget,
+        stream: &'a str,
+        reason: StallReason,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Manifest, SidecarError>>;
+}
+
+/// The real client.
+#[derive(Clone, Default)]
+pub struct HttpSidecar {
+    client: reqwest::Client,
+}
+
+impl HttpSidecar {
+    pub fn new() -> Self {
+        HttpSidecar {
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn url(target: &SidecarTarget, path: &str) -> String {
+        // IPv6 pod IPs need brackets.
+        if target.pod_ip.contains(':') {
+            format!("http://[{}]:{SIDECAR_ADMIN_PORT}{path}", target.pod_ip)
+        } else {
+            format!("http://{}:{SIDECAR_ADMIN_PORT}{path}", target.pod_ip)
+        }
+    }
+
+    async fn post(
+        &self,
+        target: &SidecarTarget,
+        path: &str,
+        body: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<String, SidecarError> {
+        if target.pod_ip.is_empty() {
+            return Err(SidecarError::NoPodIp);
+        }
+        let send = async {
+            let resp = self
+                .client
+                .post(Self::url(target, path))
+                .bearer_auth(&target.token)
+                .json(&body)
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        SidecarError::Timeout(timeout)
+                    } else {
+                        SidecarError::Transport(e.to_string())
+                    }
+                })?;
+            let status = resp.status().as_u16();
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| SidecarError::Transport(e.to_string()))?;
+            if (200..300).contains(&status) {
+                Ok(text)
+            } else {
+                Err(SidecarError::Status {
+                    status,
+                    body: stallwatch_core::report::truncate(&text, 512),
+                })
+            }
+        };
+        tokio::time::timeout(timeout, send)
+            .await
+            .map_err(|_| SidecarError::Timeout(timeout))?
+    }
+}
+
+impl SidecarApi for HttpSidecar {
+    fn soft_restart<'a>(
+        &'a self,
+        target: &'a SidecarTarget,
+        stream: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), SidecarError>> {
+        Box::pin(async move {
+            self.post(
+                target,
+                &format!("/v1/streams/{stream}/restart"),
+                serde_json::json!({}),
+                timeout,
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn capture_dump<'a>(
+        &'a self,
+        target: &'a SidecarTarget,
+        stream: &'a str,
+        reason: StallReason,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Manifest, SidecarError>> {
+        Box::pin(async move {
+            let req = DumpRequest {
+                stream: Some(stream.to_string()),
+                reason: Some(reason),
+                requested_by: Some("operator".into()),
+            };
+            let body =
+                serde_json::to_value(&req).map_err(|e| SidecarError::BadResponse(e.to_string()))?;
+            let text = self.post(target, "/v1/dumps", body, timeout).await?;
+            serde_json::from_str(&text).map_err(|e| SidecarError::BadResponse(e.to_string()))
+        })
+    }
+}
