@@ -107,6 +107,7 @@ def check(name: str, fn: Callable[[], Any]) -> Any:
         traceback.print_exc(limit=3)
         return None
     PASSED += 1
+    print(f"ok   {name}")
     return result
 
 
@@ -133,6 +134,7 @@ kv.schema_contents = functools.lru_cache(maxsize=None)(kv.schema_contents)
 def kube_validate(doc: dict, where: str) -> None:
     key = (doc.get("apiVersion"), doc.get("kind"))
     if key in SKIP_KINDS:
+        note(f"{key[1]} ({key[0]}) not validated by kubernetes-validate: {SKIP_KINDS[key]}")
         return
     for version in KUBE_VERSIONS:
         try:
@@ -512,18 +514,59 @@ def k8s_message(err: jsonschema.ValidationError) -> str:
     return f"{path}: Invalid value: {k8s_value(inst)}: {err.message}"
 
 
+def k8s_cel_functions() -> dict[str, Callable]:
+    """The parts of Kubernetes' CEL string library (ext.Strings) that standard CEL lacks."""
+    from celpy import celtypes
+
+    def string_list(items: Iterable[str]):
+        return celtypes.ListType([celtypes.StringType(i) for i in items])
+
+    def split(s, sep, limit=None):
+        if limit is None or int(limit) < 0:
+            return string_list(str(s).split(str(sep)))
+        if int(limit) == 0:
+            return string_list([])
+        return string_list(str(s).split(str(sep), int(limit) - 1))
+
+    def join(items, sep=""):
+        return celtypes.StringType(str(sep).join(str(i) for i in items))
+
+    def index_of(s, sub, start=0):
+        return celtypes.IntType(str(s).find(str(sub), int(start)))
+
+    def last_index_of(s, sub):
+        return celtypes.IntType(str(s).rfind(str(sub)))
+
+    def replace(s, old, new, n=-1):
+        return celtypes.StringType(str(s).replace(str(old), str(new), int(n)))
+
+    def substring(s, start, end=None):
+        return celtypes.StringType(str(s)[int(start):None if end is None else int(end)])
+
+    return {
+        "split": split, "join": join, "indexOf": index_of, "lastIndexOf": last_index_of,
+        "replace": replace, "substring": substring,
+        "lowerAscii": lambda s: celtypes.StringType(str(s).lower()),
+        "upperAscii": lambda s: celtypes.StringType(str(s).upper()),
+        "trim": lambda s: celtypes.StringType(str(s).strip()),
+    }
+
+
 class CelRules:
-    """The CRD's x-kubernetes-validations, evaluated with cel-python where it can."""
+    """The CRD's x-kubernetes-validations, evaluated with cel-python (plus the Kubernetes
+    string functions above) where it can; a rule it cannot run is reported, not guessed."""
 
     def __init__(self) -> None:
         self.env = celpy.Environment() if celpy else None
+        self.functions = k8s_cel_functions() if celpy else {}
         self.compiled: dict[str, Any] = {}
         self.unevaluable: set[str] = set()
 
     def program(self, rule: str):
         if rule not in self.compiled:
             try:
-                self.compiled[rule] = self.env.program(self.env.compile(rule))
+                self.compiled[rule] = self.env.program(self.env.compile(rule),
+                                                       functions=self.functions)
             except Exception as e:  # a Kubernetes-only CEL library function, typically
                 self.compiled[rule] = None
                 self.unevaluable.add(f"{rule!r}: {type(e).__name__}")
@@ -571,6 +614,18 @@ class CelRules:
             for i, x in enumerate(value):
                 errors += self.evaluate(schema["items"], x, path + [i])
         return errors
+
+
+def cel_rules(schema: Any) -> list[str]:
+    out = []
+    if isinstance(schema, dict):
+        out += [r["rule"] for r in schema.get("x-kubernetes-validations") or []]
+        for v in schema.values():
+            out += cel_rules(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            out += cel_rules(v)
+    return out
 
 
 def cel_messages(schema: Any) -> list[str]:
@@ -996,6 +1051,13 @@ def main() -> int:
           lambda: (check_helm_commands(chart, CHART_README.read_text(), "chart README"),
                    check_object_refs(chart, CHART_README.read_text(), "chart README")))
 
+    if crd is not None:
+        rules = set(cel_rules(crd.doc))
+        ran = {r for r, p in crd.cel.compiled.items() if p is not None}
+        note(f"CEL: the CRD has {len(rules)} distinct x-kubernetes-validations rules; "
+             f"{len(ran & rules)} were evaluated with cel-python on the examples, "
+             f"{len(crd.cel.unevaluable)} could not be evaluated"
+             + (f"; never exercised: {sorted(rules - ran)}" if rules - ran else ""))
     if crd is not None and crd.cel.unevaluable:
         for u in sorted(crd.cel.unevaluable):
             note(f"CEL rule not evaluated by cel-python (the API server evaluates it): {u}")
