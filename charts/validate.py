@@ -816,6 +816,16 @@ def lint_dockerfile() -> None:
         require(entry and entry[-1].startswith("["), f"target {target}: ENTRYPOINT must be exec form")
         require(Path(json.loads(entry[-1])[0]).name in want,
                 f"target {target}: ENTRYPOINT {entry[-1]} runs none of {sorted(want)}")
+    # The operator runs the broadcaster and sidecar by absolute path: those paths exist.
+    builders = ROOT / "operator" / "src" / "builders.rs"
+    if builders.exists():
+        commands = set(re.findall(r'command:\s*Some\(vec!\[\s*"([^"]+)"', builders.read_text()))
+        for target in ("stallwatch", "stallwatch-debug"):
+            s = stages[names.index(target)]
+            dests = {rest.split()[-1] for i, rest in s["instrs"] if i == "COPY"}
+            missing = sorted(commands - dests)
+            require(not missing, f"target {target}: the operator runs {missing} "
+                                 f"(operator/src/builders.rs), which the image does not have")
     # The build context keeps what the builder needs and drops the rest.
     ignored = [l.strip() for l in DOCKERIGNORE.read_text().splitlines()
                if l.strip() and not l.startswith("#")]
@@ -1303,6 +1313,20 @@ def check_operator_code(r: Rendered | None) -> None:
                                  "(fn role): update sidecar_role_from_code()")
     require(sidecar <= granted, f"the sidecar Role grants {sorted(sidecar - granted)}, which the "
                                 f"operator does not hold (RBAC escalation prevention refuses it)")
+    # Ports and env vars agree between the chart and the operator's code.
+    m = re.search(r"SIDECAR_ADMIN_PORT: i32 = (\d+)", builders)
+    if m:
+        require(int(m.group(1)) == r.effective["networkPolicy"]["sidecarAdminPort"],
+                f"networkPolicy.sidecarAdminPort {r.effective['networkPolicy']['sidecarAdminPort']}"
+                f" != the operator's SIDECAR_ADMIN_PORT {m.group(1)}")
+    main_rs = sources.get("operator/src/main.rs", "")
+    cli_env = set(re.findall(r'env\s*=\s*"([A-Z][A-Z0-9_]*)"', main_rs))
+    if cli_env:
+        c = r.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+        extra = {e["name"] for e in r.effective.get("extraEnv") or []}
+        unknown_env = sorted(set(container_env(c)) - cli_env - extra)
+        require(not unknown_env, f"the chart sets {unknown_env}, which transit-operator's CLI "
+                                 f"(operator/src/main.rs) does not read")
     leader = sources.get("operator/src/leader.rs", "")
     if "Lease" in leader and r.effective["leaderElection"]["enabled"]:
         calls = set(re.findall(r"self\.api\s*\.\s*(\w+)\s*\(", leader))
