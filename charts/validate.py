@@ -1497,6 +1497,13 @@ def check_readme(chart: helm.Chart, defaults: dict) -> None:
     require("crds/transitstream.yaml" in sections["Upgrade and uninstall"],
             "Upgrade: how to upgrade the CRD")
     check_object_refs(chart, mine, "README.md")
+    # Every stallwatch.io/... annotation, label or condition type the docs name is in the code.
+    code = "\n".join(t for crate in ("core", "crds", "operator", "sidecar")
+                     for t in rust_sources(crate).values())
+    for token in sorted(set(re.findall(r"stallwatch\.io/[A-Za-z][\w-]*", mine))):
+        name = token.split("/", 1)[1]
+        require(token in code or (f'"{name}"' in code and "stallwatch.io" in code),
+                f"README names {token}, which no Rust source defines")
 
 
 def check_helm_commands(chart: helm.Chart, text: str, where: str) -> None:
