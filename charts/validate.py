@@ -375,7 +375,6 @@ def rule_triples(role: dict, where: str) -> set[tuple[str, str, str]]:
     for i, rule in enumerate(role.get("rules") or []):
         rw = f"{where} rule {i}"
         require(not rule.get("nonResourceURLs"), f"{rw}: nonResourceURLs")
-        require(not rule.get("resourceNames") or True, "")
         for key in ("apiGroups", "resources", "verbs"):
             vals = rule.get(key)
             require(isinstance(vals, list) and vals, f"{rw}: {key} must be a non-empty list")
