@@ -815,6 +815,19 @@ def lint_dockerfile() -> None:
         require(entry and entry[-1].startswith("["), f"target {target}: ENTRYPOINT must be exec form")
         require(Path(json.loads(entry[-1])[0]).name in want,
                 f"target {target}: ENTRYPOINT {entry[-1]} runs none of {sorted(want)}")
+    ignored = [l.strip() for l in DOCKERIGNORE.read_text().splitlines()
+               if l.strip() and not l.startswith("#")]
+    # Files the crates embed at compile time (include_str!/include_bytes!) are in the context.
+    for m in members:
+        for f in (ROOT / m).rglob("*.rs"):
+            if "target" in f.parts:
+                continue
+            for inc in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', f.read_text()):
+                top = (f.parent / inc).resolve().relative_to(ROOT).parts[0]
+                require(top in copied or top in members,
+                        f"{f.relative_to(ROOT)} embeds {inc}, but the builder does not COPY {top}/")
+                require(top not in ignored, f"{f.relative_to(ROOT)} embeds {inc}, but "
+                                            f".dockerignore excludes {top}")
     # The operator runs the broadcaster and sidecar by absolute path: those paths exist.
     builders = ROOT / "operator" / "src" / "builders.rs"
     if builders.exists():
@@ -826,8 +839,6 @@ def lint_dockerfile() -> None:
             require(not missing, f"target {target}: the operator runs {missing} "
                                  f"(operator/src/builders.rs), which the image does not have")
     # The build context keeps what the builder needs and drops the rest.
-    ignored = [l.strip() for l in DOCKERIGNORE.read_text().splitlines()
-               if l.strip() and not l.startswith("#")]
     for must in ("target", ".git", ".venv"):
         require(must in ignored, f".dockerignore must exclude {must}")
     for needed in members + ["Cargo.toml", "Cargo.lock"]:
