@@ -68,6 +68,8 @@ CMD ["serve"]
 # Only for `dumps.processDump: Full`: gcore is a shell script around gdb, so this image has a
 # shell and a package set; the default images have neither.
 FROM debian:${DEBIAN_SUITE}-slim AS stallwatch-debug
+# Versions come from the pinned Debian suite; pinning them too would refuse its security updates.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gdb ca-certificates \
  && rm -rf /var/lib/apt/lists/*

