@@ -208,20 +208,27 @@ impl Drop for Proc {
 /// A scratch directory for one scenario: logs, the admin token, dump dirs.
 pub struct Env {
     dir: tempfile::TempDir,
+    logs: PathBuf,
     pub http: reqwest::Client,
 }
 
 impl Env {
+    /// A fresh scratch dir with its logs inside it.
     pub fn new() -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("stallwatch-e2e-")
             .tempdir()?;
-        std::fs::create_dir_all(dir.path().join("logs"))?;
+        let logs = dir.path().join("logs");
+        Self::with_logs(dir, logs)
+    }
+
+    fn with_logs(dir: tempfile::TempDir, logs: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&logs)?;
         std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Env { dir, http })
+        Ok(Env { dir, logs, http })
     }
 
     pub fn path(&self) -> &Path {
@@ -229,7 +236,7 @@ impl Env {
     }
 
     pub fn log_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join("logs").join(format!("{name}.log"))
+        self.logs.join(format!("{name}.log"))
     }
 
     pub fn token_file(&self) -> PathBuf {
@@ -239,6 +246,45 @@ impl Env {
     /// Keep the directory after the scenario (the demo prints paths into it).
     pub fn keep(self) -> PathBuf {
         self.dir.keep()
+    }
+}
+
+/// Run one end-to-end scenario on its own runtime. On error, the tail of every process log it
+/// wrote is printed, then the test fails with the error.
+pub fn scenario<F, Fut>(f: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let logs = tempfile::Builder::new()
+        .prefix("stallwatch-e2e-logs-")
+        .tempdir()
+        .expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("stallwatch-e2e-")
+        .tempdir()
+        .expect("temp dir");
+    let env = Env::with_logs(dir, logs.path().to_path_buf()).expect("scenario env");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(f(env));
+    drop(rt);
+    if let Err(e) = result {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(logs.path())
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        for p in names {
+            eprintln!(
+                "----- last lines of {} -----\n{}\n-----",
+                p.display(),
+                tail(&p, 40)
+            );
+        }
+        panic!("{e:#}");
     }
 }
 
