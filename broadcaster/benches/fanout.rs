@@ -1,7 +1,7 @@
 //! Broadcaster benchmarks; prints tables. Run with `cargo bench -p transit-broadcaster`.
 //!
 //! 1. Fan-out over real gRPC on loopback, ~1 KiB updates, 1 / 100 / 1,000 subscribers:
-//!    deliveries/s at peak and p50/p99 latency at half of peak, side by side in the same run
+//!    deliveries/s at peak and p50/p99 latency at half and a tenth of peak, side by side in the same run
 //!    with a real `nats-server` fanning the same payloads to the same number of async-nats
 //!    subscribers (spread over the same number of connections).
 //! 2. Reporting overhead: peak throughput with reports on (to a local fake sidecar, 250 ms)
@@ -37,6 +37,8 @@ const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
 const DELIVERIES_PER_ROUND: f64 = 200_000.0;
 const LATENCY_ROUND: Duration = Duration::from_secs(2);
+/// Latency is measured with messages paced at these fractions of each system's own peak.
+const LATENCY_FRACTIONS: [f64; 2] = [0.5, 0.1];
 const MAX_CONNECTIONS: usize = 100;
 /// Client HTTP/2 receive windows, as a throughput-minded client would configure them.
 const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
@@ -176,6 +178,16 @@ async fn subscribe_light(channel: Channel) -> tonic::Streaming<UpdateHeader> {
     .await
     .expect("subscribe")
     .into_inner()
+}
+
+/// One subscriber count's results.
+#[derive(Default)]
+struct Row {
+    subs: usize,
+    grpc: Option<Round>,
+    grpc_latency: Vec<Round>,
+    nats: Option<Round>,
+    nats_latency: Vec<Round>,
 }
 
 /// Per-subscriber receive loop result.
@@ -590,9 +602,13 @@ fn main() {
     // 1. Fan-out.
     if section("fanout") {
         let running = start_broadcaster(&server_rt, None);
-        let mut table = Vec::new();
+        let mut rows = Vec::new();
         for (round_id, &subs) in subscriber_counts().iter().enumerate() {
             let messages = ((DELIVERIES_PER_ROUND * scale) / subs as f64).max(50.0) as u64;
+            let mut row = Row {
+                subs,
+                ..Default::default()
+            };
             let peak = client_rt.block_on(grpc_round(
                 &running,
                 client_rt.handle(),
@@ -601,67 +617,94 @@ fn main() {
                 None,
                 &feed,
             ));
-            let half_rate = peak.rate() / subs as f64 / 2.0;
-            let lat_msgs = ((half_rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
-            let lat = client_rt.block_on(grpc_round(
-                &running,
-                client_rt.handle(),
-                subs,
-                lat_msgs,
-                Some(half_rate),
-                &feed,
-            ));
-            let (npeak, nlat) = match &nats {
-                Some(n) => {
-                    let peak = client_rt.block_on(nats_round(
-                        n.1,
+            for fraction in LATENCY_FRACTIONS {
+                let rate = peak.rate() / subs as f64 * fraction;
+                let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
+                row.grpc_latency.push(client_rt.block_on(grpc_round(
+                    &running,
+                    client_rt.handle(),
+                    subs,
+                    n,
+                    Some(rate),
+                    &feed,
+                )));
+            }
+            row.grpc = Some(peak);
+            if let Some(nats) = &nats {
+                let mut id = round_id as u64 * 10;
+                let peak = client_rt.block_on(nats_round(
+                    nats.1,
+                    client_rt.handle(),
+                    subs,
+                    messages,
+                    None,
+                    &template,
+                    id,
+                ));
+                for fraction in LATENCY_FRACTIONS {
+                    id += 1;
+                    let rate = peak.rate() / subs as f64 * fraction;
+                    let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
+                    row.nats_latency.push(client_rt.block_on(nats_round(
+                        nats.1,
                         client_rt.handle(),
                         subs,
-                        messages,
-                        None,
+                        n,
+                        Some(rate),
                         &template,
-                        round_id as u64 * 2,
-                    ));
-                    let half = peak.rate() / subs as f64 / 2.0;
-                    let lat_msgs = ((half * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
-                    let lat = client_rt.block_on(nats_round(
-                        n.1,
-                        client_rt.handle(),
-                        subs,
-                        lat_msgs,
-                        Some(half),
-                        &template,
-                        round_id as u64 * 2 + 1,
-                    ));
-                    (Some(peak), Some(lat))
+                        id,
+                    )));
                 }
-                None => (None, None),
-            };
-            table.push((subs, peak, lat, npeak, nlat));
+                row.nats = Some(peak);
+            }
+            rows.push(row);
         }
-        println!("## 1. Fan-out over loopback, ~1 KiB updates");
+        println!("## 1a. Fan-out throughput over loopback, ~1 KiB updates (peak)");
         println!();
         println!(
-            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS | gRPC p50 / p99 @ half peak | NATS p50 / p99 @ half peak |"
+            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for (subs, peak, lat, npeak, nlat) in &table {
-            let (nrate, ndel, ratio, nl) = match (npeak, nlat) {
-                (Some(p), Some(l)) => (
-                    format!("{:.0}", p.rate()),
-                    format!("{:.1}%", 100.0 * p.deliveries as f64 / p.expected as f64),
-                    format!("{:.2}x", peak.rate() / p.rate()),
-                    format!("{:.2} / {:.2} ms", l.percentile(0.5), l.percentile(0.99)),
+        println!("|---:|---:|---:|---:|---:|---:|");
+        let pct = |r: &Round| format!("{:.1}%", 100.0 * r.deliveries as f64 / r.expected as f64);
+        for row in &rows {
+            let g = row.grpc.as_ref().unwrap();
+            let (nrate, ndel, ratio) = match &row.nats {
+                Some(n) => (
+                    format!("{:.0}", n.rate()),
+                    pct(n),
+                    format!("{:.2}x", g.rate() / n.rate()),
                 ),
-                _ => ("n/a".into(), "n/a".into(), "n/a".into(), "n/a".into()),
+                None => ("n/a".into(), "n/a".into(), "n/a".into()),
             };
             println!(
-                "| {subs} | {:.0} | {:.1}% | {nrate} | {ndel} | {ratio} | {:.2} / {:.2} ms | {nl} |",
-                peak.rate(),
-                100.0 * peak.deliveries as f64 / peak.expected as f64,
-                lat.percentile(0.5),
-                lat.percentile(0.99),
+                "| {} | {:.0} | {} | {nrate} | {ndel} | {ratio} |",
+                row.subs,
+                g.rate(),
+                pct(g)
             );
+        }
+        println!();
+        println!(
+            "## 1b. Latency, send to client receipt, paced at a fraction of each system's own peak"
+        );
+        println!();
+        println!("| subscribers | load | gRPC p50 / p99 | NATS p50 / p99 |");
+        println!("|---:|---:|---:|---:|");
+        let lat = |r: Option<&Round>| {
+            r.map_or("n/a".to_string(), |r| {
+                format!("{:.2} / {:.2} ms", r.percentile(0.5), r.percentile(0.99))
+            })
+        };
+        for row in &rows {
+            for (i, fraction) in LATENCY_FRACTIONS.iter().enumerate() {
+                println!(
+                    "| {} | {:.0}% of peak | {} | {} |",
+                    row.subs,
+                    fraction * 100.0,
+                    lat(row.grpc_latency.get(i)),
+                    lat(row.nats_latency.get(i)),
+                );
+            }
         }
         println!();
         let stream = running.stream("all").unwrap();
@@ -680,7 +723,7 @@ fn main() {
         let messages = ((2.0 * DELIVERIES_PER_ROUND * scale) / subs as f64).max(50.0) as u64;
         let (url, reports) = server_rt.block_on(fake_sidecar());
         let mut by_mode: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-        for i in 0..10 {
+        for i in 0..14 {
             let on = i % 2 == 1;
             let running = start_broadcaster(&server_rt, on.then(|| url.clone()));
             // Let a few reports go out before measuring.
@@ -707,7 +750,7 @@ fn main() {
         let off = median(&by_mode["off"]);
         let on = median(&by_mode["on"]);
         println!(
-            "## 2. Reporting overhead ({subs} subscribers, peak, 5 alternating runs each, median)"
+            "## 2. Reporting overhead ({subs} subscribers, peak, 7 alternating runs each, median)"
         );
         println!();
         println!("| reports | deliveries/s (runs) | median |");
@@ -725,9 +768,32 @@ fn main() {
         }
         println!();
         println!(
-            "overhead: {:+.1}% (on vs off; {} reports accepted by the fake sidecar)",
+            "throughput difference: {:+.1}% (off - on, relative to off; {} reports accepted by the fake sidecar)",
             (off - on) / off * 100.0,
             reports.load(Ordering::Relaxed)
+        );
+        // The direct cost: build and send reports back to back.
+        let running = start_broadcaster(&server_rt, None);
+        let client =
+            stallwatch_core::client::ReportClient::new(url.clone(), Duration::from_secs(2))
+                .unwrap();
+        let engine = running.engine.clone();
+        let n = 2000u32;
+        let cost = server_rt.block_on(async move {
+            let start = Instant::now();
+            for seq in 1..=u64::from(n) {
+                client
+                    .send(&engine.report(seq))
+                    .await
+                    .expect("report accepted");
+            }
+            start.elapsed() / n
+        });
+        server_rt.block_on(running.shutdown());
+        println!(
+            "direct cost: {:.0} µs per report (build + JSON + HTTP round trip to the fake sidecar, an upper bound on CPU); at the default 250 ms interval that is {:.3}% of one core",
+            cost.as_secs_f64() * 1e6,
+            cost.as_secs_f64() * 4.0 * 100.0
         );
         println!();
     }

@@ -41,7 +41,8 @@ async fn metrics(State(s): State<Public>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            // prometheus-client writes the OpenMetrics text format (with `# UNIT`, `# EOF`).
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         crate::metrics::render(&s.registry),
     )

@@ -147,9 +147,32 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Panics that are caught (a poison message panicking in prepare is quarantined) would
+/// otherwise each print a multi-line message to stderr: route them through the log, one line,
+/// at most one per few seconds with a count of the ones held back.
+fn install_panic_hook() {
+    let limiter = transit_broadcaster::util::RateLimiter::new(Duration::from_secs(5));
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(suppressed) = limiter.check() {
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            tracing::error!(%location, suppressed, "panic: {payload}");
+        }
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    install_panic_hook();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Subscribe(args) => subscribe(args),
