@@ -206,7 +206,8 @@ pub struct Attempt {
 
 impl Attempt {
     fn is_episode(&self, pod: &PodState, since_ms: u64) -> bool {
-        self.stalled_since_ms == since_ms
+        // Condition times have one-second resolution in Kubernetes: compare at that grain.
+        self.stalled_since_ms / 1000 == since_ms / 1000
             && self.pod == pod.name
             && (self.pod_uid.is_none() || pod.uid.is_none() || self.pod_uid == pod.uid)
     }
@@ -740,8 +741,11 @@ fn continue_attempt(
         );
     }
 
-    let stalled =
-        pod.is_some_and(|p| p.is_stalled() && p.stalled_since_ms == Some(attempt.stalled_since_ms));
+    let stalled = pod.is_some_and(|p| {
+        // Condition times have one-second resolution in Kubernetes: compare at that grain.
+        p.is_stalled()
+            && p.stalled_since_ms.map(|s| s / 1000) == Some(attempt.stalled_since_ms / 1000)
+    });
     match attempt.step {
         Step::Recorded => {
             if pod.is_none() {
@@ -1529,13 +1533,13 @@ mod tests {
         assert_eq!(l.used_budget(T0), 0);
         // Same episode: nothing more. A new episode: one more record, no budget limit.
         assert!(matches!(
-            decide(&policy, &l, &obs(T0 + 1, pods)),
+            decide(&policy, &l, &obs(T0 + 1_000, pods)),
             Decision::Idle { blocked: None, .. }
         ));
         let (l, _) = expect_record(decide(
             &policy,
             &l,
-            &obs(T0 + 2, vec![stalled_pod("p", "u1", T0 + 2)]),
+            &obs(T0 + 2_000, vec![stalled_pod("p", "u1", T0 + 2_000)]),
         ));
         assert_eq!(l.history.len(), 2);
     }
@@ -1798,12 +1802,12 @@ mod tests {
             l = expect_record(decide(
                 &policy,
                 &l,
-                &obs(T0 + i, vec![stalled_pod("p", "u", T0 + i)]),
+                &obs(T0 + i * 1_000, vec![stalled_pod("p", "u", T0 + i * 1_000)]),
             ))
             .0;
         }
         assert_eq!(l.history.len(), MAX_HISTORY);
-        assert_eq!(l.history[0].stalled_since_ms, T0 + 5);
+        assert_eq!(l.history[0].stalled_since_ms, T0 + 5_000);
     }
 
     /// A small world for the adapter loop: one stalled pod that a restart replaces.

@@ -4,7 +4,7 @@
 //! field (camelCase JSON, RFC 3339 times instead of epoch milliseconds) and converts both ways,
 //! so the decision function stays free of kube types while the record lives in status.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::KubeSchema;
 use schemars::JsonSchema;
@@ -131,13 +131,13 @@ pub struct AttemptStatus {
     /// `ChannelStuck`, `DispatcherDead` or `ReportsLost`.
     pub reason: String,
     /// When the stall episode began (the pod condition's transition); identifies the episode.
-    pub stalled_since: Time,
+    pub stalled_since: MicroTime,
     /// When the attempt was recorded.
-    pub started_at: Time,
+    pub started_at: MicroTime,
     /// The step in progress (or the last one).
     pub step: AttemptStep,
     /// When the current step was recorded.
-    pub step_started_at: Time,
+    pub step_started_at: MicroTime,
     /// Observe mode: the attempt records what would have been done.
     #[serde(default)]
     pub observe_only: bool,
@@ -158,7 +158,7 @@ pub struct AttemptStatus {
     pub outcome: Option<AttemptOutcome>,
     /// When the attempt ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Time>,
+    pub finished_at: Option<MicroTime>,
     /// Human-readable detail of the last step (errors included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
@@ -203,11 +203,11 @@ pub enum AttemptOutcome {
     Failed,
 }
 
-fn time(ms: u64) -> Time {
-    Time(Timestamp::from_millisecond(ms as i64).unwrap_or(Timestamp::UNIX_EPOCH))
+fn time(ms: u64) -> MicroTime {
+    MicroTime(Timestamp::from_millisecond(ms as i64).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
-fn ms(t: &Time) -> u64 {
+fn ms(t: &MicroTime) -> u64 {
     t.0.as_millisecond().max(0) as u64
 }
 

@@ -1,0 +1,980 @@
+//! Reconcile against a mock API server (kube's tower-test pattern), one scenario per test.
+//!
+//! The mock serves a small in-memory API: server-side apply stores objects, status writes
+//! honour the resourceVersion precondition, Events are accepted, and faults (409, 500, a hung
+//! call) can be injected per method and path. A fake sidecar records its calls in the same
+//! timeline as the API calls, so tests can assert ordering ("recorded before acting").
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use stallwatch_core::bundle::Manifest;
+use stallwatch_core::condition::{CONDITION_TYPE, StallReason, StalledStream, format_message};
+use stallwatch_crds::{
+    RemediationMode, Source, SyntheticSource, TransitStream, TransitStreamSpec, labels,
+};
+use transit_operator::Error;
+use transit_operator::metrics::Metrics;
+use transit_operator::reconcile::{Context, Settings, error_policy, reconcile};
+use transit_operator::sidecar::{BoxFuture, SidecarApi, SidecarError, SidecarTarget};
+
+const NS: &str = "transit";
+const T0: u64 = 1_790_000_000_000;
+const TS_PATH: &str = "/apis/stallwatch.io/v1alpha1/namespaces/transit/transitstreams/demo";
+
+type Timeline = Arc<Mutex<Vec<String>>>;
+
+#[derive(Clone, Copy)]
+enum FaultKind {
+    Status(u16),
+    Hang,
+}
+
+struct Fault {
+    method: Method,
+    path_contains: String,
+    kind: FaultKind,
+    times: usize,
+}
+
+#[derive(Default)]
+struct ApiState {
+    objects: BTreeMap<String, Value>,
+    version: u64,
+    faults: Vec<Fault>,
+    /// Bodies of every write, by "METHOD path".
+    writes: Vec<(String, Value)>,
+}
+
+/// The mock API server.
+#[derive(Clone)]
+struct FakeApi {
+    state: Arc<Mutex<ApiState>>,
+    timeline: Timeline,
+}
+
+fn status_body(code: u16, reason: &str) -> Value {
+    json!({"kind":"Status","apiVersion":"v1","status":"Failure","message":format!("injected {code}"),"reason":reason,"code":code})
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+impl FakeApi {
+    fn new(timeline: Timeline) -> Self {
+        FakeApi {
+            state: Arc::default(),
+            timeline,
+        }
+    }
+
+    fn put(&self, path: &str, obj: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.version += 1;
+        let mut obj = obj;
+        obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
+        s.objects.insert(path.into(), obj);
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.get(path).cloned()
+    }
+
+    fn fault(&self, method: Method, path_contains: &str, kind: FaultKind, times: usize) {
+        self.state.lock().unwrap().faults.push(Fault {
+            method,
+            path_contains: path_contains.into(),
+            kind,
+            times,
+        });
+    }
+
+    fn writes(&self, key: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .writes
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn client(&self) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let method = req.method().clone();
+                let path = req.uri().path().to_string();
+                let query = req.uri().query().unwrap_or("").to_string();
+                let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let fault = {
+                    let mut s = api.state.lock().unwrap();
+                    s.faults
+                        .iter_mut()
+                        .find(|f| {
+                            f.times > 0 && f.method == method && path.contains(&f.path_contains)
+                        })
+                        .map(|f| {
+                            f.times -= 1;
+                            f.kind
+                        })
+                };
+                match fault {
+                    Some(FaultKind::Hang) => {
+                        api.log(&method, &path, "hang");
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            drop(send);
+                        });
+                        continue;
+                    }
+                    Some(FaultKind::Status(code)) => {
+                        api.log(&method, &path, &code.to_string());
+                        send.send_response(respond(code, status_body(code, "Injected")));
+                        continue;
+                    }
+                    None => {}
+                }
+                let (code, out) = api.handle(&method, &path, &query, body);
+                send.send_response(respond(code, out));
+            }
+        });
+        Client::new(service, NS)
+    }
+
+    fn log(&self, method: &Method, path: &str, what: &str) {
+        let short = path
+            .trim_start_matches("/apis/")
+            .trim_start_matches("/api/")
+            .to_string();
+        self.timeline
+            .lock()
+            .unwrap()
+            .push(format!("{method} {short} {what}").trim().to_string());
+    }
+
+    fn handle(&self, method: &Method, path: &str, query: &str, body: Value) -> (u16, Value) {
+        let is_status = path.ends_with("/status");
+        let key = path.trim_end_matches("/status").to_string();
+        let mut s = self.state.lock().unwrap();
+        if *method != Method::GET {
+            s.writes.push((format!("{method} {path}"), body.clone()));
+        }
+        drop(s);
+        if path.contains("/events") {
+            self.log(method, "events", body["reason"].as_str().unwrap_or(""));
+            return (201, body);
+        }
+        match *method {
+            Method::GET => {
+                self.log(method, path, "");
+                match self.get(&key) {
+                    Some(o) => (200, o),
+                    None => (404, status_body(404, "NotFound")),
+                }
+            }
+            Method::PATCH if is_status => {
+                let mut s = self.state.lock().unwrap();
+                let Some(current) = s.objects.get(&key).cloned() else {
+                    return (404, status_body(404, "NotFound"));
+                };
+                let want = &body["metadata"]["resourceVersion"];
+                if !want.is_null() && *want != current["metadata"]["resourceVersion"] {
+                    drop(s);
+                    self.log(method, path, "409");
+                    return (409, status_body(409, "Conflict"));
+                }
+                s.version += 1;
+                let mut obj = current;
+                obj["status"] = body["status"].clone();
+                obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
+                s.objects.insert(key, obj.clone());
+                drop(s);
+                let step = obj["status"]["remediation"]["inFlight"]["step"]
+                    .as_str()
+                    .map(|st| format!("inFlight={st}"))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "history={}",
+                            obj["status"]["remediation"]["history"]
+                                .as_array()
+                                .map_or(0, Vec::len)
+                        )
+                    });
+                self.log(method, path, &step);
+                (200, obj)
+            }
+            Method::PATCH => {
+                let mut s = self.state.lock().unwrap();
+                s.version += 1;
+                let version = s.version;
+                let apply = query.contains("fieldManager=transit-operator&")
+                    || query.ends_with("fieldManager=transit-operator")
+                    || query.contains("force=true");
+                let mut obj = s.objects.get(&key).cloned().unwrap_or_else(
+                    || json!({"metadata": {"uid": format!("uid-{version}"), "generation": 1}}),
+                );
+                if apply {
+                    let status = obj.get("status").cloned();
+                    let meta = obj["metadata"].clone();
+                    obj = body.clone();
+                    obj["metadata"]["uid"] = meta["uid"].clone();
+                    obj["metadata"]["generation"] = meta["generation"].clone();
+                    if let Some(st) = status {
+                        obj["status"] = st;
+                    }
+                } else {
+                    merge(&mut obj, &body);
+                }
+                obj["metadata"]["resourceVersion"] = json!(version.to_string());
+                if key.contains("/deployments/") {
+                    let r = obj["spec"]["replicas"].clone();
+                    obj["status"] = json!({"observedGeneration": 1, "replicas": r, "readyReplicas": r, "updatedReplicas": r});
+                }
+                s.objects.insert(key.clone(), obj.clone());
+                drop(s);
+                self.log(method, path, if apply { "apply" } else { "merge" });
+                (200, obj)
+            }
+            Method::DELETE => {
+                self.log(method, path, "");
+                (
+                    200,
+                    json!({"kind":"Status","apiVersion":"v1","status":"Success","code":200}),
+                )
+            }
+            _ => {
+                self.log(method, path, "");
+                (201, body)
+            }
+        }
+    }
+}
+
+fn respond(code: u16, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+/// A sidecar that records its calls on the timeline.
+struct FakeSidecar {
+    timeline: Timeline,
+    dump: Mutex<Result<(), SidecarError>>,
+}
+
+fn manifest() -> Manifest {
+    serde_json::from_value(json!({
+        "format": "stallwatch.bundle.v1",
+        "id": "20261128T021503.042Z-all-DispatcherDead",
+        "path": "/dumps/transit/demo-abc/20261128T021503.042Z-all-DispatcherDead",
+        "versions": {"sidecar": "0.1.0", "report_protocol": "stallwatch.report.v1", "bundle_format": "stallwatch.bundle.v1"},
+        "pod": "demo-abc", "namespace": "transit",
+        "requested_by": "operator", "created_at_ms": T0,
+        "timings": {"task_dump_ms": 3, "process_dump_ms": 0, "write_ms": 1, "total_ms": 4}, "files": [],
+        "task_dump": {"outcome": "fetched", "tasks": 7},
+        "process_dump": {"outcome": "skipped", "why": "disabled"}
+    }))
+    .unwrap_or_else(|e| panic!("manifest fixture: {e}"))
+}
+
+impl SidecarApi for FakeSidecar {
+    fn soft_restart<'a>(
+        &'a self,
+        target: &'a SidecarTarget,
+        stream: &'a str,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), SidecarError>> {
+        self.timeline
+            .lock()
+            .unwrap()
+            .push(format!("sidecar {} soft-restart {stream}", target.pod_ip));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn capture_dump<'a>(
+        &'a self,
+        target: &'a SidecarTarget,
+        stream: &'a str,
+        _reason: StallReason,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Manifest, SidecarError>> {
+        assert_eq!(target.token.len(), 64, "the admin token is passed");
+        self.timeline
+            .lock()
+            .unwrap()
+            .push(format!("sidecar {} dump {stream}", target.pod_ip));
+        let r = self.dump.lock().unwrap().clone();
+        Box::pin(async move { r.map(|()| manifest()) })
+    }
+}
+
+struct Harness {
+    api: FakeApi,
+    ctx: Arc<Context>,
+    timeline: Timeline,
+    pods: Writer<Pod>,
+    streams: Writer<TransitStream>,
+    clock: Arc<AtomicU64>,
+    registry: Registry,
+}
+
+fn fixture() -> TransitStream {
+    let mut ts = TransitStream::new(
+        "demo",
+        TransitStreamSpec::with_source(Source {
+            synthetic: Some(SyntheticSource::default()),
+            ..Source::default()
+        }),
+    );
+    ts.metadata.namespace = Some(NS.into());
+    ts.metadata.uid = Some("ts-uid".into());
+    ts.metadata.generation = Some(1);
+    ts
+}
+
+fn harness(timeout: Duration) -> Harness {
+    let timeline: Timeline = Arc::default();
+    let api = FakeApi::new(timeline.clone());
+    let (pod_store, pods) = reflector::store::<Pod>();
+    let (ts_store, streams) = reflector::store::<TransitStream>();
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let clock = Arc::new(AtomicU64::new(T0));
+    let c = clock.clone();
+    let sidecar = Arc::new(FakeSidecar {
+        timeline: timeline.clone(),
+        dump: Mutex::new(Ok(())),
+    });
+    let ctx = Arc::new(Context::new(
+        api.client(),
+        Settings {
+            default_image: "stallwatch:test".into(),
+            max_concurrent_remediations: 2,
+            reconcile_timeout: timeout,
+            instance: Some("op-0".into()),
+        },
+        pod_store,
+        ts_store,
+        sidecar,
+        metrics,
+        Arc::new(move || c.load(Ordering::SeqCst)),
+    ));
+    Harness {
+        api,
+        ctx,
+        timeline,
+        pods,
+        streams,
+        clock,
+        registry,
+    }
+}
+
+impl Harness {
+    /// Store the TransitStream in the API and the cache; returns what the controller would pass.
+    fn stream(&mut self, ts: &TransitStream) -> Arc<TransitStream> {
+        self.api.put(TS_PATH, serde_json::to_value(ts).unwrap());
+        let stored: TransitStream = serde_json::from_value(self.api.get(TS_PATH).unwrap()).unwrap();
+        self.streams
+            .apply_watcher_event(&watcher::Event::Apply(stored.clone()));
+        Arc::new(stored)
+    }
+
+    /// The TransitStream as the API now has it.
+    fn current(&self) -> TransitStream {
+        serde_json::from_value(self.api.get(TS_PATH).unwrap()).unwrap()
+    }
+
+    fn pod(&mut self, pod: Pod) {
+        self.pods.apply_watcher_event(&watcher::Event::Apply(pod));
+    }
+
+    fn timeline(&self) -> Vec<String> {
+        self.timeline.lock().unwrap().clone()
+    }
+
+    fn metrics(&self) -> String {
+        transit_operator::metrics::render(&self.registry)
+    }
+
+    async fn reconcile(&mut self) -> Result<Action, Error> {
+        let ts = Arc::new(self.current());
+        self.streams
+            .apply_watcher_event(&watcher::Event::Apply((*ts).clone()));
+        reconcile(ts, self.ctx.clone()).await
+    }
+}
+
+fn pod(name: &str, uid: &str, stalled_since: Option<u64>) -> Pod {
+    let mut p = Pod::default();
+    p.metadata.name = Some(name.into());
+    p.metadata.namespace = Some(NS.into());
+    p.metadata.uid = Some(uid.into());
+    p.metadata.labels = Some(stallwatch_crds::selector_labels("demo"));
+    let condition = match stalled_since {
+        Some(since) => PodCondition {
+            type_: CONDITION_TYPE.into(),
+            status: "False".into(),
+            reason: Some("DispatcherDead".into()),
+            message: Some(format_message(&[StalledStream {
+                stream: "all".into(),
+                reason: StallReason::DispatcherDead,
+                depth: 5,
+                capacity: 5,
+                secs_since_dequeue: None,
+            }])),
+            last_transition_time: Some(Time(Timestamp::from_millisecond(since as i64).unwrap())),
+            ..PodCondition::default()
+        },
+        None => PodCondition {
+            type_: CONDITION_TYPE.into(),
+            status: "True".into(),
+            reason: Some("Healthy".into()),
+            ..PodCondition::default()
+        },
+    };
+    p.status = Some(PodStatus {
+        pod_ip: Some("10.1.2.3".into()),
+        conditions: Some(vec![condition]),
+        ..PodStatus::default()
+    });
+    p
+}
+
+fn position(timeline: &[String], needle: &str) -> usize {
+    timeline
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in timeline:\n{}", timeline.join("\n")))
+}
+
+fn count(timeline: &[String], needle: &str) -> usize {
+    timeline.iter().filter(|l| l.contains(needle)).count()
+}
+
+fn condition(ts: &TransitStream, type_: &str) -> (String, String) {
+    let c = ts
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"));
+    (c.status.clone(), c.reason.clone())
+}
+
+#[tokio::test]
+async fn create_applies_every_object_with_owner_and_writes_status() {
+    let mut h = harness(Duration::from_secs(30));
+    h.stream(&fixture());
+    let action = h.reconcile().await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let t = h.timeline();
+    let order = [
+        "GET v1/namespaces/transit/secrets/demo-sidecar-admin",
+        "PATCH v1/namespaces/transit/secrets/demo-sidecar-admin apply",
+        "serviceaccounts/demo-sidecar apply",
+        "roles/demo-sidecar apply",
+        "rolebindings/demo-sidecar apply",
+        "configmaps/demo-config apply",
+        "services/demo apply",
+        "deployments/demo apply",
+        "transitstreams/demo/status",
+    ];
+    let positions: Vec<usize> = order.iter().map(|n| position(&t, n)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{t:#?}");
+    let dep = &h
+        .api
+        .writes("PATCH /apis/apps/v1/namespaces/transit/deployments/demo")[0];
+    assert_eq!(
+        dep["metadata"]["ownerReferences"][0]["kind"],
+        "TransitStream"
+    );
+    assert_eq!(dep["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["readinessGates"][0]["conditionType"],
+        CONDITION_TYPE
+    );
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        "stallwatch:test"
+    );
+    let ts = h.current();
+    let st = ts.status.as_ref().unwrap();
+    assert_eq!(st.observed_generation, Some(1));
+    assert_eq!(st.phase, Some(stallwatch_crds::Phase::Running));
+    assert_eq!(
+        condition(&ts, "Ready"),
+        ("True".into(), "AllReplicasReady".into())
+    );
+    assert_eq!(condition(&ts, "Stalled").0, "False");
+}
+
+#[tokio::test]
+async fn update_reapplies_on_a_new_generation_and_keeps_the_token() {
+    let mut h = harness(Duration::from_secs(30));
+    h.stream(&fixture());
+    h.reconcile().await.unwrap();
+    let token = h
+        .api
+        .writes("PATCH /api/v1/namespaces/transit/secrets/demo-sidecar-admin")[0]["data"]["token"]
+        .clone();
+    // Same generation: only the Deployment (for its status); status unchanged, not rewritten.
+    let before = h.timeline().len();
+    h.reconcile().await.unwrap();
+    let t = h.timeline()[before..].to_vec();
+    assert_eq!(t.len(), 1, "{t:#?}");
+    assert!(t[0].contains("deployments/demo apply"));
+    // A spec change: everything is applied again; the existing token is read, not replaced.
+    let mut ts = h.current();
+    ts.spec.replicas = 3;
+    ts.metadata.generation = Some(2);
+    h.stream(&ts);
+    h.reconcile().await.unwrap();
+    let secret_writes = h
+        .api
+        .writes("PATCH /api/v1/namespaces/transit/secrets/demo-sidecar-admin");
+    assert_eq!(secret_writes.len(), 1, "the token is generated once");
+    assert_eq!(secret_writes[0]["data"]["token"], token);
+    let deps = h
+        .api
+        .writes("PATCH /apis/apps/v1/namespaces/transit/deployments/demo");
+    assert_eq!(deps.last().unwrap()["spec"]["replicas"], 3);
+    assert_eq!(h.current().status.unwrap().observed_generation, Some(2));
+}
+
+#[tokio::test]
+async fn invalid_spec_sets_the_condition_applies_nothing_and_waits() {
+    let mut h = harness(Duration::from_secs(30));
+    let mut ts = fixture();
+    ts.spec.stall_after = Duration::from_millis(100).into();
+    h.stream(&ts);
+    let action = h.reconcile().await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let t = h.timeline();
+    assert_eq!(count(&t, "apply"), 0, "{t:#?}");
+    assert!(count(&t, "POST events InvalidSpec") == 1, "{t:#?}");
+    let ts = h.current();
+    assert_eq!(
+        condition(&ts, "InvalidSpec"),
+        ("True".into(), "InvalidSpec".into())
+    );
+    assert_eq!(
+        ts.status.as_ref().unwrap().phase,
+        Some(stallwatch_crds::Phase::InvalidSpec)
+    );
+    let (_, msg) = {
+        let c = ts
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "InvalidSpec")
+            .unwrap();
+        (c.status.clone(), c.message.clone())
+    };
+    assert!(msg.contains("spec.stallAfter"), "{msg}");
+    // Reconciling again does not repeat the Event.
+    h.reconcile().await.unwrap();
+    assert_eq!(count(&h.timeline(), "POST events InvalidSpec"), 1);
+}
+
+#[tokio::test]
+async fn stall_is_recorded_then_dumped_then_the_pod_deleted() {
+    let mut h = harness(Duration::from_secs(30));
+    h.stream(&fixture());
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    h.reconcile().await.unwrap();
+    let t = h.timeline();
+    let recorded = position(&t, "status inFlight=Recorded");
+    let dump_step = position(&t, "status inFlight=Dump");
+    let dump = position(&t, "sidecar 10.1.2.3 dump all");
+    let restart_step = position(&t, "status inFlight=Restart");
+    let delete = position(&t, "DELETE v1/namespaces/transit/pods/demo-abc");
+    assert!(
+        recorded < dump_step && dump_step < dump && dump < restart_step && restart_step < delete,
+        "{t:#?}"
+    );
+    assert_eq!(count(&t, "sidecar 10."), 1, "exactly one dump request");
+    assert_eq!(count(&t, "DELETE"), 1, "exactly one pod deletion");
+    let del = h
+        .api
+        .writes("DELETE /api/v1/namespaces/transit/pods/demo-abc");
+    assert_eq!(del[0]["preconditions"]["uid"], "pod-uid-1");
+    for reason in [
+        "RemediationStarted",
+        "DumpRequested",
+        "DumpCaptured",
+        "Restarting",
+        "RestartIssued",
+        "RemediationCompleted",
+    ] {
+        assert_eq!(
+            count(&t, &format!("POST events {reason}")),
+            1,
+            "{reason}: {t:#?}"
+        );
+    }
+    let ts = h.current();
+    let st = ts.status.as_ref().unwrap();
+    assert!(st.remediation.in_flight.is_none());
+    let a = &st.remediation.history[0];
+    assert_eq!(a.outcome, Some(stallwatch_crds::AttemptOutcome::Restarted));
+    assert_eq!(
+        a.bundle_path.as_deref(),
+        Some("/dumps/transit/demo-abc/20261128T021503.042Z-all-DispatcherDead")
+    );
+    assert_eq!(st.stalls, 1);
+    assert!(st.last_remediation_time.is_some());
+    let m = h.metrics();
+    assert!(
+        m.contains("stallwatch_operator_remediations_total{outcome=\"Restarted\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stallwatch_operator_stall_to_restart_seconds_count 1"),
+        "{m}"
+    );
+
+    // The same episode, seen again (the pod still terminating in the cache): nothing more.
+    let before = h.timeline().len();
+    h.reconcile().await.unwrap();
+    let t = h.timeline()[before..].to_vec();
+    assert_eq!(count(&t, "sidecar 10.") + count(&t, "DELETE"), 0, "{t:#?}");
+}
+
+#[tokio::test]
+async fn a_failed_status_write_means_no_action() {
+    let mut h = harness(Duration::from_secs(30));
+    h.stream(&fixture());
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    h.api.fault(
+        Method::PATCH,
+        "transitstreams/demo/status",
+        FaultKind::Status(409),
+        1,
+    );
+    let err = h.reconcile().await.unwrap_err();
+    assert_eq!(err.label(), "conflict");
+    let t = h.timeline();
+    assert_eq!(count(&t, "sidecar 10.") + count(&t, "DELETE"), 0, "{t:#?}");
+    let action = error_policy(Arc::new(h.current()), &err, h.ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_millis(200)));
+    // The retry records and proceeds.
+    h.reconcile().await.unwrap();
+    assert_eq!(count(&h.timeline(), "DELETE"), 1);
+}
+
+#[tokio::test]
+async fn a_failed_dump_does_not_block_the_restart() {
+    let mut h = harness(Duration::from_secs(30));
+    let sidecar = Arc::new(FakeSidecar {
+        timeline: h.timeline.clone(),
+        dump: Mutex::new(Err(SidecarError::Status {
+            status: 507,
+            body: "volume full".into(),
+        })),
+    });
+    let ctx = Arc::new(Context::new(
+        h.api.client(),
+        h.ctx.settings.clone(),
+        h.ctx.pods.clone(),
+        h.ctx.streams.clone(),
+        sidecar,
+        h.ctx.metrics.clone(),
+        Arc::new(|| T0),
+    ));
+    h.ctx = ctx;
+    h.stream(&fixture());
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    h.reconcile().await.unwrap();
+    let t = h.timeline();
+    assert_eq!(count(&t, "POST events DumpFailed"), 1, "{t:#?}");
+    assert_eq!(count(&t, "DELETE"), 1);
+    let a = &h.current().status.unwrap().remediation.history[0];
+    assert_eq!(a.dump, Some(stallwatch_crds::StepResult::Failed));
+    assert!(a.message.is_some());
+}
+
+fn spent_history(n: usize) -> Value {
+    let at = |ms: u64| {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            Timestamp::from_millisecond(ms as i64).unwrap(),
+        )
+    };
+    let entries: Vec<Value> = (0..n as u64)
+        .map(|i| {
+            json!({
+                "id": format!("demo-old/all@{i}"), "pod": "demo-old", "stream": "all",
+                "reason": "ChannelStuck",
+                "stalledSince": at(T0 - 3_000_000 + i), "startedAt": at(T0 - 3_000_000 + i),
+                "step": "Done", "stepStartedAt": at(T0 - 2_000_000),
+                "restart": "Succeeded", "outcome": "Restarted", "finishedAt": at(T0 - 2_000_000)
+            })
+        })
+        .collect();
+    json!({"history": entries})
+}
+
+#[tokio::test]
+async fn budget_spent_means_degraded_an_event_a_metric_and_no_restart() {
+    let mut h = harness(Duration::from_secs(30));
+    let mut ts = fixture();
+    ts.status = Some(serde_json::from_value(json!({"remediation": spent_history(3)})).unwrap());
+    h.stream(&ts);
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    let action = h.reconcile().await.unwrap();
+    let t = h.timeline();
+    assert_eq!(count(&t, "sidecar 10.") + count(&t, "DELETE"), 0, "{t:#?}");
+    assert_eq!(count(&t, "POST events BudgetSpent"), 1, "{t:#?}");
+    let ts = h.current();
+    assert_eq!(
+        condition(&ts, "Degraded"),
+        ("True".into(), "BudgetSpent".into())
+    );
+    assert_eq!(
+        ts.status.as_ref().unwrap().phase,
+        Some(stallwatch_crds::Phase::Degraded)
+    );
+    // The oldest attempt leaves the hour in 600 s; the periodic resync (300 s) comes first.
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let m = h.metrics();
+    assert!(
+        m.contains("stallwatch_operator_budget_exhausted_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("stallwatch_operator_remediations_blocked_total{reason=\"BudgetSpent\"} 1"),
+        "{m}"
+    );
+    // Seen again: no second Event.
+    h.reconcile().await.unwrap();
+    assert_eq!(count(&h.timeline(), "POST events BudgetSpent"), 1);
+}
+
+#[tokio::test]
+async fn paused_detects_but_never_acts() {
+    let mut h = harness(Duration::from_secs(30));
+    let mut ts = fixture();
+    ts.spec.paused = true;
+    h.stream(&ts);
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    h.reconcile().await.unwrap();
+    let t = h.timeline();
+    assert_eq!(count(&t, "sidecar 10.") + count(&t, "DELETE"), 0, "{t:#?}");
+    let ts = h.current();
+    let st = ts.status.as_ref().unwrap();
+    assert_eq!(st.phase, Some(stallwatch_crds::Phase::Paused));
+    assert_eq!(condition(&ts, "Stalled").0, "True");
+    assert!(st.remediation.history.is_empty());
+    assert!(
+        h.metrics()
+            .contains("remediations_blocked_total{reason=\"Paused\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn observe_records_what_it_would_do_and_does_nothing() {
+    let mut h = harness(Duration::from_secs(30));
+    let mut ts = fixture();
+    ts.spec.remediation.mode = RemediationMode::Observe;
+    h.stream(&ts);
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    let t = h.timeline();
+    assert_eq!(count(&t, "sidecar 10.") + count(&t, "DELETE"), 0, "{t:#?}");
+    assert_eq!(
+        count(&t, "POST events RemediationObserved"),
+        1,
+        "once per episode"
+    );
+    let st = h.current().status.unwrap();
+    assert_eq!(st.remediation.history.len(), 1);
+    let a = &st.remediation.history[0];
+    assert!(a.observe_only);
+    assert!(
+        a.message
+            .as_deref()
+            .unwrap()
+            .contains("would capture a dump of pod demo-abc, then delete pod demo-abc")
+    );
+    assert!(
+        h.metrics()
+            .contains("remediations_total{outcome=\"Observed\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn rollout_restart_patches_the_template_annotation() {
+    let mut h = harness(Duration::from_secs(30));
+    let mut ts = fixture();
+    ts.spec.remediation.mode = RemediationMode::RestartOnly;
+    ts.spec.remediation.restart_target = stallwatch_crds::RestartTarget::Deployment;
+    h.stream(&ts);
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    h.reconcile().await.unwrap();
+    let t = h.timeline();
+    assert_eq!(count(&t, "deployments/demo merge"), 1, "{t:#?}");
+    assert_eq!(count(&t, "DELETE"), 0);
+    let patch = &h
+        .api
+        .writes("PATCH /apis/apps/v1/namespaces/transit/deployments/demo")
+        .into_iter()
+        .find(|b| b.get("kind").is_none())
+        .unwrap();
+    let at =
+        &patch["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"];
+    assert!(at.as_str().unwrap().starts_with("2026-"), "{at}");
+}
+
+#[tokio::test]
+async fn server_errors_back_off_exponentially_then_reset() {
+    let mut h = harness(Duration::from_secs(30));
+    h.stream(&fixture());
+    h.api
+        .fault(Method::PATCH, "deployments/demo", FaultKind::Status(500), 2);
+    let ts = Arc::new(h.current());
+    let e1 = h.reconcile().await.unwrap_err();
+    assert_eq!(e1.label(), "api_server_error");
+    assert_eq!(
+        error_policy(ts.clone(), &e1, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+    let e2 = h.reconcile().await.unwrap_err();
+    assert_eq!(
+        error_policy(ts.clone(), &e2, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(2))
+    );
+    h.reconcile().await.unwrap();
+    let e3 = Error::Kube(kube::Error::Api(
+        kube::core::Status::failure("x", "y").with_code(500).boxed(),
+    ));
+    assert_eq!(
+        error_policy(ts, &e3, h.ctx.clone()),
+        Action::requeue(Duration::from_secs(1)),
+        "a success resets the backoff"
+    );
+    assert!(
+        h.metrics()
+            .contains("reconcile_errors_total{error=\"api_server_error\"} 3")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_api_call_times_out() {
+    let mut h = harness(Duration::from_secs(5));
+    h.stream(&fixture());
+    h.api
+        .fault(Method::PATCH, "deployments/demo", FaultKind::Hang, 1);
+    let err = h.reconcile().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout(d) if d == Duration::from_secs(5)),
+        "{err}"
+    );
+    assert_eq!(err.label(), "timeout");
+    let action = error_policy(Arc::new(h.current()), &err, h.ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    h.reconcile().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_leader_resumes_an_attempt_without_repeating_the_dump() {
+    let mut h = harness(Duration::from_secs(30));
+    // The previous leader recorded the Dump step and died before its result was recorded.
+    let mut ts = fixture();
+    let at = |ms: u64| {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            Timestamp::from_millisecond(ms as i64).unwrap(),
+        )
+    };
+    ts.status = Some(
+        serde_json::from_value(json!({"remediation": {"inFlight": {
+            "id": "demo-abc/all@1", "pod": "demo-abc", "podUid": "pod-uid-1", "stream": "all",
+            "reason": "DispatcherDead", "stalledSince": at(T0 - 700), "startedAt": at(T0 - 500),
+            "step": "Dump", "stepStartedAt": at(T0 - 400)
+        }}}))
+        .unwrap(),
+    );
+    h.stream(&ts);
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    let action = h.reconcile().await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_millis(10_000 - 400)));
+    assert_eq!(
+        count(&h.timeline(), "sidecar 10."),
+        0,
+        "the dump is not issued twice"
+    );
+    // After the dump timeout: recorded as timed out, then the restart.
+    h.clock.store(T0 + 10_000, Ordering::SeqCst);
+    h.reconcile().await.unwrap();
+    let t = h.timeline();
+    assert_eq!(count(&t, "sidecar 10."), 0);
+    assert_eq!(count(&t, "DELETE"), 1, "{t:#?}");
+    let a = &h.current().status.unwrap().remediation.history[0];
+    assert_eq!(a.dump, Some(stallwatch_crds::StepResult::TimedOut));
+    assert_eq!(a.outcome, Some(stallwatch_crds::AttemptOutcome::Restarted));
+}
+
+#[tokio::test]
+async fn two_streams_at_the_cap_wait_for_a_slot() {
+    let mut h = harness(Duration::from_secs(30));
+    // Two other TransitStreams already have attempts in flight (cap 2).
+    for other in ["a", "b"] {
+        let mut o = fixture();
+        o.metadata.name = Some(other.into());
+        o.status = Some(
+            serde_json::from_value(json!({"remediation": {"inFlight": {
+                "id": "x", "pod": "x", "stream": "all", "reason": "ChannelStuck",
+                "stalledSince": "2026-01-01T00:00:00Z", "startedAt": "2026-01-01T00:00:00Z",
+                "step": "Dump", "stepStartedAt": "2026-01-01T00:00:00Z"
+            }}}))
+            .unwrap(),
+        );
+        h.streams.apply_watcher_event(&watcher::Event::Apply(o));
+    }
+    h.stream(&fixture());
+    h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
+    let action = h.reconcile().await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    let t = h.timeline();
+    assert_eq!(count(&t, "sidecar 10.") + count(&t, "DELETE"), 0, "{t:#?}");
+    assert!(
+        h.metrics()
+            .contains("remediations_blocked_total{reason=\"ConcurrencyLimit\"} 1")
+    );
+    let _ = labels::APP_NAME;
+}
