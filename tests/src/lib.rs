@@ -1155,3 +1155,18 @@ pub fn find_log(path: &Path, needle: &str) -> Option<(u64, String)> {
         Some((ts.as_millisecond() as u64, line.to_string()))
     })
 }
+
+/// Like [`find_log`], the first matching line logged at or after `after_ms`.
+pub fn find_log_after(path: &Path, needle: &str, after_ms: u64) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let msg = v["fields"]["message"].as_str()?;
+        if !msg.contains(needle) {
+            return None;
+        }
+        let ts: jiff::Timestamp = v["timestamp"].as_str()?.parse().ok()?;
+        let ms = ts.as_millisecond() as u64;
+        (ms >= after_ms).then(|| (ms, line.to_string()))
+    })
+}
