@@ -43,6 +43,14 @@ struct Sample {
     stall_to_restart_ms: u64,
 }
 
+/// A table row: name, the measure, the stall kind it is about (all if none), the target.
+type Row<'a> = (
+    &'a str,
+    &'a dyn Fn(&Sample) -> f64,
+    Option<&'a str>,
+    &'a str,
+);
+
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -224,7 +232,7 @@ async fn run(args: Args) -> Result<()> {
         samples.len()
     );
     println!("| --- | ---: | ---: | --- |");
-    let rows: [(&str, &dyn Fn(&Sample) -> f64, Option<&str>, &str); 6] = [
+    let rows: [Row<'_>; 6] = [
         (
             "detection beyond threshold, ChannelStuck (ms)",
             &|s| s.detect_beyond_ms as f64,
