@@ -540,6 +540,9 @@ pub struct SidecarOpts {
     pub report_timeout: String,
     pub recover_after: String,
     pub dump_dir: PathBuf,
+    /// The admin API's listen address (default 127.0.0.1, a free port).
+    pub admin_host: String,
+    pub admin_port: Option<u16>,
     pub extra: Vec<String>,
 }
 
@@ -550,6 +553,8 @@ impl SidecarOpts {
             report_timeout: "1s".into(),
             recover_after: "500ms".into(),
             dump_dir,
+            admin_host: "127.0.0.1".into(),
+            admin_port: None,
             extra: Vec::new(),
         }
     }
@@ -653,7 +658,8 @@ impl Sidecar {
     /// `broadcaster_admin` is the broadcaster's admin port (its task dump and restart).
     pub fn spawn(env: &Env, name: &str, broadcaster_admin: u16, opts: SidecarOpts) -> Result<Self> {
         std::fs::create_dir_all(&opts.dump_dir)?;
-        let (ingest, http_port, admin) = (free_port(), free_port(), free_port());
+        let (ingest, http_port) = (free_port(), free_port());
+        let admin = opts.admin_port.unwrap_or_else(free_port);
         let log = env.log_path(name);
         let url = format!("http://127.0.0.1:{broadcaster_admin}");
         let token_file = env.token_file();
@@ -684,7 +690,7 @@ impl Sidecar {
         cmd.arg("run")
             .arg(format!("--ingest-addr=127.0.0.1:{ingest}"))
             .arg(format!("--http-addr=127.0.0.1:{http}"))
-            .arg(format!("--admin-addr=127.0.0.1:{admin}"))
+            .arg(format!("--admin-addr={}:{admin}", o.admin_host))
             .arg(format!("--admin-token-file={}", token_file.display()))
             .arg(format!("--broadcaster-admin-url={broadcaster_url}"))
             .arg(format!("--stall-after={}", o.stall_after))
@@ -715,6 +721,10 @@ impl Sidecar {
             &self.opts,
         )?;
         Ok(())
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}:{}", self.opts.admin_host, self.admin)
     }
 
     pub fn ingest_url(&self) -> String {
@@ -803,7 +813,7 @@ impl Sidecar {
         }
         let r = self
             .http
-            .post(format!("http://127.0.0.1:{}/v1/dumps", self.admin))
+            .post(format!("{}/v1/dumps", self.admin_url()))
             .bearer_auth(self.token()?)
             .json(&body)
             .send()
@@ -826,7 +836,7 @@ impl Sidecar {
     pub async fn bundles(&self) -> Result<Vec<BundleEntry>> {
         let r = self
             .http
-            .get(format!("http://127.0.0.1:{}/v1/dumps", self.admin))
+            .get(format!("{}/v1/dumps", self.admin_url()))
             .bearer_auth(self.token()?)
             .send()
             .await?
@@ -838,10 +848,7 @@ impl Sidecar {
     pub async fn soft_restart(&self, stream: &str) -> Result<u16> {
         Ok(self
             .http
-            .post(format!(
-                "http://127.0.0.1:{}/v1/streams/{stream}/restart",
-                self.admin
-            ))
+            .post(format!("{}/v1/streams/{stream}/restart", self.admin_url()))
             .bearer_auth(self.token()?)
             .send()
             .await?
