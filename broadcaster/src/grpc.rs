@@ -225,18 +225,21 @@ pub async fn run_health_updater(
         for s in engine.streams().iter() {
             let serving = !stopping && s.is_serving(stuck_after);
             all &= serving;
-            wanted.push((stream_health_name(s.name()), serving));
+            // An unsupervised (legacy fault) stream's death must stay unlogged: that is the
+            // failure being reproduced.
+            wanted.push((stream_health_name(s.name()), serving, s.supervised));
         }
-        wanted.push((SERVICE_NAME.to_string(), all && !stopping));
-        wanted.push((String::new(), !stopping));
-        for (name, serving) in wanted {
+        let all_supervised = engine.streams().iter().all(|s| s.supervised);
+        wanted.push((SERVICE_NAME.to_string(), all && !stopping, all_supervised));
+        wanted.push((String::new(), !stopping, true));
+        for (name, serving, log) in wanted {
             let status = if serving {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing
             };
             if last.get(&name) != Some(&status) {
-                if status == ServingStatus::NotServing && !stopping {
+                if status == ServingStatus::NotServing && !stopping && log {
                     tracing::warn!(service = %name, "health: NOT_SERVING");
                 }
                 reporter.set_service_status(&name, status).await;
