@@ -6,6 +6,10 @@
 
 use std::time::Duration;
 
+/// Generous: a shared, busy machine may delay a report; these scenarios are about
+/// `ChannelStuck`/`DispatcherDead` false alarms, judged with stall-after 1 s.
+const REPORT_TIMEOUT: &str = "3s";
+
 use stallwatch_e2e::{BroadcasterOpts, Pod, Subscriber, ensure, scenario, wait_until};
 
 const MESSAGES: u64 = 10_000;
@@ -20,7 +24,7 @@ fn supervised_mode_quarantines_every_bad_entity_and_loses_nothing() {
         // Room for the whole run: nothing is ever dropped, so every message is accounted for.
         opts.channel_capacity = Some(MESSAGES as u32);
         opts.subscriber_queue = Some(MESSAGES as u32);
-        let pod = Pod::start(env, opts, |_| {}).await?;
+        let pod = Pod::start(env, opts, |o| o.report_timeout = REPORT_TIMEOUT.into()).await?;
         let sub = Subscriber::spawn(
             &pod.env,
             "subscriber",
