@@ -62,7 +62,8 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 
 fn mode_opts(i: usize, opts: &mut BroadcasterOpts, fault_after_ms: u64) {
     if i.is_multiple_of(2) {
-        opts.source = "synthetic://?rate=20&vehicles=20".into();
+        // 100 messages/s: an item is waiting within 10 ms of the hang.
+        opts.source = "synthetic://?rate=100&vehicles=20".into();
         opts.fault = Some("hang-dispatcher".into());
         opts.fault_after = Some(format!("{fault_after_ms}ms"));
     } else {
