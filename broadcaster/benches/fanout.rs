@@ -37,8 +37,16 @@ const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
 const DELIVERIES_PER_ROUND: f64 = 200_000.0;
 const LATENCY_ROUND: Duration = Duration::from_secs(2);
-/// Latency is measured with messages paced at these fractions of each system's own peak.
+/// Latency is measured with messages paced at these fractions of each system's own peak
+/// (`BENCH_LATENCY_FRACTIONS=0.5,0.1` overrides).
 const LATENCY_FRACTIONS: [f64; 2] = [0.5, 0.1];
+
+fn latency_fractions() -> Vec<f64> {
+    std::env::var("BENCH_LATENCY_FRACTIONS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| LATENCY_FRACTIONS.to_vec())
+}
 const MAX_CONNECTIONS: usize = 100;
 /// Client HTTP/2 receive windows, as a throughput-minded client would configure them.
 const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
@@ -617,7 +625,7 @@ fn main() {
                 None,
                 &feed,
             ));
-            for fraction in LATENCY_FRACTIONS {
+            for &fraction in &latency_fractions() {
                 let rate = peak.rate() / subs as f64 * fraction;
                 let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
                 row.grpc_latency.push(client_rt.block_on(grpc_round(
@@ -641,7 +649,7 @@ fn main() {
                     &template,
                     id,
                 ));
-                for fraction in LATENCY_FRACTIONS {
+                for &fraction in &latency_fractions() {
                     id += 1;
                     let rate = peak.rate() / subs as f64 * fraction;
                     let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
@@ -696,7 +704,7 @@ fn main() {
             })
         };
         for row in &rows {
-            for (i, fraction) in LATENCY_FRACTIONS.iter().enumerate() {
+            for (i, fraction) in latency_fractions().iter().enumerate() {
                 println!(
                     "| {} | {:.0}% of peak | {} | {} |",
                     row.subs,

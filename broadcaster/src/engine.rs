@@ -521,9 +521,12 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let service = crate::grpc::TransitService::new(engine.clone(), shutdown.clone());
     let grpc_shutdown = shutdown.clone();
     let grpc = registry.spawn(&handle, "server/grpc", TaskKind::Server, None, async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        // TcpIncoming sets TCP_NODELAY on every accepted socket (`Server::tcp_nodelay` only
+        // applies to listeners tonic binds itself): without it Nagle's algorithm holds back
+        // small updates for milliseconds at moderate rates.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
