@@ -18,6 +18,10 @@ use crate::reconcile::{
     self, Context, managed_pods_selector, pod_to_stream, slim_pod, slim_stream,
 };
 
+/// Objects per list page when (re)filling the caches: small pages keep the transient memory
+/// of a relist low (the API server default page is 500 full objects).
+pub const LIST_PAGE_SIZE: u32 = 50;
+
 /// Which namespace(s) to watch.
 #[derive(Debug, Clone)]
 pub enum Scope {
@@ -83,7 +87,7 @@ pub fn cache_streams(
     } = caches;
     let ts_stream = watcher(
         api::<TransitStream>(client, scope),
-        watcher::Config::default(),
+        watcher::Config::default().page_size(LIST_PAGE_SIZE),
     )
     .default_backoff()
     .modify(slim_stream)
@@ -91,7 +95,9 @@ pub fn cache_streams(
     .applied_objects();
     let pod_stream = watcher(
         api::<Pod>(client, scope),
-        watcher::Config::default().labels(&managed_pods_selector()),
+        watcher::Config::default()
+            .labels(&managed_pods_selector())
+            .page_size(LIST_PAGE_SIZE),
     )
     .default_backoff()
     .modify(slim_pod)
