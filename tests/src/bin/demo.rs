@@ -170,6 +170,14 @@ async fn run(args: Args) -> Result<()> {
                 .map(|m| m.stream("dispatcher_up", "all"))
                 .unwrap_or(9);
             let health = pod.broadcaster.healthz().await.map(|h| h.0).unwrap_or(0);
+            let snap = sub.snapshot();
+            if let Some(last) = snap.last_at {
+                let at = last.duration_since(tl.start).as_secs_f64();
+                println!(
+                    "[+{at:7.3}s] subscriber's last update (#{}); the connection stays open, nothing more arrives",
+                    snap.updates
+                );
+            }
             tl.now(&format!(
                 "dispatcher gone: reported {} (dispatcher_up={up}), channel {}/{}; process alive, /healthz still {health}, nothing logged",
                 s.dispatcher.as_deref().unwrap_or("?"),
@@ -194,7 +202,7 @@ async fn run(args: Args) -> Result<()> {
                     )
                 }
                 (_, Some(p)) => format!(
-                    "{} ms after the poison message (a dead dispatcher is judged at once: threshold 0)",
+                    "{} ms after the poison message; a dead dispatcher is judged at once, threshold 0",
                     since.saturating_sub(p)
                 ),
                 _ => String::new(),
@@ -248,9 +256,9 @@ async fn run(args: Args) -> Result<()> {
             Ok(n) => {
                 steps.flowing_again = true;
                 tl.now(&format!(
-                    "updates flowing again: a reconnected subscriber received {n} updates (the first one had {gone}, {} before the restart); {} ms from restart",
+                    "updates flowing again: a reconnected subscriber received {n} updates, {} ms after the restart (the first subscriber had {gone}, none after the poison: {} at the restart)",
+                    restart_at.map(|t| t.elapsed().as_millis()).unwrap_or(0),
                     updates_before_restart,
-                    restart_at.map(|t| t.elapsed().as_millis()).unwrap_or(0)
                 ));
             }
             Err(e) => tl.now(&format!("updates did NOT resume: {e:#}")),
