@@ -246,6 +246,14 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 fn hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -364,7 +372,10 @@ async fn steady_rss() {
     let dir = tempfile::tempdir().unwrap();
     let fake = fake_broadcaster(&task_dump(&["a"], 0, None), Duration::ZERO).await;
     let (ingest, http_port, admin) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_transit-sidecar"))
+    // BENCH_SIDECAR_BIN measures another build, e.g. target/small/transit-sidecar.
+    let bin = std::env::var("BENCH_SIDECAR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_transit-sidecar").to_owned());
+    let mut child = Command::new(&bin)
         .arg("run")
         .arg(format!("--ingest-addr=127.0.0.1:{ingest}"))
         .arg(format!("--http-addr=127.0.0.1:{http_port}"))
@@ -447,9 +458,10 @@ async fn steady_rss() {
         tokio::time::sleep_until(next.into()).await;
     }
     let hwm = hwm_kib(pid).unwrap_or(0);
+    let anon = status_kib(pid, "RssAnon:").unwrap_or(0);
+    let file = status_kib(pid, "RssFile:").unwrap_or(0);
     header(&format!(
-        "Steady RSS of the transit-sidecar binary: 50 streams x 4 reports/s ({} B each), /metrics + /v1/status every 1 s, {secs} s",
-        body_len
+        "Steady RSS of {bin}: 50 streams x 4 reports/s ({body_len} B each), /metrics + /v1/status every 1 s, {secs} s"
     ));
     row(
         "VmRSS after 10 s warm-up, sampled every 1 s",
@@ -461,6 +473,11 @@ async fn steady_rss() {
         "\nVmRSS at start (idle): {:.1} MiB; VmHWM (peak) over the run: {:.1} MiB; reports sent: {seq}",
         idle_rss as f64 / 1024.0,
         hwm as f64 / 1024.0
+    );
+    println!(
+        "at the end: RssAnon (heap, stacks) {:.1} MiB + RssFile (code and read-only data of the binary and libc, shared, reclaimable) {:.1} MiB",
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
     let _ = child.kill();
     let _ = child.wait();

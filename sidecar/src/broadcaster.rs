@@ -1,6 +1,7 @@
 //! The sidecar's client of the broadcaster's loopback admin API: task dumps for bundles and
 //! stream restarts for the operator's soft remediation.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use stallwatch_core::taskdump::{TASKDUMP_V1, TaskDump};
@@ -44,7 +45,9 @@ pub enum RestartOutcome {
 #[derive(Debug, Clone)]
 pub struct BroadcasterClient {
     base: String,
-    http: reqwest::Client,
+    /// Built on first use: an HTTP client (with its TLS setup) costs memory the sidecar
+    /// does not need until someone asks for a bundle or a restart.
+    http: Arc<OnceLock<reqwest::Client>>,
 }
 
 /// Task dumps are bounded so a huge or hostile answer cannot exhaust the sidecar.
@@ -52,15 +55,20 @@ pub const MAX_TASK_DUMP_BYTES: usize = 16 << 20;
 
 impl BroadcasterClient {
     pub fn new(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(1)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         BroadcasterClient {
             base: base_url.trim_end_matches('/').to_owned(),
-            http,
+            http: Arc::new(OnceLock::new()),
         }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new())
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -89,7 +97,7 @@ impl BroadcasterClient {
         let url = format!("{}/debug/dump?timeout_ms={}", self.base, inner_ms.max(1));
         let fetch = async {
             let resp = self
-                .http
+                .http()
                 .get(&url)
                 .send()
                 .await
@@ -132,7 +140,7 @@ impl BroadcasterClient {
     ) -> Result<RestartOutcome, BroadcasterError> {
         let url = format!("{}/admin/streams/{stream}/restart", self.base);
         let resp = self
-            .http
+            .http()
             .post(&url)
             .timeout(timeout)
             .send()
