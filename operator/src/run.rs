@@ -120,11 +120,22 @@ pub async fn run_controller(
     let ready_streams = streams.clone();
     let ready_pods = pods.clone();
     tokio::spawn(async move {
-        if ready_streams.wait_until_ready().await.is_ok()
-            && ready_pods.wait_until_ready().await.is_ok()
-        {
-            tracing::info!("caches synced");
-            ready.send_replace(true);
+        // Re-poll with a fresh future each time: a waiter registered before the store's
+        // first InitDone was seen to miss the wake-up.
+        loop {
+            let both = async {
+                ready_streams.wait_until_ready().await.is_ok()
+                    && ready_pods.wait_until_ready().await.is_ok()
+            };
+            match tokio::time::timeout(Duration::from_millis(200), both).await {
+                Ok(true) => {
+                    tracing::info!("caches synced");
+                    ready.send_replace(true);
+                    return;
+                }
+                Ok(false) => return,
+                Err(_) => continue,
+            }
         }
     });
     Controller::for_stream(ts_stream, streams)
