@@ -16,12 +16,6 @@ pub enum Error {
     /// The status holds a remediation record this operator cannot read.
     #[error("{0}")]
     Record(#[from] stallwatch_crds::RecordError),
-    /// Serializing a patch failed.
-    #[error("serializing: {0}")]
-    Serialize(#[from] serde_json::Error),
-    /// The sidecar admin token Secret exists without a token.
-    #[error("secret {0} has no token")]
-    MissingToken(String),
     /// A remediation effect failed; retried with backoff.
     #[error("remediation step failed: {0}")]
     Remediation(String),
@@ -38,14 +32,12 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Record(_) => "bad_record",
-            Error::Serialize(_) => "serialize",
-            Error::MissingToken(_) => "missing_token",
             Error::Remediation(_) => "remediation",
         }
     }
 
     /// Every label, for pre-registering metric series.
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 8] = [
         "conflict",
         "api_server_error",
         "api_error",
@@ -53,8 +45,6 @@ impl Error {
         "timeout",
         "missing_object_key",
         "bad_record",
-        "serialize",
-        "missing_token",
         "remediation",
     ];
 }
