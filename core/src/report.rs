@@ -144,6 +144,8 @@ pub enum ReportError {
         seq: u64,
         last_seq: u64,
     },
+    #[error("late report from instance {instance}, which instance {current} already replaced")]
+    Superseded { instance: String, current: String },
 }
 
 impl ReportError {
@@ -154,7 +156,7 @@ impl ReportError {
             ReportError::Malformed(_) => "malformed",
             ReportError::UnsupportedProtocol(_) => "unsupported_protocol",
             ReportError::Invalid(_) => "invalid",
-            ReportError::OutOfOrder { .. } => "out_of_order",
+            ReportError::OutOfOrder { .. } | ReportError::Superseded { .. } => "out_of_order",
         }
     }
 
@@ -162,7 +164,7 @@ impl ReportError {
     pub fn http_status(&self) -> u16 {
         match self {
             ReportError::TooLarge { .. } => 413,
-            ReportError::OutOfOrder { .. } => 409,
+            ReportError::OutOfOrder { .. } | ReportError::Superseded { .. } => 409,
             _ => 400,
         }
     }
@@ -284,23 +286,41 @@ impl Report {
 }
 
 /// Rejects reports that do not advance: a replayed or reordered request must not roll a
-/// verdict back. A new `instance` (the broadcaster restarted) starts a fresh sequence.
+/// verdict back. A new `instance` (the broadcaster restarted) starts a fresh sequence; a late
+/// report from an instance that was already replaced is refused, so it cannot pass for yet
+/// another restart.
 #[derive(Debug, Default, Clone)]
 pub struct OrderGuard {
     last: Option<(String, u64)>,
+    /// Instances seen before the current one, newest last, bounded.
+    retired: std::collections::VecDeque<String>,
 }
+
+/// How many replaced instances the guard remembers.
+const RETIRED_INSTANCES: usize = 16;
 
 impl OrderGuard {
     pub fn check(&mut self, report: &Report) -> Result<(), ReportError> {
-        if let Some((instance, last_seq)) = &self.last
-            && *instance == report.instance
-            && report.seq <= *last_seq
-        {
-            return Err(ReportError::OutOfOrder {
-                instance: instance.clone(),
-                seq: report.seq,
-                last_seq: *last_seq,
-            });
+        if let Some((instance, last_seq)) = &self.last {
+            if *instance == report.instance {
+                if report.seq <= *last_seq {
+                    return Err(ReportError::OutOfOrder {
+                        instance: instance.clone(),
+                        seq: report.seq,
+                        last_seq: *last_seq,
+                    });
+                }
+            } else if self.retired.iter().any(|r| *r == report.instance) {
+                return Err(ReportError::Superseded {
+                    instance: report.instance.clone(),
+                    current: instance.clone(),
+                });
+            } else {
+                if self.retired.len() == RETIRED_INSTANCES {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back(instance.clone());
+            }
         }
         self.last = Some((report.instance.clone(), report.seq));
         Ok(())
@@ -444,6 +464,11 @@ mod tests {
         r.instance = "i-2".into();
         r.seq = 1;
         guard.check(&r).unwrap();
+        assert_eq!(guard.current_instance(), Some("i-2"));
+        // A late report from the replaced process is refused, not taken for a restart.
+        let mut late = sample();
+        late.seq = 3;
+        assert_eq!(guard.check(&late).unwrap_err().label(), "out_of_order");
         assert_eq!(guard.current_instance(), Some("i-2"));
     }
 
