@@ -427,8 +427,22 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
             stream.set_supervisor(task.abort_handle());
             engine.keep(task.abort_handle());
         } else {
-            // The story's setup: one fire-and-forget task, nobody holding its handle.
-            drop(spawn());
+            // The story's setup: one fire-and-forget task. Nothing restarts it and nothing
+            // logs or reports its end. But like the story's faulted Task object, which still
+            // held its exception on the heap, the error stays in memory where only a dump
+            // finds it: the dump's error log, nowhere else.
+            let task = spawn();
+            let errors = errors.clone();
+            let name = stream.name().to_string();
+            handle.spawn(async move {
+                let why = match task.await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => format!("unobserved dispatcher failure: {e}"),
+                    Err(e) if e.is_panic() => "unobserved dispatcher panic".to_string(),
+                    Err(_) => return,
+                };
+                errors.push(Some(&name), why);
+            });
         }
     }
 

@@ -139,7 +139,10 @@ pub fn build_report(
                 secs_since_dequeue: s.secs_since_dequeue,
                 last_error: dumped
                     .and_then(|d| d.last_error.clone())
-                    .or_else(|| reported.and_then(|r| r.last_error.clone())),
+                    .or_else(|| reported.and_then(|r| r.last_error.clone()))
+                    // An error nothing reported (the story's swallowed exception) may still
+                    // sit in the dump's error log.
+                    .or_else(|| dump.and_then(|d| last_recorded_error(d, &s.name))),
                 quarantined_total: dumped.or(reported).map(|r| r.quarantined_total),
             }
         })
@@ -158,6 +161,17 @@ pub fn build_report(
         task_dump_error: state.task_dump_error,
         history: state.history[history_tail..].to_vec(),
     }
+}
+
+fn last_recorded_error(d: &TaskDump, stream: &str) -> Option<ErrorReport> {
+    d.recent_errors
+        .iter()
+        .filter(|e| e.stream.as_deref() == Some(stream))
+        .max_by_key(|e| e.at_ms)
+        .map(|e| ErrorReport {
+            at_ms: e.at_ms,
+            message: e.message.clone(),
+        })
 }
 
 fn has_dispatcher(d: &TaskDump, stream: &str) -> bool {
