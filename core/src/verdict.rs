@@ -9,7 +9,9 @@
 //! - **Healthy** is the default. An idle stream (empty channel) is never stalled, however long
 //!   nothing arrives.
 //! - **Stalled / `ChannelStuck`**: items have been waiting and `dequeued_total` has not moved
-//!   for [`VerdictConfig::stall_after`], as observed by this judge.
+//!   for [`VerdictConfig::stall_after`]. The clock starts at the sender's reported last
+//!   dequeue, but never before the previous report (which showed no wait), so the verdict
+//!   comes with the first report after the threshold rather than up to an interval later.
 //! - **Stalled / `DispatcherDead`**: the dispatcher is reported `dead` or `missing` while items
 //!   wait in the channel or arrive. Decided at once: nothing will ever read that channel.
 //! - **Stalled / `ReportsLost`**: no report for [`VerdictConfig::report_timeout`] (a hung
@@ -269,12 +271,28 @@ impl Judge {
             if progressed {
                 track.last_progress = Some(now);
             }
+            // When items start waiting (or progress resets the clock), date the start back
+            // as far as the evidence allows: no later than the last dequeue the sender reports
+            // (on its own clock), and no earlier than the previous report, which showed an
+            // empty or moving channel. Without this the clock would start at the first report
+            // that shows the wait, up to one interval late.
+            // A sender that does not report its last dequeue gets the plain clock.
+            let previous_report = track.received_at;
+            let earliest_start = || match s.last_dequeue_ms {
+                Some(last) if baseline && !after_gap => now
+                    .saturating_sub(Duration::from_millis(
+                        report.sent_at_ms.saturating_sub(last),
+                    ))
+                    .max(previous_report)
+                    .min(now),
+                _ => now,
+            };
             track.waiting_since = if depth == 0 {
                 None
             } else if progressed {
-                Some(now)
+                Some(earliest_start())
             } else {
-                Some(track.waiting_since.unwrap_or(now))
+                Some(track.waiting_since.unwrap_or_else(earliest_start))
             };
 
             let raw = if s.dispatcher.state.is_gone() && (depth > 0 || arrived) {
@@ -644,6 +662,60 @@ mod tests {
         let view = sim.judge.stream("a", sim.now).unwrap();
         assert_eq!(view.since, detected);
         assert_eq!((view.depth, view.capacity), (5, 5));
+    }
+
+    #[test]
+    fn stuck_clock_starts_at_the_reported_last_dequeue() {
+        // The dispatcher dequeues one item 50 ms after a report and hangs; the next item
+        // waits from then on. The sender's last_dequeue_ms dates the stall, so the verdict
+        // does not wait for the first report that shows it.
+        let epoch = 1_700_000_000_000;
+        let mut sim = Sim::new();
+        sim.report(vec![stream("a", 0, 10, 10, DispatcherState::Running)]);
+        let hang_at = sim.now + Duration::from_millis(50);
+        // Reports arrive a little faster than the nominal interval (jitter), so with the clock
+        // started at the first report that shows the wait, the verdict would slip one more.
+        let step = INTERVAL - Duration::from_millis(10);
+        sim.advance(step);
+        let mut detected = None;
+        for _ in 0..20 {
+            let mut r = stream("a", 1, 12, 11, DispatcherState::Running);
+            r.last_dequeue_ms = Some(epoch + millis(hang_at));
+            if !sim.report(vec![r]).is_empty() {
+                detected = Some(sim.now);
+                break;
+            }
+            sim.advance(step);
+        }
+        let latency = detected.expect("stall detected") - hang_at;
+        assert!(latency >= Duration::from_secs(2), "{latency:?}");
+        assert!(latency <= Duration::from_secs(2) + step, "{latency:?}");
+    }
+
+    #[test]
+    fn reported_old_dequeue_does_not_date_a_new_wait_before_the_last_report() {
+        // Idle for a minute, then an item arrives: the wait cannot have started before the
+        // previous report, which showed an empty channel.
+        let epoch = 1_700_000_000_000;
+        let mut sim = Sim::new();
+        let mut idle = stream("a", 0, 10, 10, DispatcherState::Running);
+        idle.last_dequeue_ms = Some(epoch);
+        sim.advance(Duration::from_secs(60));
+        sim.report(vec![idle.clone()]);
+        sim.advance(INTERVAL);
+        let arrived = sim.now - INTERVAL;
+        let mut detected = None;
+        for _ in 0..20 {
+            let mut r = stream("a", 1, 11, 10, DispatcherState::Running);
+            r.last_dequeue_ms = Some(epoch);
+            if !sim.report(vec![r]).is_empty() {
+                detected = Some(sim.now);
+                break;
+            }
+            sim.advance(INTERVAL);
+        }
+        let latency = detected.expect("stall detected") - arrived;
+        assert!(latency >= Duration::from_secs(2), "{latency:?}");
     }
 
     #[test]
