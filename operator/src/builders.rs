@@ -339,11 +339,16 @@ pub fn service(ts: &TransitStream) -> Service {
 }
 
 fn restricted(add_ptrace: bool) -> SecurityContext {
+    // Kubernetes sets no ambient capabilities, so a capability added to a non-root container
+    // never becomes effective. A sidecar that must ptrace the broadcaster therefore runs as
+    // uid 0, with every capability but SYS_PTRACE dropped and no privilege escalation: the
+    // documented exception to the restricted profile that process dumps need.
+    let run_as_user = if add_ptrace { 0 } else { RUN_AS };
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS),
+        run_as_non_root: Some(!add_ptrace),
+        run_as_user: Some(run_as_user),
         run_as_group: Some(RUN_AS),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".into()]),
@@ -837,6 +842,12 @@ mod tests {
         };
         assert_eq!(caps("sidecar"), Some(vec!["SYS_PTRACE".to_string()]));
         assert_eq!(caps("broadcaster"), None);
+        // An added capability is only effective for uid 0 (no ambient capabilities).
+        let sc = |name| container(&d, name).security_context.clone().unwrap();
+        assert_eq!(sc("sidecar").run_as_user, Some(0));
+        assert_eq!(sc("sidecar").run_as_non_root, Some(false));
+        assert_eq!(sc("sidecar").allow_privilege_escalation, Some(false));
+        assert_eq!(sc("broadcaster").run_as_non_root, Some(true));
     }
 
     #[test]
