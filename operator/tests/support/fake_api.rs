@@ -1,0 +1,261 @@
+// A fake Kubernetes API server for reconcile tests (kube's tower-test pattern): it keeps
+// objects by path, applies server-side-apply and merge patches, serves watches and lists,
+// injects faults (status codes, hangs) and records every write. Shared by the operator's
+// reconcile tests and the end-to-end test of the operator against a real sidecar, which
+// `include!` it; the including file provides the imports.
+
+const NS: &str = "transit";
+const T0: u64 = 1_790_000_000_000;
+const TS_PATH: &str = "/apis/stallwatch.io/v1alpha1/namespaces/transit/transitstreams/demo";
+
+type Timeline = Arc<Mutex<Vec<String>>>;
+
+#[derive(Clone, Copy)]
+enum FaultKind {
+    Status(u16),
+    Hang,
+}
+
+struct Fault {
+    method: Method,
+    path_contains: String,
+    kind: FaultKind,
+    times: usize,
+}
+
+#[derive(Default)]
+struct ApiState {
+    objects: BTreeMap<String, Value>,
+    version: u64,
+    faults: Vec<Fault>,
+    /// Bodies of every write, by "METHOD path".
+    writes: Vec<(String, Value)>,
+}
+
+/// The mock API server.
+#[derive(Clone)]
+struct FakeApi {
+    state: Arc<Mutex<ApiState>>,
+    timeline: Timeline,
+}
+
+fn status_body(code: u16, reason: &str) -> Value {
+    json!({"kind":"Status","apiVersion":"v1","status":"Failure","message":format!("injected {code}"),"reason":reason,"code":code})
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+impl FakeApi {
+    fn new(timeline: Timeline) -> Self {
+        FakeApi {
+            state: Arc::default(),
+            timeline,
+        }
+    }
+
+    fn put(&self, path: &str, obj: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.version += 1;
+        let mut obj = obj;
+        obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
+        s.objects.insert(path.into(), obj);
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.get(path).cloned()
+    }
+
+    fn fault(&self, method: Method, path_contains: &str, kind: FaultKind, times: usize) {
+        self.state.lock().unwrap().faults.push(Fault {
+            method,
+            path_contains: path_contains.into(),
+            kind,
+            times,
+        });
+    }
+
+    fn writes(&self, key: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .writes
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn client(&self) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let method = req.method().clone();
+                let path = req.uri().path().to_string();
+                let query = req.uri().query().unwrap_or("").to_string();
+                let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let fault = {
+                    let mut s = api.state.lock().unwrap();
+                    s.faults
+                        .iter_mut()
+                        .find(|f| {
+                            f.times > 0 && f.method == method && path.contains(&f.path_contains)
+                        })
+                        .map(|f| {
+                            f.times -= 1;
+                            f.kind
+                        })
+                };
+                match fault {
+                    Some(FaultKind::Hang) => {
+                        api.log(&method, &path, "hang");
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            drop(send);
+                        });
+                        continue;
+                    }
+                    Some(FaultKind::Status(code)) => {
+                        api.log(&method, &path, &code.to_string());
+                        send.send_response(respond(code, status_body(code, "Injected")));
+                        continue;
+                    }
+                    None => {}
+                }
+                let (code, out) = api.handle(&method, &path, &query, body);
+                send.send_response(respond(code, out));
+            }
+        });
+        Client::new(service, NS)
+    }
+
+    fn log(&self, method: &Method, path: &str, what: &str) {
+        let short = path
+            .trim_start_matches("/apis/")
+            .trim_start_matches("/api/")
+            .to_string();
+        self.timeline
+            .lock()
+            .unwrap()
+            .push(format!("{method} {short} {what}").trim().to_string());
+    }
+
+    fn handle(&self, method: &Method, path: &str, query: &str, body: Value) -> (u16, Value) {
+        let is_status = path.ends_with("/status");
+        let key = path.trim_end_matches("/status").to_string();
+        let mut s = self.state.lock().unwrap();
+        if *method != Method::GET {
+            s.writes.push((format!("{method} {path}"), body.clone()));
+        }
+        drop(s);
+        if path.contains("/events") {
+            self.log(method, "events", body["reason"].as_str().unwrap_or(""));
+            return (201, body);
+        }
+        match *method {
+            Method::GET => {
+                self.log(method, path, "");
+                match self.get(&key) {
+                    Some(o) => (200, o),
+                    None => (404, status_body(404, "NotFound")),
+                }
+            }
+            Method::PATCH if is_status => {
+                let mut s = self.state.lock().unwrap();
+                let Some(current) = s.objects.get(&key).cloned() else {
+                    return (404, status_body(404, "NotFound"));
+                };
+                let want = &body["metadata"]["resourceVersion"];
+                if !want.is_null() && *want != current["metadata"]["resourceVersion"] {
+                    drop(s);
+                    self.log(method, path, "409");
+                    return (409, status_body(409, "Conflict"));
+                }
+                s.version += 1;
+                let mut obj = current;
+                obj["status"] = body["status"].clone();
+                obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
+                s.objects.insert(key, obj.clone());
+                drop(s);
+                let step = obj["status"]["remediation"]["inFlight"]["step"]
+                    .as_str()
+                    .map(|st| format!("inFlight={st}"))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "history={}",
+                            obj["status"]["remediation"]["history"]
+                                .as_array()
+                                .map_or(0, Vec::len)
+                        )
+                    });
+                self.log(method, path, &step);
+                (200, obj)
+            }
+            Method::PATCH => {
+                let mut s = self.state.lock().unwrap();
+                s.version += 1;
+                let version = s.version;
+                let apply = query.contains("fieldManager=transit-operator&")
+                    || query.ends_with("fieldManager=transit-operator")
+                    || query.contains("force=true");
+                let mut obj = s.objects.get(&key).cloned().unwrap_or_else(
+                    || json!({"metadata": {"uid": format!("uid-{version}"), "generation": 1}}),
+                );
+                if apply {
+                    let status = obj.get("status").cloned();
+                    let meta = obj["metadata"].clone();
+                    obj = body.clone();
+                    obj["metadata"]["uid"] = meta["uid"].clone();
+                    obj["metadata"]["generation"] = meta["generation"].clone();
+                    if let Some(st) = status {
+                        obj["status"] = st;
+                    }
+                } else {
+                    merge(&mut obj, &body);
+                }
+                obj["metadata"]["resourceVersion"] = json!(version.to_string());
+                if key.contains("/deployments/") {
+                    let r = obj["spec"]["replicas"].clone();
+                    obj["status"] = json!({"observedGeneration": 1, "replicas": r, "readyReplicas": r, "updatedReplicas": r});
+                }
+                s.objects.insert(key.clone(), obj.clone());
+                drop(s);
+                self.log(method, path, if apply { "apply" } else { "merge" });
+                (200, obj)
+            }
+            Method::DELETE => {
+                self.log(method, path, "");
+                (
+                    200,
+                    json!({"kind":"Status","apiVersion":"v1","status":"Success","code":200}),
+                )
+            }
+            _ => {
+                self.log(method, path, "");
+                (201, body)
+            }
+        }
+    }
+}
+
+fn respond(code: u16, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
