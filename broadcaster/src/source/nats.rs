@@ -10,6 +10,9 @@ use super::{Ingest, SourceError};
 
 #[async_backtrace::framed]
 pub async fn run(server: String, subject: String, ingest: Ingest) {
+    // The server string may carry credentials from a Secret: only the redacted form is ever
+    // logged or reported.
+    let shown = redact_userinfo(&server);
     let mut delay = Duration::from_millis(100);
     loop {
         let client = match async_nats::ConnectOptions::new()
@@ -21,7 +24,7 @@ pub async fn run(server: String, subject: String, ingest: Ingest) {
             Ok(client) => client,
             Err(e) => {
                 ingest.error(&SourceError::Connect {
-                    target: format!("nats://{server}"),
+                    target: format!("nats://{shown}"),
                     reason: e.to_string(),
                 });
                 tokio::time::sleep(delay).await;
@@ -34,21 +37,45 @@ pub async fn run(server: String, subject: String, ingest: Ingest) {
             Ok(s) => s,
             Err(e) => {
                 ingest.error(&SourceError::Connect {
-                    target: format!("nats://{server}/{subject}"),
+                    target: format!("nats://{shown}/{subject}"),
                     reason: e.to_string(),
                 });
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        tracing::info!(%server, %subject, "nats source subscribed");
+        tracing::info!(server = %shown, %subject, "nats source subscribed");
         while let Some(message) = subscription.next().await {
             ingest.push(message.payload);
         }
         ingest.error(&SourceError::Connect {
-            target: format!("nats://{server}/{subject}"),
+            target: format!("nats://{shown}/{subject}"),
             reason: "subscription ended; reconnecting".into(),
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `user:password@host:port` → `user:***@host:port`; `token@host` → `***@host`.
+pub fn redact_userinfo(server: &str) -> String {
+    match server.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => server.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_userinfo;
+
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(redact_userinfo("u:s3cret@nats:4222"), "u:***@nats:4222");
+        assert_eq!(redact_userinfo("t0ken@nats:4222"), "***@nats:4222");
+        assert_eq!(redact_userinfo("nats:4222"), "nats:4222");
+        assert!(!redact_userinfo("u:p@ss@nats:4222").contains("ss"));
     }
 }
