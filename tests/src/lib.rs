@@ -1091,51 +1091,52 @@ impl Pod {
 
     /// Wait until the sidecar has a report for `stream`.
     pub async fn wait_reporting(&self, stream: &str, timeout: Duration) -> Result<Status> {
-        let sc = &self.sidecar;
-        wait_until(
+        self.wait_status(
             &format!("the sidecar to see stream {stream}"),
             timeout,
-            Duration::from_millis(50),
-            || async move {
-                sc.status()
-                    .await
-                    .ok()
-                    .filter(|s| s.stream(stream).is_some())
-            },
+            50,
+            |s| s.stream(stream).is_some(),
         )
         .await
     }
 
     /// Wait until `stream` is stalled; returns the status then.
     pub async fn wait_stalled(&self, stream: &str, timeout: Duration) -> Result<Status> {
-        let sc = &self.sidecar;
-        wait_until(
+        self.wait_status(
             &format!("a stall verdict on stream {stream}"),
             timeout,
-            Duration::from_millis(20),
-            || async move {
-                sc.status()
-                    .await
-                    .ok()
-                    .filter(|s| s.stalled(stream).is_some())
-            },
+            20,
+            |s| s.stalled(stream).is_some(),
         )
         .await
     }
 
     /// Wait until `stream` is healthy again (the sidecar has seen the new instance's reports).
     pub async fn wait_healthy(&self, stream: &str, timeout: Duration) -> Result<Status> {
-        let sc = &self.sidecar;
-        wait_until(
+        self.wait_status(
             &format!("stream {stream} to be healthy"),
             timeout,
-            Duration::from_millis(50),
-            || async move {
-                sc.status()
-                    .await
-                    .ok()
-                    .filter(|s| s.stream(stream).is_some_and(|st| st.verdict == "healthy"))
-            },
+            50,
+            |s| s.stream(stream).is_some_and(|st| st.verdict == "healthy"),
+        )
+        .await
+    }
+
+    /// Poll the sidecar's status every `every_ms` until `done` holds for it.
+    async fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        every_ms: u64,
+        done: impl Fn(&Status) -> bool,
+    ) -> Result<Status> {
+        let sc = &self.sidecar;
+        let done = &done;
+        wait_until(
+            what,
+            timeout,
+            Duration::from_millis(every_ms),
+            || async move { sc.status().await.ok().filter(|s| done(s)) },
         )
         .await
     }
