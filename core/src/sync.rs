@@ -1,0 +1,34 @@
+//! The lock-poisoning policy, in one place.
+//!
+//! Every `std::sync::Mutex` in Stallwatch guards plain state (maps, counters, the last report)
+//! that stays consistent between statements, so a panic in another thread while holding the lock
+//! leaves nothing half-written that matters. Recovering the guard keeps one panicking task from
+//! cascading into every other user of the lock, which is the story's failure in another form.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `mutex`, taking the guard even if a previous holder panicked.
+pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_poisoned_lock_still_yields_its_value() {
+        let m = Arc::new(Mutex::new(7));
+        let m2 = Arc::clone(&m);
+        let _ = std::thread::spawn(move || {
+            let _g = m2.lock().unwrap();
+            panic!("poison it");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        assert_eq!(*lock(&m), 7);
+    }
+}
