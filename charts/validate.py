@@ -27,11 +27,20 @@ holds what). Prints one line per check and ends with `chart-validation: N passed
 exits 1 on any failure.
 """
 
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+VENV_PYTHON = HERE.parent / ".venv" / "bin" / "python"
+# `python3 charts/validate.py` works too: without the pinned tools, rerun under the .venv
+# scripts/setup.sh made.
+if importlib.util.find_spec("helm_python") is None and VENV_PYTHON.exists() \
+        and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+    os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+sys.path.insert(0, str(HERE))
 
 from validation.runner import Runner  # noqa: E402
 from validation.suite import run  # noqa: E402

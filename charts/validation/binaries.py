@@ -4,7 +4,6 @@ and env vars). scripts/test.sh builds the binaries before it runs the validation
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import subprocess
@@ -31,10 +30,8 @@ def binary(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
 def run(name: str, *args: str) -> str:
-    """The stdout of `name args...`; a non-zero exit is a failure with its stderr. Cached: the
-    answer of a built binary does not change during one validation run."""
+    """The stdout of `name args...`; a non-zero exit is a failure with its stderr."""
     exe = binary(name)
     proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=30,
                           env={**os.environ, "NO_COLOR": "1"})
