@@ -17,6 +17,7 @@ try:  # CEL evaluation is best effort: a rule cel-python cannot evaluate is repo
 except ImportError:  # pragma: no cover - requirements.txt pins it
     celpy = None
 
+
 def to_jsonschema(node: Any) -> Any:
     """Translate a structural OpenAPI v3 schema into JSON Schema as the API server applies it:
     `nullable`, int-or-string, and unknown fields refused (kubectl's default strict field

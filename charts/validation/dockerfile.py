@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .common import DOCKERFILE, DOCKERIGNORE, ROOT, CheckFailed, require
 
+
 def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
     out, buf = [], ""
     for line in text.splitlines():

@@ -8,6 +8,7 @@ from typing import Any
 from .common import ARCHITECTURE, RELEASE_NS, ROOT, require
 from .render import Rendered
 
+
 def operator_env_vars() -> list[str]:
     """The operator's env vars from the `transit-operator run` block of docs/architecture.md."""
     text = ARCHITECTURE.read_text()
