@@ -274,6 +274,33 @@ impl Ledger {
         }
     }
 
+    /// A copy with `change` applied to the attempt in flight: the ledger a step's decision
+    /// persists.
+    fn with_in_flight(&self, change: impl FnOnce(&mut Attempt)) -> Ledger {
+        let mut next = self.clone();
+        if let Some(a) = next.in_flight.as_mut() {
+            change(a);
+        }
+        next
+    }
+
+    /// A copy with the attempt in flight changed by `change`, finished with `outcome` and
+    /// moved to the history.
+    fn with_finished(
+        &self,
+        now_ms: u64,
+        outcome: Outcome,
+        message: String,
+        change: impl FnOnce(&mut Attempt),
+    ) -> Ledger {
+        let mut next = self.with_in_flight(|a| {
+            change(a);
+            a.finish(outcome, now_ms, message);
+        });
+        next.retire();
+        next
+    }
+
     /// The most recent attempt, in flight or finished.
     pub fn latest(&self) -> Option<&Attempt> {
         self.in_flight.as_ref().or(self.history.last())
@@ -578,38 +605,61 @@ pub fn decide(policy: &Policy, ledger: &Ledger, obs: &Observation) -> Decision {
     }
 }
 
+/// No attempt in flight: record one for the longest-stalled new episode, unless a rail stops it.
 fn maybe_start(policy: &Policy, ledger: &Ledger, obs: &Observation) -> Decision {
-    let now = obs.now_ms;
     let episodes = new_episodes(ledger, obs);
-    let Some(pod) = episodes.first().copied() else {
+    if episodes.is_empty() {
         return Decision::Idle {
             recheck_at_ms: None,
             blocked: None,
         };
+    }
+    let pod = match remediable_pod(&episodes, obs) {
+        Ok(pod) => pod,
+        Err(blocked) => return blocked_idle(blocked, None),
     };
-    let idle = |blocked: Blocked, recheck_at_ms: Option<u64>| Decision::Idle {
+    let attempt = new_attempt(pod, obs.now_ms);
+    if policy.mode == Mode::Observe {
+        // Observe is not limited by budget, cooldown or concurrency: it does nothing.
+        return record_observed(policy, ledger, attempt, obs.now_ms);
+    }
+    if let Some(idle) = acting_rail(policy, ledger, obs) {
+        return idle;
+    }
+    record_started(ledger, attempt)
+}
+
+fn blocked_idle(blocked: Blocked, recheck_at_ms: Option<u64>) -> Decision {
+    Decision::Idle {
         recheck_at_ms,
         blocked: Some(blocked),
-    };
+    }
+}
+
+/// The longest-stalled pod of `episodes` (not empty) that may be remediated, or the rail
+/// (paused, opted out) that forbids every one of them.
+fn remediable_pod<'a>(
+    episodes: &[&'a PodState],
+    obs: &Observation,
+) -> Result<&'a PodState, Blocked> {
     if obs.paused {
-        return idle(Blocked::Paused, None);
+        return Err(Blocked::Paused);
     }
     if obs.opted_out {
-        return idle(Blocked::OptedOut { pod: None }, None);
+        return Err(Blocked::OptedOut { pod: None });
     }
     // An opted-out pod is skipped; another stalled pod may still be remediated.
-    let Some(pod) = std::iter::once(pod)
-        .chain(episodes.iter().copied().skip(1))
+    episodes
+        .iter()
+        .copied()
         .find(|p| !p.opted_out)
-    else {
-        return idle(
-            Blocked::OptedOut {
-                pod: Some(pod.name.clone()),
-            },
-            None,
-        );
-    };
-    let since = pod.stalled_since_ms.unwrap_or(now);
+        .ok_or_else(|| Blocked::OptedOut {
+            pod: episodes.first().map(|p| p.name.clone()),
+        })
+}
+
+/// A fresh attempt for `pod`'s stall episode, about its longest-stalled stream.
+fn new_attempt(pod: &PodState, now: u64) -> Attempt {
     let stream = pod
         .stalled
         .first()
@@ -619,13 +669,13 @@ fn maybe_start(policy: &Policy, ledger: &Ledger, obs: &Observation) -> Decision 
         .reason
         .or_else(|| pod.stalled.first().map(|s| s.reason))
         .unwrap_or(StallReason::ReportsLost);
-    let mut attempt = Attempt {
+    Attempt {
         id: format!("{}/{}@{}", pod.name, stream, now),
         pod: pod.name.clone(),
         pod_uid: pod.uid.clone(),
-        stream: stream.clone(),
+        stream,
         reason,
-        stalled_since_ms: since,
+        stalled_since_ms: pod.stalled_since_ms.unwrap_or(now),
         started_at_ms: now,
         step: Step::Recorded,
         step_started_at_ms: now,
@@ -637,65 +687,86 @@ fn maybe_start(policy: &Policy, ledger: &Ledger, obs: &Observation) -> Decision 
         outcome: None,
         finished_at_ms: None,
         message: None,
-    };
-    if policy.mode == Mode::Observe {
-        // Observe is not limited by budget, cooldown or concurrency: it does nothing.
-        attempt.observe_only = true;
-        let text = plan_text(policy, &pod.name, &stream);
-        attempt.finish(Outcome::Observed, now, text.clone());
-        let mut next = ledger.clone();
-        next.in_flight = Some(attempt);
-        next.retire();
-        return Decision::Record {
-            ledger: next,
-            note: Note::warning(
-                "RemediationObserved",
-                format!(
-                    "pod {} stream {stream} stalled ({reason}); {text}",
-                    pod.name
-                ),
-            ),
-        };
     }
+}
+
+/// `Observe`: the attempt goes straight to the history with what would have been done.
+fn record_observed(policy: &Policy, ledger: &Ledger, mut attempt: Attempt, now: u64) -> Decision {
+    attempt.observe_only = true;
+    let text = plan_text(policy, &attempt.pod, &attempt.stream);
+    let note = Note::warning(
+        "RemediationObserved",
+        format!(
+            "pod {} stream {} stalled ({}); {text}",
+            attempt.pod, attempt.stream, attempt.reason
+        ),
+    );
+    attempt.finish(Outcome::Observed, now, text);
+    let mut next = ledger.clone();
+    next.in_flight = Some(attempt);
+    next.retire();
+    Decision::Record { ledger: next, note }
+}
+
+/// The rail that keeps an acting attempt from starting now (budget, cooldown, concurrency),
+/// as the `Idle` decision to return.
+fn acting_rail(policy: &Policy, ledger: &Ledger, obs: &Observation) -> Option<Decision> {
+    let now = obs.now_ms;
     let used = ledger.used_budget(now);
     if used >= policy.budget_per_hour {
         let frees_at_ms = ledger.budget_frees_at(now);
-        return idle(
-            Blocked::BudgetSpent {
-                used,
-                limit: policy.budget_per_hour,
-                frees_at_ms,
-            },
+        let blocked = Blocked::BudgetSpent {
+            used,
+            limit: policy.budget_per_hour,
             frees_at_ms,
-        );
+        };
+        return Some(blocked_idle(blocked, frees_at_ms));
     }
     if let Some(last) = ledger.last_finished_acting() {
         let until = last.saturating_add(policy.cooldown_ms);
         if now < until {
-            return idle(Blocked::Cooldown { until_ms: until }, Some(until));
+            return Some(blocked_idle(
+                Blocked::Cooldown { until_ms: until },
+                Some(until),
+            ));
         }
     }
     if obs.in_flight_elsewhere >= obs.max_concurrent {
-        return idle(
-            Blocked::Concurrency {
-                active: obs.in_flight_elsewhere,
-                max: obs.max_concurrent,
-            },
-            // Another resource finishing triggers no event here: look again soon.
-            Some(now + 5_000),
-        );
+        let blocked = Blocked::Concurrency {
+            active: obs.in_flight_elsewhere,
+            max: obs.max_concurrent,
+        };
+        // Another resource finishing triggers no event here: look again soon.
+        return Some(blocked_idle(blocked, Some(now + 5_000)));
     }
-    let mut next = ledger.clone();
+    None
+}
+
+/// Rung 1: the attempt is on record before anything is done about it.
+fn record_started(ledger: &Ledger, mut attempt: Attempt) -> Decision {
     let message = format!(
-        "pod {} stream {stream} stalled ({reason}); remediation {} recorded",
-        pod.name, attempt.id
+        "pod {} stream {} stalled ({}); remediation {} recorded",
+        attempt.pod, attempt.stream, attempt.reason, attempt.id
     );
     attempt.message = Some(message.clone());
+    let mut next = ledger.clone();
     next.in_flight = Some(attempt);
     Decision::Record {
         ledger: next,
         note: Note::warning("RemediationStarted", message),
     }
+}
+
+/// The attempt in flight, seen against what is observed now.
+struct InFlight<'a> {
+    policy: &'a Policy,
+    ledger: &'a Ledger,
+    attempt: &'a Attempt,
+    /// The attempt's pod (same name, and same uid when both are known), if it still exists.
+    pod: Option<&'a PodState>,
+    /// The pod is still in the attempt's stall episode.
+    stalled: bool,
+    now: u64,
 }
 
 fn continue_attempt(
@@ -704,228 +775,210 @@ fn continue_attempt(
     attempt: &Attempt,
     obs: &Observation,
 ) -> Decision {
-    let now = obs.now_ms;
+    if attempt.step == Step::Done {
+        // Finished but not yet moved to history (a record written by hand or an old version).
+        return close_finished(ledger, attempt);
+    }
     let pod = obs
         .pods
         .iter()
         .find(|p| p.name == attempt.pod && (attempt.pod_uid.is_none() || p.uid == attempt.pod_uid));
-    let finish = |outcome: Outcome, message: String, note: Note| {
-        let mut next = ledger.clone();
-        if let Some(a) = next.in_flight.as_mut() {
-            a.finish(outcome, now, message);
-        }
-        next.retire();
-        Decision::Record { ledger: next, note }
-    };
-
-    if attempt.step == Step::Done {
-        // Finished but not yet moved to history (a record written by hand or an old version).
-        let mut next = ledger.clone();
-        next.retire();
-        return Decision::Record {
-            ledger: next,
-            note: Note::normal("RemediationRecorded", format!("{} closed", attempt.id)),
-        };
-    }
-    let opted_out = obs.opted_out || pod.is_some_and(|p| p.opted_out);
-    if obs.paused || opted_out {
-        let why = if obs.paused { "paused" } else { "opted out" };
-        let message = format!(
-            "{}: remediation {why}; remaining steps not taken",
-            attempt.id
-        );
-        return finish(
-            Outcome::Cancelled,
-            message.clone(),
-            Note::normal("RemediationCancelled", message),
-        );
-    }
-
     let stalled = pod.is_some_and(|p| {
         // Condition times have one-second resolution in Kubernetes: compare at that grain.
         p.is_stalled()
             && p.stalled_since_ms.map(|s| s / 1000) == Some(attempt.stalled_since_ms / 1000)
     });
+    let in_flight = InFlight {
+        policy,
+        ledger,
+        attempt,
+        pod,
+        stalled,
+        now: obs.now_ms,
+    };
+    if obs.paused {
+        return in_flight.cancelled("paused");
+    }
+    if obs.opted_out || pod.is_some_and(|p| p.opted_out) {
+        return in_flight.cancelled("opted out");
+    }
     match attempt.step {
-        Step::Recorded => {
-            if pod.is_none() {
-                let message = format!("{}: pod {} is gone; nothing to do", attempt.id, attempt.pod);
-                return finish(
-                    Outcome::PodGone,
-                    message.clone(),
-                    Note::normal("RemediationPodGone", message),
-                );
-            }
-            if !stalled {
-                let message = format!("{}: stall cleared by itself", attempt.id);
-                return finish(
-                    Outcome::Recovered,
-                    message.clone(),
-                    Note::normal("RemediationRecovered", message),
-                );
-            }
-            advance(policy, ledger, Step::Recorded, now)
-        }
-        Step::SoftRestart => {
-            if pod.is_none() {
-                let message = format!(
-                    "{}: pod {} went away during the soft restart",
-                    attempt.id, attempt.pod
-                );
-                return finish(
-                    Outcome::PodGone,
-                    message.clone(),
-                    Note::normal("RemediationPodGone", message),
-                );
-            }
-            if attempt.soft_restart.is_none() {
-                if !stalled {
-                    let mut next = ledger.clone();
-                    if let Some(a) = next.in_flight.as_mut() {
-                        a.soft_restart = Some(StepResult::Succeeded);
-                    }
-                    let message = format!(
-                        "{}: stream {} recovered after a soft restart",
-                        attempt.id, attempt.stream
-                    );
-                    if let Some(a) = next.in_flight.as_mut() {
-                        a.finish(Outcome::Recovered, now, message.clone());
-                    }
-                    next.retire();
-                    return Decision::Record {
-                        ledger: next,
-                        note: Note::normal("SoftRestartRecovered", message),
-                    };
-                }
-                let deadline = attempt.step_started_at_ms + policy.soft_restart_timeout_ms;
-                if now < deadline {
-                    return Decision::Wait {
-                        until_ms: deadline,
-                        step: Step::SoftRestart,
-                    };
-                }
-                let mut next = ledger.clone();
-                if let Some(a) = next.in_flight.as_mut() {
-                    a.soft_restart = Some(StepResult::TimedOut);
-                    a.message = Some(format!(
-                        "stall did not clear within {} ms of the soft restart",
-                        policy.soft_restart_timeout_ms
-                    ));
-                }
-                let note = Note::warning(
-                    "SoftRestartTimedOut",
-                    format!(
-                        "{}: stream {} still stalled {} ms after the soft restart",
-                        attempt.id, attempt.stream, policy.soft_restart_timeout_ms
-                    ),
-                );
-                return Decision::Record { ledger: next, note };
-            }
-            // Soft restart resolved (failed or timed out): next rung.
-            advance(policy, ledger, Step::SoftRestart, now)
-        }
-        Step::Dump => {
-            if attempt.dump.is_none() {
-                let deadline = attempt.step_started_at_ms + policy.dump_timeout_ms;
-                if now < deadline && pod.is_some() {
-                    // The capture is running (or was lost in a crash): never issue it twice.
-                    return Decision::Wait {
-                        until_ms: deadline,
-                        step: Step::Dump,
-                    };
-                }
-                let mut next = ledger.clone();
-                if let Some(a) = next.in_flight.as_mut() {
-                    a.dump = Some(StepResult::TimedOut);
-                    a.message = Some("no dump result within the timeout".into());
-                }
-                return Decision::Record {
-                    ledger: next,
-                    note: Note::warning(
-                        "DumpFailed",
-                        format!(
-                            "{}: no dump result within {} ms; continuing",
-                            attempt.id, policy.dump_timeout_ms
-                        ),
-                    ),
-                };
-            }
-            if pod.is_none() && next_step(policy, Step::Dump) == Step::Restart {
-                let message = format!(
-                    "{}: pod {} went away before the restart",
-                    attempt.id, attempt.pod
-                );
-                return finish(
-                    Outcome::PodGone,
-                    message.clone(),
-                    Note::normal("RemediationPodGone", message),
-                );
-            }
-            advance(policy, ledger, Step::Dump, now)
-        }
-        Step::Restart => match attempt.restart {
-            Some(StepResult::Succeeded) => {
-                let message = restart_done_text(policy, attempt);
-                finish(
-                    Outcome::Restarted,
-                    message.clone(),
-                    Note::normal("RemediationCompleted", message),
-                )
-            }
-            Some(_) | None => {
-                let pod_gone = pod.is_none() && policy.restart_target == RestartTarget::Pod;
-                if pod_gone {
-                    // Deleted by us before a crash, or by someone else: either way restarted.
-                    let mut next = ledger.clone();
-                    let message = format!(
-                        "{}: pod {} is gone; restart complete",
-                        attempt.id, attempt.pod
-                    );
-                    if let Some(a) = next.in_flight.as_mut() {
-                        a.restart = Some(StepResult::Succeeded);
-                        a.finish(Outcome::Restarted, now, message.clone());
-                    }
-                    next.retire();
-                    return Decision::Record {
-                        ledger: next,
-                        note: Note::normal("RemediationCompleted", message),
-                    };
-                }
-                if now >= attempt.step_started_at_ms + policy.restart_timeout_ms {
-                    let message = format!(
-                        "{}: restart not issued within {} ms: {}",
-                        attempt.id,
-                        policy.restart_timeout_ms,
-                        attempt.message.clone().unwrap_or_default()
-                    );
-                    let mut next = ledger.clone();
-                    if let Some(a) = next.in_flight.as_mut() {
-                        a.restart = Some(StepResult::Failed);
-                        a.finish(Outcome::Failed, now, message.clone());
-                    }
-                    next.retire();
-                    return Decision::Record {
-                        ledger: next,
-                        note: Note::warning("RemediationFailed", message),
-                    };
-                }
-                // Idempotent: the effect names the pod uid / a fixed restartedAt.
-                Decision::Act {
-                    ledger: ledger.clone(),
-                    effect: restart_effect(policy, attempt),
-                    note: Note::warning(
-                        "RestartRetried",
-                        format!("{}: issuing the restart again", attempt.id),
-                    ),
-                }
-            }
-        },
-        Step::Done => unreachable_done(ledger, attempt),
+        Step::Recorded => in_flight.after_recorded(),
+        Step::SoftRestart => in_flight.during_soft_restart(),
+        Step::Dump => in_flight.during_dump(),
+        Step::Restart => in_flight.during_restart(),
+        Step::Done => close_finished(ledger, attempt),
     }
 }
 
-// `Step::Done` is handled before the match; keep the match exhaustive without panicking.
-fn unreachable_done(ledger: &Ledger, attempt: &Attempt) -> Decision {
+impl InFlight<'_> {
+    /// Persist `change` to the attempt, then decide again.
+    fn record(&self, note: Note, change: impl FnOnce(&mut Attempt)) -> Decision {
+        Decision::Record {
+            ledger: self.ledger.with_in_flight(change),
+            note,
+        }
+    }
+
+    /// End the attempt with `outcome` after `change` (the last step's result); the note's
+    /// message is also the attempt's closing message.
+    fn finish(&self, outcome: Outcome, note: Note, change: impl FnOnce(&mut Attempt)) -> Decision {
+        let ledger = self
+            .ledger
+            .with_finished(self.now, outcome, note.message.clone(), change);
+        Decision::Record { ledger, note }
+    }
+
+    fn pod_gone(&self, message: String) -> Decision {
+        let note = Note::normal("RemediationPodGone", message);
+        self.finish(Outcome::PodGone, note, |_| {})
+    }
+
+    /// Paused or opted out while in flight: the remaining steps are not taken.
+    fn cancelled(&self, why: &str) -> Decision {
+        let message = format!(
+            "{}: remediation {why}; remaining steps not taken",
+            self.attempt.id
+        );
+        let note = Note::normal("RemediationCancelled", message);
+        self.finish(Outcome::Cancelled, note, |_| {})
+    }
+
+    /// Recorded, nothing done yet: take the first rung unless there is nothing left to fix.
+    fn after_recorded(&self) -> Decision {
+        let a = self.attempt;
+        if self.pod.is_none() {
+            return self.pod_gone(format!("{}: pod {} is gone; nothing to do", a.id, a.pod));
+        }
+        if !self.stalled {
+            let message = format!("{}: stall cleared by itself", a.id);
+            let note = Note::normal("RemediationRecovered", message);
+            return self.finish(Outcome::Recovered, note, |_| {});
+        }
+        advance(self.policy, self.ledger, Step::Recorded, self.now)
+    }
+
+    /// The soft restart is issued: done if the stall clears in time, else the next rung.
+    fn during_soft_restart(&self) -> Decision {
+        let (policy, a) = (self.policy, self.attempt);
+        if self.pod.is_none() {
+            return self.pod_gone(format!(
+                "{}: pod {} went away during the soft restart",
+                a.id, a.pod
+            ));
+        }
+        if a.soft_restart.is_some() {
+            // Soft restart resolved (failed or timed out): next rung.
+            return advance(policy, self.ledger, Step::SoftRestart, self.now);
+        }
+        if !self.stalled {
+            let message = format!(
+                "{}: stream {} recovered after a soft restart",
+                a.id, a.stream
+            );
+            let note = Note::normal("SoftRestartRecovered", message);
+            return self.finish(Outcome::Recovered, note, |a| {
+                a.soft_restart = Some(StepResult::Succeeded);
+            });
+        }
+        let deadline = a.step_started_at_ms + policy.soft_restart_timeout_ms;
+        if self.now < deadline {
+            return Decision::Wait {
+                until_ms: deadline,
+                step: Step::SoftRestart,
+            };
+        }
+        let timeout = policy.soft_restart_timeout_ms;
+        let note = Note::warning(
+            "SoftRestartTimedOut",
+            format!(
+                "{}: stream {} still stalled {timeout} ms after the soft restart",
+                a.id, a.stream
+            ),
+        );
+        self.record(note, |a| {
+            a.soft_restart = Some(StepResult::TimedOut);
+            a.message = Some(format!(
+                "stall did not clear within {timeout} ms of the soft restart"
+            ));
+        })
+    }
+
+    /// The dump is requested: wait for its result (never issue it twice), then the next rung.
+    fn during_dump(&self) -> Decision {
+        let (policy, a) = (self.policy, self.attempt);
+        if a.dump.is_none() {
+            let deadline = a.step_started_at_ms + policy.dump_timeout_ms;
+            if self.now < deadline && self.pod.is_some() {
+                // The capture is running (or was lost in a crash): never issue it twice.
+                return Decision::Wait {
+                    until_ms: deadline,
+                    step: Step::Dump,
+                };
+            }
+            let note = Note::warning(
+                "DumpFailed",
+                format!(
+                    "{}: no dump result within {} ms; continuing",
+                    a.id, policy.dump_timeout_ms
+                ),
+            );
+            return self.record(note, |a| {
+                a.dump = Some(StepResult::TimedOut);
+                a.message = Some("no dump result within the timeout".into());
+            });
+        }
+        if self.pod.is_none() && next_step(policy, Step::Dump) == Step::Restart {
+            return self.pod_gone(format!(
+                "{}: pod {} went away before the restart",
+                a.id, a.pod
+            ));
+        }
+        advance(policy, self.ledger, Step::Dump, self.now)
+    }
+
+    /// The restart is issued: done once it succeeded or the pod is gone, retried (idempotent)
+    /// until `restart_timeout_ms`, then failed.
+    fn during_restart(&self) -> Decision {
+        let (policy, a) = (self.policy, self.attempt);
+        if a.restart == Some(StepResult::Succeeded) {
+            let note = Note::normal("RemediationCompleted", restart_done_text(policy, a));
+            return self.finish(Outcome::Restarted, note, |_| {});
+        }
+        if self.pod.is_none() && policy.restart_target == RestartTarget::Pod {
+            // Deleted by us before a crash, or by someone else: either way restarted.
+            let message = format!("{}: pod {} is gone; restart complete", a.id, a.pod);
+            let note = Note::normal("RemediationCompleted", message);
+            return self.finish(Outcome::Restarted, note, |a| {
+                a.restart = Some(StepResult::Succeeded);
+            });
+        }
+        if self.now >= a.step_started_at_ms + policy.restart_timeout_ms {
+            let message = format!(
+                "{}: restart not issued within {} ms: {}",
+                a.id,
+                policy.restart_timeout_ms,
+                a.message.clone().unwrap_or_default()
+            );
+            let note = Note::warning("RemediationFailed", message);
+            return self.finish(Outcome::Failed, note, |a| {
+                a.restart = Some(StepResult::Failed);
+            });
+        }
+        // Idempotent: the effect names the pod uid / a fixed restartedAt.
+        Decision::Act {
+            ledger: self.ledger.clone(),
+            effect: restart_effect(policy, a),
+            note: Note::warning(
+                "RestartRetried",
+                format!("{}: issuing the restart again", a.id),
+            ),
+        }
+    }
+}
+
+/// Move an attempt that is already `Done` to the history.
+fn close_finished(ledger: &Ledger, attempt: &Attempt) -> Decision {
     let mut next = ledger.clone();
     next.retire();
     Decision::Record {
@@ -966,29 +1019,50 @@ fn advance(policy: &Policy, ledger: &Ledger, from: Step, now: u64) -> Decision {
         };
     };
     if step == Step::Done {
-        let (outcome, message) = match policy.mode {
-            Mode::DumpOnly => (
-                Outcome::Dumped,
-                format!(
-                    "{}: dump {}; DumpOnly mode restarts nothing",
-                    a.id,
-                    match &a.bundle_path {
-                        Some(p) => format!("captured at {p}"),
-                        None => "failed".into(),
-                    }
-                ),
-            ),
-            _ => (Outcome::Failed, format!("{}: no rung left", a.id)),
-        };
-        a.finish(outcome, now, message.clone());
-        next.retire();
-        return Decision::Record {
-            ledger: next,
-            note: Note::normal("RemediationCompleted", message),
-        };
+        return finish_after_last_rung(policy, ledger, a, now);
     }
     a.enter(step, now);
-    let (effect, note) = match step {
+    let Some((effect, note)) = rung_effect(policy, a) else {
+        return Decision::Idle {
+            recheck_at_ms: None,
+            blocked: None,
+        };
+    };
+    a.message = Some(note.message.clone());
+    Decision::Act {
+        ledger: next,
+        effect,
+        note,
+    }
+}
+
+/// No rung left: `DumpOnly` is done; any other mode ran out of rungs without a restart.
+fn finish_after_last_rung(policy: &Policy, ledger: &Ledger, a: &Attempt, now: u64) -> Decision {
+    let message = match policy.mode {
+        Mode::DumpOnly => format!(
+            "{}: dump {}; DumpOnly mode restarts nothing",
+            a.id,
+            match &a.bundle_path {
+                Some(p) => format!("captured at {p}"),
+                None => "failed".into(),
+            }
+        ),
+        _ => format!("{}: no rung left", a.id),
+    };
+    let outcome = match policy.mode {
+        Mode::DumpOnly => Outcome::Dumped,
+        _ => Outcome::Failed,
+    };
+    Decision::Record {
+        ledger: ledger.with_finished(now, outcome, message.clone(), |_| {}),
+        note: Note::normal("RemediationCompleted", message),
+    }
+}
+
+/// The effect of the rung `a` has just entered, with its note (`None` for a step that is no
+/// rung).
+fn rung_effect(policy: &Policy, a: &Attempt) -> Option<(Effect, Note)> {
+    let rung = match a.step {
         Step::SoftRestart => (
             Effect::SoftRestart {
                 attempt_id: a.id.clone(),
@@ -1021,19 +1095,9 @@ fn advance(policy: &Policy, ledger: &Ledger, from: Step, now: u64) -> Decision {
             };
             (effect, Note::warning("Restarting", text))
         }
-        Step::Recorded | Step::Done => {
-            return Decision::Idle {
-                recheck_at_ms: None,
-                blocked: None,
-            };
-        }
+        Step::Recorded | Step::Done => return None,
     };
-    a.message = Some(note.message.clone());
-    Decision::Act {
-        ledger: next,
-        effect,
-        note,
-    }
+    Some(rung)
 }
 
 /// Fold an effect's result into the ledger. Returns the ledger unchanged when the attempt is

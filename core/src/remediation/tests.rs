@@ -342,6 +342,22 @@ fn restart_failures_are_retried_until_the_timeout() {
 }
 
 #[test]
+fn a_restart_with_no_result_by_the_timeout_is_recorded_as_failed() {
+    let policy = Policy::default();
+    let pods = vec![stalled_pod("p", "u1", T0)];
+    let (l, _) = up_to_restart(&policy, pods.clone(), T0);
+    let restart_started = l.in_flight.as_ref().unwrap().step_started_at_ms;
+    let (l2, note) = expect_record(decide(
+        &policy,
+        &l,
+        &obs(restart_started + policy.restart_timeout_ms, pods),
+    ));
+    assert_eq!(note.reason, "RemediationFailed");
+    assert_eq!(l2.history[0].restart, Some(StepResult::Failed));
+    assert_eq!(l2.history[0].outcome, Some(Outcome::Failed));
+}
+
+#[test]
 fn rollout_restart_carries_a_fixed_timestamp() {
     let policy = Policy {
         restart_target: RestartTarget::Deployment,
