@@ -31,7 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{StallReason, StalledStream};
-use crate::report::{DispatcherState, OrderGuard, Report, ReportError};
+use crate::report::{DispatcherState, OrderGuard, Report, ReportError, StreamReport};
 
 /// Thresholds of the verdict machine (sidecar flags `--stall-after`, `--report-timeout`,
 /// `--recover-after`).
@@ -165,6 +165,160 @@ struct Track {
     received_at: Duration,
 }
 
+impl Track {
+    /// A stream first seen in a report sent at `sent_at_ms` and received at `now`.
+    fn new(s: &StreamReport, sent_at_ms: u64, now: Duration) -> Self {
+        Track {
+            verdict: Verdict::Healthy,
+            since: now,
+            depth: 0,
+            capacity: s.channel.capacity,
+            enqueued_total: 0,
+            dequeued_total: 0,
+            dispatcher: s.dispatcher.state,
+            has_baseline: false,
+            waiting_since: None,
+            recovering_since: None,
+            first_seen: now,
+            last_progress: None,
+            sender_last_dequeue_ms: None,
+            sender_sent_at_ms: sent_at_ms,
+            received_at: now,
+        }
+    }
+
+    /// Judge this stream's part of a report (sent at `sent_at_ms`, received at `now`) and
+    /// keep it as the next report's baseline. Returns the verdict change, if any.
+    fn judge(
+        &mut self,
+        s: &StreamReport,
+        sent_at_ms: u64,
+        now: Duration,
+        after_gap: bool,
+        cfg: &VerdictConfig,
+    ) -> Option<Change> {
+        let baseline = self.has_baseline;
+        let progressed = baseline && s.dequeued_total > self.dequeued_total;
+        let arrived = if baseline {
+            s.enqueued_total > self.enqueued_total
+        } else {
+            s.channel.depth > 0
+        };
+        let depth = s.channel.depth;
+        if progressed {
+            self.last_progress = Some(now);
+        }
+        self.date_wait(s, sent_at_ms, now, progressed, after_gap);
+
+        let raw = if s.dispatcher.state.is_gone() && (depth > 0 || arrived) {
+            Some(StallReason::DispatcherDead)
+        } else if self
+            .waiting_since
+            .is_some_and(|w| now.saturating_sub(w) >= cfg.stall_after)
+        {
+            Some(StallReason::ChannelStuck)
+        } else {
+            None
+        };
+        // Progress this interval: a clean report for recovery purposes.
+        let clean = raw.is_none() && (depth == 0 || progressed);
+        let change = self.next_verdict(raw, clean, now, cfg);
+
+        self.depth = depth;
+        self.capacity = s.channel.capacity;
+        self.enqueued_total = s.enqueued_total;
+        self.dequeued_total = s.dequeued_total;
+        self.dispatcher = s.dispatcher.state;
+        self.has_baseline = true;
+        self.sender_last_dequeue_ms = s.last_dequeue_ms;
+        self.sender_sent_at_ms = sent_at_ms;
+        self.received_at = now;
+        change
+    }
+
+    /// Update since when items have been waiting with no dequeue.
+    fn date_wait(
+        &mut self,
+        s: &StreamReport,
+        sent_at_ms: u64,
+        now: Duration,
+        progressed: bool,
+        after_gap: bool,
+    ) {
+        // When items start waiting (or progress resets the clock), date the start back
+        // as far as the evidence allows: no later than the last dequeue the sender reports
+        // (on its own clock), and no earlier than the previous report, which showed an
+        // empty or moving channel. Without this the clock would start at the first report
+        // that shows the wait, up to one interval late.
+        // A sender that does not report its last dequeue gets the plain clock.
+        let baseline = self.has_baseline;
+        let previous_report = self.received_at;
+        let earliest_start = || match s.last_dequeue_ms {
+            Some(last) if baseline && !after_gap => now
+                .saturating_sub(Duration::from_millis(sent_at_ms.saturating_sub(last)))
+                .max(previous_report)
+                .min(now),
+            _ => now,
+        };
+        self.waiting_since = if s.channel.depth == 0 {
+            None
+        } else if progressed {
+            Some(earliest_start())
+        } else {
+            Some(self.waiting_since.unwrap_or_else(earliest_start))
+        };
+    }
+
+    /// The verdict after this report, given its raw stall reason and whether it showed
+    /// progress; a stalled stream recovers only after `recover_after` of clean reports.
+    fn next_verdict(
+        &mut self,
+        raw: Option<StallReason>,
+        clean: bool,
+        now: Duration,
+        cfg: &VerdictConfig,
+    ) -> Option<Change> {
+        match (self.verdict, raw) {
+            (Verdict::Healthy, Some(reason)) => {
+                self.verdict = Verdict::Stalled { reason };
+                self.since = now;
+                self.recovering_since = None;
+                Some(Change::Stalled { reason })
+            }
+            (Verdict::Healthy, None) => None,
+            (Verdict::Stalled { reason: current }, Some(reason)) => {
+                self.recovering_since = None;
+                if reason == current {
+                    return None;
+                }
+                self.verdict = Verdict::Stalled { reason };
+                Some(Change::ReasonChanged {
+                    from: current,
+                    to: reason,
+                })
+            }
+            (Verdict::Stalled { reason: current }, None) => {
+                if !clean {
+                    self.recovering_since = None;
+                    return None;
+                }
+                let start = *self.recovering_since.get_or_insert(now);
+                if now.saturating_sub(start) < cfg.recover_after {
+                    return None;
+                }
+                let stalled_for = now.saturating_sub(self.since);
+                self.verdict = Verdict::Healthy;
+                self.since = now;
+                self.recovering_since = None;
+                Some(Change::Recovered {
+                    was: current,
+                    stalled_for_ms: millis(stalled_for),
+                })
+            }
+        }
+    }
+}
+
 /// The verdict machine for one broadcaster (one pod).
 #[derive(Debug, Clone)]
 pub struct Judge {
@@ -216,42 +370,13 @@ impl Judge {
             .is_some_and(|last| now.saturating_sub(last) >= self.config.report_timeout);
         self.last_report_at = Some(now);
 
-        let mut out = Vec::new();
-        let removed: Vec<String> = self
-            .streams
-            .keys()
-            .filter(|name| report.stream(name).is_none())
-            .cloned()
-            .collect();
-        for name in removed {
-            if let Some(track) = self.streams.remove(&name) {
-                out.push(Transition {
-                    stream: name,
-                    at: now,
-                    change: Change::Removed { was: track.verdict },
-                });
-            }
-        }
-
+        let mut out = self.remove_unreported(report, now);
         let cfg = self.config;
         for s in &report.streams {
-            let track = self.streams.entry(s.name.clone()).or_insert_with(|| Track {
-                verdict: Verdict::Healthy,
-                since: now,
-                depth: 0,
-                capacity: s.channel.capacity,
-                enqueued_total: 0,
-                dequeued_total: 0,
-                dispatcher: s.dispatcher.state,
-                has_baseline: false,
-                waiting_since: None,
-                recovering_since: None,
-                first_seen: now,
-                last_progress: None,
-                sender_last_dequeue_ms: None,
-                sender_sent_at_ms: report.sent_at_ms,
-                received_at: now,
-            });
+            let track = self
+                .streams
+                .entry(s.name.clone())
+                .or_insert_with(|| Track::new(s, report.sent_at_ms, now));
             if new_instance {
                 track.has_baseline = false;
                 track.waiting_since = None;
@@ -259,115 +384,36 @@ impl Judge {
             if after_gap {
                 track.waiting_since = None;
             }
-            let baseline = track.has_baseline;
-            let progressed = baseline && s.dequeued_total > track.dequeued_total;
-            let arrived = if baseline {
-                s.enqueued_total > track.enqueued_total
-            } else {
-                s.channel.depth > 0
-            };
-            let depth = s.channel.depth;
-
-            if progressed {
-                track.last_progress = Some(now);
+            if let Some(change) = track.judge(s, report.sent_at_ms, now, after_gap, &cfg) {
+                out.push(Transition {
+                    stream: s.name.clone(),
+                    at: now,
+                    change,
+                });
             }
-            // When items start waiting (or progress resets the clock), date the start back
-            // as far as the evidence allows: no later than the last dequeue the sender reports
-            // (on its own clock), and no earlier than the previous report, which showed an
-            // empty or moving channel. Without this the clock would start at the first report
-            // that shows the wait, up to one interval late.
-            // A sender that does not report its last dequeue gets the plain clock.
-            let previous_report = track.received_at;
-            let earliest_start = || match s.last_dequeue_ms {
-                Some(last) if baseline && !after_gap => now
-                    .saturating_sub(Duration::from_millis(
-                        report.sent_at_ms.saturating_sub(last),
-                    ))
-                    .max(previous_report)
-                    .min(now),
-                _ => now,
-            };
-            track.waiting_since = if depth == 0 {
-                None
-            } else if progressed {
-                Some(earliest_start())
-            } else {
-                Some(track.waiting_since.unwrap_or_else(earliest_start))
-            };
-
-            let raw = if s.dispatcher.state.is_gone() && (depth > 0 || arrived) {
-                Some(StallReason::DispatcherDead)
-            } else if track
-                .waiting_since
-                .is_some_and(|w| now.saturating_sub(w) >= cfg.stall_after)
-            {
-                Some(StallReason::ChannelStuck)
-            } else {
-                None
-            };
-            // Progress this interval: a clean report for recovery purposes.
-            let clean = raw.is_none() && (depth == 0 || progressed);
-
-            match (track.verdict, raw) {
-                (Verdict::Healthy, Some(reason)) => {
-                    track.verdict = Verdict::Stalled { reason };
-                    track.since = now;
-                    track.recovering_since = None;
-                    out.push(Transition {
-                        stream: s.name.clone(),
-                        at: now,
-                        change: Change::Stalled { reason },
-                    });
-                }
-                (Verdict::Healthy, None) => {}
-                (Verdict::Stalled { reason: current }, Some(reason)) => {
-                    track.recovering_since = None;
-                    if reason != current {
-                        track.verdict = Verdict::Stalled { reason };
-                        out.push(Transition {
-                            stream: s.name.clone(),
-                            at: now,
-                            change: Change::ReasonChanged {
-                                from: current,
-                                to: reason,
-                            },
-                        });
-                    }
-                }
-                (Verdict::Stalled { reason: current }, None) => {
-                    if clean {
-                        let start = *track.recovering_since.get_or_insert(now);
-                        if now.saturating_sub(start) >= cfg.recover_after {
-                            let stalled_for = now.saturating_sub(track.since);
-                            track.verdict = Verdict::Healthy;
-                            track.since = now;
-                            track.recovering_since = None;
-                            out.push(Transition {
-                                stream: s.name.clone(),
-                                at: now,
-                                change: Change::Recovered {
-                                    was: current,
-                                    stalled_for_ms: millis(stalled_for),
-                                },
-                            });
-                        }
-                    } else {
-                        track.recovering_since = None;
-                    }
-                }
-            }
-
-            track.depth = depth;
-            track.capacity = s.channel.capacity;
-            track.enqueued_total = s.enqueued_total;
-            track.dequeued_total = s.dequeued_total;
-            track.dispatcher = s.dispatcher.state;
-            track.has_baseline = true;
-            track.sender_last_dequeue_ms = s.last_dequeue_ms;
-            track.sender_sent_at_ms = report.sent_at_ms;
-            track.received_at = now;
         }
         Ok(out)
+    }
+
+    /// Forget the streams `report` no longer has, one `Removed` transition each.
+    fn remove_unreported(&mut self, report: &Report, now: Duration) -> Vec<Transition> {
+        let removed: Vec<String> = self
+            .streams
+            .keys()
+            .filter(|name| report.stream(name).is_none())
+            .cloned()
+            .collect();
+        removed
+            .into_iter()
+            .filter_map(|name| {
+                let track = self.streams.remove(&name)?;
+                Some(Transition {
+                    stream: name,
+                    at: now,
+                    change: Change::Removed { was: track.verdict },
+                })
+            })
+            .collect()
     }
 
     /// Notice silence: with no report for `report_timeout`, every healthy stream becomes
