@@ -683,13 +683,13 @@ def check(ws: Path, allowlist: dict[str, str], max_lines: int = MAX_FN_LINES) ->
                     key = f"{rel}::{who}"
                     text = f"{rel}:{fn.start} fn {who}: {length} lines"
                     long_keys.add(key)
-                    if key in allowlist:
+                    if allowlist.get(key, "").strip():
                         found.allowed.append((key, f"{text} (allowed: {allowlist[key]})"))
                     else:
                         found.long_fns.append((key, text))
     for key, reason in allowlist.items():
         if not reason.strip():
-            found.notes.append(f"allowlist entry {key} gives no reason")
+            found.notes.append(f"allowlist entry {key} gives no reason, so it allows nothing")
         if key not in long_keys:
             found.notes.append(f"allowlist entry {key} is stale: no such function over {max_lines} lines")
     return found
@@ -805,6 +805,8 @@ def self_test() -> int:
         assert [k for k, _ in f.allowed] == ["a/src/z.rs::table"], f.allowed
         f = check(base, {"a/src/z.rs::gone": "x"})
         assert any("stale" in n for n in f.notes), f.notes
+        f = check(base, {"a/src/z.rs::table": " "})
+        assert len(f.long_fns) == 2 and not f.allowed, (f.long_fns, f.allowed)
 
     @case("a long test function is ignored (#[cfg(test)] module, #[test] fn, test-only file)")
     def _(base: Path):
