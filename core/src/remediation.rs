@@ -1038,20 +1038,16 @@ fn advance(policy: &Policy, ledger: &Ledger, from: Step, now: u64) -> Decision {
 
 /// No rung left: `DumpOnly` is done; any other mode ran out of rungs without a restart.
 fn finish_after_last_rung(policy: &Policy, ledger: &Ledger, a: &Attempt, now: u64) -> Decision {
-    let message = match policy.mode {
-        Mode::DumpOnly => format!(
-            "{}: dump {}; DumpOnly mode restarts nothing",
-            a.id,
-            match &a.bundle_path {
+    let (outcome, message) = match policy.mode {
+        Mode::DumpOnly => {
+            let dump = match &a.bundle_path {
                 Some(p) => format!("captured at {p}"),
                 None => "failed".into(),
-            }
-        ),
-        _ => format!("{}: no rung left", a.id),
-    };
-    let outcome = match policy.mode {
-        Mode::DumpOnly => Outcome::Dumped,
-        _ => Outcome::Failed,
+            };
+            let message = format!("{}: dump {dump}; DumpOnly mode restarts nothing", a.id);
+            (Outcome::Dumped, message)
+        }
+        _ => (Outcome::Failed, format!("{}: no rung left", a.id)),
     };
     Decision::Record {
         ledger: ledger.with_finished(now, outcome, message.clone(), |_| {}),
