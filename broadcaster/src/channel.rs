@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use stallwatch_core::clock::{now_ms, now_us};
+use stallwatch_core::sync::lock;
 use tokio::sync::Notify;
-
-use crate::util::{lock, now_ms};
 
 /// One raw feed message as received from the source: shared bytes (cheap to clone into every
 /// stream's channel) and when it arrived.
@@ -29,7 +29,7 @@ impl Item {
     pub fn new(payload: Bytes) -> Self {
         Self {
             payload,
-            received_at_us: crate::util::now_us(),
+            received_at_us: now_us(),
         }
     }
 }

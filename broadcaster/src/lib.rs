@@ -31,6 +31,7 @@ pub mod hub;
 pub mod metrics;
 pub mod quarantine;
 pub mod reporter;
+pub mod server;
 pub mod source;
 pub mod spec;
 pub mod stream;
@@ -38,4 +39,5 @@ pub mod subscribe;
 pub mod tasks;
 pub mod util;
 
-pub use engine::{Config, Engine, Running, StartError, start};
+pub use engine::Engine;
+pub use server::{Config, Running, StartError, start};

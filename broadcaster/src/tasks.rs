@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_backtrace::Location;
+use stallwatch_core::clock::now_ms;
+use stallwatch_core::sync::lock;
 use stallwatch_core::taskdump::{TaskInfo, TaskKind};
 use tokio::task::JoinHandle;
-
-use crate::util::{lock, now_ms};
 
 #[derive(Debug, Clone)]
 struct Entry {

@@ -11,7 +11,7 @@ use common::*;
 use stallwatch_core::report::DispatcherState;
 use stallwatch_core::taskdump::{TaskDump, TaskKind};
 use transit_broadcaster::dispatcher::{Backoff, DispatchError, Spawner, supervise};
-use transit_broadcaster::engine::{Config, Running};
+use transit_broadcaster::server::{Config, Running};
 use transit_broadcaster::fault::{FaultConfig, FaultMode};
 use transit_broadcaster::feed::{MAX_FEED_BYTES, PrepareError};
 use transit_broadcaster::generated::transit_v1::{ListStreamsRequest, SubscribeRequest};

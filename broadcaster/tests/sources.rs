@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use common::*;
-use transit_broadcaster::engine::{Config, Running};
+use transit_broadcaster::server::{Config, Running};
 use transit_broadcaster::feed::MAX_FEED_BYTES;
 use transit_broadcaster::quarantine::QuarantineKind;
 use transit_broadcaster::source::file::encode_frame;
