@@ -2,7 +2,7 @@
 //! streams, the task registry, the error log, source and reporter counters; build a report,
 //! take the in-process dump, restart a stream's dispatcher.
 //!
-//! Start-up and shutdown live in [`crate::server`], which builds an `Engine` and hands it to
+//! Start-up and shutdown live in the `server` module, which builds an `Engine` and hands it to
 //! the servers. This module imports none of the servers (`grpc`, `http`, `metrics`,
 //! `server`): they import it.
 
