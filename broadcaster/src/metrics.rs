@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -17,10 +18,11 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
-use stallwatch_core::report::DispatcherState;
+use stallwatch_core::report::{DispatcherState, StreamReport};
 
 use crate::engine::Engine;
 use crate::quarantine::QuarantineKind;
+use crate::stream::StreamRuntime;
 
 macro_rules! n {
     ($s:literal) => {
@@ -36,34 +38,44 @@ type Labels2<'a> = [(&'static str, &'a str); 2];
 
 impl Collector for EngineCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encode_per_stream(&mut enc, &self.0)?;
+        let engine = &self.0;
+        // One report per stream per scrape, shared by every per-stream family.
+        let rows: Vec<Row> = engine
+            .streams()
+            .iter()
+            .map(|s| (s.report(), s.clone()))
+            .collect();
+        encode_stream_channels(&mut enc, &rows)?;
+        encode_stream_dispatchers(&mut enc, &rows, engine.stuck_after())?;
         encode_quarantined(&mut enc, &self.0)?;
         encode_source(&mut enc, &self.0)?;
         encode_reporter(&mut enc, &self.0)
     }
 }
 
-/// One family per stream counter, each with a `stream` label. A flat table: one entry per
-/// metric, no branching.
-fn encode_per_stream(
+/// One stream's state at scrape time: its report and its runtime.
+type Row = (StreamReport, Arc<StreamRuntime>);
+
+/// One family per stream counter, each sample labelled `stream`.
+macro_rules! per_stream {
+    ($enc:ident, $rows:ident, $name:literal, $help:expr, $unit:expr, $ty:expr, |$r:ident, $s:ident| $value:expr, $wrap:ident) => {{
+        let mut d = $enc.encode_descriptor(n!($name), $help, $unit, $ty)?;
+        for ($r, $s) in $rows {
+            let _ = &$s;
+            let labels: Labels<'_> = [("stream", $r.name.as_str())];
+            $wrap::new($value).encode(d.encode_family(&labels)?)?;
+        }
+    }};
+}
+
+/// The channel's counters, per stream. A flat table: one entry per metric.
+fn encode_stream_channels(
     enc: &mut DescriptorEncoder<'_>,
-    engine: &Engine,
+    rows: &[Row],
 ) -> Result<(), std::fmt::Error> {
-    let streams = engine.streams();
-    let reports: Vec<_> = streams.iter().map(|s| s.report()).collect();
-
-    macro_rules! per_stream {
-        ($name:literal, $help:expr, $unit:expr, $ty:expr, |$r:ident, $s:ident| $value:expr, $wrap:ident) => {{
-            let mut d = enc.encode_descriptor(n!($name), $help, $unit, $ty)?;
-            for ($r, $s) in reports.iter().zip(streams.iter()) {
-                let _ = &$s;
-                let labels: Labels<'_> = [("stream", $r.name.as_str())];
-                $wrap::new($value).encode(d.encode_family(&labels)?)?;
-            }
-        }};
-    }
-
     per_stream!(
+        enc,
+        rows,
         "channel_depth",
         "Items waiting in the stream's channel.",
         None,
@@ -72,6 +84,8 @@ fn encode_per_stream(
         ConstGauge
     );
     per_stream!(
+        enc,
+        rows,
         "channel_capacity",
         "The stream channel's bound.",
         None,
@@ -80,6 +94,8 @@ fn encode_per_stream(
         ConstGauge
     );
     per_stream!(
+        enc,
+        rows,
         "enqueued",
         "Items written to the stream's channel, including later dropped ones.",
         None,
@@ -88,6 +104,8 @@ fn encode_per_stream(
         ConstCounter
     );
     per_stream!(
+        enc,
+        rows,
         "dequeued",
         "Items taken out of the stream's channel by its dispatcher.",
         None,
@@ -96,6 +114,8 @@ fn encode_per_stream(
         ConstCounter
     );
     per_stream!(
+        enc,
+        rows,
         "dropped_oldest",
         "Items evicted because the stream's channel was full.",
         None,
@@ -104,6 +124,8 @@ fn encode_per_stream(
         ConstCounter
     );
     per_stream!(
+        enc,
+        rows,
         "last_dequeue_timestamp",
         "Wall clock of the last dequeue (0 if never).",
         Some(&Unit::Seconds),
@@ -111,7 +133,18 @@ fn encode_per_stream(
         |r, s| r.last_dequeue_ms.unwrap_or(0) as f64 / 1000.0,
         ConstGauge
     );
+    Ok(())
+}
+
+/// Dispatcher, subscriber and health state, per stream. A flat table: one entry per metric.
+fn encode_stream_dispatchers(
+    enc: &mut DescriptorEncoder<'_>,
+    rows: &[Row],
+    stuck_after: Duration,
+) -> Result<(), std::fmt::Error> {
     per_stream!(
+        enc,
+        rows,
         "dispatcher_up",
         "1 while the stream's dispatcher task is running.",
         None,
@@ -120,6 +153,8 @@ fn encode_per_stream(
         ConstGauge
     );
     per_stream!(
+        enc,
+        rows,
         "dispatcher_restarts",
         "Dispatcher restarts by the supervisor (or on request).",
         None,
@@ -128,6 +163,8 @@ fn encode_per_stream(
         ConstCounter
     );
     per_stream!(
+        enc,
+        rows,
         "subscribers",
         "Subscribers connected to the stream.",
         None,
@@ -136,6 +173,8 @@ fn encode_per_stream(
         ConstGauge
     );
     per_stream!(
+        enc,
+        rows,
         "delivered",
         "Updates handed to subscriber queues, summed over subscribers.",
         None,
@@ -144,6 +183,8 @@ fn encode_per_stream(
         ConstCounter
     );
     per_stream!(
+        enc,
+        rows,
         "subscriber_lagged",
         "Updates skipped for a subscriber whose queue was full, summed over subscribers.",
         None,
@@ -152,11 +193,13 @@ fn encode_per_stream(
         ConstCounter
     );
     per_stream!(
+        enc,
+        rows,
         "serving",
         "1 while the stream makes progress (its gRPC health is SERVING).",
         None,
         MetricType::Gauge,
-        |r, s| i64::from(s.is_serving(engine.stuck_after())),
+        |r, s| i64::from(s.is_serving(stuck_after)),
         ConstGauge
     );
     Ok(())
