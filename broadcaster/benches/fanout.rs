@@ -22,16 +22,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
+use stallwatch_core::clock::now_us;
 use tonic::transport::Channel;
-use transit_broadcaster::engine::{Config, Running};
 use transit_broadcaster::generated::transit_realtime::{
     FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
     VehiclePosition,
 };
 use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
 use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest};
+use transit_broadcaster::server::{Config, Running};
 use transit_broadcaster::source::SourceSpec;
-use transit_broadcaster::util::now_us;
 
 const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
