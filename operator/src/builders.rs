@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort,
     ServiceSpec, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -135,20 +135,12 @@ pub fn service_account(ts: &TransitStream) -> ServiceAccount {
 pub fn role(ts: &TransitStream) -> Role {
     Role {
         metadata: meta(ts, sidecar_account_name(&name_of(ts))),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["pods/status".into()]),
-                verbs: vec!["patch".into()],
-                ..PolicyRule::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec!["events.k8s.io".into()]),
-                resources: Some(vec!["events".into()]),
-                verbs: vec!["create".into(), "patch".into()],
-                ..PolicyRule::default()
-            },
-        ]),
+        rules: Some(
+            crate::rbac::SIDECAR
+                .iter()
+                .map(|r| r.policy_rule())
+                .collect(),
+        ),
     }
 }
 

@@ -10,6 +10,7 @@
 //!   `stallwatch_core::remediation::decide`.
 //! - [`sidecar`]: the sidecar admin API behind a trait (faked in tests).
 //! - [`leader`]: Lease-based leader election (pure decision, thin I/O).
+//! - [`rbac`]: the permissions the operator uses, one table each (`transit-operator rbac`).
 //! - [`run`]: caches, controller wiring, graceful shutdown; [`http`]: `/metrics`, `/healthz`,
 //!   `/readyz`; [`metrics`]; [`error`].
 //!
@@ -23,6 +24,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod rbac;
 pub mod reconcile;
 pub mod run;
 pub mod sidecar;

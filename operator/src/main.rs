@@ -1,4 +1,5 @@
-//! `transit-operator run` reconciles TransitStreams; `transit-operator crd` prints the CRD.
+//! `transit-operator run` reconciles TransitStreams; `transit-operator crd` prints the CRD;
+//! `transit-operator rbac` prints the permissions it uses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ enum Command {
     Run(RunArgs),
     /// Print the TransitStream CRD as YAML (crds/transitstream.yaml is this output).
     Crd,
+    /// Print, as YAML, the RBAC rules this build of the operator uses (the chart grants them).
+    Rbac,
 }
 
 #[derive(clap::Args)]
@@ -89,6 +92,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => {
             print!("{}", stallwatch_crds::crd_yaml());
+            Ok(())
+        }
+        Command::Rbac => {
+            print!("{}", transit_operator::rbac::yaml());
             Ok(())
         }
         Command::Run(args) => {
