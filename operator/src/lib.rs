@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builders;
+pub mod controller;
 pub mod error;
 pub mod http;
 pub mod leader;
