@@ -36,6 +36,17 @@ pub const OPT_OUT_VALUE: &str = "disabled";
 pub const MAX_STREAMS: usize = 64;
 /// Maximum remediations per hour a TransitStream may allow.
 pub const MAX_BUDGET_PER_HOUR: u32 = 10;
+/// What the schema accepts as a Go duration (`250ms`, `1m30s`).
+pub const GO_DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// Maximum broadcaster replicas per TransitStream.
+pub const MAX_REPLICAS: i32 = 50;
+/// Smallest `dumps.maxBytes` (1 MiB): one bundle must fit.
+pub const MIN_DUMP_BYTES: u64 = 1 << 20;
+
+// Limits and defaults have one definition each: the constants above and the `default_*`
+// functions at the end of this file. The schema (`#[schemars]` attributes, and the `default:`
+// values schemars takes from `#[serde(default = ...)]`), the `Default` impls and
+// `validate` all use them, so the API server and the operator cannot disagree.
 
 /// A real-time GTFS-realtime broadcaster that Stallwatch deploys, watches for silent stalls
 /// and remediates (dump, then restart) within safety rails.
@@ -97,7 +108,7 @@ pub struct TransitStreamSpec {
     /// The streams to broadcast, each with its own channel and dispatcher. Default: one stream
     /// `all` with no filter.
     #[serde(default = "default_streams")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = MAX_STREAMS))]
     #[x_kube(
         validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("streams: names must be unique"),
         merge_strategy = ListMerge::Map(vec!["name".into()])
@@ -109,7 +120,7 @@ pub struct TransitStreamSpec {
     pub channel_capacity: u32,
     /// Broadcaster replicas (each pod runs the broadcaster and its sidecar).
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 0, max = 50))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub replicas: i32,
     /// The `stallwatch` image holding the broadcaster and sidecar binaries. Default: the
     /// operator's `--default-image`.
@@ -127,11 +138,11 @@ pub struct TransitStreamSpec {
     pub sidecar_resources: Option<ResourceRequirements>,
     /// How often the broadcaster reports to its sidecar (Go duration, e.g. `250ms`).
     #[serde(default = "default_report_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
     pub report_interval: Duration,
     /// How long a stream may hold waiting items without dequeuing before it is judged stalled.
     #[serde(default = "default_stall_after")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
     pub stall_after: Duration,
     /// What to do when a stream stalls.
     #[serde(default)]
@@ -226,7 +237,7 @@ pub struct HttpSource {
     pub url_secret_ref: Option<SecretKeyRef>,
     /// Polling interval.
     #[serde(default = "default_poll_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
     pub poll_interval: Duration,
 }
 
@@ -358,24 +369,24 @@ pub struct RemediationSpec {
     pub soft_restart_first: bool,
     /// How long to wait for the stall to clear after a soft restart.
     #[serde(default = "default_soft_restart_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
     pub soft_restart_timeout: Duration,
     /// Bound on capturing a dump bundle; a failed capture never blocks the restart.
     #[serde(default = "default_dump_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
     pub dump_timeout: Duration,
     /// How long to wait for the restarted pod (or rollout) before the attempt is closed.
     #[serde(default = "default_restart_timeout")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
     pub restart_timeout: Duration,
     /// Remediations allowed per rolling hour. With the budget spent the operator stops,
     /// sets `Degraded` and emits an Event: it never makes a crash loop of its own.
     #[serde(default = "default_budget_per_hour")]
-    #[schemars(range(min = 0, max = 10))]
+    #[schemars(range(min = 0, max = MAX_BUDGET_PER_HOUR))]
     pub budget_per_hour: u32,
     /// Minimum time between the end of one remediation and the start of the next.
     #[serde(default = "default_cooldown")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
     pub cooldown: Duration,
     /// Restart the stalled `Pod` only (default), or roll the whole `Deployment`.
     #[serde(default)]
@@ -429,7 +440,7 @@ pub struct DumpsSpec {
     pub max_bundles: u32,
     /// Oldest bundles are deleted beyond this many bytes.
     #[serde(default = "default_max_bytes")]
-    #[schemars(range(min = 1048576))]
+    #[schemars(range(min = MIN_DUMP_BYTES))]
     pub max_bytes: u64,
     /// Process dump in each bundle: `None`, `Minidump` or `Full`. Anything but `None` shares
     /// the pod's process namespace and gives the sidecar `SYS_PTRACE`; dumps hold memory
