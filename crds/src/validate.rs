@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 
 use stallwatch_core::report::is_valid_stream_name;
 
-use crate::{
+use crate::spec::{
     DumpsSpec, MAX_BUDGET_PER_HOUR, MAX_REPLICAS, MAX_STREAMS, MIN_DUMP_BYTES, ProcessDump,
     RemediationMode, Source, TransitStreamSpec, to_std,
 };
