@@ -6,6 +6,7 @@
 //! - [`transit_stream`]: `TransitStream::test("demo")...build()` for a TransitStream as the
 //!   API server would store it.
 //! - [`net`]: free loopback ports.
+//! - [`wait`]: `eventually(what, check)`, polling with one generous timeout.
 //! - `fake_api` and `harness` (feature `operator`): a fake Kubernetes API server (kube's
 //!   tower-test pattern) and the reconcile harness around it. They link `transit-operator`,
 //!   so crates that only need the builders do not compile the operator.
@@ -19,6 +20,7 @@ pub mod net;
 pub mod report;
 pub mod taskdump;
 pub mod transit_stream;
+pub mod wait;
 
 #[cfg(feature = "operator")]
 pub mod fake_api;
