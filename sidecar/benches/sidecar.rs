@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use stallwatch_core::bundle::Manifest;
 use stallwatch_core::report::{DispatcherState, StreamReport};
+use stallwatch_testkit::net::free_port;
+use stallwatch_testkit::report::{report, stream};
+use stallwatch_testkit::taskdump::task_dump;
 use transit_sidecar::run::IngestBound;
 
 const INTERVAL: Duration = Duration::from_millis(250);
@@ -354,14 +357,6 @@ async fn bundle_durability() {
         let _ = b.kill();
         let _ = b.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn steady_rss() {
