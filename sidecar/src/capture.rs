@@ -16,7 +16,7 @@ use stallwatch_core::verdict::VerdictConfig;
 use crate::broadcaster::BroadcasterClient;
 use crate::bundles::{BundleError, BundleStore, PendingBundle};
 use crate::cli::ProcessDumpMode;
-use crate::inspect::render_task_dump;
+use crate::taskdump_render::render_task_dump;
 use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, Status, wall_ms};
 use crate::procdump;
 

@@ -32,3 +32,4 @@ pub mod monitor;
 pub mod procdump;
 pub mod publish;
 pub mod run;
+pub mod taskdump_render;
