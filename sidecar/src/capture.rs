@@ -9,6 +9,7 @@ use stallwatch_core::bundle::{
     self, BUNDLE_V1, CaptureTimings, DumpRequest, Manifest, ProcessDumpOutcome, STATE_FILE,
     TASKS_FILE, TaskDumpOutcome, Versions,
 };
+use stallwatch_core::clock::now_ms;
 use stallwatch_core::report::{PROTOCOL_V1, is_valid_stream_name};
 use stallwatch_core::taskdump::TaskDump;
 use stallwatch_core::verdict::VerdictConfig;
@@ -16,9 +17,9 @@ use stallwatch_core::verdict::VerdictConfig;
 use crate::broadcaster::BroadcasterClient;
 use crate::bundles::{BundleError, BundleStore, PendingBundle};
 use crate::cli::ProcessDumpMode;
-use crate::taskdump_render::render_task_dump;
-use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, Status, wall_ms};
+use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, Status};
 use crate::procdump;
+use crate::taskdump_render::render_task_dump;
 
 /// The value of [`BundleState::format`].
 pub const STATE_V1: &str = "stallwatch.bundle-state.v1";
@@ -141,7 +142,7 @@ impl Capturer {
 
     async fn capture_here(&self, req: DumpRequest) -> Result<Manifest, CaptureError> {
         let started = Instant::now();
-        let created_at_ms = wall_ms();
+        let created_at_ms = now_ms();
         if let Some(s) = &req.stream
             && !is_valid_stream_name(s)
         {
