@@ -25,10 +25,19 @@ use crate::taskdump_render::{group_stacks, utc, write_stacks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("{path}: {message}")]
-    Read { path: PathBuf, message: String },
-    #[error("{path} is not a bundle: {message}")]
-    NotABundle { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a bundle: {file}: {source}")]
+    NotABundle {
+        path: PathBuf,
+        file: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,20 +74,20 @@ pub struct InspectReport {
 pub fn load(dir: &Path) -> Result<InspectReport, InspectError> {
     let read = |name: &str| {
         let path = dir.join(name);
-        fs::read(&path).map_err(|e| InspectError::Read {
-            message: e.to_string(),
-            path,
-        })
+        fs::read(&path).map_err(|source| InspectError::Read { path, source })
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&read(MANIFEST_FILE)?).map_err(|e| InspectError::NotABundle {
+    let manifest: Manifest = serde_json::from_slice(&read(MANIFEST_FILE)?).map_err(|source| {
+        InspectError::NotABundle {
             path: dir.to_owned(),
-            message: format!("{MANIFEST_FILE}: {e}"),
-        })?;
+            file: MANIFEST_FILE,
+            source,
+        }
+    })?;
     let state: BundleState =
-        serde_json::from_slice(&read(STATE_FILE)?).map_err(|e| InspectError::NotABundle {
+        serde_json::from_slice(&read(STATE_FILE)?).map_err(|source| InspectError::NotABundle {
             path: dir.to_owned(),
-            message: format!("{STATE_FILE}: {e}"),
+            file: STATE_FILE,
+            source,
         })?;
     let integrity_problems = bundles::verify(dir, &manifest);
     Ok(build_report(dir, manifest, state, integrity_problems))
@@ -171,10 +180,19 @@ fn has_dispatcher(d: &TaskDump, stream: &str) -> bool {
     })
 }
 
-/// The human-readable report.
+/// The human-readable report: what the bundle is, the stream table, what is wrong, the stacks.
 pub fn render(r: &InspectReport) -> String {
-    let m = &r.manifest;
     let mut out = String::new();
+    write_header(&mut out, r);
+    write_stream_table(&mut out, &r.streams);
+    write_findings(&mut out, r);
+    write_stacks_and_history(&mut out, r);
+    out
+}
+
+/// Which bundle, pod, capture, versions, process dump and file integrity.
+fn write_header(out: &mut String, r: &InspectReport) {
+    let m = &r.manifest;
     let _ = writeln!(out, "bundle   {}", r.bundle);
     let _ = writeln!(
         out,
@@ -235,12 +253,15 @@ pub fn render(r: &InspectReport) -> String {
             let _ = writeln!(out, "files    PROBLEM: {p}");
         }
     }
+}
 
+/// One line per stream: verdict, depth, dispatcher, whether its task was found.
+fn write_stream_table(out: &mut String, streams: &[StreamSummary]) {
     out.push_str("\nSTREAM                VERDICT                  DEPTH      DISPATCHER  TASK  LAST DEQUEUE\n");
-    if r.streams.is_empty() {
+    if streams.is_empty() {
         out.push_str("(no streams: the sidecar had no report when the bundle was taken)\n");
     }
-    for s in &r.streams {
+    for s in streams {
         let verdict = match s.reason {
             Some(reason) => format!("{} ({reason})", s.verdict),
             None => s.verdict.clone(),
@@ -266,6 +287,10 @@ pub fn render(r: &InspectReport) -> String {
         );
     }
     out.push('\n');
+}
+
+/// The smoking guns: streams without a dispatcher, last errors, the last quarantined message.
+fn write_findings(out: &mut String, r: &InspectReport) {
     for name in &r.streams_without_dispatcher {
         let _ = writeln!(out, "!! no dispatcher task found for stream {name}");
     }
@@ -298,6 +323,10 @@ pub fn render(r: &InspectReport) -> String {
         }
         None => out.push_str("\nno quarantined messages in the task dump\n"),
     }
+}
+
+/// The grouped task stacks, recent verdict changes and a failed task dump's reason.
+fn write_stacks_and_history(out: &mut String, r: &InspectReport) {
     if !r.stack_groups.is_empty() {
         let tasks: usize = r.stack_groups.iter().map(|g| g.count).sum();
         let _ = writeln!(
@@ -305,7 +334,7 @@ pub fn render(r: &InspectReport) -> String {
             "\ntask stacks: {tasks} tasks in {} groups (identical stacks merged, innermost frame first)",
             r.stack_groups.len()
         );
-        write_stacks(&mut out, &r.stack_groups);
+        write_stacks(out, &r.stack_groups);
     }
     if !r.history.is_empty() {
         out.push_str("\nrecent verdict changes:\n");
@@ -313,10 +342,9 @@ pub fn render(r: &InspectReport) -> String {
             let _ = writeln!(out, "  {}  {}  {:?}", utc(h.at_ms), h.stream, h.change);
         }
     }
-    if let TaskDumpOutcome::Failed { why } = &m.task_dump
+    if let TaskDumpOutcome::Failed { why } = &r.manifest.task_dump
         && r.task_dump_error.is_none()
     {
         let _ = writeln!(out, "task dump failed: {why}");
     }
-    out
 }
