@@ -37,17 +37,6 @@ pub enum BroadcasterError {
     WrongProtocol { url: String, protocol: String },
 }
 
-impl BroadcasterError {
-    pub fn label(&self) -> &'static str {
-        match self {
-            BroadcasterError::Timeout { .. } => "timeout",
-            BroadcasterError::Unreachable { .. } => "unreachable",
-            BroadcasterError::Status { .. } => "status",
-            BroadcasterError::BadDump { .. } | BroadcasterError::WrongProtocol { .. } => "bad_dump",
-        }
-    }
-}
-
 /// What the broadcaster said to a restart request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestartOutcome {
@@ -84,10 +73,6 @@ impl BroadcasterClient {
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new())
         })
-    }
-
-    pub fn base_url(&self) -> &str {
-        &self.base
     }
 
     fn map_err(&self, url: &str, timeout: Duration, e: reqwest::Error) -> BroadcasterError {

@@ -382,7 +382,7 @@ impl BundleStore {
     }
 
     /// Delete the oldest bundles beyond `max_bundles` / `max_bytes`. Returns what was removed.
-    pub fn apply_retention(&self) -> Result<Vec<String>, BundleError> {
+    pub(crate) fn apply_retention(&self) -> Result<Vec<String>, BundleError> {
         let list = self.list()?;
         let retained: Vec<RetainedBundle> = list
             .iter()

@@ -137,10 +137,6 @@ impl Capturer {
         }
     }
 
-    pub fn store(&self) -> &Arc<BundleStore> {
-        &self.store
-    }
-
     /// Capture one bundle. Outcomes are counted, reflected in `/v1/status` and sent to the
     /// reactor (Events). The capture runs as its own task, so a client that gives up waiting
     /// does not cut a bundle (or its bookkeeping) short.

@@ -93,7 +93,7 @@ pub fn load(dir: &Path) -> Result<InspectReport, InspectError> {
     Ok(build_report(dir, manifest, state, integrity_problems))
 }
 
-pub fn build_report(
+pub(crate) fn build_report(
     dir: &Path,
     manifest: Manifest,
     state: BundleState,

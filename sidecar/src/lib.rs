@@ -18,18 +18,18 @@
 //! No `unsafe` anywhere (the process-dump module reads capabilities from `/proc`).
 #![deny(unsafe_code)]
 
-pub mod admin;
-pub mod auth;
-pub mod broadcaster;
+pub(crate) mod admin;
+pub(crate) mod auth;
+pub(crate) mod broadcaster;
 pub mod bundles;
-pub mod capture;
+pub(crate) mod capture;
 pub mod cli;
-pub mod http;
+pub(crate) mod http;
 pub mod ingest;
 pub mod inspect;
 pub mod metrics;
 pub mod monitor;
-pub mod procdump;
-pub mod publish;
+pub(crate) mod procdump;
+pub(crate) mod publish;
 pub mod run;
-pub mod taskdump_render;
+pub(crate) mod taskdump_render;

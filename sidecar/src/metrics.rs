@@ -184,7 +184,7 @@ impl Metrics {
         out
     }
 
-    pub fn reject(&self, kind: &str) {
+    pub(crate) fn reject(&self, kind: &str) {
         self.reports_rejected
             .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
@@ -206,7 +206,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn published(&self, what: &str, ok: bool) {
+    pub(crate) fn published(&self, what: &str, ok: bool) {
         let labels = WhatLabels { what: what.into() };
         if ok {
             self.publishes.get_or_create(&labels).inc();
@@ -216,7 +216,7 @@ impl Metrics {
     }
 
     /// Set the stream's verdict gauge, removing the series of its previous reason.
-    pub fn set_stream_verdict(&self, stream: &str, reason: Option<&str>) {
+    pub(crate) fn set_stream_verdict(&self, stream: &str, reason: Option<&str>) {
         for r in verdict_reasons() {
             if Some(r) != reason && !(r == "none" && reason.is_none()) {
                 self.stream_stalled.remove(&StreamReasonLabels {
@@ -234,7 +234,7 @@ impl Metrics {
             .set(i64::from(reason.is_some()));
     }
 
-    pub fn has_stream_verdict(&self, stream: &str) -> bool {
+    pub(crate) fn has_stream_verdict(&self, stream: &str) -> bool {
         verdict_reasons().any(|r| {
             self.stream_stalled
                 .get(&StreamReasonLabels {
@@ -245,7 +245,7 @@ impl Metrics {
         })
     }
 
-    pub fn remove_stream(&self, stream: &str) {
+    pub(crate) fn remove_stream(&self, stream: &str) {
         for r in verdict_reasons() {
             self.stream_stalled.remove(&StreamReasonLabels {
                 stream: stream.into(),

@@ -17,11 +17,11 @@ use tokio::sync::{mpsc, watch};
 use crate::metrics::{Metrics, StreamLabels};
 
 /// Reports kept for `state.json`.
-pub const RECENT_REPORTS: usize = 16;
+pub(crate) const RECENT_REPORTS: usize = 16;
 /// Verdict changes kept for `state.json`.
-pub const HISTORY_LEN: usize = 256;
+pub(crate) const HISTORY_LEN: usize = 256;
 /// Notices queued for the reactor before new ones are dropped (and counted).
-pub const NOTICE_QUEUE: usize = 256;
+pub(crate) const NOTICE_QUEUE: usize = 256;
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,7 +313,7 @@ impl Monitor {
     }
 
     /// Queue a notice for the reactor; never blocks. A full queue drops and counts.
-    pub fn notify(&self, notice: Notice) {
+    pub(crate) fn notify(&self, notice: Notice) {
         if self.notices.try_send(notice).is_err() {
             self.metrics.published("dropped_notice", false);
             tracing::warn!("notice queue full or closed; dropped a notice");
@@ -324,7 +324,7 @@ impl Monitor {
         self.lock().judge.any_stalled()
     }
 
-    pub fn stalled_streams(&self) -> Vec<StalledStream> {
+    pub(crate) fn stalled_streams(&self) -> Vec<StalledStream> {
         let st = self.lock();
         st.judge.stalled_streams(self.now())
     }
@@ -381,7 +381,7 @@ impl Monitor {
     }
 
     /// The stream's verdict now, if the stream is known.
-    pub fn verdict_of(&self, stream: &str) -> Option<Verdict> {
+    pub(crate) fn verdict_of(&self, stream: &str) -> Option<Verdict> {
         let st = self.lock();
         st.judge.stream(stream, self.now()).map(|v| v.verdict)
     }
@@ -399,7 +399,7 @@ impl Monitor {
         }
     }
 
-    pub fn set_storage(&self, result: Result<(), String>) {
+    pub(crate) fn set_storage(&self, result: Result<(), String>) {
         let mut st = self.lock();
         match result {
             Ok(()) => {
@@ -431,7 +431,7 @@ fn clause(stalled: &[StalledStream], stream: &str) -> String {
 }
 
 /// The pod condition for these stalled streams (longest-stalled first).
-pub fn desired_condition(stalled: &[StalledStream], streams: usize) -> DesiredCondition {
+pub(crate) fn desired_condition(stalled: &[StalledStream], streams: usize) -> DesiredCondition {
     match stalled.first() {
         None => DesiredCondition {
             healthy: true,

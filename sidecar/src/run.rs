@@ -67,7 +67,6 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub monitor: Arc<Monitor>,
-    pub capturer: Arc<Capturer>,
     /// Why the sidecar does not publish to the Pod, or `None` when it does.
     pub not_publishing: Option<String>,
     shutdown: watch::Sender<bool>,
@@ -171,7 +170,6 @@ pub async fn start_with_storage(
         http_addr,
         admin_addr,
         monitor,
-        capturer,
         not_publishing: publishing.not_publishing,
         shutdown,
         tasks,
