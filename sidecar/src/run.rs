@@ -5,16 +5,16 @@
 //!
 //! Start-up only: the state modules (`monitor`, `bundles`, `capture`, ...) never import this
 //! one. The steps live in submodules: `serve` (listeners and the serve-and-log helper),
-//! `background` (ticker, publisher, reactor), `command` (the binary's `run`).
+//! `background` (ticker, publisher, reactor), `command` (logging, runtime, `inspect` output, exit
+//! code for the binary).
 
 mod background;
 mod command;
 mod serve;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use stallwatch_core::bundle::RetentionPolicy;
 use stallwatch_core::verdict::VerdictConfig;
@@ -26,40 +26,15 @@ use crate::auth::AdminToken;
 use crate::broadcaster::BroadcasterClient;
 use crate::bundles::{BundleStore, LocalStorage, Storage};
 use crate::capture::{Capturer, PodIdentity};
-use crate::cli::RunArgs;
+use crate::cli::{Cli, Command, RunArgs};
 use crate::http;
-use crate::ingest::{self, IngestAddr, IngestAddrError};
+use crate::ingest::{self, IngestAddr};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 
-pub use command::{RunError, run};
-
-/// How often silence is checked for (`ReportsLost`).
-pub(crate) const TICK: Duration = Duration::from_millis(100);
-/// Captures started by `--dump-on-stall` are at least this far apart, so that a whole pod
-/// going silent (every stream `ReportsLost` at once) yields one bundle, not fifty.
-pub(crate) const AUTO_DUMP_MIN_INTERVAL: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    IngestAddr(#[from] IngestAddrError),
-    #[error("cannot parse {what} address {addr:?}")]
-    Addr { what: &'static str, addr: String },
-    #[error("cannot listen on {what} address {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: String,
-        source: std::io::Error,
-    },
-}
-
-/// Where the ingest listener ended up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IngestBound {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
+pub use command::RunError;
+use serve::Stop;
+pub use serve::{IngestBound, StartError};
 
 /// A started sidecar.
 pub struct Running {
@@ -83,19 +58,25 @@ impl Running {
     }
 }
 
-/// Resolves once [`Running::shutdown`] is called; every server and task holds a clone.
-#[derive(Clone)]
-pub(crate) struct Stop(watch::Receiver<bool>);
+/// What the binary does with its parsed command line; the exit code says whether it worked.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run(args) => serve_until_signal(*args),
+        Command::Inspect(args) => command::print_inspection(&args),
+    };
+    command::exit_code(result)
+}
 
-impl Stop {
-    fn new() -> (watch::Sender<bool>, Stop) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Stop(rx))
-    }
-
-    pub(crate) async fn wait(mut self) {
-        let _ = self.0.wait_for(|s| *s).await;
-    }
+/// `transit-sidecar run`: start, wait for SIGTERM or SIGINT, drain.
+fn serve_until_signal(args: RunArgs) -> Result<(), RunError> {
+    command::init_tracing(args.log_format);
+    command::runtime()?.block_on(async move {
+        let running = start(args).await.map_err(RunError::Start)?;
+        stallwatch_core::shutdown::signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        Ok(())
+    })
 }
 
 /// Start a sidecar with the real file system.

@@ -2,7 +2,7 @@
 //! `inspect` prints. Tasks with identical await-point lists are shown once, with a count, like
 //! Visual Studio's Parallel Stacks.
 //!
-//! Its own module because both [`crate::capture`] (writing `tasks.txt`) and [`crate::inspect`]
+//! Its own module because both `capture` (writing `tasks.txt`) and `inspect`
 //! (reading a bundle back) need it; it imports neither.
 
 use std::collections::BTreeMap;

@@ -2,19 +2,25 @@
 //! and Events) and the reactor (Events and dumps on stall).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use stallwatch_core::bundle::DumpRequest;
 use stallwatch_core::verdict::Change;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{AUTO_DUMP_MIN_INTERVAL, Stop, TICK};
+use super::serve::Stop;
 use crate::capture::Capturer;
 use crate::cli::{PublishMode, RunArgs};
 use crate::metrics::Metrics;
 use crate::monitor::{DesiredCondition, Monitor, Notice};
 use crate::publish::{self, KubePublisher, PodEvent, PodTarget};
+
+/// How often silence is checked for (`ReportsLost`).
+const TICK: Duration = Duration::from_millis(100);
+/// Captures started by `--dump-on-stall` are at least this far apart, so that a whole pod
+/// going silent (every stream `ReportsLost` at once) yields one bundle, not fifty.
+const AUTO_DUMP_MIN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Ticks the monitor every [`TICK`] so that silence (`ReportsLost`) is noticed.
 pub(super) fn ticker(monitor: Arc<Monitor>, shutdown: Stop) -> JoinHandle<()> {

@@ -1,13 +1,12 @@
-//! What the `transit-sidecar` binary does once its command line is parsed: `run` (logging, the
-//! runtime, start, wait for SIGTERM/SIGINT, drain) or `inspect` (print a bundle).
+//! The binary's parts around start-up: logging, the runtime, printing an `inspect` report, and
+//! turning a failure into an exit code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, InspectArgs, LogFormat, RunArgs};
+use super::serve::StartError;
+use crate::cli::{InspectArgs, LogFormat};
 use crate::inspect::{self, InspectError};
-
-use super::StartError;
 
 /// Why the binary failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,47 +25,33 @@ pub enum RunError {
     Json(#[source] serde_json::Error),
 }
 
-/// Runs the parsed command; the exit code says whether it succeeded.
-pub fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
-        Command::Run(args) => serve(*args),
-        Command::Inspect(args) => print_inspection(&args),
+/// The exit code for `result`; a failure is printed with its causes on one line.
+pub(super) fn exit_code(result: Result<(), RunError>) -> ExitCode {
+    let Err(e) = result else {
+        return ExitCode::SUCCESS;
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            eprintln!("transit-sidecar: {message}");
-            ExitCode::FAILURE
-        }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
     }
+    eprintln!("transit-sidecar: {message}");
+    ExitCode::FAILURE
 }
 
-fn serve(args: RunArgs) -> Result<(), RunError> {
-    init_tracing(args.log_format);
-    // Two worker threads are plenty for a sidecar and keep its footprint small.
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Two worker threads are plenty for a sidecar and keep its footprint small.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
         .enable_all()
         .build()
-        .map_err(RunError::Runtime)?;
-    rt.block_on(async move {
-        let running = super::start(args).await.map_err(RunError::Start)?;
-        stallwatch_core::shutdown::signal().await;
-        tracing::info!("shutting down");
-        running.shutdown().await;
-        Ok(())
-    })
+        .map_err(RunError::Runtime)
 }
 
-fn print_inspection(args: &InspectArgs) -> Result<(), RunError> {
+pub(super) fn print_inspection(args: &InspectArgs) -> Result<(), RunError> {
     let report = inspect::load(&args.bundle).map_err(|source| RunError::Inspect {
         path: args.bundle.clone(),
         source,
@@ -80,7 +65,7 @@ fn print_inspection(args: &InspectArgs) -> Result<(), RunError> {
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
+pub(super) fn init_tracing(format: LogFormat) {
     // `Targets` (RUST_LOG-style `target=level` lists) rather than `EnvFilter`: no regex
     // engine at start, which keeps the sidecar's resident set small.
     let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")

@@ -1,13 +1,52 @@
-//! Binding the listeners and serving a router on each until shutdown.
+//! Binding the listeners and serving a router on each until shutdown, and what can go wrong
+//! doing so.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{IngestBound, StartError, Stop};
-use crate::ingest::IngestAddr;
+use crate::ingest::{IngestAddr, IngestAddrError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    IngestAddr(#[from] IngestAddrError),
+    #[error("cannot parse {what} address {addr:?}")]
+    Addr { what: &'static str, addr: String },
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the ingest listener ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestBound {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Resolves once the sidecar is shut down (`Running::shutdown`); every server and task holds
+/// a clone.
+#[derive(Clone)]
+pub(crate) struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    pub(super) fn new() -> (watch::Sender<bool>, Stop) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    pub(crate) async fn wait(mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+}
 
 /// Bind `addr` and say where it ended up (port 0 picks one).
 pub(super) async fn bind(
