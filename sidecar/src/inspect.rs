@@ -3,7 +3,7 @@
 //! First the per-stream verdicts, depth and dispatcher state; then the smoking gun of the
 //! story ("no dispatcher task found for stream X"); then the last quarantined message with its
 //! error; then the task stacks grouped like Visual Studio's Parallel Stacks (grouping and
-//! stack rendering live in [`crate::taskdump_render`], shared with `tasks.txt`).
+//! stack rendering live in `taskdump_render`, shared with `tasks.txt`).
 
 use std::fmt::Write as _;
 use std::fs;
