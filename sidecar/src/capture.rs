@@ -226,7 +226,7 @@ impl Capturer {
             path: String::new(),
             versions: Versions {
                 sidecar: SIDECAR_VERSION.to_owned(),
-                broadcaster: snap.broadcaster_version.clone(),
+                broadcaster: snap.broadcaster_version,
                 broadcaster_instance: snap.status.instance.clone(),
                 report_protocol: PROTOCOL_V1.to_owned(),
                 bundle_format: BUNDLE_V1.to_owned(),
