@@ -113,7 +113,7 @@ async fn detection_latency() {
                 let st = monitor.status();
                 let now = t0.elapsed();
                 let done = {
-                    let mut d = detected.lock().unwrap();
+                    let mut d = stallwatch_core::sync::lock(&detected);
                     for s in st.streams.iter().filter(|s| s.reason.is_some()) {
                         if let Some(i) = names.iter().position(|n| *n == s.name)
                             && d[i].is_none()
@@ -168,7 +168,7 @@ async fn detection_latency() {
         tokio::time::sleep_until(next.into()).await;
     }
     let _ = poller.await;
-    let d = detected.lock().unwrap().clone();
+    let d = stallwatch_core::sync::lock(&detected).clone();
     let mut stuck = Vec::new();
     let mut dead = Vec::new();
     for i in 0..STUCK + DEAD {
