@@ -97,9 +97,11 @@ impl Metrics {
         // The bounded label sets the chart's alert rules use, at 0: `increase()` cannot see
         // the first increment of a series that appears at 1.
         for reason in STALL_REASONS {
-            let _ = m.detections.get_or_create(&ReasonLabels {
+            let labels = ReasonLabels {
                 reason: reason.into(),
-            });
+            };
+            let _ = m.detections.get_or_create(&labels);
+            let _ = m.recoveries.get_or_create(&labels);
         }
         for outcome in ["ok", "no_space", "unavailable", "failed"] {
             let _ = m.dumps.get_or_create(&OutcomeLabels {
@@ -323,6 +325,7 @@ mod tests {
             // Pre-created at 0 for the alert rules.
             r#"stallwatch_sidecar_dumps_total{outcome="failed"} 0"#,
             r#"stallwatch_sidecar_detections_total{reason="ReportsLost"} 0"#,
+            r#"stallwatch_sidecar_recoveries_total{reason="ChannelStuck"} 0"#,
             r#"stallwatch_sidecar_publish_errors_total{what="condition"} 0"#,
         ] {
             assert!(text.contains(name), "{name} missing in {text}");
