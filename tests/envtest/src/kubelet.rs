@@ -95,11 +95,18 @@ pub fn bin_dir() -> PathBuf {
 pub struct Overrides {
     /// `(container, name, value)`: set after everything the pod would get.
     pub env: Vec<(String, String, String)>,
+    /// `(container, binary)`: the program of a container whose image has it as entrypoint.
+    pub programs: Vec<(String, String)>,
 }
 
 impl Overrides {
     pub fn env(mut self, container: &str, name: &str, value: &str) -> Self {
         self.env.push((container.into(), name.into(), value.into()));
+        self
+    }
+
+    pub fn program(mut self, container: &str, binary: &str) -> Self {
+        self.programs.push((container.into(), binary.into()));
         self
     }
 }
@@ -315,7 +322,14 @@ pub async fn run_pod(
     let bins = bin_dir();
     let mut procs = Vec::new();
     for c in &spec.containers {
-        let (program, env) = container_env(plane, client, pod, c, &ip, &volume_dirs).await;
+        let (program, env) = container_env(client, pod, c, &ip, &volume_dirs).await;
+        let program = overrides
+            .programs
+            .iter()
+            .find(|(container, _)| *container == c.name)
+            .map(|(_, p)| p.clone())
+            .or(program)
+            .unwrap_or_else(|| panic!("container {} has no command", c.name));
         let exe = bins.join(
             Path::new(&program)
                 .file_name()
@@ -366,14 +380,12 @@ pub async fn run_pod(
 
 /// The program and environment of one container, with container paths made local.
 async fn container_env(
-    plane: &ControlPlane,
     client: &Client,
     pod: &Pod,
     c: &Container,
     ip: &str,
     volume_dirs: &BTreeMap<String, PathBuf>,
-) -> (String, BTreeMap<String, String>) {
-    let _ = plane;
+) -> (Option<String>, BTreeMap<String, String>) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mounts: Vec<(String, PathBuf)> = c
         .volume_mounts
@@ -433,10 +445,6 @@ async fn container_env(
             (k, v)
         })
         .collect();
-    let program = c
-        .command
-        .as_ref()
-        .and_then(|c| c.first().cloned())
-        .unwrap_or_else(|| panic!("container {} has no command", c.name));
+    let program = c.command.as_ref().and_then(|c| c.first().cloned());
     (program, env)
 }

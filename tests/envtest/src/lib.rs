@@ -11,7 +11,8 @@
 //!   exactly the RBAC we ship.
 //! - [`kubelet`]: plays the kubelet for one pod (status Running/Ready with `podIP` 127.0.0.1)
 //!   and runs the pod's processes locally with the env and files the pod would get.
-//! - [`apply`]: server-side apply of multi-document YAML (the rendered chart).
+//! - [`apply`]: server-side apply of multi-document YAML; [`chart`]: the chart rendered with
+//!   Helm's library (`.venv`, from `scripts/setup.sh`).
 //!
 //! Process hygiene: see `procs` (a process group and a pipe watchdog; no `unsafe`).
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 pub mod apply;
 pub mod assets;
 mod certs;
+pub mod chart;
 mod cluster;
 pub mod kubelet;
 mod procs;

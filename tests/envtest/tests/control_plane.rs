@@ -5,14 +5,15 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use stallwatch_envtest::{ControlPlane, Timer, kubelet};
 
 #[tokio::test]
 async fn admin_and_service_account_clients_have_their_own_rights() {
-    let Some(plane) = ControlPlane::shared("admin_and_service_account_clients_have_their_own_rights")
+    let Some(plane) =
+        ControlPlane::shared("admin_and_service_account_clients_have_their_own_rights")
     else {
         return;
     };
@@ -20,7 +21,8 @@ async fn admin_and_service_account_clients_have_their_own_rights() {
     let ns = plane.namespace("envtest-rights").await;
     let admin = plane.admin().await;
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
     sas.create(&PostParams::default(), &sa).await.unwrap();
     let nobody = plane.service_account_client(&ns, "nobody").await;
     let err = Api::<Pod>::namespaced(nobody, &ns)
@@ -29,7 +31,8 @@ async fn admin_and_service_account_clients_have_their_own_rights() {
         .expect_err("a ServiceAccount without a Role may not list pods");
     assert!(err.to_string().contains("forbidden"), "{err}");
     assert!(
-        err.to_string().contains(&format!("system:serviceaccount:{ns}:nobody")),
+        err.to_string()
+            .contains(&format!("system:serviceaccount:{ns}:nobody")),
         "{err}"
     );
     Api::<Pod>::namespaced(admin, &ns)
@@ -70,7 +73,10 @@ async fn mark_running_keeps_other_conditions() {
     let conditions = status.conditions.unwrap();
     let types: Vec<&str> = conditions.iter().map(|c| c.type_.as_str()).collect();
     assert!(types.contains(&"Ready"), "{types:?}");
-    assert!(types.contains(&"stallwatch.io/DispatchHealthy"), "{types:?}");
+    assert!(
+        types.contains(&"stallwatch.io/DispatchHealthy"),
+        "{types:?}"
+    );
     plane.delete_namespace(&ns).await;
     let _ = Duration::ZERO;
 }
