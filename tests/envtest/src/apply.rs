@@ -22,10 +22,7 @@ pub async fn apply_yaml(
     default_namespace: &str,
     manager: &str,
 ) -> (Vec<String>, Vec<Refused>) {
-    let mut discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .expect("API discovery");
+    let mut discovery = discover(client).await;
     let mut applied = Vec::new();
     let mut refused = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(yaml) {
@@ -82,4 +79,20 @@ pub async fn apply_yaml(
         }
     }
     (applied, refused)
+}
+
+/// Discovery, retried: right after start (or after a CRD is created) a group may be listed
+/// before it is served, and discovery then fails with a 404.
+async fn discover(client: &Client) -> Discovery {
+    let start = std::time::Instant::now();
+    loop {
+        match Discovery::new(client.clone()).run().await {
+            Ok(d) => return d,
+            Err(e) if start.elapsed() < std::time::Duration::from_secs(15) => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("API discovery: {e}"),
+        }
+    }
 }

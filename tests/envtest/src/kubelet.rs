@@ -265,7 +265,7 @@ fn local_path(value: &str, mounts: &[(String, PathBuf)]) -> String {
     value.to_string()
 }
 
-/// Starts the pod's containers as local processes, after marking it running.
+/// Starts the pod's containers as local processes and marks the pod running.
 pub async fn run_pod(
     plane: &ControlPlane,
     client: &Client,
@@ -274,7 +274,12 @@ pub async fn run_pod(
 ) -> LocalPod {
     let ns = pod.metadata.namespace.clone().expect("a namespaced pod");
     let name = pod.metadata.name.clone().expect("a named pod");
-    let ip = new_pod_ip();
+    // A pod played again (its process restarted) keeps its IP: podIPs cannot change.
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_else(new_pod_ip);
     let root = plane.dir().join("pods").join(format!("{ns}-{name}"));
     std::fs::create_dir_all(&root).expect("creating the pod dir");
     let volume_dirs = volumes(plane, client, pod, &root).await;
