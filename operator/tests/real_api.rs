@@ -262,11 +262,19 @@ async fn deleted_owned_objects_of_every_other_kind_are_repaired_within_seconds()
     plane.delete_namespace(&ns).await;
 }
 
+/// A hand-edit: `(kind, object, merge patch, whether the operator's value is back)`.
+type HandEdit = (
+    &'static str,
+    String,
+    serde_json::Value,
+    fn(&DynamicObject) -> bool,
+);
+
 /// Hand-edits (another field manager, as `kubectl edit` would) and what the operator must
 /// put back: `(kind, object, merge patch, check that the operator's value is back)`.
 async fn hand_edit_and_wait(client: &Client, ns: &str, kinds: &[&str]) -> Vec<String> {
     all_owned(client, ns, "demo").await;
-    let edits: Vec<(&str, String, serde_json::Value, fn(&DynamicObject) -> bool)> = vec![
+    let edits: Vec<HandEdit> = vec![
         (
             "Deployment",
             "demo".into(),

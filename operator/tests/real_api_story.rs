@@ -24,7 +24,7 @@ use stallwatch_envtest::kubelet::{self, Overrides};
 use stallwatch_envtest::{ControlPlane, Timer, eventually};
 
 /// What the watches saw, each with the time since the pod's processes started.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Seen {
     /// `DispatchHealthy=False` on a pod: (pod, when).
     unhealthy: Vec<(String, Duration)>,
@@ -151,7 +151,6 @@ struct Story {
     ops: Vec<Operator>,
     ns: String,
     client: Client,
-    t0: Instant,
 }
 
 async fn ts_events(client: &Client, ns: &str) -> Vec<(String, String)> {
@@ -249,7 +248,6 @@ async fn play(plane: &'static ControlPlane, ns: &str, test: &str) -> Option<Stor
         ops,
         ns,
         client,
-        t0,
     })
 }
 
@@ -263,7 +261,7 @@ async fn the_story_one_dump_one_pod_deletion_a_replacement_and_every_step_record
     let Some(story) = play(plane, "story", test).await else {
         return;
     };
-    let seen = story.seen.lock().unwrap();
+    let seen = story.seen.lock().unwrap().clone();
     println!("story: {seen:?}");
     println!("story: TransitStream Events {:?}", story.events);
     dump_on_panic(&story.ops);
@@ -312,8 +310,6 @@ async fn the_story_one_dump_one_pod_deletion_a_replacement_and_every_step_record
     );
     let refused = forbidden(&story.ops);
     assert!(refused.is_empty(), "403s: {refused:#?}");
-    let _ = story.t0;
-    drop(seen);
     plane.delete_namespace(&story.ns).await;
 }
 
@@ -328,7 +324,7 @@ async fn the_story_counts_the_stall_in_the_status() {
     let Some(story) = play(plane, "story-count", test).await else {
         return;
     };
-    let seen = story.seen.lock().unwrap();
+    let seen = story.seen.lock().unwrap().clone();
     println!("story: {seen:?}");
     let stalls = story.status["stalls"].as_i64().unwrap_or(0);
     let last = story.status["lastStallTime"].clone();
@@ -350,7 +346,7 @@ async fn the_story_shows_remediating_while_in_flight() {
     let Some(story) = play(plane, "story-remediating", test).await else {
         return;
     };
-    let seen = story.seen.lock().unwrap();
+    let seen = story.seen.lock().unwrap().clone();
     println!("story: {seen:?}");
     assert!(seen.in_flight.is_some(), "inFlight never seen");
     assert!(
@@ -398,7 +394,7 @@ async fn a_second_stall_within_the_cooldown_is_held_back_with_an_event() {
         .await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let seen = story.seen.lock().unwrap();
+    let seen = story.seen.lock().unwrap().clone();
     assert_eq!(
         seen.deleted.len(),
         1,
@@ -507,5 +503,99 @@ async fn a_standby_operator_is_not_ready() {
         .unwrap()
         .status();
     assert_eq!(code.as_u16(), 503, "the standby's /readyz");
+    plane.delete_namespace(&ns).await;
+}
+
+/// Accepts connections and never answers: the broadcaster's admin API, hung, so the sidecar's
+/// dump takes its whole task-dump timeout.
+fn hung_http() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_remediation_finishes_it_exactly_once_after_restart() {
+    let test = "an_operator_killed_mid_remediation_finishes_it_exactly_once_after_restart";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("killed-mid-remediation").await;
+    let client = plane.admin().await;
+    let Some(mut ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    create_stream(
+        &client,
+        &ns,
+        "demo",
+        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
+    )
+    .await;
+    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let first = pod.metadata.name.clone().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let _watches = watch_all(&client, &ns, seen.clone(), Instant::now());
+    // The dump hangs for 6 s on the broadcaster's task dump: time to kill the operator in it.
+    let overrides = story_overrides()
+        .env(
+            "sidecar",
+            "SIDECAR_BROADCASTER_ADMIN_URL",
+            &format!("http://127.0.0.1:{}", hung_http()),
+        )
+        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "6s");
+    let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
+    let streams: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        "the attempt in its Dump step",
+        Duration::from_secs(30),
+        || async {
+            let st = serde_json::to_value(streams.get("demo").await.ok()?.status?).ok()?;
+            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
+        },
+    )
+    .await;
+    ops[0].pod.proc_mut("operator").signal("KILL");
+    let killed = Instant::now();
+    let op_pod: Pod = Api::namespaced(client.clone(), &ns)
+        .get(&ops[0].pod.name)
+        .await
+        .unwrap();
+    ops.clear();
+    ops.push(run_operator(plane, &client, &op_pod).await);
+    let status = eventually("the attempt finished", Duration::from_secs(40), || async {
+        let st = serde_json::to_value(streams.get("demo").await.ok()?.status?).ok()?;
+        (!st["remediation"]["history"][0]["outcome"].is_null()).then_some(st)
+    })
+    .await;
+    println!(
+        "killed mid-remediation: finished {:.1?} after the SIGKILL",
+        killed.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bundles = bundles(&local.root.join("volumes/dumps"));
+    drop(local);
+    let seen = seen.lock().unwrap().clone();
+    dump_on_panic(&ops);
+    let history = status["remediation"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["pod"], first.as_str());
+    assert_eq!(
+        seen.deleted
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        [first.as_str()],
+        "exactly one pod deletion"
+    );
+    // The dump was requested once: never again after the restart.
+    assert!(bundles.len() <= 1, "bundles: {bundles:?}");
     plane.delete_namespace(&ns).await;
 }

@@ -2,8 +2,6 @@
 //! ServiceAccount token carries exactly that account's RBAC, the kubelet helper keeps other
 //! conditions.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -78,5 +76,4 @@ async fn mark_running_keeps_other_conditions() {
         "{types:?}"
     );
     plane.delete_namespace(&ns).await;
-    let _ = Duration::ZERO;
 }
