@@ -599,3 +599,53 @@ async fn an_operator_killed_mid_remediation_finishes_it_exactly_once_after_resta
     assert!(bundles.len() <= 1, "bundles: {bundles:?}");
     plane.delete_namespace(&ns).await;
 }
+
+// Issue 10 reported leaseTransitions growing when the same identity re-acquires; after a
+// SIGKILL and a restart past the lease's expiry it does not (here), and this keeps it so.
+#[tokio::test]
+async fn the_same_identity_reacquiring_its_lease_is_not_a_transition() {
+    let test = "the_same_identity_reacquiring_its_lease_is_not_a_transition";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("lease-same-identity").await;
+    let client = plane.admin().await;
+    let Some(mut ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    let (holder, before) = eventually("a Lease holder", Duration::from_secs(20), || {
+        lease_holder(&client, &ns)
+    })
+    .await;
+    ops[0].pod.proc_mut("operator").signal("KILL");
+    let op_pod: Pod = Api::namespaced(client.clone(), &ns)
+        .get(&ops[0].pod.name)
+        .await
+        .unwrap();
+    ops.clear();
+    // Back after the lease (6 s) expired: the same identity takes its own expired Lease.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    ops.push(run_operator(plane, &client, &op_pod).await);
+    // Held again by the same identity (renewed after the restart).
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let restarted = Instant::now();
+    eventually(
+        "the Lease renewed by the restarted operator",
+        Duration::from_secs(20),
+        || async {
+            let spec = leases.get("stallwatch-operator").await.ok()?.spec?;
+            let renewed = spec.renew_time?.0;
+            let age = k8s_openapi::jiff::Timestamp::now().duration_since(renewed);
+            (age.as_secs_f64() < restarted.elapsed().as_secs_f64()).then_some(())
+        },
+    )
+    .await;
+    let (after_holder, after) = lease_holder(&client, &ns).await.unwrap();
+    assert_eq!(after_holder, holder);
+    assert_eq!(
+        after, before,
+        "leaseTransitions changed for the same holder"
+    );
+    plane.delete_namespace(&ns).await;
+}
