@@ -192,6 +192,8 @@ async fn populate(streams: usize, per: usize) {
                     pod.spec = template.spec.clone();
                     if let Some(spec) = pod.spec.as_mut() {
                         spec.node_name = Some("node-1".into());
+                        // Each stream's sidecar account is the operator's to create; not here.
+                        spec.service_account_name = None;
                     }
                     let pod_name = pod.metadata.name.clone().unwrap();
                     pods.create(&PostParams::default(), &pod).await?;
