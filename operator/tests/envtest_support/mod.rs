@@ -39,7 +39,7 @@ pub async fn install_chart(
     let rendered = match chart::render(values, RELEASE, ns) {
         Ok(r) => r,
         Err(why) => {
-            println!("skipped {test}: {why}");
+            stallwatch_envtest::say(&format!("skipped {test}: {why}"));
             return None;
         }
     };

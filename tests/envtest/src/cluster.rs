@@ -268,11 +268,11 @@ impl ControlPlane {
                 let plane = rt
                     .block_on(ControlPlane::start(&bin))
                     .map_err(|e| e.to_string())?;
-                eprintln!(
+                crate::say(&format!(
                     "envtest: control plane ({}) started in {:.1?}",
                     bin.display(),
                     plane.started_in
-                );
+                ));
                 Ok(plane)
             })
             .join()
@@ -281,7 +281,7 @@ impl ControlPlane {
         match plane {
             Ok(plane) => Some(plane),
             Err(why) if why.starts_with("no etcd") => {
-                println!("skipped {test}: real-API-server test, {why}");
+                crate::say(&format!("skipped {test}: real-API-server test, {why}"));
                 None
             }
             Err(why) => panic!("the envtest control plane did not start: {why}"),

@@ -57,6 +57,13 @@ impl Error {
     }
 }
 
+/// One line on the test process's stderr, past libtest's output capture (which only takes
+/// `print!`/`eprint!`), so that a skip is visible in a normal `cargo test` run.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
