@@ -1,14 +1,10 @@
 use super::*;
 use crate::{
-    BoundingBox, DumpVolume, DumpVolumeTemplate, FileSource, SecretKeyRef, StreamSpec,
-    SyntheticSource, UrlSource,
+    BoundingBox, DumpVolume, DumpVolumeTemplate, FileSource, SecretKeyRef, StreamSpec, UrlSource,
 };
 
 fn synthetic() -> TransitStreamSpec {
-    TransitStreamSpec::with_source(Source {
-        synthetic: Some(SyntheticSource::default()),
-        ..Source::default()
-    })
+    crate::testing::synthetic_spec()
 }
 
 fn fields(spec: &TransitStreamSpec) -> Vec<String> {

@@ -1,20 +1,13 @@
 use super::*;
-use stallwatch_crds::{
-    DumpVolume, DumpVolumeTemplate, SecretKeyRef, Source, SyntheticSource, TransitStreamSpec,
-    UrlSource,
-};
+use stallwatch_crds::testing::TransitStreamExt as _;
+use stallwatch_crds::{DumpVolume, DumpVolumeTemplate, SecretKeyRef, Source, UrlSource};
 
 fn ts() -> TransitStream {
-    let mut ts = TransitStream::new(
-        "demo",
-        TransitStreamSpec::with_source(Source {
-            synthetic: Some(SyntheticSource::default()),
-            ..Source::default()
-        }),
-    );
-    ts.metadata.namespace = Some("transit".into());
-    ts.metadata.uid = Some("uid-1".into());
-    ts
+    TransitStream::test("demo")
+        .namespace("transit")
+        .uid("uid-1")
+        .generation(None::<i64>)
+        .build()
 }
 
 fn ctx() -> BuildContext {

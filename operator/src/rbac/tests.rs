@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use stallwatch_crds::{Source, SyntheticSource, TransitStream, TransitStreamSpec};
+use stallwatch_crds::TransitStream;
 
 use super::*;
 use crate::leader::{KubeLeases, LeaseStore};
+use stallwatch_crds::testing::TransitStreamExt as _;
 
 type Triple = (&'static str, &'static str, &'static str);
 
@@ -41,13 +42,7 @@ fn every_list_is_sorted_without_wildcards_or_duplicates() {
 
 #[test]
 fn the_sidecar_role_is_the_sidecar_table() {
-    let ts = TransitStream::new(
-        "demo",
-        TransitStreamSpec::with_source(Source {
-            synthetic: Some(SyntheticSource::default()),
-            ..Source::default()
-        }),
-    );
+    let ts = TransitStream::test("demo").build();
     let want: Vec<PolicyRule> = SIDECAR.iter().map(Rule::policy_rule).collect();
     assert_eq!(crate::builders::role(&ts).rules, Some(want));
 }
