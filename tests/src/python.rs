@@ -165,6 +165,20 @@ impl PythonService {
             .with_context(|| format!("no stream {stream} in /v1/streams: {p:?}"))
     }
 
+    /// `GET /debug/dump` on the admin port: the task dump the sidecar's bundles carry.
+    pub async fn task_dump(&self) -> Result<stallwatch_core::taskdump::TaskDump> {
+        let text = self
+            .http
+            .get(format!("http://127.0.0.1:{}/debug/dump", self.admin))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        serde_json::from_str(&text).with_context(|| format!("unexpected task dump: {text}"))
+    }
+
     /// `POST /control/kill-consumer?stream=NAME`: the dispatcher raises at its next item.
     pub async fn kill_consumer(&self, stream: &str) -> Result<()> {
         self.control("kill-consumer", stream).await
