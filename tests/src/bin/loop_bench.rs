@@ -169,7 +169,7 @@ impl Bench {
 
     /// Stall `i` (the mode the broadcaster was started in), remediated, measured.
     async fn stall(&mut self, i: usize) -> Result<Sample> {
-        let kind = if i % 2 == 0 {
+        let kind = if i.is_multiple_of(2) {
             "ChannelStuck"
         } else {
             "DispatcherDead"
@@ -228,7 +228,7 @@ impl Bench {
 
     /// The stall's latencies, from the broadcaster's log, the loop's events and the bundle.
     fn sample(&self, i: usize, kind: &'static str, from: usize, since: u64) -> Result<Sample> {
-        let needle = if i % 2 == 0 {
+        let needle = if i.is_multiple_of(2) {
             "awaits forever"
         } else {
             "poison"
@@ -236,7 +236,7 @@ impl Bench {
         let log = &self.pod.broadcaster.proc.log;
         let (stall_ms, _) = find_log_after(log, needle, self.start_ms.saturating_sub(50))
             .with_context(|| format!("no {needle:?} log line for stall {i}"))?;
-        let threshold = if i % 2 == 0 {
+        let threshold = if i.is_multiple_of(2) {
             stall_ms + self.stall_after
         } else {
             stall_ms
