@@ -9,9 +9,9 @@
 //! - Typed clients for the sidecar's `/v1/status` and admin API, the broadcaster's metrics,
 //!   health and admin endpoints, and a subscriber (`transit-broadcaster subscribe --json`).
 //!
-//! Modules: [`process`] (binaries, [`Proc`], [`Env`], [`scenario`]), [`broadcaster`],
-//! [`python`] (the Python example service), [`sidecar`], [`subscriber`], [`pod`], [`metrics`],
-//! [`logs`], [`remediate`] (the local remediation adapter). Their items are re-exported here.
+//! Modules (private; their public items are re-exported here): `process` (binaries, [`Proc`],
+//! [`Env`], [`scenario`]), `broadcaster`, `python` (the Python example service), `sidecar`,
+//! `subscriber`, `pod`, `metrics`, `logs`; and [`remediate`], the local remediation adapter.
 //!
 //! Depends on `stallwatch-core` and `stallwatch-testkit` (free ports) only; the other crates
 //! are run, never linked.
@@ -19,15 +19,15 @@
 
 use anyhow::{Result, anyhow};
 
-pub mod broadcaster;
-pub mod logs;
-pub mod metrics;
-pub mod pod;
-pub mod process;
-pub mod python;
+mod broadcaster;
+mod logs;
+mod metrics;
+mod pod;
+mod process;
+mod python;
 pub mod remediate;
-pub mod sidecar;
-pub mod subscriber;
+mod sidecar;
+mod subscriber;
 
 pub use broadcaster::{Broadcaster, BroadcasterOpts};
 pub use logs::{find_log, find_log_after, tail};
