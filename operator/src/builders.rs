@@ -210,10 +210,11 @@ pub fn config_map(ts: &TransitStream) -> ConfigMap {
         go_duration(&spec.report_interval),
     );
     put("BROADCASTER_STUCK_AFTER", go_duration(&spec.stall_after));
-    if let Some(h) = &spec.source.http {
+    let source = spec.source.clone().unwrap_or_default();
+    if let Some(h) = &source.http {
         put("BROADCASTER_POLL_INTERVAL", go_duration(&h.poll_interval));
     }
-    if let Some(f) = &spec.source.file {
+    if let Some(f) = &source.file {
         put("BROADCASTER_REPLAY_RATE", f.replay_rate.to_string());
         put("BROADCASTER_REPLAY_LOOP", f.replay_loop.to_string());
     }
@@ -241,7 +242,7 @@ pub fn config_map(ts: &TransitStream) -> ConfigMap {
 
 /// The source URL when it is not a Secret (those go to the container env by reference).
 fn source_url(ts: &TransitStream) -> Option<String> {
-    let s = &ts.spec.source;
+    let s = ts.spec.source.as_ref()?;
     if let Some(syn) = &s.synthetic {
         return Some(format!(
             "synthetic://?vehicles={}&routes={}&rate={}&seed={}",
@@ -260,9 +261,13 @@ fn source_url(ts: &TransitStream) -> Option<String> {
     None
 }
 
+fn file_source(ts: &TransitStream) -> Option<&stallwatch_crds::FileSource> {
+    ts.spec.source.as_ref()?.file.as_ref()
+}
+
 /// The Secret key holding the source URL, if the source is configured that way.
 fn source_secret(ts: &TransitStream) -> Option<&stallwatch_crds::SecretKeyRef> {
-    let s = &ts.spec.source;
+    let s = ts.spec.source.as_ref()?;
     s.nats
         .as_ref()
         .and_then(|n| n.url_secret_ref.as_ref())
@@ -585,7 +590,7 @@ fn broadcaster_env(ts: &TransitStream) -> Option<Vec<EnvVar>> {
 
 fn broadcaster_container(ts: &TransitStream, image: &str) -> Container {
     let mut mounts = vec![mount("tmp", "/tmp", false)];
-    if ts.spec.source.file.is_some() {
+    if file_source(ts).is_some() {
         mounts.push(mount("recordings", RECORDINGS_DIR, true));
     }
     Container {
@@ -679,7 +684,7 @@ fn volumes(ts: &TransitStream) -> Vec<Volume> {
         },
         api_access_volume(),
     ];
-    if let Some(f) = &ts.spec.source.file {
+    if let Some(f) = file_source(ts) {
         volumes.push(Volume {
             name: "recordings".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
