@@ -54,5 +54,6 @@ pub mod rbac;
 pub mod reconcile;
 pub mod run;
 pub mod sidecar;
+pub mod webhook;
 
 pub use error::{Error, Result};
