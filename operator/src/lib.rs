@@ -55,5 +55,6 @@ pub mod reconcile;
 pub mod run;
 pub mod sidecar;
 pub mod webhook;
+pub mod workload;
 
 pub use error::{Error, Result};

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::{Api, Client};
+use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
 use super::server::CertSlot;
@@ -92,15 +93,14 @@ pub fn next_bundle(
     }
 }
 
-/// One round: the Secret, then the `caBundle`, then the served certificate; `serving` holds
-/// the PEM of the certificate being served, so an unchanged one is not reloaded.
+/// One round: the Secret, then the `caBundle`; returns the certificate to serve from now on
+/// when it differs from `serving` (the PEM being served, updated here).
 pub async fn sync_once(
     client: &Client,
     source: &CertSource,
-    slot: Option<&CertSlot>,
     serving: &mut Option<String>,
     clock: &Clock,
-) -> Result<(), RegistrationError> {
+) -> Result<Option<CertifiedKey>, RegistrationError> {
     let (cert_pem, key_pem) = match source {
         CertSource::Files { dir } => {
             let read = |name: &str| {
@@ -122,15 +122,13 @@ pub async fn sync_once(
             (bundle.cert_pem, bundle.key_pem)
         }
     };
-    if serving.as_deref() != Some(cert_pem.as_str()) {
-        let key = certified_key(&cert_pem, &key_pem)?;
-        if let Some(slot) = slot {
-            slot.replace(key);
-        }
-        tracing::info!("webhook serving certificate loaded");
-        *serving = Some(cert_pem);
+    if serving.as_deref() == Some(cert_pem.as_str()) {
+        return Ok(None);
     }
-    Ok(())
+    let key = certified_key(&cert_pem, &key_pem)?;
+    tracing::info!("webhook serving certificate loaded");
+    *serving = Some(cert_pem);
+    Ok(Some(key))
 }
 
 /// Reads the certificate Secret, writing a first or rotated bundle when needed. A write
@@ -239,8 +237,12 @@ pub async fn keep_current(
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = sync_once(&client, &source, Some(&slot), &mut serving, &clock).await {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "keeping the webhook certificate current failed; retrying");
+        match sync_once(&client, &source, &mut serving, &clock).await {
+            Ok(Some(key)) => slot.replace(key),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "keeping the webhook certificate current failed; retrying")
+            }
         }
     }
 }
