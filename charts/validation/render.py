@@ -37,8 +37,9 @@ SCENARIOS: dict[str, dict] = {
         "extraEnv": [{"name": "RUST_LOG", "value": "info,transit_operator=debug"}],
         "fullnameOverride": "sw",
         "podDisruptionBudget": {"enabled": False},
+        "webhook": {"url": "https://127.0.0.1:9443", "timeoutSeconds": 3},
     },
-    "namespaced-in-release-namespace": {"namespaced": True},
+    "namespaced-in-release-namespace": {"namespaced": True, "webhook": {"enabled": False}},
 }
 
 # Values the chart's schema must refuse, with a fragment of the expected error.
