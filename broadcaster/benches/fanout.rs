@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use stallwatch_core::clock::now_us;
+use stallwatch_testkit::net::free_port;
 use tonic::transport::Channel;
 use transit_broadcaster::generated::transit_realtime::{
     FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
@@ -322,14 +323,6 @@ impl Drop for NatsServer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_nats() -> Option<NatsServer> {

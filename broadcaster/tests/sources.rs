@@ -12,6 +12,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use common::*;
+use stallwatch_testkit::net::free_port;
+use stallwatch_testkit::wait::eventually;
 use transit_broadcaster::feed::MAX_FEED_BYTES;
 use transit_broadcaster::quarantine::QuarantineKind;
 use transit_broadcaster::server::{Config, Running};

@@ -99,6 +99,7 @@ impl Context {
         metrics: Metrics,
         clock: Clock,
     ) -> Self {
+        metrics.observe_streams(streams.clone());
         let recorder = Recorder::new(
             client.clone(),
             Reporter {

@@ -5,7 +5,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use stallwatch_core::condition::StallReason;
 use std::sync::atomic::AtomicU64;
+
+/// Every `reason` label `stream_stalled` can carry: `none` and each `StallReason`.
+fn verdict_reasons() -> impl Iterator<Item = &'static str> {
+    std::iter::once("none").chain(StallReason::ALL.iter().map(|r| r.as_str()))
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
@@ -39,6 +45,9 @@ pub struct WhatLabels {
     /// `condition` or `event`.
     pub what: String,
 }
+
+/// `StallReason`s, as the `reason` label spells them.
+const STALL_REASONS: [&str; 3] = ["ChannelStuck", "DispatcherDead", "ReportsLost"];
 
 pub struct Metrics {
     registry: Registry,
@@ -91,6 +100,25 @@ impl Metrics {
             restarts_requested: Family::default(),
         };
         m.dump_storage_ok.set(1);
+        // The bounded label sets the chart's alert rules use, at 0: `increase()` cannot see
+        // the first increment of a series that appears at 1.
+        for reason in STALL_REASONS {
+            let labels = ReasonLabels {
+                reason: reason.into(),
+            };
+            let _ = m.detections.get_or_create(&labels);
+            let _ = m.recoveries.get_or_create(&labels);
+        }
+        for outcome in ["ok", "no_space", "unavailable", "failed"] {
+            let _ = m.dumps.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
+        for what in ["condition", "event"] {
+            let _ = m
+                .publish_errors
+                .get_or_create(&WhatLabels { what: what.into() });
+        }
         registry.register(
             "reports_received",
             "Reports accepted from the broadcaster",
@@ -178,7 +206,7 @@ impl Metrics {
         out
     }
 
-    pub fn reject(&self, kind: &str) {
+    pub(crate) fn reject(&self, kind: &str) {
         self.reports_rejected
             .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
@@ -200,7 +228,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn published(&self, what: &str, ok: bool) {
+    pub(crate) fn published(&self, what: &str, ok: bool) {
         let labels = WhatLabels { what: what.into() };
         if ok {
             self.publishes.get_or_create(&labels).inc();
@@ -210,8 +238,8 @@ impl Metrics {
     }
 
     /// Set the stream's verdict gauge, removing the series of its previous reason.
-    pub fn set_stream_verdict(&self, stream: &str, reason: Option<&str>) {
-        for r in ["none", "ChannelStuck", "DispatcherDead", "ReportsLost"] {
+    pub(crate) fn set_stream_verdict(&self, stream: &str, reason: Option<&str>) {
+        for r in verdict_reasons() {
             if Some(r) != reason && !(r == "none" && reason.is_none()) {
                 self.stream_stalled.remove(&StreamReasonLabels {
                     stream: stream.into(),
@@ -228,21 +256,19 @@ impl Metrics {
             .set(i64::from(reason.is_some()));
     }
 
-    pub fn has_stream_verdict(&self, stream: &str) -> bool {
-        ["none", "ChannelStuck", "DispatcherDead", "ReportsLost"]
-            .iter()
-            .any(|r| {
-                self.stream_stalled
-                    .get(&StreamReasonLabels {
-                        stream: stream.into(),
-                        reason: (*r).into(),
-                    })
-                    .is_some()
-            })
+    pub(crate) fn has_stream_verdict(&self, stream: &str) -> bool {
+        verdict_reasons().any(|r| {
+            self.stream_stalled
+                .get(&StreamReasonLabels {
+                    stream: stream.into(),
+                    reason: r.into(),
+                })
+                .is_some()
+        })
     }
 
-    pub fn remove_stream(&self, stream: &str) {
-        for r in ["none", "ChannelStuck", "DispatcherDead", "ReportsLost"] {
+    pub(crate) fn remove_stream(&self, stream: &str) {
+        for r in verdict_reasons() {
             self.stream_stalled.remove(&StreamReasonLabels {
                 stream: stream.into(),
                 reason: r.into(),
@@ -279,7 +305,11 @@ mod tests {
             text.contains(r#"stallwatch_sidecar_stream_stalled{stream="a",reason="none"} 0"#),
             "{text}"
         );
-        assert!(!text.contains("ChannelStuck\"}"), "{text}");
+        assert!(
+            !text
+                .contains(r#"stallwatch_sidecar_stream_stalled{stream="a",reason="ChannelStuck"}"#),
+            "{text}"
+        );
         m.remove_stream("a");
         assert!(!m.encode().contains(r#"stream="a""#));
     }
@@ -296,6 +326,11 @@ mod tests {
             r#"stallwatch_sidecar_reports_rejected_total{kind="too_large"} 1"#,
             r#"stallwatch_sidecar_dumps_total{outcome="no_space"} 1"#,
             "stallwatch_sidecar_dump_storage_ok 1",
+            // Pre-created at 0 for the alert rules.
+            r#"stallwatch_sidecar_dumps_total{outcome="failed"} 0"#,
+            r#"stallwatch_sidecar_detections_total{reason="ReportsLost"} 0"#,
+            r#"stallwatch_sidecar_recoveries_total{reason="ChannelStuck"} 0"#,
+            r#"stallwatch_sidecar_publish_errors_total{what="condition"} 0"#,
         ] {
             assert!(text.contains(name), "{name} missing in {text}");
         }
