@@ -22,7 +22,10 @@ use tokio::sync::watch;
 
 use super::server::CertSlot;
 use super::tls::{CertBundle, TlsError, certified_key};
-use crate::reconcile::Clock;
+
+/// Milliseconds since the Unix epoch (the same shape as `reconcile::Clock`, which this module
+/// does not import: `reconcile` reaches `webhook::inject` through `workload`).
+pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Where the certificates come from.
 #[derive(Debug, Clone)]
@@ -168,7 +171,7 @@ async fn ensure_secret(
                 labels: Some(
                     [(
                         "app.kubernetes.io/managed-by".to_string(),
-                        crate::reconcile::FIELD_MANAGER.to_string(),
+                        stallwatch_crds::labels::MANAGED_BY.to_string(),
                     )]
                     .into(),
                 ),
