@@ -51,6 +51,8 @@ pub struct CertBundle {
     pub previous_ca_pem: Option<String>,
     pub cert_pem: String,
     pub key_pem: String,
+    /// When it was issued (the certificates themselves are valid from a little earlier, for
+    /// clocks behind ours); its lifetime for rotation runs from here to `not_after_ms`.
     pub not_before_ms: u64,
     pub not_after_ms: u64,
 }
@@ -75,7 +77,8 @@ impl CertBundle {
     /// A fresh CA and a serving certificate for `names` (DNS names or IP addresses), valid
     /// from a little before `now_ms` for `validity`.
     pub fn generate(names: &[String], now_ms: u64, validity: Duration) -> Result<Self, TlsError> {
-        let not_before_ms = now_ms.saturating_sub(BACKDATE.as_millis() as u64);
+        let not_before_ms = now_ms;
+        let valid_from_ms = now_ms.saturating_sub(BACKDATE.as_millis() as u64);
         let not_after_ms = now_ms + validity.as_millis() as u64;
 
         let mut ca = CertificateParams::default();
@@ -87,7 +90,7 @@ impl CertBundle {
         ca.distinguished_name = dn;
         ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca.not_before = at(not_before_ms)?;
+        ca.not_before = at(valid_from_ms)?;
         ca.not_after = at(not_after_ms)?;
         let ca_key = KeyPair::generate().map_err(TlsError::Generate)?;
         let ca_cert = ca.self_signed(&ca_key).map_err(TlsError::Generate)?;
@@ -101,7 +104,7 @@ impl CertBundle {
         leaf.distinguished_name = dn;
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf.not_before = at(not_before_ms)?;
+        leaf.not_before = at(valid_from_ms)?;
         leaf.not_after = at(not_after_ms)?;
         let leaf_key = KeyPair::generate().map_err(TlsError::Generate)?;
         let issuer = Issuer::new(ca, ca_key);
@@ -131,11 +134,12 @@ impl CertBundle {
         Ok(next)
     }
 
-    /// Due for rotation: less than a third of its lifetime left (or not valid yet/any more).
+    /// Due for rotation: less than a third of its lifetime left, expired, or issued further
+    /// in the future than the certificates' backdating covers (a clock that jumped back).
     pub fn needs_rotation(&self, now_ms: u64) -> bool {
         let lifetime = self.not_after_ms.saturating_sub(self.not_before_ms);
         let left = self.not_after_ms.saturating_sub(now_ms);
-        now_ms < self.not_before_ms || left < lifetime / 3
+        now_ms + (BACKDATE.as_millis() as u64) < self.not_before_ms || left < lifetime / 3
     }
 
     /// The PEM `caBundle` for the `MutatingWebhookConfiguration`: the current CA, then the
