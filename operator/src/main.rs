@@ -29,7 +29,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile TransitStreams.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the TransitStream CRD as YAML (crds/transitstream.yaml is this output).
     Crd,
     /// Print, as YAML, the RBAC rules this build of the operator uses (the chart grants them).
@@ -164,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_tracing(cli.log_format);
-            let config = args.into_config()?;
+            let config = (*args).into_config()?;
             Ok(run(config).await?)
         }
     }

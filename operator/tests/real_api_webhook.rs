@@ -316,7 +316,7 @@ async fn a_referenced_deployment_is_injected_remediated_and_never_blocked() {
     dump(&operator);
     assert_eq!(
         *deleted.lock().unwrap(),
-        [name.clone()],
+        std::slice::from_ref(&name),
         "exactly one pod deletion"
     );
     assert_eq!(found.len(), 1, "bundles: {found:?}");
