@@ -10,7 +10,9 @@
 //!   deletion, and the replacement is injected too;
 //! - the certificate rotates (a 40 s lifetime here): the new `caBundle` keeps the old CA,
 //!   and a pod created after the rotation is still injected;
-//! - with the operator down, a labelled pod is created unmodified, not refused.
+//! - with the operator down, a labelled pod, and the workload's pod when it is scaled up, are
+//!   created unmodified, not refused; back up, the operator lists that pod in
+//!   `status.workload.uncoveredPods` with the `kubectl rollout restart` advice.
 //!
 //! Skipped (one line) where the control-plane binaries or `.venv` are missing.
 
@@ -24,7 +26,7 @@ use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::json;
@@ -373,5 +375,67 @@ async fn a_referenced_deployment_is_injected_remediated_and_never_blocked() {
         "webhook: with the operator down, a pod was admitted unmodified in {:.1?}",
         started.elapsed()
     );
+    // The workload scaled while the operator is down: its new pod starts without the sidecar.
+    let before: Vec<String> = pods
+        .list(&app_pods)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    deployments
+        .patch(
+            WORKLOAD,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    let uncovered = eventually("the scaled-up pod", Duration::from_secs(30), || async {
+        pods.list(&app_pods)
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|p| {
+                p.metadata
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| !before.contains(n))
+            })
+    })
+    .await;
+    assert_eq!(containers(&uncovered), ["app"], "created unmodified");
+    let uncovered_name = uncovered.metadata.name.clone().unwrap();
+
+    // Back up: the status names the pod without the sidecar and says what to do.
+    // Played again from the current object: a pod keeps its IP.
+    let op_now = pods
+        .get(op_pod.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    let _back = run_operator_on(plane, &client, &op_now, webhook_port).await;
+    let workload = eventually(
+        "status.workload lists the uncovered pod",
+        Duration::from_secs(30),
+        || async {
+            let status = serde_json::to_value(ts_api.get("feed-ts").await.ok()?.status?).ok()?;
+            let w = status["workload"].clone();
+            w["uncoveredPods"]
+                .as_array()?
+                .iter()
+                .any(|p| *p == uncovered_name.as_str())
+                .then_some(w)
+        },
+    )
+    .await;
+    assert!(
+        workload["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("kubectl rollout restart deployment/feed")),
+        "{workload}"
+    );
+    println!("webhook: after the restart, status.workload = {workload}");
     plane.delete_namespace(&ns).await;
 }
