@@ -161,7 +161,7 @@ fn process_dumps_share_the_pid_namespace_and_ptrace_the_sidecar_only() {
 #[test]
 fn config_carries_the_spec_and_no_secrets() {
     let mut t = ts();
-    t.spec.source = Source {
+    t.spec.source = Some(Source {
         nats: Some(UrlSource {
             url: None,
             url_secret_ref: Some(SecretKeyRef {
@@ -170,7 +170,7 @@ fn config_carries_the_spec_and_no_secrets() {
             }),
         }),
         ..Source::default()
-    };
+    });
     t.spec.streams[0].routes = vec!["R1".into()];
     let cm = config_map(&t);
     let data = cm.data.as_ref().unwrap();
