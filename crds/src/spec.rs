@@ -91,6 +91,7 @@ pub const MIN_DUMP_BYTES: u64 = 1 << 20;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::status::no_null_in_enums)]
 pub struct TransitStreamSpec {
     /// Where feed messages come from. Set exactly one source kind.
     pub source: Source,
