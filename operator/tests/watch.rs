@@ -110,6 +110,20 @@ fn handle(
     if *method == Method::GET && path.ends_with("/deployments") {
         return (200, list("DeploymentList", vec![]));
     }
+    // The other owned kinds, watched metadata-only for drift: none yet.
+    for kind in [
+        "services",
+        "configmaps",
+        "secrets",
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
+        "persistentvolumeclaims",
+    ] {
+        if *method == Method::GET && path.ends_with(&format!("/{kind}")) {
+            return (200, list("PartialObjectMetadataList", vec![]));
+        }
+    }
     if path.contains("/events") {
         return (201, full(&body));
     }
