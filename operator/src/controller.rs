@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use stallwatch_crds::TransitStream;
@@ -120,6 +120,7 @@ fn owned_trigger<K>(
     client: &Client,
     scope: &Scope,
     drift: Arc<Drift>,
+    streams: Store<TransitStream>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -140,7 +141,9 @@ where
     .inspect_ok(move |event| match event {
         watcher::Event::Init => drift.relist_started(&kind),
         watcher::Event::InitApply(o) | watcher::Event::Apply(o) => drift.seen(&kind, &o.metadata),
-        watcher::Event::Delete(o) => drift.deleted(&kind, &o.metadata),
+        watcher::Event::Delete(o) => drift.deleted(&kind, &o.metadata, |ns, name| {
+            streams.get(&ObjectRef::new(name).within(ns)).is_some()
+        }),
         watcher::Event::InitDone => drift.relisted(&kind),
     })
     .touched_objects()
@@ -179,6 +182,7 @@ pub async fn run_controller(
             }
         }
     });
+    let owners = streams.clone();
     Controller::for_stream(ts_stream, streams)
         .with_config(
             ControllerConfig::default()
@@ -190,18 +194,47 @@ pub async fn run_controller(
             watcher::Config::default().labels(MANAGED_SELECTOR),
         )
         // Every other owned kind: a deletion or someone else's change is re-applied at once.
-        .owns_stream(owned_trigger::<Service>(&client, &scope, drift.clone()))
-        .owns_stream(owned_trigger::<ConfigMap>(&client, &scope, drift.clone()))
-        .owns_stream(owned_trigger::<Secret>(&client, &scope, drift.clone()))
+        .owns_stream(owned_trigger::<Service>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<ConfigMap>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<Secret>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
         .owns_stream(owned_trigger::<ServiceAccount>(
             &client,
             &scope,
             drift.clone(),
+            owners.clone(),
         ))
-        .owns_stream(owned_trigger::<Role>(&client, &scope, drift.clone()))
-        .owns_stream(owned_trigger::<RoleBinding>(&client, &scope, drift.clone()))
+        .owns_stream(owned_trigger::<Role>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<RoleBinding>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
         .owns_stream(owned_trigger::<PersistentVolumeClaim>(
-            &client, &scope, drift,
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
         ))
         .watches_stream(pod_stream, |pod| pod_to_stream(&pod))
         .graceful_shutdown_on(shutdown)

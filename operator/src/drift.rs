@@ -87,13 +87,23 @@ impl Drift {
         }
     }
 
-    /// A watch saw `meta` of `kind` deleted.
-    pub fn deleted(&self, kind: &str, meta: &ObjectMeta) {
+    /// A watch saw `meta` of `kind` deleted. `owner_exists(namespace, name)`: whether its
+    /// TransitStream is still there (the garbage collector deletes the objects of a deleted
+    /// one: nothing to repair, nothing to remember).
+    pub fn deleted(
+        &self,
+        kind: &str,
+        meta: &ObjectMeta,
+        owner_exists: impl Fn(&str, &str) -> bool,
+    ) {
         let (Some(key), Some(owner)) = (object_key(kind, meta), owner_key(meta)) else {
             return;
         };
         lock(&self.applied).remove(&key);
-        lock(&self.dirty).insert(owner);
+        let (ns, name) = owner.split_once('/').unwrap_or_default();
+        if owner_exists(ns, name) {
+            lock(&self.dirty).insert(owner);
+        }
     }
 
     /// A (re)list of `kind` starts: objects not listed again by [`Drift::relisted`] were

@@ -42,8 +42,19 @@ fn a_change_by_someone_else_is_drift_once() {
 fn a_deletion_is_drift() {
     let d = Drift::default();
     d.applied("Service", &meta("demo", "3"));
-    d.deleted("Service", &meta("demo", "3"));
+    d.deleted("Service", &meta("demo", "3"), |_, _| true);
     assert!(d.take("ns/demo"));
+}
+
+#[test]
+fn objects_of_a_deleted_transitstream_going_are_not_drift() {
+    let d = Drift::default();
+    d.applied("Service", &meta("demo", "3"));
+    d.deleted("Service", &meta("demo", "3"), |ns, name| {
+        assert_eq!((ns, name), ("ns", "demo"));
+        false
+    });
+    assert!(!d.take("ns/demo"));
 }
 
 #[test]
@@ -77,7 +88,7 @@ fn objects_without_a_transitstream_owner_are_ignored() {
     let mut m = meta("other", "1");
     m.owner_references = None;
     d.seen("ConfigMap", &m);
-    d.deleted("ConfigMap", &m);
+    d.deleted("ConfigMap", &m, |_, _| true);
     assert!(!d.take("ns/other"));
 }
 
