@@ -147,6 +147,15 @@ where
         watcher::Event::InitDone => drift.relisted(&kind),
     })
     .touched_objects()
+    // Logged and dropped here: a watch error passed on to the controller's trigger streams
+    // was seen to stall them (a mock API refusing every owned kind's list: the caches never
+    // synced); the watcher retries with backoff either way.
+    .filter(move |r| {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "watching owned objects failed; retrying");
+        }
+        futures::future::ready(r.is_ok())
+    })
 }
 
 /// Run the controller until `shutdown` fires.
