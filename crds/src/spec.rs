@@ -92,6 +92,7 @@ pub const MIN_DUMP_BYTES: u64 = 1 << 20;
 )]
 #[x_kube(validation = Rule::new("has(self.source) != has(self.workloadRef)").message(SOURCE_XOR_WORKLOAD))]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::status::no_null_in_enums)]
 pub struct TransitStreamSpec {
     /// Where feed messages come from, for a broadcaster Stallwatch deploys. Set exactly one
     /// source kind. Exactly one of `source` and `workloadRef` is set.

@@ -34,9 +34,31 @@ pub mod condition_types {
     ];
 }
 
+/// Removes `null` from every `enum` list in `schema`. schemars lists `null` among the values
+/// of an optional enum; the API server publishes it as is and `kubectl explain` shows it as
+/// `<no value>`. `nullable: true` (kube's rewrite of the `null` type) already allows null.
+pub(crate) fn no_null_in_enums(schema: &mut schemars::Schema) {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|e| !e.is_null());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if let Some(obj) = schema.as_object_mut() {
+        obj.values_mut().for_each(walk);
+    }
+}
+
 /// Observed state of a TransitStream.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = no_null_in_enums)]
 pub struct TransitStreamStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -148,7 +148,6 @@ async fn every_invalid_example_is_refused_by_the_api_server_with_its_expect_text
 }
 
 #[tokio::test]
-#[ignore = "issue 10 small bug: imagePullPolicy's enum carries null, `kubectl explain` shows <no value> (fixed in phase 2)"]
 async fn the_served_schema_has_no_null_among_enum_values() {
     let name = "the_served_schema_has_no_null_among_enum_values";
     let Some(plane) = ControlPlane::shared(name) else {

@@ -4,16 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use stallwatch_crds::TransitStream;
 use tokio::sync::watch;
 
+use crate::drift::Drift;
 use crate::reconcile::{
     self, Context, managed_pods_selector, pod_to_stream, slim_pod, slim_stream,
 };
@@ -21,6 +26,9 @@ use crate::reconcile::{
 /// Objects per list page when (re)filling the caches: small pages keep the transient memory
 /// of a relist low (the API server default page is 500 full objects).
 pub const LIST_PAGE_SIZE: u32 = 50;
+
+/// Labels on every object the operator applies (builders).
+const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=transit-operator";
 
 /// Which namespace(s) to watch.
 #[derive(Debug, Clone)]
@@ -106,6 +114,50 @@ pub fn cache_streams(
     (ts_stream, pod_stream, streams, pods)
 }
 
+/// A metadata-only watch of one owned kind (no cache: the events feed [`Drift`] and trigger
+/// the owner's reconcile).
+fn owned_trigger<K>(
+    client: &Client,
+    scope: &Scope,
+    drift: Arc<Drift>,
+    streams: Store<TransitStream>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let kind = K::kind(&()).to_string();
+    watcher(
+        api::<PartialObjectMeta<K>>(client, scope),
+        watcher::Config::default()
+            .labels(MANAGED_SELECTOR)
+            .page_size(LIST_PAGE_SIZE),
+    )
+    .default_backoff()
+    .inspect_ok(move |event| match event {
+        watcher::Event::Init => drift.relist_started(&kind),
+        watcher::Event::InitApply(o) | watcher::Event::Apply(o) => drift.seen(&kind, &o.metadata),
+        watcher::Event::Delete(o) => drift.deleted(&kind, &o.metadata, |ns, name| {
+            streams.get(&ObjectRef::new(name).within(ns)).is_some()
+        }),
+        watcher::Event::InitDone => drift.relisted(&kind),
+    })
+    .touched_objects()
+    // Logged and dropped here: a watch error passed on to the controller's trigger streams
+    // was seen to stall them (a mock API refusing every owned kind's list: the caches never
+    // synced); the watcher retries with backoff either way.
+    .filter(move |r| {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "watching owned objects failed; retrying");
+        }
+        futures::future::ready(r.is_ok())
+    })
+}
+
 /// Run the controller until `shutdown` fires.
 pub async fn run_controller(
     client: Client,
@@ -116,6 +168,7 @@ pub async fn run_controller(
 ) {
     let (ts_stream, pod_stream, streams, pods) = cache_streams(&client, &scope, Caches::new());
     let ctx = make_ctx(pods.clone(), streams.clone());
+    let drift = ctx.drift.clone();
     let deployments = api::<Deployment>(&client, &scope);
     let ready_streams = streams.clone();
     let ready_pods = pods.clone();
@@ -138,6 +191,7 @@ pub async fn run_controller(
             }
         }
     });
+    let owners = streams.clone();
     Controller::for_stream(ts_stream, streams)
         .with_config(
             ControllerConfig::default()
@@ -146,8 +200,51 @@ pub async fn run_controller(
         )
         .owns(
             deployments,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=transit-operator"),
+            watcher::Config::default().labels(MANAGED_SELECTOR),
         )
+        // Every other owned kind: a deletion or someone else's change is re-applied at once.
+        .owns_stream(owned_trigger::<Service>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<ConfigMap>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<Secret>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<ServiceAccount>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<Role>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<RoleBinding>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
+        .owns_stream(owned_trigger::<PersistentVolumeClaim>(
+            &client,
+            &scope,
+            drift.clone(),
+            owners.clone(),
+        ))
         .watches_stream(pod_stream, |pod| pod_to_stream(&pod))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

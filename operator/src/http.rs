@@ -13,7 +13,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct HttpState {
     pub registry: Arc<Registry>,
-    /// True once the caches are synced (or while following: a follower is ready to take over).
+    /// True once the caches are synced, and while standing by (see `run`: a standby that is
+    /// not Ready would stall the chart's rollouts).
     pub ready: watch::Receiver<bool>,
 }
 

@@ -171,6 +171,16 @@ impl LeaseStore for KubeLeases {
     }
 }
 
+/// The outcome of one election round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Round {
+    Leading,
+    /// Someone else holds a live lease (`None`: we lost a race for it).
+    Following {
+        holder: Option<String>,
+    },
+}
+
 /// One candidate.
 pub struct Elector<S> {
     pub store: S,
@@ -182,10 +192,17 @@ pub struct Elector<S> {
 impl<S: LeaseStore> Elector<S> {
     /// One round: returns whether we hold the lease afterwards.
     pub async fn try_once(&self, now_ms: u64) -> Result<bool, LeaseError> {
+        Ok(self.round(now_ms).await? == Round::Leading)
+    }
+
+    /// One round: acquire, renew or take over the lease, or follow its holder.
+    pub async fn round(&self, now_ms: u64) -> Result<Round, LeaseError> {
         let current = self.store.get().await?;
         let action = decide(current.as_ref().map(view).as_ref(), &self.identity, now_ms);
-        if let LeaseAction::Follow { .. } = action {
-            return Ok(false);
+        if let LeaseAction::Follow { holder, .. } = action {
+            return Ok(Round::Following {
+                holder: Some(holder),
+            });
         }
         let next = next_lease(
             current.as_ref(),
@@ -200,14 +217,17 @@ impl<S: LeaseStore> Elector<S> {
             _ => self.store.replace(next).await,
         };
         match written {
-            Ok(_) => Ok(true),
-            Err(LeaseError::Conflict) => Ok(false),
+            Ok(_) => Ok(Round::Leading),
+            Err(LeaseError::Conflict) => Ok(Round::Following { holder: None }),
             Err(e) => Err(e),
         }
     }
 
-    /// Give the lease up (at shutdown) so a follower takes over at once.
-    pub async fn release(&self) -> Result<(), LeaseError> {
+    /// Give the lease up (at shutdown) so a follower takes it at its next round, without
+    /// waiting for the lease to expire. The holder stays and the renew time moves one lease
+    /// duration back (expired now): so the same identity coming back renews it (not a
+    /// transition) while anyone else takes it over (a transition).
+    pub async fn release(&self, now_ms: u64) -> Result<(), LeaseError> {
         let Some(mut lease) = self.store.get().await? else {
             return Ok(());
         };
@@ -217,7 +237,8 @@ impl<S: LeaseStore> Elector<S> {
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
             return Ok(());
         }
-        spec.holder_identity = None;
+        let duration_ms = spec.lease_duration_seconds.unwrap_or(15).max(1) as u64 * 1000;
+        spec.renew_time = Some(micro(now_ms.saturating_sub(duration_ms)));
         self.store.replace(lease).await.map(|_| ())
     }
 
@@ -231,19 +252,31 @@ impl<S: LeaseStore> Elector<S> {
     ) {
         let period = self.duration / 3;
         let mut last_renewed: Option<u64> = None;
+        // The holder last logged while following (a standby says once whom it waits for).
+        let mut followed: Option<Option<String>> = None;
         loop {
             let now = clock();
-            match self.try_once(now).await {
-                Ok(true) => {
+            match self.round(now).await {
+                Ok(Round::Leading) => {
+                    followed = None;
                     last_renewed = Some(now);
                     if !*leading.borrow() {
                         tracing::info!(identity = %self.identity, "acquired the leader lease");
                     }
                     leading.send_replace(true);
                 }
-                Ok(false) => {
+                Ok(Round::Following { holder }) => {
                     if *leading.borrow() {
                         tracing::warn!(identity = %self.identity, "lost the leader lease");
+                    }
+                    if followed.as_ref() != Some(&holder) {
+                        tracing::info!(
+                            identity = %self.identity,
+                            lease = %self.name,
+                            holder = holder.as_deref().unwrap_or("another candidate"),
+                            "standing by: waiting for the leader lease (retrying every {period:?})"
+                        );
+                        followed = Some(holder);
                     }
                     last_renewed = None;
                     leading.send_replace(false);
@@ -262,7 +295,7 @@ impl<S: LeaseStore> Elector<S> {
                 _ = tokio::time::sleep(period) => {}
                 _ = shutdown.changed() => {
                     if *leading.borrow() {
-                        if let Err(e) = self.release().await {
+                        if let Err(e) = self.release(clock()).await {
                             tracing::warn!(error = %e, "releasing the lease failed");
                         }
                         leading.send_replace(false);

@@ -17,7 +17,9 @@
 //!   `caBundle` registration, the HTTPS server), served by every replica.
 //! - [`rbac`]: the permissions the operator uses, one `const` table per role; `builders` and
 //!   the tests use them, `transit-operator rbac` prints them, the chart is checked against them.
-//! - `controller`: caches (reflectors) and the kube-runtime controller.
+//! - `controller`: caches (reflectors) and the kube-runtime controller; `drift`: which owned
+//!   objects someone else deleted or changed (metadata-only watches), so the next reconcile
+//!   re-applies them.
 //! - [`run`]: start-up (HTTP endpoints, shutdown signal, leader election, then the controller);
 //!   `main.rs` only parses the CLI and calls [`run::run`].
 //! - `http`: `/metrics`, `/healthz`, `/readyz`; [`metrics`]; [`error`] (`label()` = metric
@@ -51,6 +53,7 @@
 
 pub mod builders;
 pub(crate) mod controller;
+pub(crate) mod drift;
 pub mod error;
 pub(crate) mod http;
 pub mod leader;

@@ -149,6 +149,26 @@ pub fn set_condition(
     }
 }
 
+/// Why a rail holds a stall back, with times as RFC 3339 and a duration from `now_ms` (the
+/// core's `Display` prints epoch milliseconds).
+pub fn blocked_message(b: &Blocked, now_ms: u64) -> String {
+    let at = |ms: u64| {
+        format!(
+            "{} (in {}s)",
+            time(ms).0,
+            ms.saturating_sub(now_ms).div_ceil(1000)
+        )
+    };
+    match b {
+        Blocked::Cooldown { until_ms } => format!("cooling down until {}", at(*until_ms)),
+        Blocked::BudgetSpent {
+            frees_at_ms: Some(frees),
+            ..
+        } => format!("{b}; the next one frees at {}", at(*frees)),
+        _ => b.to_string(),
+    }
+}
+
 pub fn condition_is(status: &TransitStreamStatus, type_: &str, value: bool) -> bool {
     status
         .conditions
@@ -312,7 +332,7 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
     conditions.set(remediating_condition(o.ledger));
     conditions.set(degraded_condition(o.ledger, o.blocked, is_stalled));
 
-    count_new_stalls(&mut st, &prev, o.pods);
+    count_new_stalls(&mut st, &prev, o.pods, o.ledger);
     st.replicas = workload.replicas;
     st.ready_replicas = workload.ready;
     st.stalled_streams = stalled;
@@ -334,18 +354,36 @@ fn invalid_spec_message(invalid: &[SpecError]) -> String {
         .join("; ")
 }
 
-/// Counts new episodes: stalls that began after the newest one already counted.
-fn count_new_stalls(st: &mut TransitStreamStatus, prev: &TransitStreamStatus, pods: &[PodState]) {
+/// Counts new episodes: stalls that began after the newest one already counted, seen on a
+/// pod now or in the remediation ledger (a stall remediated within one reconcile is gone from
+/// the pods by the time the status is written). One episode per pod and second (condition
+/// times have one-second resolution), however many places show it.
+fn count_new_stalls(
+    st: &mut TransitStreamStatus,
+    prev: &TransitStreamStatus,
+    pods: &[PodState],
+    ledger: &Ledger,
+) {
     let counted = prev.last_stall_time.as_ref().map(ms).unwrap_or(0);
-    let mut newest = counted;
-    for p in pods {
-        if let Some(since) = p.stalled_since_ms
-            && since > counted
-        {
-            st.stalls += 1;
-            newest = newest.max(since);
-        }
-    }
+    let from_pods = pods
+        .iter()
+        .filter_map(|p| Some((p.name.as_str(), p.stalled_since_ms?)));
+    let from_ledger = ledger
+        .in_flight
+        .iter()
+        .chain(&ledger.history)
+        .map(|a| (a.pod.as_str(), a.stalled_since_ms));
+    let new: Vec<(&str, u64)> = from_pods
+        .chain(from_ledger)
+        // At the grain of the stored time (seconds), so a counted one never counts again.
+        .filter(|(_, since)| since / 1000 > counted / 1000)
+        .collect();
+    let episodes: std::collections::BTreeSet<(&str, u64)> = new
+        .iter()
+        .map(|(pod, since)| (*pod, since / 1000))
+        .collect();
+    st.stalls += episodes.len() as i64;
+    let newest = new.iter().map(|(_, since)| *since).max().unwrap_or(counted);
     if newest > counted {
         st.last_stall_time = Some(time(newest));
     }

@@ -23,6 +23,7 @@ use stallwatch_core::sync::lock;
 use stallwatch_crds::{TransitStream, TransitStreamStatus, condition_types as ct, labels};
 
 use crate::builders::{self, BuildContext, RESTARTED_AT_ANNOTATION, TOKEN_KEY};
+use crate::drift::Drift;
 use crate::error::{Error, Result, backoff};
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels, StepLabels};
 use crate::observe::{self, Observed};
@@ -85,8 +86,11 @@ pub struct Context {
     tokens: Mutex<HashMap<String, String>>,
     /// The generation whose objects were applied last, per resource.
     applied: Mutex<HashMap<String, i64>>,
-    /// The rail that last blocked each resource (metrics count changes only).
-    blocked: Mutex<HashMap<String, &'static str>>,
+    /// The rail and stalled pods that last held each resource back (one Event and one count
+    /// per change).
+    blocked: Mutex<HashMap<String, String>>,
+    /// Owned objects changed or deleted by someone else (fed by the controller's watches).
+    pub(crate) drift: Arc<Drift>,
 }
 
 impl Context {
@@ -121,6 +125,7 @@ impl Context {
             tokens: Mutex::default(),
             applied: Mutex::default(),
             blocked: Mutex::default(),
+            drift: Arc::default(),
         }
     }
 
@@ -204,6 +209,7 @@ async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
     if ts.metadata.deletion_timestamp.is_some() {
         // Owned objects go with it (owner references); nothing to clean up by hand.
         ctx.track_in_flight(&target.key, false);
+        ctx.drift.forget(&target.key);
         return Ok(Action::await_change());
     }
     let mut ts = ts.clone();
@@ -220,7 +226,7 @@ async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
     }
     let desired = build_desired(ctx, &ts);
     let deployment = apply_desired(ctx, &target, &ts, &desired).await?;
-    let (ledger, blocked, requeue) = remediate(ctx, &target, &mut ts).await?;
+    let (ledger, blocked, requeue) = remediate(ctx, &target, &mut ts, &deployment).await?;
     write_observed_status(ctx, &target, &mut ts, &deployment, &ledger, blocked, None).await?;
     Ok(requeue)
 }
@@ -259,7 +265,7 @@ async fn reconcile_workload_ref(
             v.as_deployment.clone()
         })
         .unwrap_or_default();
-    let (ledger, blocked, requeue) = remediate(ctx, target, ts).await?;
+    let (ledger, blocked, requeue) = remediate(ctx, target, ts, &deployment).await?;
     write_observed_status(
         ctx,
         target,
@@ -342,8 +348,10 @@ fn build_desired(ctx: &Context, ts: &TransitStream) -> builders::Desired {
     builders::desired(ts, &build)
 }
 
-/// Applies every desired object; all but the Deployment only once per generation (the
-/// Deployment every time: its status feeds the TransitStream's).
+/// Applies every desired object. All but the Deployment only when the generation changed or
+/// one of them drifted (deleted or changed by someone else, as the owned-object watches report):
+/// an unchanged TransitStream costs one request here. The Deployment every time: its status
+/// feeds the TransitStream's.
 async fn apply_desired(
     ctx: &Context,
     target: &Target,
@@ -353,22 +361,42 @@ async fn apply_desired(
     let ns = &target.ns;
     let generation = ts.metadata.generation.unwrap_or_default();
     let fresh = lock(&ctx.applied).get(&target.key) != Some(&generation);
-    if fresh {
-        ensure_token(ctx, ts, ns, &target.name, true).await?;
-        apply(ctx, ns, &desired.service_account).await?;
-        apply(ctx, ns, &desired.role).await?;
-        apply(ctx, ns, &desired.role_binding).await?;
-        apply(ctx, ns, &desired.config_map).await?;
-        if let Some(claim) = &desired.claim {
-            apply(ctx, ns, claim).await?;
+    let drifted = ctx.drift.take(&target.key);
+    if fresh || drifted {
+        if let Err(e) = apply_owned(ctx, target, ts, desired).await {
+            // Try again at the retry of this reconcile.
+            ctx.drift.mark(&target.key);
+            return Err(e);
         }
-        apply(ctx, ns, &desired.service).await?;
+        if drifted && !fresh {
+            tracing::info!(resource = %target.key, "owned objects drifted; re-applied");
+        }
     }
     let deployment = apply(ctx, ns, &desired.deployment).await?;
     if fresh {
         lock(&ctx.applied).insert(target.key.clone(), generation);
     }
     Ok(deployment)
+}
+
+/// Applies every owned object but the Deployment, recording what each looks like after.
+async fn apply_owned(
+    ctx: &Context,
+    target: &Target,
+    ts: &TransitStream,
+    desired: &builders::Desired,
+) -> Result<()> {
+    let ns = &target.ns;
+    ensure_token(ctx, ts, ns, &target.name, true).await?;
+    tracked_apply(ctx, ns, &desired.service_account).await?;
+    tracked_apply(ctx, ns, &desired.role).await?;
+    tracked_apply(ctx, ns, &desired.role_binding).await?;
+    tracked_apply(ctx, ns, &desired.config_map).await?;
+    if let Some(claim) = &desired.claim {
+        tracked_apply(ctx, ns, claim).await?;
+    }
+    tracked_apply(ctx, ns, &desired.service).await?;
+    Ok(())
 }
 
 /// Writes the status computed from what was observed (when it changed), then the Events of
@@ -409,7 +437,8 @@ async fn write_observed_status(
         && let Some(b @ Blocked::BudgetSpent { .. }) = &blocked
     {
         ctx.metrics.budget_exhausted.inc();
-        publish(ctx, ts, true, "BudgetSpent", "Remediate", b.to_string()).await;
+        let message = observe::blocked_message(b, ctx.now());
+        publish(ctx, ts, true, "BudgetSpent", "Remediate", message).await;
     }
     if was_invalid {
         publish(
@@ -460,6 +489,7 @@ async fn remediate(
     ctx: &Context,
     target: &Target,
     ts: &mut TransitStream,
+    deployment: &Deployment,
 ) -> Result<(Ledger, Option<Blocked>, Action)> {
     let policy = observe::policy(ts);
     let mut ledger = ledger_of(ts)?;
@@ -475,7 +505,7 @@ async fn remediate(
         };
         match rem::decide(&policy, &ledger, &obs) {
             Decision::Record { ledger: next, note } => {
-                ledger = record(ctx, target, ts, &ledger, next, note).await?;
+                ledger = record(ctx, target, ts, deployment, &ledger, next, note).await?;
             }
             Decision::Act {
                 ledger: next,
@@ -483,8 +513,8 @@ async fn remediate(
                 note,
             } => {
                 // Recorded before acting: if this write fails, nothing is done.
-                ledger = record(ctx, target, ts, &ledger, next, note).await?;
-                ledger = act(ctx, target, ts, ledger, &effect).await?;
+                ledger = record(ctx, target, ts, deployment, &ledger, next, note).await?;
+                ledger = act(ctx, target, ts, deployment, ledger, &effect).await?;
             }
             Decision::Wait { until_ms, .. } => {
                 lock(&ctx.blocked).remove(&target.key);
@@ -495,7 +525,7 @@ async fn remediate(
                 recheck_at_ms,
                 blocked,
             } => {
-                note_blocked(ctx, &target.key, blocked.as_ref());
+                note_blocked(ctx, target, ts, blocked.as_ref(), &obs.pods).await;
                 let delay = recheck_at_ms
                     .map(|t| Duration::from_millis(t.saturating_sub(now).max(100)))
                     .unwrap_or(RESYNC)
@@ -512,11 +542,12 @@ async fn record(
     ctx: &Context,
     target: &Target,
     ts: &mut TransitStream,
+    deployment: &Deployment,
     ledger: &Ledger,
     next: Ledger,
     note: rem::Note,
 ) -> Result<Ledger> {
-    persist_ledger(ctx, &target.api, ts, ledger, &next, &target.key).await?;
+    persist_ledger(ctx, target, ts, deployment, ledger, &next).await?;
     publish(
         ctx,
         ts,
@@ -535,6 +566,7 @@ async fn act(
     ctx: &Context,
     target: &Target,
     ts: &mut TransitStream,
+    deployment: &Deployment,
     ledger: Ledger,
     effect: &Effect,
 ) -> Result<Ledger> {
@@ -547,7 +579,7 @@ async fn act(
     let message = note.message.clone();
     count_step(ctx, effect, &result);
     let next = rem::record_result(&ledger, effect.attempt_id(), result);
-    let ledger = record(ctx, target, ts, &ledger, next, note).await?;
+    let ledger = record(ctx, target, ts, deployment, &ledger, next, note).await?;
     if failed
         && matches!(
             effect,
@@ -559,23 +591,49 @@ async fn act(
     Ok(ledger)
 }
 
-fn note_blocked(ctx: &Context, key: &str, blocked: Option<&Blocked>) {
-    let mut map = lock(&ctx.blocked);
-    match blocked {
-        Some(b) => {
-            if map.insert(key.to_string(), b.label()) != Some(b.label()) {
-                ctx.metrics
-                    .remediations_blocked
-                    .get_or_create(&ReasonLabels {
-                        reason: b.label().into(),
-                    })
-                    .inc();
-                tracing::info!(resource = key, rail = b.label(), "stall not acted on: {b}");
-            }
-        }
-        None => {
-            map.remove(key);
-        }
+/// A stall held back by a rail: counted, logged and published as an Event (Warning, reason =
+/// the rail) once per change of rail or of the stalled pods it holds back. The budget's Event
+/// is `BudgetSpent`, published with the `Degraded` condition (`write_observed_status`).
+async fn note_blocked(
+    ctx: &Context,
+    target: &Target,
+    ts: &TransitStream,
+    blocked: Option<&Blocked>,
+    pods: &[PodState],
+) {
+    let Some(b) = blocked else {
+        lock(&ctx.blocked).remove(&target.key);
+        return;
+    };
+    let stalled: Vec<String> = pods
+        .iter()
+        .filter(|p| p.stalled_since_ms.is_some() && !p.terminating)
+        .map(|p| match p.stalled.first() {
+            Some(s) => format!("pod {} (stream {}: {})", p.name, s.stream, s.reason),
+            None => format!("pod {}", p.name),
+        })
+        .collect();
+    let identity = format!("{}: {}", b.label(), stalled.join(", "));
+    let changed = lock(&ctx.blocked).insert(target.key.clone(), identity.clone()) != Some(identity);
+    if !changed {
+        return;
+    }
+    ctx.metrics
+        .remediations_blocked
+        .get_or_create(&ReasonLabels {
+            reason: b.label().into(),
+        })
+        .inc();
+    let why = observe::blocked_message(b, ctx.now());
+    let message = if stalled.is_empty() {
+        format!("stall not acted on: {why}")
+    } else {
+        format!("stall of {} not acted on: {why}", stalled.join(", "))
+    };
+    if matches!(b, Blocked::BudgetSpent { .. }) {
+        tracing::info!(resource = %target.key, rail = b.label(), "{message}");
+    } else {
+        publish(ctx, ts, true, b.label(), "Remediate", message).await;
     }
 }
 
@@ -604,24 +662,34 @@ fn count_step(ctx: &Context, effect: &Effect, result: &EffectResult) {
         .inc();
 }
 
-/// Write the ledger (with the rest of the status) and count finished attempts.
+/// Write the ledger with the rest of the status recomputed from it and from the pods as they
+/// are now (so `Stalled`, `Remediating`, the phase and the stall count are current at every
+/// step), and count finished attempts.
 async fn persist_ledger(
     ctx: &Context,
-    api: &Api<TransitStream>,
+    target: &Target,
     ts: &mut TransitStream,
+    deployment: &Deployment,
     before: &Ledger,
     next: &Ledger,
-    key: &str,
 ) -> Result<()> {
     if before == next {
         return Ok(());
     }
-    let mut status = ts.status.clone().unwrap_or_default();
-    status.remediation = next.into();
-    if let Some(a) = next.latest().filter(|a| !a.observe_only) {
-        status.last_remediation_time = Some(observe::time(a.started_at_ms));
-    }
-    write_status(api, ts, status).await?;
+    let key = target.key.as_str();
+    let pods = pod_states(ctx, &target.ns, &target.name);
+    let mut status = observe::next_status(&Observed {
+        ts,
+        deployment: Some(deployment),
+        pods: &pods,
+        ledger: next,
+        blocked: None,
+        invalid: &[],
+        now_ms: ctx.now(),
+    });
+    // Coverage of a referenced workload is observed once per reconcile; keep it across steps.
+    status.workload = ts.status.as_ref().and_then(|s| s.workload.clone());
+    write_status(&target.api, ts, status).await?;
     ctx.track_in_flight(key, next.in_flight.is_some());
     // An attempt that just left the in-flight slot has finished.
     if let Some(done) = before
@@ -673,6 +741,20 @@ async fn write_status(
     Ok(())
 }
 
+/// [`apply`], and records the result's resourceVersion as the operator's own (drift).
+async fn tracked_apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let applied = apply(ctx, ns, obj).await?;
+    ctx.drift.applied(&K::kind(&()), applied.meta());
+    Ok(())
+}
+
 async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -713,10 +795,15 @@ async fn ensure_token(
         .and_then(|b| String::from_utf8(b.0).ok())
         .filter(|t| !t.is_empty())
     {
-        Some(t) => t,
+        Some(t) => {
+            if let Some(s) = &existing {
+                ctx.drift.applied("Secret", &s.metadata);
+            }
+            t
+        }
         None => {
             let token = builders::new_token();
-            apply(ctx, ns, &builders::admin_secret(ts, &token)).await?;
+            tracked_apply(ctx, ns, &builders::admin_secret(ts, &token)).await?;
             token
         }
     };

@@ -95,7 +95,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let identity = identity(&config);
     let (lead_tx, lead_rx) = watch::channel(!config.leader_election);
     let elector_task = config.leader_election.then(|| {
-        // A follower is ready: it is healthy and standing by.
+        // A standby is ready (200) on purpose. The chart rolls the operator out with
+        // `maxSurge: 1, maxUnavailable: 0`: the new pod must be Ready before the old one (the
+        // leader) goes, and it cannot lead before the old one goes, so a standby that is not
+        // Ready would stall every rollout; a PodDisruptionBudget would also count it as
+        // disrupted and block node drains. Nothing routes traffic to the operator by
+        // readiness. Who leads: the Lease, `stallwatch_operator_leader`, and the standby's log
+        // line "standing by: waiting for the leader lease".
         ready_tx.send_replace(true);
         spawn_elector(&config, &client, &identity, lead_tx, stop_rx.clone())
     });

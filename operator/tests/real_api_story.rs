@@ -168,8 +168,18 @@ async fn ts_events(client: &Client, ns: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Plays the story once in namespace `ns`; `None` when skipped.
+/// Plays the story once in namespace `ns` (cooldown 120 s); `None` when skipped.
 async fn play(plane: &'static ControlPlane, ns: &str, test: &str) -> Option<Story> {
+    play_with(plane, ns, test, json!({"cooldown": "120s"})).await
+}
+
+/// Plays the story once with `remediation` as the TransitStream's `spec.remediation`.
+async fn play_with(
+    plane: &'static ControlPlane,
+    ns: &str,
+    test: &str,
+    remediation: serde_json::Value,
+) -> Option<Story> {
     let ns = plane.namespace(ns).await;
     let client = plane.admin().await;
     let ops = operator_stack(plane, &client, &ns, 1, test).await?;
@@ -177,7 +187,7 @@ async fn play(plane: &'static ControlPlane, ns: &str, test: &str) -> Option<Stor
         &client,
         &ns,
         "demo",
-        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
+        json!({"source": {"synthetic": {}}, "remediation": remediation}),
     )
     .await;
     let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
@@ -314,7 +324,6 @@ async fn the_story_one_dump_one_pod_deletion_a_replacement_and_every_step_record
 }
 
 #[tokio::test]
-#[ignore = "issue 10 bug 2: a stall remediated within one reconcile is never counted (fixed in phase 2)"]
 async fn the_story_counts_the_stall_in_the_status() {
     let test = "the_story_counts_the_stall_in_the_status";
     let Some(plane) = ControlPlane::shared(test) else {
@@ -336,7 +345,6 @@ async fn the_story_counts_the_stall_in_the_status() {
 }
 
 #[tokio::test]
-#[ignore = "issue 10 bug 3: Remediating is never shown while a remediation is in flight (fixed in phase 2)"]
 async fn the_story_shows_remediating_while_in_flight() {
     let test = "the_story_shows_remediating_while_in_flight";
     let Some(plane) = ControlPlane::shared(test) else {
@@ -359,7 +367,6 @@ async fn the_story_shows_remediating_while_in_flight() {
 }
 
 #[tokio::test]
-#[ignore = "issue 10 small bug: a remediation held back by cooldown emits no Event (fixed in phase 2)"]
 async fn a_second_stall_within_the_cooldown_is_held_back_with_an_event() {
     let test = "a_second_stall_within_the_cooldown_is_held_back_with_an_event";
     let Some(plane) = ControlPlane::shared(test) else {
@@ -369,7 +376,66 @@ async fn a_second_stall_within_the_cooldown_is_held_back_with_an_event() {
     let Some(story) = play(plane, "story-held", test).await else {
         return;
     };
-    // The replacement stalls the same way; the cooldown (120 s) holds the remediation back.
+    let (events, _) = second_stall_held_back(plane, &story).await;
+    // The Event is about the held-back stall: it names the replacement pod and the rail, and
+    // says until when in RFC 3339 (not epoch milliseconds).
+    let second = story.replacement.metadata.name.clone().unwrap();
+    let held = events
+        .iter()
+        .find(|(_, note)| note.contains(&second))
+        .unwrap_or_else(|| panic!("no Event for the stall of {second} held back: {events:?}"));
+    assert_eq!(held.0, "Cooldown", "{held:?}");
+    let year = k8s_openapi::jiff::Timestamp::now().to_string()[..4].to_string();
+    assert!(
+        held.1.contains("cooling down until") && held.1.contains(&format!("{year}-")),
+        "{held:?}"
+    );
+    let log = story.ops[0].log();
+    assert!(
+        log.lines().any(|l| l.contains(&second)
+            && l.contains("cooling down until")
+            && l.contains(&format!("{year}-"))),
+        "the log does not show the held-back stall with a readable time: {log}"
+    );
+    plane.delete_namespace(&story.ns).await;
+}
+
+#[tokio::test]
+async fn a_second_stall_over_the_budget_is_held_back_with_budget_spent() {
+    let test = "a_second_stall_over_the_budget_is_held_back_with_budget_spent";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    // kube's Duration serializes 0 s as "0ns", which the schema's pattern refuses: 1 s.
+    let remediation = json!({"cooldown": "1s", "budgetPerHour": 1});
+    let Some(story) = play_with(plane, "story-budget", test, remediation).await else {
+        return;
+    };
+    let (events, status) = second_stall_held_back(plane, &story).await;
+    let held = events
+        .iter()
+        .find(|(reason, _)| reason == "BudgetSpent")
+        .unwrap_or_else(|| panic!("no BudgetSpent Event: {events:?}"));
+    let year = k8s_openapi::jiff::Timestamp::now().to_string()[..4].to_string();
+    assert!(
+        held.1.contains("frees at") && held.1.contains(&format!("{year}-")),
+        "{held:?}"
+    );
+    assert!(
+        condition_true(&status, "Degraded"),
+        "Degraded is not True: {status:#}"
+    );
+    assert_eq!(status["phase"], "Degraded", "{status:#}");
+    plane.delete_namespace(&story.ns).await;
+}
+
+/// Plays the replacement pod stalling the same way and checks no second pod is deleted;
+/// returns the TransitStream's Events and its status after.
+async fn second_stall_held_back(
+    plane: &'static ControlPlane,
+    story: &Story,
+) -> (Vec<(String, String)>, serde_json::Value) {
     let replacement = story.replacement.clone();
     let name = replacement.metadata.name.clone().unwrap();
     let local = kubelet::run_pod(plane, &story.client, &replacement, &story_overrides()).await;
@@ -395,22 +461,23 @@ async fn a_second_stall_within_the_cooldown_is_held_back_with_an_event() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen = story.seen.lock().unwrap().clone();
+    let events = ts_events(&story.client, &story.ns).await;
+    println!("held back: TransitStream Events {events:?}");
+    println!("held back: {seen:?}");
+    let api: Api<TransitStream> = Api::namespaced(story.client.clone(), &story.ns);
+    let status = serde_json::to_value(api.get("demo").await.unwrap().status).unwrap();
+    if std::thread::panicking() {
+        eprintln!("{}", local.tails(30));
+    }
+    drop(local);
+    dump_on_panic(&story.ops);
     assert_eq!(
         seen.deleted.len(),
         1,
-        "the cooldown did not hold back: {:?}",
+        "the rail did not hold back: {:?}",
         seen.deleted
     );
-    let events = ts_events(&story.client, &story.ns).await;
-    println!("cooldown: TransitStream Events {events:?}");
-    println!("cooldown: {seen:?}");
-    drop(local);
-    // The Event must be about the held-back stall: it names the replacement pod.
-    let second = replacement.metadata.name.clone().unwrap();
-    assert!(
-        events.iter().any(|(_, note)| note.contains(&second)),
-        "no Event for the stall of {second} held back by cooldown: {events:?}"
-    );
+    (events, status)
 }
 
 async fn lease_holder(client: &Client, ns: &str) -> Option<(String, i32)> {
@@ -488,9 +555,10 @@ async fn two_operators_on_a_real_lease_sigterm_hands_over_and_sigkill_is_taken_o
 }
 
 #[tokio::test]
-#[ignore = "issue 10 small bug: a standby operator's /readyz is 200 (fixed in phase 2)"]
-async fn a_standby_operator_is_not_ready() {
-    let test = "a_standby_operator_is_not_ready";
+async fn a_standby_operator_is_ready_and_logs_that_it_waits() {
+    // Ready on purpose (see `run.rs`): the chart's rollout (maxSurge 1, maxUnavailable 0)
+    // needs the new pod, a standby until the old leader goes, to become Ready.
+    let test = "a_standby_operator_is_ready_and_logs_that_it_waits";
     let Some(plane) = ControlPlane::shared(test) else {
         return;
     };
@@ -502,7 +570,25 @@ async fn a_standby_operator_is_not_ready() {
         .await
         .unwrap()
         .status();
-    assert_eq!(code.as_u16(), 503, "the standby's /readyz");
+    assert_eq!(code.as_u16(), 200, "the standby's /readyz");
+    let leader = ops[0].pod.name.clone();
+    let log = ops[1].log();
+    dump_on_panic(&ops);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("standing by: waiting for the leader lease") && l.contains(&leader)),
+        "the standby does not say it waits for {leader}: {log}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", ops[1].http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stallwatch_operator_leader 0"),
+        "the standby's leader gauge: {metrics}"
+    );
     plane.delete_namespace(&ns).await;
 }
 
@@ -646,6 +732,58 @@ async fn the_same_identity_reacquiring_its_lease_is_not_a_transition() {
     assert_eq!(
         after, before,
         "leaseTransitions changed for the same holder"
+    );
+    plane.delete_namespace(&ns).await;
+}
+
+// Issue 10: leaseTransitions grew when the same identity took its Lease back after a graceful
+// shutdown (the released Lease had no holder, so taking it counted as a transition).
+#[tokio::test]
+async fn the_same_identity_taking_back_its_released_lease_is_not_a_transition() {
+    let test = "the_same_identity_taking_back_its_released_lease_is_not_a_transition";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("lease-released-same-identity").await;
+    let client = plane.admin().await;
+    let Some(mut ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    let (holder, before) = eventually("a Lease holder", Duration::from_secs(20), || {
+        lease_holder(&client, &ns)
+    })
+    .await;
+    // SIGTERM: the operator releases the Lease and exits.
+    ops[0].pod.proc_mut("operator").signal("TERM");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let op_pod: Pod = Api::namespaced(client.clone(), &ns)
+        .get(&ops[0].pod.name)
+        .await
+        .unwrap();
+    ops.clear();
+    // The container restarts in the same pod: the same identity.
+    ops.push(run_operator(plane, &client, &op_pod).await);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let restarted = Instant::now();
+    eventually(
+        "the Lease renewed by the restarted operator",
+        Duration::from_secs(20),
+        || async {
+            let spec = leases.get("stallwatch-operator").await.ok()?.spec?;
+            let renewed = spec.renew_time?.0;
+            let age = k8s_openapi::jiff::Timestamp::now().duration_since(renewed);
+            (age.as_secs_f64() < restarted.elapsed().as_secs_f64()
+                && spec.holder_identity.as_deref() == Some(holder.as_str()))
+            .then_some(())
+        },
+    )
+    .await;
+    let (_, after) = lease_holder(&client, &ns).await.unwrap();
+    dump_on_panic(&ops);
+    assert_eq!(
+        after, before,
+        "leaseTransitions changed when {holder} took back its released Lease"
     );
     plane.delete_namespace(&ns).await;
 }

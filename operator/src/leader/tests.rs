@@ -135,14 +135,30 @@ async fn graceful_release_hands_over_at_once() {
     let store = MockLeases::default();
     let (a, b) = (elector(&store, "a"), elector(&store, "b"));
     assert!(a.try_once(T0).await.unwrap());
-    a.release().await.unwrap();
+    a.release(T0 + 1).await.unwrap();
     assert!(
         b.try_once(T0 + 1).await.unwrap(),
         "no need to wait for expiry"
     );
     // Releasing a lease we do not hold changes nothing.
-    a.release().await.unwrap();
+    a.release(T0 + 2).await.unwrap();
     assert!(!a.try_once(T0 + 2).await.unwrap());
+    // Another identity taking a released lease is a transition.
+    let l = store.lease.lock().unwrap().clone().unwrap();
+    assert_eq!(l.spec.unwrap().lease_transitions, Some(1));
+}
+
+#[tokio::test]
+async fn the_same_identity_taking_back_its_released_lease_is_not_a_transition() {
+    let store = MockLeases::default();
+    let a = elector(&store, "a");
+    assert!(a.try_once(T0).await.unwrap());
+    a.release(T0 + 1_000).await.unwrap();
+    // The same pod, restarted (its name is its identity).
+    assert!(a.try_once(T0 + 2_000).await.unwrap());
+    let spec = store.lease.lock().unwrap().clone().unwrap().spec.unwrap();
+    assert_eq!(spec.lease_transitions, Some(0));
+    assert_eq!(spec.holder_identity.as_deref(), Some("a"));
 }
 
 #[tokio::test]
@@ -175,6 +191,11 @@ async fn the_loop_publishes_leadership_and_releases_on_shutdown() {
     stop_tx.send(true).unwrap();
     task.await.unwrap();
     assert!(!*lead_rx.borrow());
-    let l = store.lease.lock().unwrap().clone().unwrap();
-    assert_eq!(l.spec.unwrap().holder_identity, None);
+    // Released: expired at once (renewed one lease duration before the release).
+    let view = view(&store.lease.lock().unwrap().clone().unwrap());
+    assert_eq!(
+        decide(Some(&view), "b", T0),
+        LeaseAction::TakeOver,
+        "{view:?}"
+    );
 }

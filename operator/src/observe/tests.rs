@@ -226,3 +226,124 @@ fn invalid_spec_and_budget_spent() {
     assert_eq!(cond(&st, "Degraded").reason, "BudgetSpent");
     assert_eq!(cond(&st, "InvalidSpec").status, "False");
 }
+
+fn attempt(
+    pod: &str,
+    stalled_since_ms: u64,
+    in_flight: bool,
+) -> stallwatch_core::remediation::Attempt {
+    stallwatch_core::remediation::Attempt {
+        id: format!("{pod}/all@{stalled_since_ms}"),
+        pod: pod.into(),
+        pod_uid: Some("u".into()),
+        stream: "all".into(),
+        reason: StallReason::DispatcherDead,
+        stalled_since_ms,
+        started_at_ms: stalled_since_ms + 100,
+        step: if in_flight {
+            stallwatch_core::remediation::Step::Dump
+        } else {
+            stallwatch_core::remediation::Step::Done
+        },
+        step_started_at_ms: stalled_since_ms + 100,
+        observe_only: false,
+        soft_restart: None,
+        dump: None,
+        bundle_path: None,
+        restart: None,
+        outcome: None,
+        finished_at_ms: None,
+        message: None,
+    }
+}
+
+#[test]
+fn a_stall_remediated_before_the_status_write_is_counted_from_the_ledger() {
+    // Issue 10 bug 2: the stalled pod is gone by the time the status is written; only the
+    // ledger remembers the episode.
+    let mut t = ts();
+    let d = deployment(1);
+    let ledger = Ledger {
+        in_flight: None,
+        history: vec![attempt("p", T0, false)],
+    };
+    let o = |t: &TransitStream, pods: &[PodState]| {
+        next_status(&Observed {
+            ts: t,
+            deployment: Some(&d),
+            pods,
+            ledger: &ledger,
+            blocked: None,
+            invalid: &[],
+            now_ms: T0 + 5_000,
+        })
+    };
+    let st = o(&t, &[]);
+    assert_eq!(st.stalls, 1);
+    assert_eq!(st.last_stall_time, Some(time(T0)));
+    t.status = Some(st);
+    // The same episode seen on the pod and in the ledger is one stall, never counted again.
+    let pods = vec![PodState::stalled(
+        "p",
+        "u",
+        T0,
+        vec![stalled("all", StallReason::DispatcherDead)],
+    )];
+    assert_eq!(o(&t, &pods).stalls, 1);
+}
+
+#[test]
+fn an_attempt_in_flight_shows_stalled_remediating_and_its_phase() {
+    // Issue 10 bug 3: each step's status write recomputes the conditions from the ledger.
+    let t = ts();
+    let d = deployment(1);
+    let ledger = Ledger {
+        in_flight: Some(attempt("p", T0, true)),
+        history: vec![],
+    };
+    let pods = vec![PodState::stalled(
+        "p",
+        "u",
+        T0,
+        vec![stalled("all", StallReason::DispatcherDead)],
+    )];
+    let st = next_status(&Observed {
+        ts: &t,
+        deployment: Some(&d),
+        pods: &pods,
+        ledger: &ledger,
+        blocked: None,
+        invalid: &[],
+        now_ms: T0 + 1_000,
+    });
+    assert_eq!(cond(&st, "Remediating").status, "True");
+    assert_eq!(cond(&st, "Stalled").status, "True");
+    assert_eq!(st.phase, Some(Phase::Remediating));
+    assert_eq!(st.stalls, 1);
+}
+
+#[test]
+fn held_back_times_are_rfc3339_with_the_time_left() {
+    let cooldown = Blocked::Cooldown {
+        until_ms: T0 + 90_000,
+    };
+    let msg = blocked_message(&cooldown, T0);
+    assert_eq!(
+        msg,
+        format!("cooling down until {} (in 90s)", time(T0 + 90_000).0)
+    );
+    assert!(!msg.contains(&(T0 + 90_000).to_string()), "{msg}");
+    let budget = Blocked::BudgetSpent {
+        used: 2,
+        limit: 2,
+        frees_at_ms: Some(T0 + 1_500),
+    };
+    assert!(
+        blocked_message(&budget, T0).ends_with(&format!(
+            "the next one frees at {} (in 2s)",
+            time(T0 + 1_500).0
+        )),
+        "{}",
+        blocked_message(&budget, T0)
+    );
+}
