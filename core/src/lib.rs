@@ -3,6 +3,7 @@
 //! - [`report`]: the broadcaster-to-sidecar report protocol (`stallwatch.report.v1`).
 //! - [`taskdump`]: the broadcaster's in-process diagnostic dump (`stallwatch.taskdump.v1`).
 //! - [`verdict`]: the per-stream stall verdict state machine the sidecar runs.
+//! - [`exposition`], [`scrape`]: zero-code mode: an app's own metrics parsed and turned into reports.
 //! - [`condition`]: the pod condition's message format, written by the sidecar, read by the operator.
 //! - [`bundle`]: dump bundle manifest types and retention planning.
 //! - [`remediation`]: the remediation decision function the operator (and the local demo) run.
@@ -41,8 +42,10 @@ pub mod bundle;
 pub mod client;
 pub mod clock;
 pub mod condition;
+pub mod exposition;
 pub mod remediation;
 pub mod report;
+pub mod scrape;
 #[cfg(feature = "signal")]
 pub mod shutdown;
 pub mod sync;
