@@ -37,6 +37,7 @@ fn pod_json() -> serde_json::Value {
 fn stalled() -> DesiredCondition {
     DesiredCondition {
         healthy: false,
+        unknown: false,
         reason: "ChannelStuck".into(),
         message: "stream downtown: ChannelStuck, 5/5 waiting, no dequeue for 2.3s".into(),
     }
