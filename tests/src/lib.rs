@@ -1134,6 +1134,7 @@ pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
     if cond { Ok(()) } else { Err(anyhow!(msg())) }
 }
 
+pub mod metrics_app;
 pub mod remediate;
 
 /// The first line of a JSON log (`--log-format json`) whose message contains `needle`: its

@@ -13,6 +13,29 @@ use stallwatch_core::remediation::{
 
 use crate::{Broadcaster, DumpAnswer, Sidecar, Status, now_ms};
 
+/// What the loop restarts where the operator deletes the pod: a broadcaster process, or
+/// in zero-code mode the metrics-only app ([`crate::metrics_app::MetricsApp`]).
+pub trait Workload {
+    /// Kill the process and start it again with its options and ports.
+    fn restart_process(&mut self) -> Result<()>;
+    /// For the loop's log: which start this is and the pid.
+    fn describe(&mut self) -> String;
+}
+
+impl Workload for Broadcaster {
+    fn restart_process(&mut self) -> Result<()> {
+        self.restart()
+    }
+
+    fn describe(&mut self) -> String {
+        format!(
+            "broadcaster process restarted (start #{}, pid {})",
+            self.starts,
+            self.proc.pid().unwrap_or_default()
+        )
+    }
+}
+
 /// The pod name the local adapter uses (also the sidecar's `--pod-name`).
 pub const POD: &str = "broadcaster-0";
 
@@ -122,7 +145,7 @@ impl LocalRemediator {
     pub async fn pass(
         &mut self,
         sidecar: &Sidecar,
-        broadcaster: &mut Broadcaster,
+        broadcaster: &mut impl Workload,
     ) -> Result<usize> {
         let before = self.events.len();
         for _ in 0..16 {
@@ -162,7 +185,7 @@ impl LocalRemediator {
         &mut self,
         effect: &Effect,
         sidecar: &Sidecar,
-        broadcaster: &mut Broadcaster,
+        broadcaster: &mut impl Workload,
         status: &Status,
     ) -> EffectResult {
         match effect {
@@ -240,18 +263,12 @@ impl LocalRemediator {
         }
     }
 
-    fn restart(&mut self, broadcaster: &mut Broadcaster, status: &Status) -> EffectResult {
-        match broadcaster.restart() {
+    fn restart(&mut self, broadcaster: &mut impl Workload, status: &Status) -> EffectResult {
+        match broadcaster.restart_process() {
             Ok(()) => {
                 self.restarted_instance = status.instance.clone();
-                self.push(
-                    LoopEventKind::RestartIssued,
-                    format!(
-                        "broadcaster process restarted (start #{}, pid {})",
-                        broadcaster.starts,
-                        broadcaster.proc.pid().unwrap_or_default()
-                    ),
-                );
+                let text = broadcaster.describe();
+                self.push(LoopEventKind::RestartIssued, text);
                 EffectResult::RestartIssued
             }
             Err(e) => EffectResult::RestartFailed {

@@ -3,6 +3,7 @@ use crate::{
     BoundingBox, DumpVolume, DumpVolumeTemplate, FileSource, SecretKeyRef, StreamSpec,
     SyntheticSource, UrlSource,
 };
+use crate::{DetectionSpec, MetricsDetection};
 
 fn synthetic() -> TransitStreamSpec {
     TransitStreamSpec::with_source(Source {
@@ -222,4 +223,36 @@ fn quantities() {
     for q in ["", "Gi", "5GB", "1.Gi", "-1Gi", "5 Gi"] {
         assert!(!is_quantity(q), "{q}");
     }
+}
+
+#[test]
+fn zero_code_scrape_interval_is_below_stall_after() {
+    let mut spec = synthetic();
+    let metrics: MetricsDetection = serde_json::from_value(serde_json::json!({
+        "port": 9100, "depth": "q_depth", "capacityValue": 10, "dequeued": "q_out_total",
+        "interval": "2s"
+    }))
+    .unwrap();
+    assert_eq!(metrics.path, "/metrics");
+    assert_eq!(metrics.stream_label, "stream");
+    spec.detection = Some(DetectionSpec {
+        metrics: Some(metrics),
+    });
+    assert_eq!(fields(&spec), ["detection.metrics.interval"]);
+    spec.detection
+        .as_mut()
+        .unwrap()
+        .metrics
+        .as_mut()
+        .unwrap()
+        .interval = std::time::Duration::from_millis(500).into();
+    assert_eq!(validate(&spec), vec![]);
+    spec.detection
+        .as_mut()
+        .unwrap()
+        .metrics
+        .as_mut()
+        .unwrap()
+        .interval = std::time::Duration::from_millis(10).into();
+    assert_eq!(fields(&spec), ["detection.metrics.interval"]);
 }

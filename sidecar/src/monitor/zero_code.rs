@@ -49,6 +49,42 @@ pub(super) struct ZeroCode {
     capacity: usize,
 }
 
+impl ZeroCode {
+    /// Keep one scrape in the ring and the status; `failure` is its kind and message.
+    fn record(&mut self, at_ms: u64, series: Vec<String>, failure: Option<(&'static str, String)>) {
+        let error = failure.as_ref().map(|(_, e)| e.clone());
+        match failure {
+            None => {
+                self.status.ok = true;
+                self.status.error = None;
+                self.status.error_kind = None;
+                self.status.since_ms = None;
+                self.status.last_ok_ms = Some(at_ms);
+            }
+            Some((kind, error)) => {
+                if self.status.error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(kind, "zero-code mode: no verdict from this scrape: {error}");
+                }
+                if self.status.ok || self.status.since_ms.is_none() {
+                    self.status.since_ms = Some(at_ms);
+                }
+                self.status.ok = false;
+                self.status.error = Some(error);
+                self.status.error_kind = Some(kind.to_owned());
+            }
+        }
+        if self.ring.len() >= self.capacity {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(ScrapeRecord {
+            at_ms,
+            ok: error.is_none(),
+            error,
+            series,
+        });
+    }
+}
+
 /// What one scrape came to, as the scrape loop hands it over.
 #[derive(Debug)]
 pub enum ScrapeOutcome {
@@ -92,92 +128,44 @@ impl Monitor {
     pub fn observe_scrape(&self, outcome: ScrapeOutcome) {
         let mut st = self.lock();
         let at_ms = now_ms();
-        let (record, judged) = match outcome {
+        let (series, failure) = match outcome {
             ScrapeOutcome::Mapped { adapted, series } => {
-                let Adapted { report, restart } = *adapted;
-                if let Some(why) = &restart {
-                    tracing::info!("{why}: new instance, progress baselines reset");
-                    self.metrics.app_restarts.inc();
-                }
-                let result = self.observe_locked(&mut st, report);
-                if let (Some(z), Some(why)) = (st.zero_code.as_mut(), restart) {
-                    z.status.app_restarts += 1;
-                    z.status.last_app_restart = Some(why);
-                }
-                match result {
-                    Ok(()) => {
-                        self.metrics.scrape("ok");
-                        (
-                            ScrapeRecord {
-                                at_ms,
-                                ok: true,
-                                error: None,
-                                series,
-                            },
-                            None,
-                        )
-                    }
-                    // The adapter's reports are valid and in order; should one not be, say so.
-                    Err(e) => {
-                        self.metrics.scrape("invalid_report");
-                        let error = format!("the mapped series make no valid report: {e}");
-                        (
-                            ScrapeRecord {
-                                at_ms,
-                                ok: false,
-                                error: Some(error.clone()),
-                                series,
-                            },
-                            Some(("invalid_report", error)),
-                        )
-                    }
-                }
+                (series, self.judge_mapped(&mut st, *adapted).err())
             }
             ScrapeOutcome::Failed {
                 kind,
                 error,
                 series,
-            } => {
-                self.metrics.scrape(kind);
-                (
-                    ScrapeRecord {
-                        at_ms,
-                        ok: false,
-                        error: Some(error.clone()),
-                        series,
-                    },
-                    Some((kind, error)),
-                )
-            }
+            } => (series, Some((kind, error))),
         };
+        self.metrics
+            .scrape(failure.as_ref().map_or("ok", |(kind, _)| kind));
         let Some(z) = st.zero_code.as_mut() else {
             return;
         };
-        match judged {
-            None => {
-                z.status.ok = true;
-                z.status.error = None;
-                z.status.error_kind = None;
-                z.status.since_ms = None;
-                z.status.last_ok_ms = Some(at_ms);
-            }
-            Some((kind, error)) => {
-                if z.status.error.as_deref() != Some(error.as_str()) {
-                    tracing::warn!(kind, "zero-code mode: no verdict from this scrape: {error}");
-                }
-                if z.status.ok || z.status.since_ms.is_none() {
-                    z.status.since_ms = Some(at_ms);
-                }
-                z.status.ok = false;
-                z.status.error = Some(error);
-                z.status.error_kind = Some(kind.to_owned());
-            }
-        }
-        if z.ring.len() >= z.capacity {
-            z.ring.pop_front();
-        }
-        z.ring.push_back(record);
+        z.record(at_ms, series, failure);
         self.refresh_condition(&st);
+    }
+
+    /// Feed a mapped scrape to the verdict machine; `Err` with a kind and message if refused.
+    fn judge_mapped(&self, st: &mut State, adapted: Adapted) -> Result<(), (&'static str, String)> {
+        let Adapted { report, restart } = adapted;
+        if let Some(why) = &restart {
+            tracing::info!("{why}: new instance, progress baselines reset");
+            self.metrics.app_restarts.inc();
+        }
+        let result = self.observe_locked(st, report);
+        if let (Some(z), Some(why)) = (st.zero_code.as_mut(), restart) {
+            z.status.app_restarts += 1;
+            z.status.last_app_restart = Some(why);
+        }
+        // The adapter's reports are valid and in order; should one not be, say so.
+        result.map_err(|e| {
+            (
+                "invalid_report",
+                format!("the mapped series make no valid report: {e}"),
+            )
+        })
     }
 
     /// The pod condition after a scrape: `Unknown` while failing and nothing is stalled, the
