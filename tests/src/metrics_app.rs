@@ -101,6 +101,14 @@ impl MetricsApp {
         ]
     }
 
+    /// When the app logged that its consumer stopped (ms since the epoch), in any start.
+    pub fn consumer_stopped_ms(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        text.lines()
+            .find(|l| l.contains("consumer stopped"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+    }
+
     /// Wait until the metrics endpoint answers.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
