@@ -198,3 +198,30 @@ fn the_judge_sees_through_the_adapter() {
     );
     assert!(at - stopped <= 1000 + 2 * interval, "{} ms", at - stopped);
 }
+
+/// With a "consumer up" gauge mapped, a consumer reported down while items wait is
+/// `DispatcherDead` at the first scrape that shows it, as in report mode.
+#[test]
+fn a_consumer_up_gauge_gives_dispatcher_dead() {
+    let mut m = mapping();
+    m.consumer_up = Some("app_consumer_up".into());
+    let mut a = ScrapeAdapter::new(m, "x");
+    let mut judge = Judge::new(VerdictConfig::default());
+    let scrape = |up: u8, deq: u64| {
+        parse(&format!(
+            "app_queue_depth{{queue=\"orders\"}} 2\napp_queue_capacity{{queue=\"orders\"}} 8\n\
+             app_dequeued_total{{queue=\"orders\"}} {deq}\napp_consumer_up{{queue=\"orders\"}} {up}\n"
+        ))
+        .unwrap()
+    };
+    let r = a.adapt(&scrape(1, 1), 1, 250).unwrap().report;
+    assert!(judge.observe(&r, Duration::ZERO).unwrap().is_empty());
+    let r = a.adapt(&scrape(0, 1), 2, 250).unwrap().report;
+    let t = judge.observe(&r, Duration::from_millis(250)).unwrap();
+    assert_eq!(
+        t[0].change,
+        Change::Stalled {
+            reason: StallReason::DispatcherDead
+        }
+    );
+}
