@@ -142,10 +142,10 @@ impl LocalRemediator {
 
     /// One pass of the operator's loop: decide and act until the decision is to wait or idle
     /// (bounded). Returns the events this pass added.
-    pub async fn pass(
+    pub async fn pass<W: Workload>(
         &mut self,
         sidecar: &Sidecar,
-        broadcaster: &mut impl Workload,
+        broadcaster: &mut W,
     ) -> Result<usize> {
         let before = self.events.len();
         for _ in 0..16 {
@@ -181,11 +181,11 @@ impl LocalRemediator {
         Ok(self.events.len() - before)
     }
 
-    async fn execute(
+    async fn execute<W: Workload>(
         &mut self,
         effect: &Effect,
         sidecar: &Sidecar,
-        broadcaster: &mut impl Workload,
+        broadcaster: &mut W,
         status: &Status,
     ) -> EffectResult {
         match effect {
@@ -252,8 +252,7 @@ impl LocalRemediator {
                 }
             }
             Effect::RestartPod { .. } => {
-                // The uid precondition: a restart already issued for this instance is not
-                // issued twice.
+                // The uid precondition: never two restarts for one instance.
                 if self.restarted_instance.is_some() && self.restarted_instance == status.instance {
                     return EffectResult::RestartIssued;
                 }
@@ -263,7 +262,7 @@ impl LocalRemediator {
         }
     }
 
-    fn restart(&mut self, broadcaster: &mut impl Workload, status: &Status) -> EffectResult {
+    fn restart<W: Workload>(&mut self, broadcaster: &mut W, status: &Status) -> EffectResult {
         match broadcaster.restart_process() {
             Ok(()) => {
                 self.restarted_instance = status.instance.clone();
