@@ -24,6 +24,8 @@ pub const BUNDLE_V1: &str = "stallwatch.bundle.v1";
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const STATE_FILE: &str = "state.json";
 pub const TASKS_FILE: &str = "tasks.txt";
+/// Zero-code mode's stand-in for `tasks.txt`: the mapped series of the last scrapes.
+pub const SCRAPES_FILE: &str = "scrapes.txt";
 pub const MINIDUMP_FILE: &str = "broadcaster.dmp";
 pub const CORE_FILE: &str = "broadcaster.core";
 /// Directories being written start with this prefix; they never count as bundles.
@@ -111,6 +113,9 @@ pub enum TaskDumpOutcome {
     Fetched { tasks: u64 },
     /// Could not be fetched (timeout, refused, unparsable); `tasks.txt` says so too.
     Failed { why: String },
+    /// Not asked for: a metrics-only app (zero-code mode) has no task dump; `scrapes.txt`
+    /// holds what it gives instead.
+    NotApplicable { why: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

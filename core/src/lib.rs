@@ -3,6 +3,7 @@
 //! - [`report`]: the broadcaster-to-sidecar report protocol (`stallwatch.report.v1`).
 //! - [`taskdump`]: the broadcaster's in-process diagnostic dump (`stallwatch.taskdump.v1`).
 //! - [`verdict`]: the per-stream stall verdict state machine the sidecar runs.
+//! - [`exposition`], [`scrape`]: zero-code mode: an app's own metrics parsed and turned into reports.
 //! - [`condition`]: the pod condition's message format, written by the sidecar, read by the operator.
 //! - [`bundle`]: dump bundle manifest types and retention planning.
 //! - [`remediation`]: the remediation decision function the operator (and the local demo) run.
@@ -27,6 +28,9 @@
 //!   `rung_effect`; the rails before a start are `remediable_pod` and `acting_rail`. The
 //!   adapters that execute [`remediation::Effect`]s (the operator's reconciler, the demo's
 //!   local remediator in `tests/`) change only for a new effect.
+//! - Zero-code mode: reading the exposition format in [`exposition`]; what a metric means for
+//!   the verdict machine (which series is depth, capacity, dequeued, a restart) in [`scrape`]
+//!   (`ScrapeAdapter::adapt`). The sidecar only fetches and hands over.
 //! - Bundle layout, names or retention: [`bundle`]; the sidecar does the file system work.
 //! - The wall clock, the lock-poisoning policy, the shutdown signal: [`clock`], [`sync`],
 //!   `shutdown`; other crates use these rather than their own copies.
@@ -41,8 +45,10 @@ pub mod bundle;
 pub mod client;
 pub mod clock;
 pub mod condition;
+pub mod exposition;
 pub mod remediation;
 pub mod report;
+pub mod scrape;
 #[cfg(feature = "signal")]
 pub mod shutdown;
 pub mod sync;

@@ -9,7 +9,8 @@
 //!
 //! Modules, each importing only those before it: [`status`] (the status and remediation
 //! record types) ← `spec` (the spec types, limits, defaults, [`crd_yaml`], [`labels`]) ←
-//! `validate`. Everything is re-exported at the crate root.
+//! `validate`; `detection` (`spec.detection`, zero-code mode's metrics mapping) is a leaf
+//! that `spec` imports. Everything is re-exported at the crate root.
 //!
 //! Where a change goes: a new spec field, limit or default → `spec.rs` (limits and defaults
 //! are constants/`default_*` functions the schema attributes, `Default` impls and `validate`
@@ -17,12 +18,14 @@
 //! `validate.rs`; a status field → `status.rs`.
 #![forbid(unsafe_code)]
 
+mod detection;
 mod spec;
 pub mod status;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod validate;
 
+pub use detection::*;
 pub use spec::*;
 pub use status::*;
 pub use validate::{SpecError, validate};

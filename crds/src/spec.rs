@@ -152,6 +152,10 @@ pub struct TransitStreamSpec {
     /// Stop remediating (detection, status and Events continue). The workload keeps running.
     #[serde(default)]
     pub paused: bool,
+    /// How stalls are detected: from reports (default) or, with `metrics`, from the app's own
+    /// metrics (zero-code mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<crate::detection::DetectionSpec>,
 }
 
 /// An existing workload a TransitStream protects (bring your own broadcaster). Same namespace
@@ -659,6 +663,7 @@ impl TransitStreamSpec {
             remediation: RemediationSpec::default(),
             dumps: DumpsSpec::default(),
             paused: false,
+            detection: None,
         }
     }
 

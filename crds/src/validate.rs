@@ -194,6 +194,28 @@ fn validate_timing(spec: &TransitStreamSpec, out: &mut Vec<SpecError>) {
     {
         out.push(err("stallAfter", "must be at most 1h"));
     }
+    if let Some(m) = spec.detection.as_ref().and_then(|d| d.metrics.as_ref()) {
+        let scrape = duration(out, "detection.metrics.interval", &m.interval);
+        if let Some(i) = scrape
+            && !(StdDuration::from_millis(100)..=StdDuration::from_secs(60)).contains(&i)
+        {
+            out.push(err(
+                "detection.metrics.interval",
+                "must be between 100ms and 60s",
+            ));
+        }
+        if let (Some(i), Some(s)) = (scrape, stall)
+            && s <= i
+        {
+            out.push(err(
+                "detection.metrics.interval",
+                format!(
+                    "must be shorter than stallAfter ({}): a stall is seen across scrapes",
+                    spec.stall_after
+                ),
+            ));
+        }
+    }
 }
 
 fn validate_remediation(spec: &TransitStreamSpec, out: &mut Vec<SpecError>) {

@@ -190,6 +190,33 @@ fn go_duration(d: &kube::core::Duration) -> String {
         .replace(' ', "")
 }
 
+/// Zero-code mode (`spec.detection.metrics`): the sidecar's `SIDECAR_METRICS_*` environment.
+/// The app serves its metrics in the same pod, so the sidecar scrapes loopback.
+fn zero_code_env(m: &stallwatch_crds::MetricsDetection) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        (
+            "SIDECAR_METRICS_URL",
+            format!("http://127.0.0.1:{}{}", m.port, m.path),
+        ),
+        ("SIDECAR_METRICS_INTERVAL", go_duration(&m.interval)),
+        ("SIDECAR_METRICS_DEPTH", m.depth.clone()),
+        ("SIDECAR_METRICS_DEQUEUED", m.dequeued.clone()),
+        ("SIDECAR_METRICS_STREAM_LABEL", m.stream_label.clone()),
+    ];
+    let optional = [
+        ("SIDECAR_METRICS_CAPACITY", m.capacity.clone()),
+        (
+            "SIDECAR_METRICS_CAPACITY_VALUE",
+            m.capacity_value.map(|v| v.to_string()),
+        ),
+        ("SIDECAR_METRICS_ENQUEUED", m.enqueued.clone()),
+        ("SIDECAR_METRICS_DROPPED", m.dropped.clone()),
+        ("SIDECAR_METRICS_CONSUMER_UP", m.consumer_up.clone()),
+    ];
+    env.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    env
+}
+
 /// Environment of both containers (each binary reads its own prefix). Secrets are not here.
 pub fn config_map(ts: &TransitStream) -> ConfigMap {
     let spec = &ts.spec;
@@ -221,6 +248,10 @@ pub fn config_map(ts: &TransitStream) -> ConfigMap {
     for (k, v) in sidecar_settings(ts) {
         put(k, v);
     }
+    if spec.detection.as_ref().and_then(|d| d.metrics.as_ref()).is_some() {
+        // The sidecar refuses reports in zero-code mode: do not send any.
+        put("BROADCASTER_REPORT_URL", String::new());
+    }
     ConfigMap {
         metadata: meta(ts, config_map_name(&name_of(ts))),
         data: Some(data),
@@ -232,7 +263,7 @@ pub fn config_map(ts: &TransitStream) -> ConfigMap {
 /// broadcaster, as plain env on an injected sidecar.
 pub fn sidecar_settings(ts: &TransitStream) -> Vec<(&'static str, String)> {
     let spec = &ts.spec;
-    vec![
+    let mut settings = vec![
         ("SIDECAR_STALL_AFTER", go_duration(&spec.stall_after)),
         // Reports are late only after several intervals; never sooner than stallAfter.
         ("SIDECAR_REPORT_TIMEOUT", go_duration(&spec.stall_after)),
@@ -248,7 +279,11 @@ pub fn sidecar_settings(ts: &TransitStream) -> Vec<(&'static str, String)> {
             format!("{TOKEN_DIR}/{TOKEN_KEY}"),
         ),
         ("LOG_FORMAT", "json".into()),
-    ]
+    ];
+    if let Some(m) = spec.detection.as_ref().and_then(|d| d.metrics.as_ref()) {
+        settings.extend(zero_code_env(m));
+    }
+    settings
 }
 
 /// The source URL when it is not a Secret (those go to the container env by reference).

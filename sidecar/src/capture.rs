@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use stallwatch_core::bundle::{
-    self, BUNDLE_V1, CaptureTimings, DumpRequest, Manifest, ProcessDumpOutcome, STATE_FILE,
-    TASKS_FILE, TaskDumpOutcome, Versions,
+    self, BUNDLE_V1, CaptureTimings, DumpRequest, Manifest, ProcessDumpOutcome, SCRAPES_FILE,
+    STATE_FILE, TASKS_FILE, TaskDumpOutcome, Versions,
 };
 use stallwatch_core::clock::now_ms;
 use stallwatch_core::report::{PROTOCOL_V1, is_valid_stream_name};
@@ -17,7 +17,7 @@ use stallwatch_core::verdict::VerdictConfig;
 use crate::broadcaster::BroadcasterClient;
 use crate::bundles::{BundleError, BundleStore, PendingBundle};
 use crate::cli::ProcessDumpMode;
-use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, Status};
+use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, ScrapeRecord, Status};
 use crate::procdump;
 use crate::taskdump_render::render_task_dump;
 
@@ -40,6 +40,9 @@ pub struct BundleState {
     /// The broadcaster's task dump, raw.
     pub task_dump: Option<TaskDump>,
     pub task_dump_error: Option<String>,
+    /// Zero-code mode: the last scrapes of the app's metrics, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scrapes: Vec<ScrapeRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +107,44 @@ struct FetchedTaskDump {
     error: Option<String>,
     outcome: TaskDumpOutcome,
     ms: u64,
+}
+
+impl FetchedTaskDump {
+    /// Zero-code mode: a metrics-only app has no task dump to ask for.
+    fn not_applicable() -> Self {
+        let why = format!(
+            "zero-code mode: a metrics-only app has no task dump; the scraped series are in {SCRAPES_FILE}"
+        );
+        FetchedTaskDump {
+            tasks_txt: String::new(),
+            dump: None,
+            error: None,
+            outcome: TaskDumpOutcome::NotApplicable { why },
+            ms: 0,
+        }
+    }
+}
+
+/// `scrapes.txt`: each scrape's time and outcome, then its mapped series.
+pub(crate) fn render_scrapes(scrapes: &[ScrapeRecord]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "# the last {} scrapes of the app's metrics, oldest first\n",
+        scrapes.len()
+    );
+    for s in scrapes {
+        let at = jiff::Timestamp::from_millisecond(i64::try_from(s.at_ms).unwrap_or(i64::MAX))
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| s.at_ms.to_string());
+        let _ = match &s.error {
+            None => writeln!(out, "\n# scrape at {at}: ok"),
+            Some(e) => writeln!(out, "\n# scrape at {at}: no verdict: {e}"),
+        };
+        for line in &s.series {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
 }
 
 pub struct Capturer {
@@ -217,7 +258,11 @@ impl Capturer {
             .and_then(|s| self.monitor.verdict_of(s));
         let reason = req.reason.or(verdict.and_then(|v| v.reason()));
         let snap = self.monitor.snapshot();
-        let fetched = self.fetch_task_dump().await;
+        let fetched = if snap.zero_code {
+            FetchedTaskDump::not_applicable()
+        } else {
+            self.fetch_task_dump().await
+        };
 
         let pid = snap.pid;
         let manifest = Manifest {
@@ -256,14 +301,21 @@ impl Capturer {
             history: snap.history,
             task_dump: fetched.dump,
             task_dump_error: fetched.error,
+            scrapes: snap.scrapes,
         };
         let state_json = serde_json::to_vec_pretty(&state).map_err(CaptureError::EncodeState)?;
+        // Zero-code mode: the scraped series stand where the task dump would.
+        let second = if snap.zero_code {
+            (
+                SCRAPES_FILE.to_owned(),
+                render_scrapes(&state.scrapes).into_bytes(),
+            )
+        } else {
+            (TASKS_FILE.to_owned(), fetched.tasks_txt.into_bytes())
+        };
         let pending = PendingBundle {
             manifest,
-            files: vec![
-                (STATE_FILE.to_owned(), state_json),
-                (TASKS_FILE.to_owned(), fetched.tasks_txt.into_bytes()),
-            ],
+            files: vec![(STATE_FILE.to_owned(), state_json), second],
             started,
         };
         self.write(pending, pid).await

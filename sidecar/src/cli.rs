@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use stallwatch_core::scrape::{Capacity, MetricsMapping};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +89,92 @@ pub struct RunArgs {
     pub publish: PublishMode,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Zero-code mode: judge an app's own Prometheus/OpenMetrics metrics instead of reports.
+/// Off unless `--metrics-url` is set; then reports are refused and the mapping flags apply.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MetricsArgs {
+    /// The app's metrics endpoint, e.g. `http://127.0.0.1:9100/metrics` (empty: report mode).
+    #[arg(long, env = "SIDECAR_METRICS_URL", default_value = "")]
+    pub metrics_url: String,
+    /// How often to scrape.
+    #[arg(long, env = "SIDECAR_METRICS_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub metrics_interval: Duration,
+    /// Bound on one scrape; a slower answer counts as a failed scrape (no verdict).
+    #[arg(long, env = "SIDECAR_METRICS_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub metrics_timeout: Duration,
+    /// Gauge: items waiting, one series per stream.
+    #[arg(long, env = "SIDECAR_METRICS_DEPTH", default_value = "")]
+    pub metrics_depth: String,
+    /// Gauge: the queue's bound, per stream (or `--metrics-capacity-value`).
+    #[arg(long, env = "SIDECAR_METRICS_CAPACITY", default_value = "")]
+    pub metrics_capacity: String,
+    /// A fixed queue bound for every stream, instead of a capacity gauge.
+    #[arg(long, env = "SIDECAR_METRICS_CAPACITY_VALUE")]
+    pub metrics_capacity_value: Option<u64>,
+    /// Counter: items taken out of the queue (the `_total` suffix may be left out).
+    #[arg(long, env = "SIDECAR_METRICS_DEQUEUED", default_value = "")]
+    pub metrics_dequeued: String,
+    /// Counter (optional): items put into the queue.
+    #[arg(long, env = "SIDECAR_METRICS_ENQUEUED", default_value = "")]
+    pub metrics_enqueued: String,
+    /// Counter (optional): items dropped because the queue was full.
+    #[arg(long, env = "SIDECAR_METRICS_DROPPED", default_value = "")]
+    pub metrics_dropped: String,
+    /// Gauge (optional): 0 while the stream's consumer is not running, for `DispatcherDead`.
+    #[arg(long, env = "SIDECAR_METRICS_CONSUMER_UP", default_value = "")]
+    pub metrics_consumer_up: String,
+    /// The label whose value names the stream.
+    #[arg(long, env = "SIDECAR_METRICS_STREAM_LABEL", default_value = "stream")]
+    pub metrics_stream_label: String,
+    /// Scrapes kept for bundles (`scrapes.txt`).
+    #[arg(long, env = "SIDECAR_METRICS_HISTORY", default_value_t = 60)]
+    pub metrics_history: usize,
+}
+
+impl MetricsArgs {
+    /// The mapping, `None` in report mode, or what is missing from the flags.
+    pub fn mapping(&self) -> Result<Option<MetricsMapping>, String> {
+        if self.metrics_url.is_empty() {
+            return Ok(None);
+        }
+        let required = |value: &str, flag: &str| {
+            if value.is_empty() {
+                Err(format!("--metrics-url needs --{flag}"))
+            } else {
+                Ok(value.to_owned())
+            }
+        };
+        let optional = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        let capacity = match (self.metrics_capacity.as_str(), self.metrics_capacity_value) {
+            ("", Some(0)) => return Err("--metrics-capacity-value must be at least 1".into()),
+            ("", Some(n)) => Capacity::Fixed(n),
+            ("", None) => {
+                return Err(
+                    "--metrics-url needs --metrics-capacity or --metrics-capacity-value".into(),
+                );
+            }
+            (_, Some(_)) => {
+                return Err("give --metrics-capacity or --metrics-capacity-value, not both".into());
+            }
+            (name, None) => Capacity::Metric(name.to_owned()),
+        };
+        if self.metrics_interval.is_zero() || self.metrics_history == 0 {
+            return Err("--metrics-interval and --metrics-history must be above 0".into());
+        }
+        Ok(Some(MetricsMapping {
+            depth: required(&self.metrics_depth, "metrics-depth")?,
+            capacity,
+            dequeued: required(&self.metrics_dequeued, "metrics-dequeued")?,
+            enqueued: optional(&self.metrics_enqueued),
+            dropped: optional(&self.metrics_dropped),
+            consumer_up: optional(&self.metrics_consumer_up),
+            stream_label: required(&self.metrics_stream_label, "metrics-stream-label")?,
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -178,6 +265,50 @@ mod tests {
         assert_eq!(a.process_dump, ProcessDumpMode::None);
         assert!(!a.dump_on_stall);
         assert_eq!(a.publish, PublishMode::Auto);
+        assert_eq!(a.metrics.metrics_url, "");
+        assert_eq!(a.metrics.metrics_interval, Duration::from_secs(1));
+        assert_eq!(a.metrics.metrics_timeout, Duration::from_millis(500));
+        assert_eq!(a.metrics.metrics_stream_label, "stream");
+        assert_eq!(a.metrics.metrics_history, 60);
+        assert_eq!(a.metrics.mapping(), Ok(None));
+    }
+
+    #[test]
+    fn zero_code_mapping_flags() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "transit-sidecar",
+                "run",
+                "--metrics-url=http://127.0.0.1:9100/metrics",
+            ];
+            argv.extend_from_slice(extra);
+            let Command::Run(a) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("run")
+            };
+            a.metrics.mapping()
+        };
+        let m = parse(&[
+            "--metrics-depth=q_depth",
+            "--metrics-capacity-value=64",
+            "--metrics-dequeued=q_out",
+            "--metrics-stream-label=queue",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(m.capacity, Capacity::Fixed(64));
+        assert_eq!(m.stream_label, "queue");
+        assert_eq!(m.enqueued, None);
+        let err = parse(&["--metrics-depth=d", "--metrics-dequeued=o"]).unwrap_err();
+        assert!(err.contains("--metrics-capacity"), "{err}");
+        let err = parse(&["--metrics-capacity=c", "--metrics-dequeued=o"]).unwrap_err();
+        assert!(err.contains("--metrics-depth"), "{err}");
+        let both = [
+            "--metrics-depth=d",
+            "--metrics-dequeued=o",
+            "--metrics-capacity=c",
+            "--metrics-capacity-value=3",
+        ];
+        assert!(parse(&both).unwrap_err().contains("not both"));
     }
 
     #[test]

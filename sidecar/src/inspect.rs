@@ -19,7 +19,7 @@ use stallwatch_core::taskdump::{QuarantinedMessage, TaskDump};
 
 use crate::bundles;
 use crate::capture::BundleState;
-use crate::monitor::HistoryEntry;
+use crate::monitor::{HistoryEntry, ScrapeRecord};
 pub use crate::taskdump_render::StackGroup;
 use crate::taskdump_render::{group_stacks, utc, write_stacks};
 
@@ -69,6 +69,9 @@ pub struct InspectReport {
     pub task_dump_error: Option<String>,
     /// The most recent verdict changes, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// Zero-code mode: the scrapes around the capture, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scrapes: Vec<ScrapeRecord>,
 }
 
 pub fn load(dir: &Path) -> Result<InspectReport, InspectError> {
@@ -159,6 +162,7 @@ pub(crate) fn build_report(
         stack_groups,
         task_dump_error: state.task_dump_error,
         history: state.history[history_tail..].to_vec(),
+        scrapes: state.scrapes,
     }
 }
 
@@ -186,6 +190,7 @@ pub fn render(r: &InspectReport) -> String {
     write_header(&mut out, r);
     write_stream_table(&mut out, &r.streams);
     write_findings(&mut out, r);
+    write_scrapes(&mut out, r);
     write_stacks_and_history(&mut out, r);
     out
 }
@@ -321,7 +326,43 @@ fn write_findings(out: &mut String, r: &InspectReport) {
                 stallwatch_core::report::truncate(&q.excerpt_hex, 128)
             );
         }
-        None => out.push_str("\nno quarantined messages in the task dump\n"),
+        None if r.scrapes.is_empty() => {
+            out.push_str("\nno quarantined messages in the task dump\n")
+        }
+        None => {}
+    }
+}
+
+/// Scrapes shown in text; `--json` has them all.
+const SCRAPES_SHOWN: usize = 10;
+
+/// Zero-code mode: the last scrapes of the app's metrics, each with its mapped series.
+fn write_scrapes(out: &mut String, r: &InspectReport) {
+    if let TaskDumpOutcome::NotApplicable { why } = &r.manifest.task_dump {
+        let _ = writeln!(out, "\n{why}");
+    }
+    if r.scrapes.is_empty() {
+        return;
+    }
+    let skip = r.scrapes.len().saturating_sub(SCRAPES_SHOWN);
+    let _ = writeln!(
+        out,
+        "\nscraped series: the last {} of {} scrapes (oldest first):",
+        r.scrapes.len() - skip,
+        r.scrapes.len()
+    );
+    for s in &r.scrapes[skip..] {
+        match &s.error {
+            None => {
+                let _ = writeln!(out, "  {}  ok", utc(s.at_ms));
+            }
+            Some(e) => {
+                let _ = writeln!(out, "  {}  no verdict: {e}", utc(s.at_ms));
+            }
+        }
+        for line in &s.series {
+            let _ = writeln!(out, "    {line}");
+        }
     }
 }
 

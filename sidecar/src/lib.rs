@@ -15,6 +15,9 @@
 //! - `taskdump_render`: the task dump for people (`tasks.txt`, stack groups), shared by
 //!   `capture` and [`inspect`].
 //! - `broadcaster`: client of the broadcaster's loopback admin API (task dump, restart).
+//! - [`scrape`]: zero-code mode's scrape loop (an app's own metrics instead of reports),
+//!   handing each outcome to `monitor` (whose `zero_code` part keeps the status and the
+//!   ring of scrapes for bundles).
 //!
 //! Edges (HTTP and Kubernetes):
 //! - [`ingest`]: `POST /v1/reports` on loopback or a Unix socket; refusals are counted.
@@ -33,13 +36,13 @@
 //! Imports point one way only (no module imports one that imports it back):
 //!
 //! ```text
-//! run ──> admin, http, ingest, publish, capture, bundles, broadcaster, auth, cli, metrics, monitor
+//! run ──> admin, http, ingest, publish, capture, bundles, broadcaster, auth, cli, metrics, monitor, scrape
 //!   run::command ──> run::serve, inspect, cli      run::background ──> run::serve, publish, capture, monitor
 //! admin ──> capture, broadcaster, auth, monitor, metrics
 //! inspect ──> capture (BundleState), bundles, taskdump_render, monitor
 //! capture ──> bundles, procdump, broadcaster, taskdump_render, monitor, cli
 //! http, ingest, publish ──> monitor (publish also metrics)
-//! monitor ──> metrics            procdump ──> cli
+//! scrape ──> monitor              monitor ──> metrics            procdump ──> cli
 //! leaves: metrics, bundles, broadcaster, taskdump_render, auth, cli
 //! ```
 //!
@@ -75,4 +78,5 @@ pub mod monitor;
 pub(crate) mod procdump;
 pub(crate) mod publish;
 pub mod run;
+pub mod scrape;
 pub(crate) mod taskdump_render;

@@ -69,6 +69,10 @@ pub struct Metrics {
     pub publishes: Family<WhatLabels, Counter>,
     pub publish_errors: Family<WhatLabels, Counter>,
     pub restarts_requested: Family<OutcomeLabels, Counter>,
+    /// Zero-code mode: scrapes of the app's metrics, by outcome.
+    pub scrapes: Family<OutcomeLabels, Counter>,
+    pub scrape_ok: Gauge,
+    pub app_restarts: Counter,
 }
 
 impl Default for Metrics {
@@ -98,6 +102,9 @@ impl Metrics {
             publishes: Family::default(),
             publish_errors: Family::default(),
             restarts_requested: Family::default(),
+            scrapes: Family::default(),
+            scrape_ok: Gauge::default(),
+            app_restarts: Counter::default(),
         };
         m.dump_storage_ok.set(1);
         // The bounded label sets the chart's alert rules use, at 0: `increase()` cannot see
@@ -195,6 +202,21 @@ impl Metrics {
             "Stream restarts proxied to the broadcaster, by outcome",
             m.restarts_requested.clone(),
         );
+        registry.register(
+            "scrapes",
+            "Zero-code mode: scrapes of the app's metrics by outcome (ok, or why no verdict came of it: timeout, unreachable, http_status, not_metrics, parse_error, missing_metric, missing_label, missing_series, bad_value, bad_stream)",
+            m.scrapes.clone(),
+        );
+        registry.register(
+            "scrape_ok",
+            "Zero-code mode: 1 while the last scrape mapped to streams, 0 while verdicts wait for a working scrape",
+            m.scrape_ok.clone(),
+        );
+        registry.register(
+            "app_restarts",
+            "Zero-code mode: app restarts seen as a mapped counter going backwards",
+            m.app_restarts.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -218,6 +240,15 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    pub(crate) fn scrape(&self, outcome: &str) {
+        self.scrapes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.scrape_ok.set(i64::from(outcome == "ok"));
     }
 
     pub fn process_dump(&self, outcome: &str) {

@@ -16,6 +16,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{Metrics, StreamLabels};
 
+mod zero_code;
+pub use zero_code::{METRICS_UNAVAILABLE_REASON, ScrapeOutcome, ScrapeRecord, ScrapeStatus};
+use zero_code::{ZeroCode, zero_code_condition};
+
 /// Reports kept for `state.json`.
 pub(crate) const RECENT_REPORTS: usize = 16;
 /// Verdict changes kept for `state.json`.
@@ -31,6 +35,9 @@ pub struct Status {
     pub last_report_ms: Option<u64>,
     pub streams: Vec<StreamStatus>,
     pub dump_storage: StorageStatus,
+    /// Zero-code mode only: how scraping the app's metrics goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<ScrapeStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,9 +83,24 @@ pub struct ReceivedReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredCondition {
     pub healthy: bool,
+    /// No verdict can be given (zero-code mode with a failing scrape): status `Unknown`.
+    pub unknown: bool,
     /// `Healthy` or a `StallReason`.
     pub reason: String,
     pub message: String,
+}
+
+impl DesiredCondition {
+    /// The condition's `status`: `True`, `False` or `Unknown`.
+    pub fn status(&self) -> &'static str {
+        if self.unknown {
+            "Unknown"
+        } else if self.healthy {
+            "True"
+        } else {
+            "False"
+        }
+    }
 }
 
 /// Something the reactor (Events, dump on stall) should act on.
@@ -107,6 +129,9 @@ pub struct Snapshot {
     pub pid: Option<u32>,
     pub broadcaster_version: Option<String>,
     pub config: VerdictConfig,
+    /// Zero-code mode: the last scrapes, oldest first (empty in report mode).
+    pub scrapes: Vec<ScrapeRecord>,
+    pub zero_code: bool,
 }
 
 struct State {
@@ -115,6 +140,8 @@ struct State {
     history: VecDeque<HistoryEntry>,
     last_report_wall_ms: Option<u64>,
     storage: StorageStatus,
+    /// `Some` in zero-code mode.
+    zero_code: Option<ZeroCode>,
 }
 
 pub struct Monitor {
@@ -147,6 +174,7 @@ impl Monitor {
                     error: None,
                     since_ms: None,
                 },
+                zero_code: None,
             }),
             origin: Instant::now(),
             origin_wall_ms: now_ms(),
@@ -180,7 +208,14 @@ impl Monitor {
 
     /// Parse, order-check and judge one report body. Refusals are counted and change nothing.
     pub fn ingest(&self, body: &[u8]) -> Result<(), ReportError> {
-        let result = parse_report(body).and_then(|report| self.observe(report));
+        let result = if self.lock().zero_code.is_some() {
+            // Two sources would take turns as "the instance" and reset each other's baselines.
+            Err(ReportError::Invalid(
+                "this sidecar is in zero-code mode (--metrics-url): it judges the app's metrics and refuses reports".to_owned(),
+            ))
+        } else {
+            parse_report(body).and_then(|report| self.observe(report))
+        };
         match &result {
             Ok(()) => {
                 self.metrics.reports_received.inc();
@@ -192,6 +227,10 @@ impl Monitor {
 
     fn observe(&self, report: Report) -> Result<(), ReportError> {
         let mut st = self.lock();
+        self.observe_locked(&mut st, report)
+    }
+
+    fn observe_locked(&self, st: &mut State, report: Report) -> Result<(), ReportError> {
         let now = self.now();
         let first = st.judge.last_report_at().is_none();
         let transitions = st.judge.observe(&report, now)?;
@@ -227,7 +266,7 @@ impl Monitor {
             received_at_ms,
             report,
         });
-        self.apply(&mut st, now, transitions, first);
+        self.apply(st, now, transitions, first);
         Ok(())
     }
 
@@ -239,6 +278,10 @@ impl Monitor {
             self.metrics
                 .last_report_age_seconds
                 .set(now.saturating_sub(last).as_secs_f64());
+        }
+        // Zero-code mode has no ReportsLost: a failing scrape is a status message, not a stall.
+        if st.zero_code.is_some() {
+            return;
         }
         let transitions = st.judge.tick(now);
         self.apply(&mut st, now, transitions, false);
@@ -301,7 +344,14 @@ impl Monitor {
                 detail,
             });
         }
-        let desired = desired_condition(&stalled, st.judge.streams(now).len());
+        let desired = match zero_code_condition(st, &stalled) {
+            Some(unknown) => unknown,
+            None => desired_condition(&stalled, st.judge.streams(now).len()),
+        };
+        self.set_condition(desired);
+    }
+
+    fn set_condition(&self, desired: DesiredCondition) {
         self.condition.send_if_modified(|cur| {
             if cur.as_ref() == Some(&desired) {
                 false
@@ -346,6 +396,7 @@ impl Monitor {
                 .map(|v| self.stream_status(v))
                 .collect(),
             dump_storage: st.storage.clone(),
+            scrape: st.zero_code.as_ref().map(|z| z.status.clone()),
         }
     }
 
@@ -396,6 +447,12 @@ impl Monitor {
             pid: last.and_then(|r| r.pid),
             broadcaster_version: last.and_then(|r| r.version.clone()),
             config: *st.judge.config(),
+            scrapes: st
+                .zero_code
+                .as_ref()
+                .map(|z| z.ring.iter().cloned().collect())
+                .unwrap_or_default(),
+            zero_code: st.zero_code.is_some(),
         }
     }
 
@@ -435,11 +492,13 @@ pub(crate) fn desired_condition(stalled: &[StalledStream], streams: usize) -> De
     match stalled.first() {
         None => DesiredCondition {
             healthy: true,
+            unknown: false,
             reason: condition::HEALTHY_REASON.to_owned(),
             message: format!("all {streams} streams are dispatching"),
         },
         Some(first) => DesiredCondition {
             healthy: false,
+            unknown: false,
             reason: first.reason.as_str().to_owned(),
             message: condition::format_message(stalled),
         },
@@ -447,4 +506,4 @@ pub(crate) fn desired_condition(stalled: &[StalledStream], streams: usize) -> De
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

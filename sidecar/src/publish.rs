@@ -158,7 +158,7 @@ pub fn condition_patch(c: &DesiredCondition, last_transition_time: &str) -> serd
         "status": {
             "conditions": [{
                 "type": CONDITION_TYPE,
-                "status": if c.healthy { "True" } else { "False" },
+                "status": c.status(),
                 "reason": c.reason,
                 "message": c.message,
                 "lastTransitionTime": last_transition_time,
@@ -175,7 +175,7 @@ fn now_rfc3339() -> String {
 
 /// Keep the Pod's condition equal to the latest desired one: publish on each change, retry
 /// with backoff until it lands (a newer desired state replaces the one being retried).
-/// `lastTransitionTime` moves only when the status flips between True and False.
+/// `lastTransitionTime` moves only when the status changes (True, False, Unknown).
 pub async fn run_condition_loop(
     publisher: Arc<KubePublisher>,
     mut desired: watch::Receiver<Option<DesiredCondition>>,
@@ -192,13 +192,13 @@ pub async fn run_condition_loop(
                 break;
             }
             let ltt = match &published {
-                Some((p, t)) if p.healthy == want.healthy => t.clone(),
+                Some((p, t)) if p.status() == want.status() => t.clone(),
                 _ => now_rfc3339(),
             };
             match publisher.patch_condition(&want, &ltt).await {
                 Ok(()) => {
                     metrics.published("condition", true);
-                    tracing::info!(status = want.healthy, reason = %want.reason, "pod condition published");
+                    tracing::info!(status = want.status(), reason = %want.reason, "pod condition published");
                     published = Some((want, ltt));
                     break;
                 }

@@ -31,6 +31,7 @@ use crate::http;
 use crate::ingest::{self, IngestAddr};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
+use crate::scrape::ScrapeConfig;
 
 pub use command::RunError;
 use serve::Stop;
@@ -90,9 +91,13 @@ pub async fn start_with_storage(
     storage: Arc<dyn Storage>,
 ) -> Result<Running, StartError> {
     let ingest_addr: IngestAddr = args.ingest_addr.parse()?;
-    let config = verdict_config(&args);
+    let zero_code = zero_code(&args)?;
+    let config = verdict_config(&args, zero_code.as_ref());
     let metrics = Arc::new(Metrics::new());
     let (monitor, outputs) = Monitor::new(config, metrics.clone());
+    if let Some(cfg) = &zero_code {
+        monitor.enable_zero_code(&cfg.url, args.metrics.metrics_history);
+    }
     let token = admin_token(&args);
     let broadcaster = BroadcasterClient::new(&args.broadcaster_admin_url);
     let capturer = capturer(&args, storage, &monitor, &broadcaster);
@@ -126,6 +131,9 @@ pub async fn start_with_storage(
     ));
 
     tasks.push(background::ticker(monitor.clone(), stop.clone()));
+    if let Some(cfg) = zero_code.clone() {
+        tasks.push(background::scraper(monitor.clone(), cfg, stop.clone()));
+    }
     let publishing = background::publish(&args, outputs.condition, &metrics, &stop).await;
     tasks.extend(publishing.tasks);
     tasks.push(background::reactor(
@@ -144,6 +152,7 @@ pub async fn start_with_storage(
         stall_after = ?config.stall_after, report_timeout = ?config.report_timeout,
         recover_after = ?config.recover_after, dump_dir = %args.dump_dir.display(),
         process_dump = args.process_dump.as_str(),
+        zero_code = zero_code.as_ref().map(|c| c.url.as_str()),
         "transit-sidecar running"
     );
     Ok(Running {
@@ -157,10 +166,30 @@ pub async fn start_with_storage(
     })
 }
 
-fn verdict_config(args: &RunArgs) -> VerdictConfig {
+/// The scrape configuration in zero-code mode (`--metrics-url`), `None` in report mode.
+fn zero_code(args: &RunArgs) -> Result<Option<ScrapeConfig>, StartError> {
+    let m = &args.metrics;
+    Ok(m.mapping()
+        .map_err(StartError::MetricsMapping)?
+        .map(|mapping| ScrapeConfig {
+            url: m.metrics_url.clone(),
+            interval: m.metrics_interval,
+            timeout: m.metrics_timeout,
+            mapping,
+        }))
+}
+
+fn verdict_config(args: &RunArgs, zero_code: Option<&ScrapeConfig>) -> VerdictConfig {
+    // Zero-code mode judges no silence, but the verdict machine still measures "no progress"
+    // afresh after a gap longer than report_timeout: keep that gap above a scrape interval
+    // (plus a slow scrape), or no wait would ever last long enough to be judged.
+    let report_timeout = match zero_code {
+        Some(c) => args.report_timeout.max(c.interval * 2 + c.timeout),
+        None => args.report_timeout,
+    };
     VerdictConfig {
         stall_after: args.stall_after,
-        report_timeout: args.report_timeout,
+        report_timeout,
         recover_after: args.recover_after,
     }
 }

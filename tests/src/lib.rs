@@ -21,6 +21,7 @@ use anyhow::{Result, anyhow};
 
 mod broadcaster;
 mod logs;
+pub mod metrics_app;
 mod metrics;
 mod pod;
 mod process;
@@ -39,7 +40,8 @@ pub use python::{
     transit_service_script,
 };
 pub use sidecar::{
-    BundleEntry, DumpAnswer, DumpStorage, Sidecar, SidecarOpts, Status, StreamStatus, dir_bytes,
+    BundleEntry, DumpAnswer, DumpStorage, ScrapeState, Sidecar, SidecarOpts, Status, StreamStatus,
+    dir_bytes,
     inspect,
 };
 pub use stallwatch_core::clock::now_ms;

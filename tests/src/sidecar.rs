@@ -51,6 +51,21 @@ pub struct Status {
     pub streams: Vec<StreamStatus>,
     #[serde(default)]
     pub dump_storage: Option<DumpStorage>,
+    /// Zero-code mode only.
+    #[serde(default)]
+    pub scrape: Option<ScrapeState>,
+}
+
+/// `/v1/status` `scrape` (`transit_sidecar::monitor::ScrapeStatus`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScrapeState {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub error_kind: Option<String>,
+    #[serde(default)]
+    pub app_restarts: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,6 +2,7 @@ use super::*;
 use crate::{
     BoundingBox, DumpVolume, DumpVolumeTemplate, FileSource, SecretKeyRef, StreamSpec, UrlSource,
 };
+use crate::{DetectionSpec, MetricsDetection};
 
 fn synthetic() -> TransitStreamSpec {
     crate::testing::synthetic_spec()
@@ -267,4 +268,36 @@ fn a_workload_ref_restarts_pods_not_the_workload() {
     let mut spec = workload();
     spec.remediation.restart_target = crate::RestartTarget::Deployment;
     assert_eq!(fields(&spec), ["remediation.restartTarget"]);
+}
+
+#[test]
+fn zero_code_scrape_interval_is_below_stall_after() {
+    let mut spec = synthetic();
+    let metrics: MetricsDetection = serde_json::from_value(serde_json::json!({
+        "port": 9100, "depth": "q_depth", "capacityValue": 10, "dequeued": "q_out_total",
+        "interval": "2s"
+    }))
+    .unwrap();
+    assert_eq!(metrics.path, "/metrics");
+    assert_eq!(metrics.stream_label, "stream");
+    spec.detection = Some(DetectionSpec {
+        metrics: Some(metrics),
+    });
+    assert_eq!(fields(&spec), ["detection.metrics.interval"]);
+    spec.detection
+        .as_mut()
+        .unwrap()
+        .metrics
+        .as_mut()
+        .unwrap()
+        .interval = std::time::Duration::from_millis(500).into();
+    assert_eq!(validate(&spec), vec![]);
+    spec.detection
+        .as_mut()
+        .unwrap()
+        .metrics
+        .as_mut()
+        .unwrap()
+        .interval = std::time::Duration::from_millis(10).into();
+    assert_eq!(fields(&spec), ["detection.metrics.interval"]);
 }

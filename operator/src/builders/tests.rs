@@ -313,3 +313,39 @@ fn image_and_replicas_follow_the_spec() {
     assert_eq!(b.image.as_deref(), Some("registry.local/stallwatch:dev"));
     assert_eq!(b.image_pull_policy.as_deref(), Some("Never"));
 }
+
+#[test]
+fn zero_code_mode_passes_the_mapping_to_the_sidecar() {
+    let mut t = ts();
+    let cm = config_map(&t);
+    let data = cm.data.as_ref().unwrap();
+    assert!(!data.keys().any(|k| k.starts_with("SIDECAR_METRICS_")));
+    assert!(!data.contains_key("BROADCASTER_REPORT_URL"));
+
+    t.spec.detection = Some(stallwatch_crds::DetectionSpec {
+        metrics: Some(
+            serde_json::from_value(serde_json::json!({
+                "port": 9100, "depth": "q_depth", "capacityValue": 64,
+                "dequeued": "q_out_total", "consumerUp": "q_consumer_up",
+                "streamLabel": "queue", "interval": "500ms"
+            }))
+            .unwrap(),
+        ),
+    });
+    let cm = config_map(&t);
+    let data = cm.data.as_ref().unwrap();
+    let env = |k: &str| data.get(k).map(String::as_str);
+    assert_eq!(
+        env("SIDECAR_METRICS_URL"),
+        Some("http://127.0.0.1:9100/metrics")
+    );
+    assert_eq!(env("SIDECAR_METRICS_INTERVAL"), Some("500ms"));
+    assert_eq!(env("SIDECAR_METRICS_DEPTH"), Some("q_depth"));
+    assert_eq!(env("SIDECAR_METRICS_CAPACITY_VALUE"), Some("64"));
+    assert_eq!(env("SIDECAR_METRICS_CAPACITY"), None);
+    assert_eq!(env("SIDECAR_METRICS_DEQUEUED"), Some("q_out_total"));
+    assert_eq!(env("SIDECAR_METRICS_CONSUMER_UP"), Some("q_consumer_up"));
+    assert_eq!(env("SIDECAR_METRICS_ENQUEUED"), None);
+    assert_eq!(env("SIDECAR_METRICS_STREAM_LABEL"), Some("queue"));
+    assert_eq!(env("BROADCASTER_REPORT_URL"), Some(""));
+}

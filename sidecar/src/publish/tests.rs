@@ -37,6 +37,7 @@ fn pod_json() -> serde_json::Value {
 fn stalled() -> DesiredCondition {
     DesiredCondition {
         healthy: false,
+        unknown: false,
         reason: "ChannelStuck".into(),
         message: "stream downtown: ChannelStuck, 5/5 waiting, no dequeue for 2.3s".into(),
     }
@@ -251,4 +252,22 @@ fn events_for_each_notice() {
     })
     .unwrap();
     assert_eq!(ok.reason, "DumpCaptured");
+}
+
+/// Zero-code mode without a verdict: the condition is `Unknown`, so the readiness gate holds
+/// the pod back and the operator (which acts on `False` only) does nothing.
+#[test]
+fn an_unknown_condition_patches_status_unknown() {
+    let c = DesiredCondition {
+        healthy: false,
+        unknown: true,
+        reason: crate::monitor::METRICS_UNAVAILABLE_REASON.into(),
+        message: "zero-code mode: no verdict: scraping http://127.0.0.1:9100/metrics: the endpoint answered HTTP 404".into(),
+    };
+    let patch = condition_patch(&c, "2026-11-30T00:00:00Z");
+    let cond = &patch["status"]["conditions"][0];
+    assert_eq!(cond["status"], "Unknown");
+    assert_eq!(cond["reason"], "MetricsUnavailable");
+    assert!(cond["message"].as_str().unwrap().contains("HTTP 404"));
+    assert_eq!(stalled().status(), "False");
 }

@@ -38,6 +38,15 @@ pub(super) fn ticker(monitor: Arc<Monitor>, shutdown: Stop) -> JoinHandle<()> {
     })
 }
 
+/// Zero-code mode: scrape the app's metrics until stopped.
+pub(super) fn scraper(
+    monitor: Arc<Monitor>,
+    cfg: crate::scrape::ScrapeConfig,
+    shutdown: Stop,
+) -> JoinHandle<()> {
+    until_stopped(crate::scrape::run(monitor, cfg), shutdown)
+}
+
 /// What [`publish`] started.
 pub(super) struct Publishing {
     /// Where the reactor sends Events; `None` when not publishing.

@@ -23,6 +23,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("zero-code mode: {0}")]
+    MetricsMapping(String),
 }
 
 /// Where the ingest listener ended up.
