@@ -7,7 +7,9 @@
 //! 2. Reporting overhead: peak throughput with reports on (to a local fake sidecar, 250 ms)
 //!    vs off, alternated in the same run.
 //! 3. Memory per idle subscriber: RSS delta of a real `transit-broadcaster serve` process over
-//!    1,000 idle subscribers.
+//!    1,000 idle subscribers (and 10,000 over their own connections).
+//! 4. Scale: 1,000 and 10,000 subscribers of a real `transit-broadcaster serve` process at one
+//!    ~1 KiB update per second, each on its own HTTP/2 connection (`scale.rs`).
 //!
 //! The broadcaster runs in-process on its own 2-thread runtime; clients run on another; the
 //! machine's cores are shared by everything, nats-server included. `BENCH_SCALE` (default 1.0)
@@ -33,6 +35,9 @@ use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest}
 use transit_broadcaster::server::{Config, Running};
 use transit_broadcaster::source::SourceSpec;
 
+#[path = "fanout/scale.rs"]
+mod scale;
+
 const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
 const DELIVERIES_PER_ROUND: f64 = 200_000.0;
@@ -52,13 +57,20 @@ const MAX_CONNECTIONS: usize = 100;
 const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
 const CLIENT_CONNECTION_WINDOW: u32 = 8 << 20;
 
-/// `BENCH_SUBSCRIBERS=100` runs one subscriber count; `BENCH_SECTIONS=fanout,overhead,memory`
-/// picks sections (default: all).
+/// `BENCH_SUBSCRIBERS=100` runs one subscriber count; `BENCH_SECTIONS=fanout,overhead,memory,scale`
+/// picks sections (default: all); `BENCH_SCALE_SUBSCRIBERS=1000,10000` the scale section's counts.
 fn subscriber_counts() -> Vec<usize> {
     std::env::var("BENCH_SUBSCRIBERS")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| SUBSCRIBER_COUNTS.to_vec())
+}
+
+fn scale_subscriber_counts() -> Vec<usize> {
+    std::env::var("BENCH_SCALE_SUBSCRIBERS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1000, 10_000])
 }
 
 fn section(name: &str) -> bool {
@@ -505,6 +517,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn memory_per_idle_subscriber(
     client_rt: &tokio::runtime::Runtime,
     connections: usize,
+    subscribers: usize,
 ) -> (u64, u64, f64) {
     let grpc_port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_transit-broadcaster"))
@@ -546,9 +559,9 @@ fn memory_per_idle_subscriber(
             .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_kib(pid);
-        let channels = grpc_channels(addr, connections).await;
-        let mut streams = Vec::with_capacity(1000);
-        for i in 0..1000 {
+        let channels = scale::connect_many(addr, connections).await;
+        let mut streams = Vec::with_capacity(subscribers);
+        for i in 0..subscribers {
             let mut c = TransitBroadcasterClient::new(channels[i % channels.len()].clone());
             streams.push(
                 c.subscribe(SubscribeRequest {
@@ -567,7 +580,7 @@ fn memory_per_idle_subscriber(
     });
     let _ = child.kill();
     let _ = child.wait();
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / 1000.0;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / subscribers as f64;
     (before, after, per)
 }
 
@@ -810,14 +823,27 @@ fn main() {
     if section("memory") {
         println!("## 3. Memory per idle subscriber (RSS of a `transit-broadcaster serve` process)");
         println!();
-        println!("| connections | RSS before | RSS with 1,000 idle subscribers | per subscriber |");
-        println!("|---:|---:|---:|---:|");
-        for connections in [10, 1000] {
-            let (before, after, per) = memory_per_idle_subscriber(&client_rt, connections);
+        println!("| connections | idle subscribers | RSS before | RSS with them | per subscriber |");
+        println!("|---:|---:|---:|---:|---:|");
+        scale::raise_fd_limit();
+        for (connections, subscribers) in [(10, 1000), (1000, 1000), (10_000, 10_000)] {
+            let (before, after, per) =
+                memory_per_idle_subscriber(&client_rt, connections, subscribers);
             println!(
-                "| {connections} | {before} KiB | {after} KiB | {:.1} KiB |",
+                "| {connections} | {subscribers} | {before} KiB | {after} KiB | {:.1} KiB |",
                 per / 1024.0
             );
         }
+        println!();
+    }
+
+    // 4. Scale.
+    if section("scale") {
+        let measure = Duration::from_secs_f64((20.0 * scale).max(3.0));
+        let results: Vec<_> = scale_subscriber_counts()
+            .into_iter()
+            .map(|subs| client_rt.block_on(scale::run(subs, measure)))
+            .collect();
+        scale::print(&results);
     }
 }
