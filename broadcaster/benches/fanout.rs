@@ -601,6 +601,8 @@ fn main() {
         u.stream = "all".into();
         u
     };
+    // Before nats-server starts, so it inherits the raised open-file limit too.
+    scale::raise_fd_limit();
     let nats = start_nats();
     println!("# transit-broadcaster fan-out benchmark");
     println!(
@@ -823,7 +825,9 @@ fn main() {
     if section("memory") {
         println!("## 3. Memory per idle subscriber (RSS of a `transit-broadcaster serve` process)");
         println!();
-        println!("| connections | idle subscribers | RSS before | RSS with them | per subscriber |");
+        println!(
+            "| connections | idle subscribers | RSS before | RSS with them | per subscriber |"
+        );
         println!("|---:|---:|---:|---:|---:|");
         scale::raise_fd_limit();
         for (connections, subscribers) in [(10, 1000), (1000, 1000), (10_000, 10_000)] {
@@ -842,7 +846,13 @@ fn main() {
         let measure = Duration::from_secs_f64((20.0 * scale).max(3.0));
         let results: Vec<_> = scale_subscriber_counts()
             .into_iter()
-            .map(|subs| client_rt.block_on(scale::run(subs, measure)))
+            .map(|subs| {
+                let grpc = client_rt.block_on(scale::run(subs, measure));
+                let nats = nats.as_ref().map(|n| {
+                    client_rt.block_on(scale::run_nats(n.0.id(), n.1, subs, measure, &template))
+                });
+                (grpc, nats)
+            })
             .collect();
         scale::print(&results);
     }

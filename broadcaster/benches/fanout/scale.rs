@@ -4,7 +4,8 @@
 //! connections are shared, and the table says how many real connections the run held).
 //! Measured: latency from the broadcaster's receipt to each subscriber's receipt, sequence gaps
 //! and `missed` counts seen by the clients (lag), the server's own lag counter, the server's
-//! RSS per subscriber and its CPU use.
+//! RSS per subscriber and its CPU use. The same load then goes to `nats-server` (one async-nats
+//! connection per subscriber) for a side-by-side row.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ struct ScaleHeader {
 
 /// One scale run's results.
 pub struct ScaleResult {
+    pub system: &'static str,
     pub subscribers: usize,
     pub connections: usize,
     pub fd_limit: u64,
@@ -48,8 +50,8 @@ pub struct ScaleResult {
     pub gaps: u64,
     /// `missed` counts the server sent, summed over subscribers.
     pub missed: u64,
-    /// The server's `subscriber_lagged_total` at the end.
-    pub server_lagged: u64,
+    /// The server's `subscriber_lagged_total` at the end (`None`: the server has no such count).
+    pub server_lagged: Option<u64>,
     pub latencies_us: Vec<u64>,
     pub rss_before_kib: u64,
     pub rss_loaded_kib: u64,
@@ -281,6 +283,7 @@ pub async fn run(subscribers: usize, measure: Duration) -> ScaleResult {
     let _ = child.kill();
     let _ = child.wait();
     let mut result = ScaleResult {
+        system: "gRPC",
         subscribers,
         connections: connections + 1,
         fd_limit,
@@ -289,7 +292,7 @@ pub async fn run(subscribers: usize, measure: Duration) -> ScaleResult {
         deliveries: 0,
         gaps: 0,
         missed: 0,
-        server_lagged: lagged,
+        server_lagged: Some(lagged),
         latencies_us: Vec::new(),
         rss_before_kib,
         rss_loaded_kib,
@@ -325,39 +328,193 @@ async fn subscribe_scale(channel: Channel) -> tonic::Streaming<ScaleHeader> {
     .into_inner()
 }
 
-/// Prints section 4's table.
-pub fn print(results: &[ScaleResult]) {
+/// Runs the same load against `nats-server` (already running as `server`, pid `pid`): one
+/// async-nats connection per subscriber, one publisher sending the same ~1 KiB `StreamUpdate`
+/// once a second with its send time.
+pub async fn run_nats(
+    pid: u32,
+    port: u16,
+    subscribers: usize,
+    measure: Duration,
+    template: &transit_broadcaster::generated::transit_v1::StreamUpdate,
+) -> ScaleResult {
+    let fd_limit = raise_fd_limit();
+    let connections = subscribers.min(fd_limit.saturating_sub(SPARE_FDS).max(1) as usize);
+    let url = format!("127.0.0.1:{port}");
+    let subject = format!("scale.{subscribers}");
+    let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
+    let rss_before_kib = rss_kib(pid);
+    let connect_start = Instant::now();
+    let clients: Vec<async_nats::Client> = futures::stream::iter(0..connections)
+        .map(|_| async_nats::connect(url.as_str()))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .map(|c| c.expect("nats connect"))
+        .collect()
+        .await;
+    let measuring = Arc::new(AtomicBool::new(false));
+    let subscribed = Arc::new(AtomicU64::new(0));
+    let tallies: Arc<Mutex<Vec<ClientTally>>> = Default::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        let client = clients[i % clients.len()].clone();
+        let (measuring, subscribed, tallies, stop, subject) = (
+            measuring.clone(),
+            subscribed.clone(),
+            tallies.clone(),
+            stop.clone(),
+            subject.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut sub = client.subscribe(subject).await.expect("nats subscribe");
+            client.flush().await.expect("flush");
+            subscribed.fetch_add(1, Ordering::SeqCst);
+            let mut t = ClientTally::default();
+            let mut last_seq = None;
+            loop {
+                let msg = tokio::select! {
+                    () = stop.cancelled() => break,
+                    m = sub.next() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
+                let u: ScaleHeader = prost::Message::decode(msg.payload).expect("decode");
+                if measuring.load(Ordering::Relaxed) {
+                    t.deliveries += 1;
+                    t.latencies_us
+                        .push(now_us().saturating_sub(u.received_at_us));
+                    if let Some(prev) = last_seq {
+                        t.gaps += u.seq.saturating_sub(prev + 1);
+                    }
+                }
+                last_seq = Some(u.seq);
+            }
+            tallies.lock().unwrap().push(t);
+        }));
+    }
+    while subscribed.load(Ordering::SeqCst) < subscribers as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect_time = connect_start.elapsed();
+    // Let the server register every subscription, then publish once a second throughout.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let publishing = tokio_util::sync::CancellationToken::new();
+    let publish_task = {
+        let (publisher, subject, template, publishing) = (
+            publisher.clone(),
+            subject.clone(),
+            template.clone(),
+            publishing.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    () = publishing.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                seq += 1;
+                let _ = publisher
+                    .publish(subject.clone(), super::nats_payload(&template, seq))
+                    .await;
+                let _ = publisher.flush().await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_loaded_kib = rss_kib(pid);
+    let cpu_start = cpu_ticks(pid);
+    let start = Instant::now();
+    measuring.store(true, Ordering::SeqCst);
+    tokio::time::sleep(measure).await;
+    measuring.store(false, Ordering::SeqCst);
+    let measured = start.elapsed();
+    let server_cpu_pct = (cpu_ticks(pid) - cpu_start) as f64 / measured.as_secs_f64();
+    publishing.cancel();
+    let _ = publish_task.await;
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(clients);
+    let mut result = ScaleResult {
+        system: "NATS",
+        subscribers,
+        connections: connections + 1,
+        fd_limit,
+        update_size: super::nats_payload(template, 1).len(),
+        measured,
+        deliveries: 0,
+        gaps: 0,
+        missed: 0,
+        server_lagged: None,
+        latencies_us: Vec::new(),
+        rss_before_kib,
+        rss_loaded_kib,
+        server_cpu_pct,
+        connect_time,
+    };
+    for t in std::mem::take(&mut *tallies.lock().unwrap()) {
+        result.deliveries += t.deliveries;
+        result.gaps += t.gaps;
+        result.latencies_us.extend(t.latencies_us);
+    }
+    result
+}
+
+/// Prints section 4's table: rows in pairs (gRPC, then NATS when it ran) per subscriber count.
+pub fn print(results: &[(ScaleResult, Option<ScaleResult>)]) {
     println!(
-        "## 4. Scale: one broadcaster process, 1 update/s to every subscriber, one HTTP/2 connection each"
+        "## 4. Scale: one server process, 1 update/s to every subscriber, one connection each"
     );
     println!();
     println!(
-        "| subscribers | real connections | update | p50 / p99 / max | delivered | gaps + missed (clients) | lagged (server) | server RSS per subscriber | server CPU | connect time |"
+        "| subscribers | system | real connections | update | p50 / p99 / max | deliveries/s | gaps + missed (clients) | lagged (server) | server RSS per subscriber | server CPU | connect time |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in results {
-        println!(
-            "| {} | {} | {} B | {:.2} / {:.2} / {:.2} ms | {} ({:.0}/s) | {} + {} | {} | {:.1} KiB | {:.0}% of a core | {:.1} s |",
-            r.subscribers,
-            r.connections,
-            r.update_size,
-            r.percentile(0.5),
-            r.percentile(0.99),
-            r.percentile(1.0),
-            r.deliveries,
-            r.deliveries as f64 / r.measured.as_secs_f64().max(1e-9),
-            r.gaps,
-            r.missed,
-            r.server_lagged,
-            r.per_subscriber_kib(),
-            r.server_cpu_pct,
-            r.connect_time.as_secs_f64(),
-        );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (grpc, nats) in results {
+        for r in std::iter::once(grpc).chain(nats) {
+            println!(
+                "| {} | {} | {} | {} B | {:.2} / {:.2} / {:.2} ms | {:.0} | {} + {} | {} | {:.1} KiB | {:.0}% of a core | {:.1} s |",
+                r.subscribers,
+                r.system,
+                r.connections,
+                r.update_size,
+                r.percentile(0.5),
+                r.percentile(0.99),
+                r.percentile(1.0),
+                r.deliveries as f64 / r.measured.as_secs_f64().max(1e-9),
+                r.gaps,
+                r.missed,
+                r.server_lagged.map_or("n/a".to_string(), |l| l.to_string()),
+                r.per_subscriber_kib(),
+                r.server_cpu_pct,
+                r.connect_time.as_secs_f64(),
+            );
+        }
     }
-    if let Some(r) = results.first() {
+    println!();
+    println!(
+        "| subscribers | p99 gRPC/NATS | RSS per subscriber gRPC/NATS | server CPU gRPC/NATS |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for (g, n) in results {
+        if let Some(n) = n {
+            println!(
+                "| {} | {:.2}x | {:.2}x | {:.2}x |",
+                g.subscribers,
+                g.percentile(0.99) / n.percentile(0.99),
+                g.per_subscriber_kib() / n.per_subscriber_kib(),
+                g.server_cpu_pct / n.server_cpu_pct.max(1e-9),
+            );
+        }
+    }
+    if let Some((r, _)) = results.first() {
         println!();
         println!(
-            "(open-file soft limit {} after raising it to the hard limit; the server is a child process with its default runtime, the load generator shares the 2 CPUs on a 2-thread runtime; latency is the broadcaster's receipt timestamp to the client's receipt, same clock; RSS per subscriber is (RSS with every subscriber connected, receiving 1 update/s) - (RSS after one warm-up subscriber), divided by subscribers)",
+            "(open-file soft limit {} after raising it to the hard limit; \"real connections\" includes the warm-up or publisher connection; both servers are child processes (the broadcaster with its default runtime and the synthetic source, nats-server with the bench's publisher), the load generator shares the 2 CPUs on a 2-thread runtime; latency is the server's receipt (gRPC) or the publisher's send (NATS) timestamp to the client's receipt, same clock; RSS per subscriber is (server RSS with every subscriber connected, receiving 1 update/s) - (RSS before they connected), divided by subscribers)",
             r.fd_limit
         );
     }
