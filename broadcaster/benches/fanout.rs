@@ -151,9 +151,15 @@ struct Round {
     expected: u64,
     elapsed: Duration,
     latencies_us: Vec<u64>,
+    /// Server CPU (user + system) over the round, in seconds.
+    server_cpu_s: f64,
 }
 
 impl Round {
+    /// Server CPU per delivery, in µs.
+    fn cpu_per_delivery_us(&self) -> f64 {
+        self.server_cpu_s * 1e6 / self.deliveries.max(1) as f64
+    }
     fn rate(&self) -> f64 {
         self.deliveries as f64 / self.elapsed.as_secs_f64()
     }
@@ -220,6 +226,24 @@ struct SubResult {
 
 // ---------------------------------------------------------------- gRPC
 
+/// `/proc` CPU times are in clock ticks, 100 per second on Linux.
+const CLOCK_TICKS: f64 = 100.0;
+
+/// CPU ticks of this process's `bench-server` threads: the in-process broadcaster's share.
+fn bench_server_cpu_ticks() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("bench-server"))
+        })
+        .map(|t| scale::stat_cpu_ticks(&t.path().join("stat")))
+        .sum()
+}
+
 async fn grpc_channels(addr: std::net::SocketAddr, n: usize) -> Vec<Channel> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -281,6 +305,7 @@ async fn grpc_round(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ingest = running.ingest();
+    let cpu_start = bench_server_cpu_ticks();
     let start = Instant::now();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     for k in 0..messages {
@@ -312,6 +337,7 @@ async fn grpc_round(
     let mut round = Round {
         expected: messages * subs as u64,
         elapsed: end - start,
+        server_cpu_s: (bench_server_cpu_ticks() - cpu_start) as f64 / CLOCK_TICKS,
         ..Default::default()
     };
     for r in results {
@@ -363,7 +389,7 @@ fn start_nats() -> Option<NatsServer> {
 }
 
 async fn nats_round(
-    port: u16,
+    nats: &NatsServer,
     client_rt: &tokio::runtime::Handle,
     subs: usize,
     messages: u64,
@@ -371,7 +397,7 @@ async fn nats_round(
     template: &StreamUpdate,
     round_id: u64,
 ) -> Round {
-    let url = format!("127.0.0.1:{port}");
+    let (pid, url) = (nats.0.id(), format!("127.0.0.1:{}", nats.1));
     let subject = format!("bench.{round_id}");
     let mut clients = Vec::new();
     for _ in 0..subs.min(MAX_CONNECTIONS) {
@@ -418,6 +444,7 @@ async fn nats_round(
     // Let the server register every subscription before publishing.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
+    let cpu_start = scale::cpu_ticks(pid);
     let start = Instant::now();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     for seq in 1..=messages {
@@ -451,6 +478,7 @@ async fn nats_round(
     let mut round = Round {
         expected: messages * subs as u64,
         elapsed: end - start,
+        server_cpu_s: (scale::cpu_ticks(pid) - cpu_start) as f64 / CLOCK_TICKS,
         ..Default::default()
     };
     for r in results {
@@ -656,7 +684,7 @@ fn main() {
             if let Some(nats) = &nats {
                 let mut id = round_id as u64 * 10;
                 let peak = client_rt.block_on(nats_round(
-                    nats.1,
+                    nats,
                     client_rt.handle(),
                     subs,
                     messages,
@@ -669,7 +697,7 @@ fn main() {
                     let rate = peak.rate() / subs as f64 * fraction;
                     let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
                     row.nats_latency.push(client_rt.block_on(nats_round(
-                        nats.1,
+                        nats,
                         client_rt.handle(),
                         subs,
                         n,
@@ -685,25 +713,37 @@ fn main() {
         println!("## 1a. Fan-out throughput over loopback, ~1 KiB updates (peak)");
         println!();
         println!(
-            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS |"
+            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS | server CPU per delivery gRPC / NATS | CPU gRPC/NATS |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
         let pct = |r: &Round| format!("{:.1}%", 100.0 * r.deliveries as f64 / r.expected as f64);
         for row in &rows {
             let g = row.grpc.as_ref().unwrap();
-            let (nrate, ndel, ratio) = match &row.nats {
+            let (nrate, ndel, ratio, ncpu, cpu_ratio) = match &row.nats {
                 Some(n) => (
                     format!("{:.0}", n.rate()),
                     pct(n),
                     format!("{:.2}x", g.rate() / n.rate()),
+                    format!("{:.1} µs", n.cpu_per_delivery_us()),
+                    format!(
+                        "{:.2}x",
+                        g.cpu_per_delivery_us() / n.cpu_per_delivery_us().max(1e-9)
+                    ),
                 ),
-                None => ("n/a".into(), "n/a".into(), "n/a".into()),
+                None => (
+                    "n/a".into(),
+                    "n/a".into(),
+                    "n/a".into(),
+                    "n/a".into(),
+                    "n/a".into(),
+                ),
             };
             println!(
-                "| {} | {:.0} | {} | {nrate} | {ndel} | {ratio} |",
+                "| {} | {:.0} | {} | {nrate} | {ndel} | {ratio} | {:.1} µs / {ncpu} | {cpu_ratio} |",
                 row.subs,
                 g.rate(),
-                pct(g)
+                pct(g),
+                g.cpu_per_delivery_us(),
             );
         }
         println!();

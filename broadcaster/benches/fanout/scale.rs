@@ -106,8 +106,13 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// User + system CPU time of `pid` in clock ticks (100/s on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+pub fn cpu_ticks(pid: u32) -> u64 {
+    stat_cpu_ticks(std::path::Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// User + system CPU time in a `/proc/.../stat` file, in clock ticks.
+pub fn stat_cpu_ticks(path: &std::path::Path) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start at ") ".
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
