@@ -153,12 +153,18 @@ struct Round {
     latencies_us: Vec<u64>,
     /// Server CPU (user + system) over the round, in seconds.
     server_cpu_s: f64,
+    /// The load generator's CPU (its `bench-clients` threads) over the round, in seconds.
+    client_cpu_s: f64,
 }
 
 impl Round {
     /// Server CPU per delivery, in µs.
     fn cpu_per_delivery_us(&self) -> f64 {
         self.server_cpu_s * 1e6 / self.deliveries.max(1) as f64
+    }
+    /// Client CPU per delivery, in µs.
+    fn client_cpu_per_delivery_us(&self) -> f64 {
+        self.client_cpu_s * 1e6 / self.deliveries.max(1) as f64
     }
     fn rate(&self) -> f64 {
         self.deliveries as f64 / self.elapsed.as_secs_f64()
@@ -231,14 +237,23 @@ const CLOCK_TICKS: f64 = 100.0;
 
 /// CPU ticks of this process's `bench-server` threads: the in-process broadcaster's share.
 fn bench_server_cpu_ticks() -> u64 {
+    thread_cpu_ticks("bench-server")
+}
+
+/// CPU ticks of this process's `bench-clients` threads: the load generator's share.
+fn bench_clients_cpu_ticks() -> u64 {
+    thread_cpu_ticks("bench-clients")
+}
+
+/// CPU ticks of this process's threads whose name starts with `prefix`.
+fn thread_cpu_ticks(prefix: &str) -> u64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0;
     };
     tasks
         .flatten()
         .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.starts_with("bench-server"))
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
         })
         .map(|t| scale::stat_cpu_ticks(&t.path().join("stat")))
         .sum()
@@ -305,7 +320,7 @@ async fn grpc_round(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ingest = running.ingest();
-    let cpu_start = bench_server_cpu_ticks();
+    let (cpu_start, client_cpu_start) = (bench_server_cpu_ticks(), bench_clients_cpu_ticks());
     let start = Instant::now();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     for k in 0..messages {
@@ -338,6 +353,7 @@ async fn grpc_round(
         expected: messages * subs as u64,
         elapsed: end - start,
         server_cpu_s: (bench_server_cpu_ticks() - cpu_start) as f64 / CLOCK_TICKS,
+        client_cpu_s: (bench_clients_cpu_ticks() - client_cpu_start) as f64 / CLOCK_TICKS,
         ..Default::default()
     };
     for r in results {
@@ -444,7 +460,7 @@ async fn nats_round(
     // Let the server register every subscription before publishing.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
-    let cpu_start = scale::cpu_ticks(pid);
+    let (cpu_start, client_cpu_start) = (scale::cpu_ticks(pid), bench_clients_cpu_ticks());
     let start = Instant::now();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     for seq in 1..=messages {
@@ -479,6 +495,7 @@ async fn nats_round(
         expected: messages * subs as u64,
         elapsed: end - start,
         server_cpu_s: (scale::cpu_ticks(pid) - cpu_start) as f64 / CLOCK_TICKS,
+        client_cpu_s: (bench_clients_cpu_ticks() - client_cpu_start) as f64 / CLOCK_TICKS,
         ..Default::default()
     };
     for r in results {
@@ -713,13 +730,13 @@ fn main() {
         println!("## 1a. Fan-out throughput over loopback, ~1 KiB updates (peak)");
         println!();
         println!(
-            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS | server CPU per delivery gRPC / NATS | CPU gRPC/NATS |"
+            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS | server CPU per delivery gRPC / NATS | server CPU gRPC/NATS | client CPU per delivery gRPC / NATS |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let pct = |r: &Round| format!("{:.1}%", 100.0 * r.deliveries as f64 / r.expected as f64);
         for row in &rows {
             let g = row.grpc.as_ref().unwrap();
-            let (nrate, ndel, ratio, ncpu, cpu_ratio) = match &row.nats {
+            let (nrate, ndel, ratio, ncpu, cpu_ratio, nclient) = match &row.nats {
                 Some(n) => (
                     format!("{:.0}", n.rate()),
                     pct(n),
@@ -729,8 +746,10 @@ fn main() {
                         "{:.2}x",
                         g.cpu_per_delivery_us() / n.cpu_per_delivery_us().max(1e-9)
                     ),
+                    format!("{:.1} µs", n.client_cpu_per_delivery_us()),
                 ),
                 None => (
+                    "n/a".into(),
                     "n/a".into(),
                     "n/a".into(),
                     "n/a".into(),
@@ -739,11 +758,12 @@ fn main() {
                 ),
             };
             println!(
-                "| {} | {:.0} | {} | {nrate} | {ndel} | {ratio} | {:.1} µs / {ncpu} | {cpu_ratio} |",
+                "| {} | {:.0} | {} | {nrate} | {ndel} | {ratio} | {:.1} µs / {ncpu} | {cpu_ratio} | {:.1} µs / {nclient} |",
                 row.subs,
                 g.rate(),
                 pct(g),
                 g.cpu_per_delivery_us(),
+                g.client_cpu_per_delivery_us(),
             );
         }
         println!();
