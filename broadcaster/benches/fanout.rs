@@ -7,7 +7,9 @@
 //! 2. Reporting overhead: peak throughput with reports on (to a local fake sidecar, 250 ms)
 //!    vs off, alternated in the same run.
 //! 3. Memory per idle subscriber: RSS delta of a real `transit-broadcaster serve` process over
-//!    1,000 idle subscribers.
+//!    1,000 idle subscribers (and 10,000 over their own connections).
+//! 4. Scale: 1,000 and 10,000 subscribers of a real `transit-broadcaster serve` process at one
+//!    ~1 KiB update per second, each on its own HTTP/2 connection (`scale.rs`).
 //!
 //! The broadcaster runs in-process on its own 2-thread runtime; clients run on another; the
 //! machine's cores are shared by everything, nats-server included. `BENCH_SCALE` (default 1.0)
@@ -34,6 +36,9 @@ use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest}
 use transit_broadcaster::server::{Config, Running};
 use transit_broadcaster::source::SourceSpec;
 
+#[path = "fanout/scale.rs"]
+mod scale;
+
 const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
 const DELIVERIES_PER_ROUND: f64 = 200_000.0;
@@ -53,13 +58,20 @@ const MAX_CONNECTIONS: usize = 100;
 const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
 const CLIENT_CONNECTION_WINDOW: u32 = 8 << 20;
 
-/// `BENCH_SUBSCRIBERS=100` runs one subscriber count; `BENCH_SECTIONS=fanout,overhead,memory`
-/// picks sections (default: all).
+/// `BENCH_SUBSCRIBERS=100` runs one subscriber count; `BENCH_SECTIONS=fanout,overhead,memory,scale`
+/// picks sections (default: all); `BENCH_SCALE_SUBSCRIBERS=1000,10000` the scale section's counts.
 fn subscriber_counts() -> Vec<usize> {
     std::env::var("BENCH_SUBSCRIBERS")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| SUBSCRIBER_COUNTS.to_vec())
+}
+
+fn scale_subscriber_counts() -> Vec<usize> {
+    std::env::var("BENCH_SCALE_SUBSCRIBERS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1000, 10_000])
 }
 
 fn section(name: &str) -> bool {
@@ -140,9 +152,21 @@ struct Round {
     expected: u64,
     elapsed: Duration,
     latencies_us: Vec<u64>,
+    /// Server CPU (user + system) over the round, in seconds.
+    server_cpu_s: f64,
+    /// The load generator's CPU (its `bench-clients` threads) over the round, in seconds.
+    client_cpu_s: f64,
 }
 
 impl Round {
+    /// Server CPU per delivery, in µs.
+    fn cpu_per_delivery_us(&self) -> f64 {
+        self.server_cpu_s * 1e6 / self.deliveries.max(1) as f64
+    }
+    /// Client CPU per delivery, in µs.
+    fn client_cpu_per_delivery_us(&self) -> f64 {
+        self.client_cpu_s * 1e6 / self.deliveries.max(1) as f64
+    }
     fn rate(&self) -> f64 {
         self.deliveries as f64 / self.elapsed.as_secs_f64()
     }
@@ -209,6 +233,33 @@ struct SubResult {
 
 // ---------------------------------------------------------------- gRPC
 
+/// `/proc` CPU times are in clock ticks, 100 per second on Linux.
+const CLOCK_TICKS: f64 = 100.0;
+
+/// CPU ticks of this process's `bench-server` threads: the in-process broadcaster's share.
+fn bench_server_cpu_ticks() -> u64 {
+    thread_cpu_ticks("bench-server")
+}
+
+/// CPU ticks of this process's `bench-clients` threads: the load generator's share.
+fn bench_clients_cpu_ticks() -> u64 {
+    thread_cpu_ticks("bench-clients")
+}
+
+/// CPU ticks of this process's threads whose name starts with `prefix`.
+fn thread_cpu_ticks(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .map(|t| scale::stat_cpu_ticks(&t.path().join("stat")))
+        .sum()
+}
+
 async fn grpc_channels(addr: std::net::SocketAddr, n: usize) -> Vec<Channel> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -270,6 +321,7 @@ async fn grpc_round(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ingest = running.ingest();
+    let (cpu_start, client_cpu_start) = (bench_server_cpu_ticks(), bench_clients_cpu_ticks());
     let start = Instant::now();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     for k in 0..messages {
@@ -301,6 +353,8 @@ async fn grpc_round(
     let mut round = Round {
         expected: messages * subs as u64,
         elapsed: end - start,
+        server_cpu_s: (bench_server_cpu_ticks() - cpu_start) as f64 / CLOCK_TICKS,
+        client_cpu_s: (bench_clients_cpu_ticks() - client_cpu_start) as f64 / CLOCK_TICKS,
         ..Default::default()
     };
     for r in results {
@@ -344,7 +398,7 @@ fn start_nats() -> Option<NatsServer> {
 }
 
 async fn nats_round(
-    port: u16,
+    nats: &NatsServer,
     client_rt: &tokio::runtime::Handle,
     subs: usize,
     messages: u64,
@@ -352,7 +406,7 @@ async fn nats_round(
     template: &StreamUpdate,
     round_id: u64,
 ) -> Round {
-    let url = format!("127.0.0.1:{port}");
+    let (pid, url) = (nats.0.id(), format!("127.0.0.1:{}", nats.1));
     let subject = format!("bench.{round_id}");
     let mut clients = Vec::new();
     for _ in 0..subs.min(MAX_CONNECTIONS) {
@@ -399,6 +453,7 @@ async fn nats_round(
     // Let the server register every subscription before publishing.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
+    let (cpu_start, client_cpu_start) = (scale::cpu_ticks(pid), bench_clients_cpu_ticks());
     let start = Instant::now();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     for seq in 1..=messages {
@@ -432,6 +487,8 @@ async fn nats_round(
     let mut round = Round {
         expected: messages * subs as u64,
         elapsed: end - start,
+        server_cpu_s: (scale::cpu_ticks(pid) - cpu_start) as f64 / CLOCK_TICKS,
+        client_cpu_s: (bench_clients_cpu_ticks() - client_cpu_start) as f64 / CLOCK_TICKS,
         ..Default::default()
     };
     for r in results {
@@ -498,6 +555,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn memory_per_idle_subscriber(
     client_rt: &tokio::runtime::Runtime,
     connections: usize,
+    subscribers: usize,
 ) -> (u64, u64, f64) {
     let grpc_port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_transit-broadcaster"))
@@ -539,9 +597,9 @@ fn memory_per_idle_subscriber(
             .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_kib(pid);
-        let channels = grpc_channels(addr, connections).await;
-        let mut streams = Vec::with_capacity(1000);
-        for i in 0..1000 {
+        let channels = scale::connect_many(addr, connections).await;
+        let mut streams = Vec::with_capacity(subscribers);
+        for i in 0..subscribers {
             let mut c = TransitBroadcasterClient::new(channels[i % channels.len()].clone());
             streams.push(
                 c.subscribe(SubscribeRequest {
@@ -560,7 +618,7 @@ fn memory_per_idle_subscriber(
     });
     let _ = child.kill();
     let _ = child.wait();
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / 1000.0;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / subscribers as f64;
     (before, after, per)
 }
 
@@ -581,6 +639,8 @@ fn main() {
         u.stream = "all".into();
         u
     };
+    // Before nats-server starts, so it inherits the raised open-file limit too.
+    scale::raise_fd_limit();
     let nats = start_nats();
     println!("# transit-broadcaster fan-out benchmark");
     println!(
@@ -634,7 +694,7 @@ fn main() {
             if let Some(nats) = &nats {
                 let mut id = round_id as u64 * 10;
                 let peak = client_rt.block_on(nats_round(
-                    nats.1,
+                    nats,
                     client_rt.handle(),
                     subs,
                     messages,
@@ -647,7 +707,7 @@ fn main() {
                     let rate = peak.rate() / subs as f64 * fraction;
                     let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
                     row.nats_latency.push(client_rt.block_on(nats_round(
-                        nats.1,
+                        nats,
                         client_rt.handle(),
                         subs,
                         n,
@@ -663,25 +723,40 @@ fn main() {
         println!("## 1a. Fan-out throughput over loopback, ~1 KiB updates (peak)");
         println!();
         println!(
-            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS |"
+            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS | server CPU per delivery gRPC / NATS | server CPU gRPC/NATS | client CPU per delivery gRPC / NATS |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let pct = |r: &Round| format!("{:.1}%", 100.0 * r.deliveries as f64 / r.expected as f64);
         for row in &rows {
             let g = row.grpc.as_ref().unwrap();
-            let (nrate, ndel, ratio) = match &row.nats {
+            let (nrate, ndel, ratio, ncpu, cpu_ratio, nclient) = match &row.nats {
                 Some(n) => (
                     format!("{:.0}", n.rate()),
                     pct(n),
                     format!("{:.2}x", g.rate() / n.rate()),
+                    format!("{:.1} µs", n.cpu_per_delivery_us()),
+                    format!(
+                        "{:.2}x",
+                        g.cpu_per_delivery_us() / n.cpu_per_delivery_us().max(1e-9)
+                    ),
+                    format!("{:.1} µs", n.client_cpu_per_delivery_us()),
                 ),
-                None => ("n/a".into(), "n/a".into(), "n/a".into()),
+                None => (
+                    "n/a".into(),
+                    "n/a".into(),
+                    "n/a".into(),
+                    "n/a".into(),
+                    "n/a".into(),
+                    "n/a".into(),
+                ),
             };
             println!(
-                "| {} | {:.0} | {} | {nrate} | {ndel} | {ratio} |",
+                "| {} | {:.0} | {} | {nrate} | {ndel} | {ratio} | {:.1} µs / {ncpu} | {cpu_ratio} | {:.1} µs / {nclient} |",
                 row.subs,
                 g.rate(),
-                pct(g)
+                pct(g),
+                g.cpu_per_delivery_us(),
+                g.client_cpu_per_delivery_us(),
             );
         }
         println!();
@@ -803,14 +878,35 @@ fn main() {
     if section("memory") {
         println!("## 3. Memory per idle subscriber (RSS of a `transit-broadcaster serve` process)");
         println!();
-        println!("| connections | RSS before | RSS with 1,000 idle subscribers | per subscriber |");
-        println!("|---:|---:|---:|---:|");
-        for connections in [10, 1000] {
-            let (before, after, per) = memory_per_idle_subscriber(&client_rt, connections);
+        println!(
+            "| connections | idle subscribers | RSS before | RSS with them | per subscriber |"
+        );
+        println!("|---:|---:|---:|---:|---:|");
+        scale::raise_fd_limit();
+        for (connections, subscribers) in [(10, 1000), (1000, 1000), (10_000, 10_000)] {
+            let (before, after, per) =
+                memory_per_idle_subscriber(&client_rt, connections, subscribers);
             println!(
-                "| {connections} | {before} KiB | {after} KiB | {:.1} KiB |",
+                "| {connections} | {subscribers} | {before} KiB | {after} KiB | {:.1} KiB |",
                 per / 1024.0
             );
         }
+        println!();
+    }
+
+    // 4. Scale.
+    if section("scale") {
+        let measure = Duration::from_secs_f64((20.0 * scale).max(3.0));
+        let results: Vec<_> = scale_subscriber_counts()
+            .into_iter()
+            .map(|subs| {
+                let grpc = client_rt.block_on(scale::run(subs, measure));
+                let nats = nats.as_ref().map(|n| {
+                    client_rt.block_on(scale::run_nats(n.0.id(), n.1, subs, measure, &template))
+                });
+                (grpc, nats)
+            })
+            .collect();
+        scale::print(&results);
     }
 }

@@ -276,7 +276,7 @@ mod server {
     use std::task::{Context, Poll};
 
     use bytes::{BufMut, Bytes};
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
     use tonic::codegen::{Body, BoxFuture, StdError, http};
     use tonic::{Request, Response, Status};
 
@@ -323,7 +323,18 @@ mod server {
             item.write(dst);
             Ok(())
         }
+
+        fn buffer_settings(&self) -> BufferSettings {
+            // tonic's default allocates an 8 KiB encode buffer per response stream up front,
+            // which an idle subscriber carries for nothing; with 0 the first update
+            // allocates what it needs and later ones reuse it once it has been written.
+            BufferSettings::new(0, YIELD_THRESHOLD)
+        }
     }
+
+    /// Queued updates are encoded into one buffer until it holds this much, then handed to
+    /// HTTP/2 as one chunk (tonic's default).
+    const YIELD_THRESHOLD: usize = 32 * 1024;
 
     #[derive(Debug)]
     struct RequestDecoder(tonic_prost::ProstDecoder<SubscribeRequest>);

@@ -1,0 +1,527 @@
+//! Section 4: many subscribers on one broadcaster process. A real `transit-broadcaster serve`
+//! child process publishes one ~1 KiB update per second (the synthetic source) to N
+//! subscribers, each on its own HTTP/2 connection when the open-file limit allows (otherwise
+//! connections are shared, and the table says how many real connections the run held).
+//! Measured: latency from the broadcaster's receipt to each subscriber's receipt, sequence gaps
+//! and `missed` counts seen by the clients (lag), the server's own lag counter, the server's
+//! RSS per subscriber and its CPU use. The same load then goes to `nats-server` (one async-nats
+//! connection per subscriber) for a side-by-side row.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use stallwatch_core::clock::now_us;
+use tonic::transport::Channel;
+use transit_broadcaster::generated::transit_v1::SubscribeRequest;
+use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
+
+use super::{free_port, rss_kib};
+
+/// Vehicles in the synthetic feed: its prepared update then encodes to about 1 KiB (printed).
+const SYNTHETIC_VEHICLES: u32 = 15;
+/// Connections opened at once while setting up (the listen backlog is 1,024).
+const CONNECT_CONCURRENCY: usize = 128;
+/// Descriptors kept free for everything else in each process.
+const SPARE_FDS: u64 = 256;
+
+/// What a scale-test client decodes: sequence, receipt time and `missed`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScaleHeader {
+    #[prost(uint64, tag = "2")]
+    seq: u64,
+    #[prost(uint64, tag = "4")]
+    received_at_us: u64,
+    #[prost(uint64, tag = "5")]
+    missed: u64,
+}
+
+/// One scale run's results.
+pub struct ScaleResult {
+    pub system: &'static str,
+    pub subscribers: usize,
+    pub connections: usize,
+    pub fd_limit: u64,
+    pub update_size: usize,
+    pub measured: Duration,
+    pub deliveries: u64,
+    /// Sequence numbers skipped between consecutive updates, summed over subscribers.
+    pub gaps: u64,
+    /// `missed` counts the server sent, summed over subscribers.
+    pub missed: u64,
+    /// The server's `subscriber_lagged_total` at the end (`None`: the server has no such count).
+    pub server_lagged: Option<u64>,
+    pub latencies_us: Vec<u64>,
+    pub rss_before_kib: u64,
+    pub rss_loaded_kib: u64,
+    /// Server CPU over the measured window, in % of one core.
+    pub server_cpu_pct: f64,
+    pub connect_time: Duration,
+}
+
+impl ScaleResult {
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = self.latencies_us.clone();
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * p).round() as usize;
+        v[i] as f64 / 1000.0
+    }
+
+    pub fn per_subscriber_kib(&self) -> f64 {
+        self.rss_loaded_kib.saturating_sub(self.rss_before_kib) as f64 / self.subscribers as f64
+    }
+}
+
+/// Raises this process's open-file soft limit to its hard limit (child processes inherit it):
+/// N connections need N descriptors in the server and N in the load generator. Returns the
+/// soft limit now in force.
+// The workspace denies unsafe code; this bench-only libc call is the one exception here
+// (`getrlimit`/`setrlimit` only read and write the struct passed to them).
+#[allow(unsafe_code)]
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, exclusively borrowed rlimit for the duration of each call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim = want;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// User + system CPU time of `pid` in clock ticks (100/s on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    stat_cpu_ticks(std::path::Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// User + system CPU time in a `/proc/.../stat` file, in clock ticks.
+pub fn stat_cpu_ticks(path: &std::path::Path) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    field(11) + field(12)
+}
+
+/// The sum of every `stallwatch_broadcaster_subscriber_lagged_total` sample at `/metrics`.
+async fn server_lagged(http_port: u16) -> u64 {
+    let body = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .ok();
+    let text = match body {
+        Some(r) => r.text().await.unwrap_or_default(),
+        None => String::new(),
+    };
+    text.lines()
+        .filter(|l| l.starts_with("stallwatch_broadcaster_subscriber_lagged_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Channel {
+    // Default HTTP/2 windows: a city's phone or dashboard client does not tune them.
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Opens `n` connections, `CONNECT_CONCURRENCY` at a time.
+pub async fn connect_many(addr: std::net::SocketAddr, n: usize) -> Vec<Channel> {
+    futures::stream::iter(0..n)
+        .map(|_| connect(addr))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Starts `transit-broadcaster serve` with the synthetic source at `rate` updates/s.
+pub fn spawn_server(grpc_port: u16, http_port: u16, rate: f64) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_transit-broadcaster"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc_port}"),
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--report-url",
+            "",
+            "--source",
+            &format!("synthetic://?vehicles={SYNTHETIC_VEHICLES}&rate={rate}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start transit-broadcaster");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_err() {
+        assert!(Instant::now() < deadline, "broadcaster did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[derive(Default)]
+struct ClientTally {
+    deliveries: u64,
+    gaps: u64,
+    missed: u64,
+    latencies_us: Vec<u64>,
+}
+
+/// Runs `subscribers` subscribers against a fresh server process for `measure` after they are
+/// all subscribed (plus a settling second).
+pub async fn run(subscribers: usize, measure: Duration) -> ScaleResult {
+    let fd_limit = raise_fd_limit();
+    let connections = subscribers.min(fd_limit.saturating_sub(SPARE_FDS).max(1) as usize);
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let mut child = spawn_server(grpc_port, http_port, 1.0);
+    let pid = child.id();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], grpc_port).into();
+
+    // Warm-up: one connection and subscriber, so one-time allocations are not counted per
+    // subscriber; it also reads one full update to print its size.
+    let warm = connect(addr).await;
+    let mut warm_stream = TransitBroadcasterClient::new(warm.clone())
+        .subscribe(SubscribeRequest {
+            stream: "all".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let update_size = prost::Message::encoded_len(
+        &warm_stream
+            .message()
+            .await
+            .expect("first update")
+            .expect("an update"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before_kib = rss_kib(pid);
+
+    let connect_start = Instant::now();
+    let channels = connect_many(addr, connections).await;
+    let measuring = Arc::new(AtomicBool::new(false));
+    let subscribed = Arc::new(AtomicU64::new(0));
+    let tallies: Arc<Mutex<Vec<ClientTally>>> = Default::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        let channel = channels[i % channels.len()].clone();
+        let (measuring, subscribed, tallies, stop) = (
+            measuring.clone(),
+            subscribed.clone(),
+            tallies.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut updates = subscribe_scale(channel).await;
+            subscribed.fetch_add(1, Ordering::SeqCst);
+            let mut t = ClientTally::default();
+            let mut last_seq = None;
+            loop {
+                let u = tokio::select! {
+                    () = stop.cancelled() => break,
+                    u = updates.message() => match u {
+                        Ok(Some(u)) => u,
+                        _ => break,
+                    },
+                };
+                if measuring.load(Ordering::Relaxed) {
+                    t.deliveries += 1;
+                    t.latencies_us
+                        .push(now_us().saturating_sub(u.received_at_us));
+                    t.missed += u.missed;
+                    if let Some(prev) = last_seq {
+                        t.gaps += u.seq.saturating_sub(prev + 1);
+                    }
+                }
+                last_seq = Some(u.seq);
+            }
+            tallies.lock().unwrap().push(t);
+        }));
+    }
+    while subscribed.load(Ordering::SeqCst) < subscribers as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect_time = connect_start.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_loaded_kib = rss_kib(pid);
+    let cpu_start = cpu_ticks(pid);
+    let start = Instant::now();
+    measuring.store(true, Ordering::SeqCst);
+    tokio::time::sleep(measure).await;
+    measuring.store(false, Ordering::SeqCst);
+    let measured = start.elapsed();
+    let server_cpu_pct = (cpu_ticks(pid) - cpu_start) as f64 / measured.as_secs_f64();
+    let lagged = server_lagged(http_port).await;
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(channels);
+    drop(warm_stream);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut result = ScaleResult {
+        system: "gRPC",
+        subscribers,
+        connections: connections + 1,
+        fd_limit,
+        update_size,
+        measured,
+        deliveries: 0,
+        gaps: 0,
+        missed: 0,
+        server_lagged: Some(lagged),
+        latencies_us: Vec::new(),
+        rss_before_kib,
+        rss_loaded_kib,
+        server_cpu_pct,
+        connect_time,
+    };
+    for t in std::mem::take(&mut *tallies.lock().unwrap()) {
+        result.deliveries += t.deliveries;
+        result.gaps += t.gaps;
+        result.missed += t.missed;
+        result.latencies_us.extend(t.latencies_us);
+    }
+    result
+}
+
+async fn subscribe_scale(channel: Channel) -> tonic::Streaming<ScaleHeader> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("channel ready");
+    let codec = tonic_prost::ProstCodec::<SubscribeRequest, ScaleHeader>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/stallwatch.transit.v1.TransitBroadcaster/Subscribe",
+    );
+    grpc.server_streaming(
+        tonic::Request::new(SubscribeRequest {
+            stream: "all".into(),
+            ..Default::default()
+        }),
+        path,
+        codec,
+    )
+    .await
+    .expect("subscribe")
+    .into_inner()
+}
+
+/// Runs the same load against `nats-server` (already running as `server`, pid `pid`): one
+/// async-nats connection per subscriber, one publisher sending the same ~1 KiB `StreamUpdate`
+/// once a second with its send time.
+pub async fn run_nats(
+    pid: u32,
+    port: u16,
+    subscribers: usize,
+    measure: Duration,
+    template: &transit_broadcaster::generated::transit_v1::StreamUpdate,
+) -> ScaleResult {
+    let fd_limit = raise_fd_limit();
+    let connections = subscribers.min(fd_limit.saturating_sub(SPARE_FDS).max(1) as usize);
+    let url = format!("127.0.0.1:{port}");
+    let subject = format!("scale.{subscribers}");
+    let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
+    let rss_before_kib = rss_kib(pid);
+    let connect_start = Instant::now();
+    let clients: Vec<async_nats::Client> = futures::stream::iter(0..connections)
+        .map(|_| async_nats::connect(url.as_str()))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .map(|c| c.expect("nats connect"))
+        .collect()
+        .await;
+    let measuring = Arc::new(AtomicBool::new(false));
+    let subscribed = Arc::new(AtomicU64::new(0));
+    let tallies: Arc<Mutex<Vec<ClientTally>>> = Default::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        let client = clients[i % clients.len()].clone();
+        let (measuring, subscribed, tallies, stop, subject) = (
+            measuring.clone(),
+            subscribed.clone(),
+            tallies.clone(),
+            stop.clone(),
+            subject.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut sub = client.subscribe(subject).await.expect("nats subscribe");
+            client.flush().await.expect("flush");
+            subscribed.fetch_add(1, Ordering::SeqCst);
+            let mut t = ClientTally::default();
+            let mut last_seq = None;
+            loop {
+                let msg = tokio::select! {
+                    () = stop.cancelled() => break,
+                    m = sub.next() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
+                let u: ScaleHeader = prost::Message::decode(msg.payload).expect("decode");
+                if measuring.load(Ordering::Relaxed) {
+                    t.deliveries += 1;
+                    t.latencies_us
+                        .push(now_us().saturating_sub(u.received_at_us));
+                    if let Some(prev) = last_seq {
+                        t.gaps += u.seq.saturating_sub(prev + 1);
+                    }
+                }
+                last_seq = Some(u.seq);
+            }
+            tallies.lock().unwrap().push(t);
+        }));
+    }
+    while subscribed.load(Ordering::SeqCst) < subscribers as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect_time = connect_start.elapsed();
+    // Let the server register every subscription, then publish once a second throughout.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let publishing = tokio_util::sync::CancellationToken::new();
+    let publish_task = {
+        let (publisher, subject, template, publishing) = (
+            publisher.clone(),
+            subject.clone(),
+            template.clone(),
+            publishing.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    () = publishing.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                seq += 1;
+                let _ = publisher
+                    .publish(subject.clone(), super::nats_payload(&template, seq))
+                    .await;
+                let _ = publisher.flush().await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_loaded_kib = rss_kib(pid);
+    let cpu_start = cpu_ticks(pid);
+    let start = Instant::now();
+    measuring.store(true, Ordering::SeqCst);
+    tokio::time::sleep(measure).await;
+    measuring.store(false, Ordering::SeqCst);
+    let measured = start.elapsed();
+    let server_cpu_pct = (cpu_ticks(pid) - cpu_start) as f64 / measured.as_secs_f64();
+    publishing.cancel();
+    let _ = publish_task.await;
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(clients);
+    let mut result = ScaleResult {
+        system: "NATS",
+        subscribers,
+        connections: connections + 1,
+        fd_limit,
+        update_size: super::nats_payload(template, 1).len(),
+        measured,
+        deliveries: 0,
+        gaps: 0,
+        missed: 0,
+        server_lagged: None,
+        latencies_us: Vec::new(),
+        rss_before_kib,
+        rss_loaded_kib,
+        server_cpu_pct,
+        connect_time,
+    };
+    for t in std::mem::take(&mut *tallies.lock().unwrap()) {
+        result.deliveries += t.deliveries;
+        result.gaps += t.gaps;
+        result.latencies_us.extend(t.latencies_us);
+    }
+    result
+}
+
+/// Prints section 4's table: rows in pairs (gRPC, then NATS when it ran) per subscriber count.
+pub fn print(results: &[(ScaleResult, Option<ScaleResult>)]) {
+    println!(
+        "## 4. Scale: one server process, 1 update/s to every subscriber, one connection each"
+    );
+    println!();
+    println!(
+        "| subscribers | system | real connections | update | p50 / p99 / max | deliveries/s | gaps + missed (clients) | lagged (server) | server RSS per subscriber | server CPU | connect time |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (grpc, nats) in results {
+        for r in std::iter::once(grpc).chain(nats) {
+            println!(
+                "| {} | {} | {} | {} B | {:.2} / {:.2} / {:.2} ms | {:.0} | {} + {} | {} | {:.1} KiB | {:.0}% of a core | {:.1} s |",
+                r.subscribers,
+                r.system,
+                r.connections,
+                r.update_size,
+                r.percentile(0.5),
+                r.percentile(0.99),
+                r.percentile(1.0),
+                r.deliveries as f64 / r.measured.as_secs_f64().max(1e-9),
+                r.gaps,
+                r.missed,
+                r.server_lagged.map_or("n/a".to_string(), |l| l.to_string()),
+                r.per_subscriber_kib(),
+                r.server_cpu_pct,
+                r.connect_time.as_secs_f64(),
+            );
+        }
+    }
+    println!();
+    println!(
+        "| subscribers | p99 gRPC/NATS | RSS per subscriber gRPC/NATS | server CPU gRPC/NATS |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for (g, n) in results {
+        if let Some(n) = n {
+            println!(
+                "| {} | {:.2}x | {:.2}x | {:.2}x |",
+                g.subscribers,
+                g.percentile(0.99) / n.percentile(0.99),
+                g.per_subscriber_kib() / n.per_subscriber_kib(),
+                g.server_cpu_pct / n.server_cpu_pct.max(1e-9),
+            );
+        }
+    }
+    if let Some((r, _)) = results.first() {
+        println!();
+        println!(
+            "(open-file soft limit {} after raising it to the hard limit; \"real connections\" includes the warm-up or publisher connection; both servers are child processes (the broadcaster with its default runtime and the synthetic source, nats-server with the bench's publisher), the load generator shares the 2 CPUs on a 2-thread runtime; latency is the server's receipt (gRPC) or the publisher's send (NATS) timestamp to the client's receipt, same clock; RSS per subscriber is (server RSS with every subscriber connected, receiving 1 update/s) - (RSS before they connected), divided by subscribers)",
+            r.fd_limit
+        );
+    }
+    println!();
+}
