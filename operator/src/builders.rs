@@ -248,7 +248,12 @@ pub fn config_map(ts: &TransitStream) -> ConfigMap {
     for (k, v) in sidecar_settings(ts) {
         put(k, v);
     }
-    if spec.detection.as_ref().and_then(|d| d.metrics.as_ref()).is_some() {
+    if spec
+        .detection
+        .as_ref()
+        .and_then(|d| d.metrics.as_ref())
+        .is_some()
+    {
         // The sidecar refuses reports in zero-code mode: do not send any.
         put("BROADCASTER_REPORT_URL", String::new());
     }

@@ -21,8 +21,8 @@ use anyhow::{Result, anyhow};
 
 mod broadcaster;
 mod logs;
-pub mod metrics_app;
 mod metrics;
+pub mod metrics_app;
 mod pod;
 mod process;
 mod python;
@@ -41,8 +41,7 @@ pub use python::{
 };
 pub use sidecar::{
     BundleEntry, DumpAnswer, DumpStorage, ScrapeState, Sidecar, SidecarOpts, Status, StreamStatus,
-    dir_bytes,
-    inspect,
+    dir_bytes, inspect,
 };
 pub use stallwatch_core::clock::now_ms;
 pub use stallwatch_testkit::net::free_port;
