@@ -5,7 +5,9 @@
 //! `..._enqueued_total`, `..._dequeued_total`, `..._dropped_oldest_total`,
 //! `..._quarantined_total{kind}`, `..._last_dequeue_timestamp_seconds`,
 //! `..._dispatcher_up`, `..._dispatcher_restarts_total`, `..._subscribers`,
-//! `..._delivered_total`, `..._subscriber_lagged_total`. Process-wide: source messages, bytes,
+//! `..._delivered_total`, `..._subscriber_lagged_total`, `..._entities_published_total{kind}`
+//! (vehicle, trip_update, alert, deleted), `..._duplicate_entity_ids_total`,
+//! `..._entities_not_carried_total`. Process-wide: source messages, bytes,
 //! errors by kind, HTTP 304s, reports sent/failed. Prefix: `stallwatch_broadcaster_`.
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 use stallwatch_core::report::DispatcherState;
 
 use crate::engine::Engine;
+use crate::feed::EntityKind;
 use crate::quarantine::QuarantineKind;
 
 macro_rules! n {
@@ -147,6 +150,38 @@ impl Collector for EngineCollector {
             |r, s| i64::from(s.is_serving(engine.stuck_after())),
             ConstGauge
         );
+
+        per_stream!(
+            "duplicate_entity_ids",
+            "Entities whose id an earlier entity of the same feed message had (valid; carried).",
+            None,
+            MetricType::Counter,
+            |r, s| s.entities.duplicate_ids(),
+            ConstCounter
+        );
+        per_stream!(
+            "entities_not_carried",
+            "Entities of kinds the broadcaster does not carry (shapes, stops, trip modifications).",
+            None,
+            MetricType::Counter,
+            |r, s| s.entities.not_carried(),
+            ConstCounter
+        );
+        {
+            let mut d = enc.encode_descriptor(
+                n!("entities_published"),
+                "Entities published to the stream's subscribers, by kind.",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in streams.iter() {
+                for kind in EntityKind::ALL {
+                    let labels: Labels2<'_> = [("stream", s.name()), ("kind", kind.as_str())];
+                    ConstCounter::new(s.entities.published(kind))
+                        .encode(d.encode_family(&labels)?)?;
+                }
+            }
+        }
 
         {
             let mut d = enc.encode_descriptor(

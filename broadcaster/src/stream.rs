@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::channel::{DropOldestChannel, Item};
+use crate::feed::EntityCounters;
 use crate::hub::Hub;
 use crate::quarantine::Quarantine;
 use crate::spec::StreamSpec;
@@ -26,6 +27,8 @@ pub struct StreamRuntime {
     pub channel: DropOldestChannel<Item>,
     pub hub: Arc<Hub>,
     pub quarantine: Quarantine,
+    /// What the stream published, by entity kind, and what it met in the feed.
+    pub entities: EntityCounters,
     /// Whether a supervisor restarts this stream's dispatcher (false only under the
     /// `legacy-unsupervised` fault).
     pub supervised: bool,
@@ -47,6 +50,7 @@ impl StreamRuntime {
     ) -> Arc<Self> {
         Arc::new(Self {
             quarantine: Quarantine::new(spec.name.clone()),
+            entities: EntityCounters::default(),
             spec,
             channel: DropOldestChannel::new(channel_capacity),
             hub: Hub::new(subscriber_queue),
