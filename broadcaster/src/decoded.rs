@@ -68,12 +68,7 @@ pub enum EntityKind {
 }
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 4] = [
-        Self::Vehicle,
-        Self::TripUpdate,
-        Self::Alert,
-        Self::Deleted,
-    ];
+    pub const ALL: [EntityKind; 4] = [Self::Vehicle, Self::TripUpdate, Self::Alert, Self::Deleted];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -227,7 +227,11 @@ fn routes_select_trip_updates_by_trip_and_alerts_by_informed_entity() {
     let u = prepare(&stream_filter("routes:R1"), &item)
         .unwrap()
         .to_update();
-    let tus: Vec<&str> = u.trip_updates.iter().map(|t| t.entity_id.as_str()).collect();
+    let tus: Vec<&str> = u
+        .trip_updates
+        .iter()
+        .map(|t| t.entity_id.as_str())
+        .collect();
     assert_eq!(tus, ["t1"]);
     let alerts: Vec<&str> = u.alerts.iter().map(|a| a.entity_id.as_str()).collect();
     assert_eq!(alerts, ["a-r1", "a-agency", "a-trip-r1", "a-stop"]);
@@ -251,7 +255,11 @@ fn bbox_selects_positioned_vehicles_and_passes_other_kinds() {
     assert_eq!(u.trip_updates.len(), 1);
     // Without a bbox, the vehicle without a position is carried, and says so.
     let u = prepare(&Filter::default(), &item).unwrap().to_update();
-    let nopos = u.vehicles.iter().find(|v| v.entity_id == "e-nopos").unwrap();
+    let nopos = u
+        .vehicles
+        .iter()
+        .find(|v| v.entity_id == "e-nopos")
+        .unwrap();
     assert!(!nopos.has_position);
 }
 
@@ -393,7 +401,10 @@ fn garbage_text_truncated_headerless_and_oversize_input_are_clear_errors() {
     assert_eq!(err.label(), "decode");
     let text = Item::new(Bytes::from_static(b"not valid pb data"));
     let err = prepare(&Filter::default(), &text).unwrap_err().to_string();
-    assert!(err.contains("text, not protobuf") && err.contains("not valid pb data"), "{err}");
+    assert!(
+        err.contains("text, not protobuf") && err.contains("not valid pb data"),
+        "{err}"
+    );
     let truncated = {
         let full = feed(vec![entity("e0", "v0", "R1", 1.0, 1.0)]);
         Item::new(full.payload.slice(..full.payload.len() - 3))

@@ -248,7 +248,10 @@ fn every_rule_accepts_the_valid_entity_and_refuses_the_broken_one_naming_the_fie
         let mut broken = valid.clone();
         break_it(&mut broken);
         let err = entity(&broken, Rules::ALL).expect_err(rule);
-        assert!(err.starts_with(field), "{rule}: {err:?} should name {field}");
+        assert!(
+            err.starts_with(field),
+            "{rule}: {err:?} should name {field}"
+        );
     }
 }
 

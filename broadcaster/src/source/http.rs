@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
 
 use super::{Ingest, SourceError};
 use crate::feed::MAX_FEED_BYTES;
@@ -20,13 +22,7 @@ use crate::feed::MAX_FEED_BYTES;
 #[async_backtrace::framed]
 pub async fn run(url: String, poll_interval: Duration, ingest: Ingest) {
     let timeout = poll_interval.clamp(Duration::from_secs(1), Duration::from_secs(30));
-    let client = match reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .user_agent(concat!("transit-broadcaster/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-        .build()
-    {
+    let client = match client(timeout) {
         Ok(c) => c,
         Err(e) => {
             ingest.error(&SourceError::Request {
@@ -58,8 +54,7 @@ const MAX_REDIRECTS: usize = 10;
 /// Bytes of an error body kept in the error message.
 const ERROR_EXCERPT: usize = 160;
 /// What we ask for: the types agencies serve GTFS-realtime as.
-const ACCEPTED: &str =
-    "application/x-protobuf, application/protobuf, application/x-google-protobuf, application/octet-stream;q=0.9, */*;q=0.1";
+const ACCEPTED: &str = "application/x-protobuf, application/protobuf, application/x-google-protobuf, application/octet-stream;q=0.9, */*;q=0.1";
 
 /// Content types that are never a protobuf feed: error pages and API errors.
 fn is_text_type(content_type: &str) -> bool {
@@ -84,6 +79,17 @@ async fn excerpt(response: reqwest::Response) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The source's HTTP client: gzip, at most 10 redirects, `timeout` for a whole answer.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("transit-broadcaster/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .gzip(true)
+        .build()
 }
 
 /// The last answer's cache validators.

@@ -154,7 +154,10 @@ pub enum SourceError {
         /// The start of the error body, as text.
         body: String,
     },
-    #[error("{url} answered {content_type:?}, not a GTFS-realtime feed; refused whole{}", excerpt_suffix(body))]
+    #[error(
+        "{url} answered {content_type:?}, not a GTFS-realtime feed; refused whole{}",
+        excerpt_suffix(body)
+    )]
     NotAFeed {
         url: String,
         content_type: String,

@@ -13,8 +13,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::Ingest;
-use crate::generated::transit_realtime::trip_update::{StopTimeEvent, StopTimeUpdate};
 use crate::generated::transit_realtime::translated_string::Translation;
+use crate::generated::transit_realtime::trip_update::{StopTimeEvent, StopTimeUpdate};
 use crate::generated::transit_realtime::{
     Alert, EntitySelector, FeedEntity, FeedHeader, FeedMessage, Position, TimeRange,
     TranslatedString, TripDescriptor, TripUpdate, VehicleDescriptor, VehiclePosition,
