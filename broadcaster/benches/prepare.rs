@@ -76,7 +76,7 @@ fn big_feed() -> Bytes {
                     let time = 1_710_268_628 + (s as i64) * 95 + (i as i64 % 300);
                     StopTimeUpdate {
                         stop_sequence: Some(s as u32 + 1),
-                        stop_id: Some(format!("{}", 1000 + (i * 7 + s * 13) % 9000)),
+                        stop_id: Some(format!("ST{:06}", 1000 + (i * 7 + s * 13) % 9000)),
                         arrival: Some(StopTimeEvent {
                             delay: Some((s as i32 * 7) % 240 - 60),
                             time: Some(time),
