@@ -11,6 +11,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== structure (import cycles, long functions)"
+python3 scripts/check-structure.py --self-test
+python3 scripts/check-structure.py
 echo "== cargo build (binaries the end-to-end tests run)"
 cargo build --workspace --bins
 echo "== cargo test"

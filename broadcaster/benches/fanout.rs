@@ -22,16 +22,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
+use stallwatch_core::clock::now_us;
+use stallwatch_testkit::net::free_port;
 use tonic::transport::Channel;
-use transit_broadcaster::engine::{Config, Running};
 use transit_broadcaster::generated::transit_realtime::{
     FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
     VehiclePosition,
 };
 use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
 use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest};
+use transit_broadcaster::server::{Config, Running};
 use transit_broadcaster::source::SourceSpec;
-use transit_broadcaster::util::now_us;
 
 const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
@@ -322,14 +323,6 @@ impl Drop for NatsServer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_nats() -> Option<NatsServer> {

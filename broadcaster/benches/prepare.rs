@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
+use stallwatch_core::clock::now_us;
 use tonic::transport::Channel;
 use transit_broadcaster::channel::Item;
-use transit_broadcaster::engine::Config;
 use transit_broadcaster::feed;
 use transit_broadcaster::generated::transit_realtime::trip_update::{
     StopTimeEvent, StopTimeUpdate,
@@ -30,9 +30,9 @@ use transit_broadcaster::generated::transit_realtime::{
     FeedEntity, FeedHeader, FeedMessage, TripDescriptor, TripUpdate, VehicleDescriptor,
 };
 use transit_broadcaster::generated::transit_v1::SubscribeRequest;
+use transit_broadcaster::server::Config;
 use transit_broadcaster::source::SourceSpec;
 use transit_broadcaster::spec::{Filter, StreamSpec};
-use transit_broadcaster::util::now_us;
 
 const TRIP_UPDATES: usize = 2_497;
 const STOP_TIME_UPDATES: usize = 53_897;

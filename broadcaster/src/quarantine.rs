@@ -7,9 +7,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use stallwatch_core::clock::now_ms;
+use stallwatch_core::sync::lock;
 use stallwatch_core::taskdump::{ErrorRecord, QuarantinedMessage};
 
-use crate::util::{RateLimiter, hex_excerpt, lock, now_ms};
+use crate::util::{RateLimiter, hex_excerpt};
 
 /// How many quarantined messages each stream keeps for dumps.
 pub const KEEP_PER_STREAM: usize = 16;

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use stallwatch_core::clock::now_ms;
 use stallwatch_core::report::{
     ChannelReport, DispatcherReport, DispatcherState, ErrorReport, MAX_TEXT_LEN, StreamReport,
     truncate,
 };
+use stallwatch_core::sync::lock;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -19,7 +21,6 @@ use crate::feed::EntityCounters;
 use crate::hub::Hub;
 use crate::quarantine::Quarantine;
 use crate::spec::StreamSpec;
-use crate::util::{lock, now_ms};
 
 #[derive(Debug)]
 pub struct StreamRuntime {

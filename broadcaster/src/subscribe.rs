@@ -174,7 +174,7 @@ fn alert_json(a: &Alert) -> serde_json::Value {
 
 /// One update as a human-readable line.
 pub fn update_line(u: &StreamUpdate) -> String {
-    let age_ms = crate::util::now_us().saturating_sub(u.received_at_us) as f64 / 1000.0;
+    let age_ms = stallwatch_core::clock::now_us().saturating_sub(u.received_at_us) as f64 / 1000.0;
     let mut line = format!(
         "{} seq={} vehicles={} trip_updates={} alerts={} deleted={} missed={} quarantined={} age={age_ms:.1}ms",
         u.stream,

@@ -1,24 +1,11 @@
-//! Small helpers shared by the modules: wall clock, hex excerpts, rate-limited logging.
+//! Small helpers shared by the modules: hex excerpts, rate-limited logging. (The wall clock
+//! and the lock-poisoning policy are `stallwatch_core::{clock, sync}`.)
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// Wall clock, milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Wall clock, microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+use stallwatch_core::sync::lock;
 
 /// Lower-case hex of at most the first `max_bytes` bytes of `bytes`.
 pub fn hex_excerpt(bytes: &[u8], max_bytes: usize) -> String {
@@ -49,7 +36,7 @@ impl RateLimiter {
     /// `Some(suppressed)` when a line may be logged now (with how many were held back since the
     /// last one), `None` when this one should be dropped.
     pub fn check(&self) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(&self.state);
         let now = Instant::now();
         match state.0 {
             Some(last) if now.duration_since(last) < self.every => {
@@ -63,13 +50,6 @@ impl RateLimiter {
             }
         }
     }
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: every structure
-/// guarded here stays consistent between statements, and a poisoned lock must not take the
-/// reporter or the dump down with it.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

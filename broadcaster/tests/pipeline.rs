@@ -10,12 +10,13 @@ use std::time::Duration;
 use common::*;
 use stallwatch_core::report::DispatcherState;
 use stallwatch_core::taskdump::{TaskDump, TaskKind};
+use stallwatch_testkit::wait::{WAIT, eventually, eventually_async};
 use transit_broadcaster::dispatcher::{Backoff, DispatchError, Spawner, supervise};
-use transit_broadcaster::engine::{Config, Running};
 use transit_broadcaster::fault::{FaultConfig, FaultMode};
 use transit_broadcaster::feed::{MAX_FEED_BYTES, PrepareError};
 use transit_broadcaster::generated::transit_v1::{ListStreamsRequest, SubscribeRequest};
 use transit_broadcaster::quarantine::{ErrorLog, QuarantineKind};
+use transit_broadcaster::server::{Config, Running};
 use transit_broadcaster::source::SourceSpec;
 use transit_broadcaster::spec::StreamSpec;
 use transit_broadcaster::stream::StreamRuntime;
@@ -529,17 +530,11 @@ async fn legacy_unsupervised_dispatcher_dies_silently_and_the_reporter_sees_it_d
 }
 
 async fn eventually_health(running: &Running, service: &str, want: i32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if health(running, service).await == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health of {service:?} never became {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(
+        &format!("health of {service:?} to become {want}"),
+        || async { health(running, service).await == want },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

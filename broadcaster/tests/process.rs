@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use stallwatch_core::report::DispatcherState;
 use stallwatch_core::taskdump::TaskDump;
+use stallwatch_testkit::wait::{WAIT, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_transit-broadcaster");
 

@@ -12,6 +12,28 @@
 //!
 //! May depend on serde and thiserror; with `client`, on reqwest and tokio. Never on kube,
 //! k8s-openapi, tonic or axum: the I/O crates wrap this one.
+//!
+//! ## Where a change goes
+//! - A report field: [`report`] and `docs/report-protocol.md` together (a test compares them);
+//!   the crates that send and read it follow (broadcaster's reporter, sidecar's ingest).
+//! - A stall rule or threshold: [`verdict`]. One stream's report is judged in `Track::judge`
+//!   (waiting clock in `date_wait`, verdict changes in `next_verdict`); silence in
+//!   `Judge::tick`.
+//! - The pod condition's wording: [`condition`] only; the sidecar writes it and the operator
+//!   parses it back with the same functions.
+//! - A remediation rung or rail: [`remediation`]. Rung order is `next_step`; what the attempt
+//!   in flight does at each step is one `InFlight` method (`after_recorded`,
+//!   `during_soft_restart`, `during_dump`, `during_restart`); the effect a rung issues is
+//!   `rung_effect`; the rails before a start are `remediable_pod` and `acting_rail`. The
+//!   adapters that execute [`remediation::Effect`]s (the operator's reconciler, the demo's
+//!   local remediator in `tests/`) change only for a new effect.
+//! - Bundle layout, names or retention: [`bundle`]; the sidecar does the file system work.
+//! - The wall clock, the lock-poisoning policy, the shutdown signal: [`clock`], [`sync`],
+//!   `shutdown`; other crates use these rather than their own copies.
+//! - Anything that needs kube, tonic, axum or a clock of its own belongs in the crate that
+//!   does the I/O, not here.
+//!
+//! Unit tests of a module longer than a screen live in its sibling `<module>/tests.rs`.
 #![forbid(unsafe_code)]
 
 pub mod bundle;

@@ -8,9 +8,9 @@ use std::time::Duration as StdDuration;
 
 use stallwatch_core::report::is_valid_stream_name;
 
-use crate::{
-    DumpsSpec, MAX_BUDGET_PER_HOUR, MAX_STREAMS, ProcessDump, RemediationMode, Source,
-    TransitStreamSpec, to_std,
+use crate::spec::{
+    DumpsSpec, MAX_BUDGET_PER_HOUR, MAX_REPLICAS, MAX_STREAMS, MIN_DUMP_BYTES, ProcessDump,
+    RemediationMode, Source, TransitStreamSpec, to_std,
 };
 
 /// One problem with a spec: the field path and what to fix.
@@ -37,7 +37,15 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
 pub fn validate(spec: &TransitStreamSpec) -> Vec<SpecError> {
     let mut out = Vec::new();
     validate_source(&spec.source, &mut out);
+    validate_streams(spec, &mut out);
+    validate_workload(spec, &mut out);
+    validate_timing(spec, &mut out);
+    validate_remediation(spec, &mut out);
+    validate_dumps(&spec.dumps, &mut out);
+    out
+}
 
+fn validate_streams(spec: &TransitStreamSpec, out: &mut Vec<SpecError>) {
     if spec.streams.is_empty() {
         out.push(err("streams", "at least one stream is required"));
     }
@@ -95,21 +103,28 @@ pub fn validate(spec: &TransitStreamSpec) -> Vec<SpecError> {
             }
         }
     }
+}
 
+fn validate_workload(spec: &TransitStreamSpec, out: &mut Vec<SpecError>) {
     if spec.channel_capacity == 0 {
         out.push(err("channelCapacity", "must be at least 1"));
     }
-    if !(0..=50).contains(&spec.replicas) {
-        out.push(err("replicas", "must be between 0 and 50"));
+    if !(0..=MAX_REPLICAS).contains(&spec.replicas) {
+        out.push(err(
+            "replicas",
+            format!("must be between 0 and {MAX_REPLICAS}"),
+        ));
     }
     if let Some(image) = &spec.image
         && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
     {
         out.push(err("image", "must be an image reference without spaces"));
     }
+}
 
-    let report = duration(&mut out, "reportInterval", &spec.report_interval);
-    let stall = duration(&mut out, "stallAfter", &spec.stall_after);
+fn validate_timing(spec: &TransitStreamSpec, out: &mut Vec<SpecError>) {
+    let report = duration(out, "reportInterval", &spec.report_interval);
+    let stall = duration(out, "stallAfter", &spec.stall_after);
     if let Some(r) = report
         && !(StdDuration::from_millis(50)..=StdDuration::from_secs(60)).contains(&r)
     {
@@ -131,7 +146,9 @@ pub fn validate(spec: &TransitStreamSpec) -> Vec<SpecError> {
     {
         out.push(err("stallAfter", "must be at most 1h"));
     }
+}
 
+fn validate_remediation(spec: &TransitStreamSpec, out: &mut Vec<SpecError>) {
     let rem = &spec.remediation;
     for (field, d, max) in [
         (
@@ -143,7 +160,7 @@ pub fn validate(spec: &TransitStreamSpec) -> Vec<SpecError> {
         ("remediation.restartTimeout", &rem.restart_timeout, 3600),
         ("remediation.cooldown", &rem.cooldown, 86_400),
     ] {
-        if let Some(v) = duration(&mut out, field, d)
+        if let Some(v) = duration(out, field, d)
             && v > StdDuration::from_secs(max)
         {
             out.push(err(field, format!("must be at most {max}s")));
@@ -162,8 +179,6 @@ pub fn validate(spec: &TransitStreamSpec) -> Vec<SpecError> {
             "DumpOnly never restarts anything; set softRestartFirst to false",
         ));
     }
-    validate_dumps(&spec.dumps, &mut out);
-    out
 }
 
 fn duration(
@@ -199,39 +214,6 @@ fn validate_source(source: &Source, out: &mut Vec<SpecError>) {
             format!("set exactly one of synthetic, nats, http or file (found {kinds})"),
         ));
     }
-    let url_rules = |field: &str,
-                     url: &Option<String>,
-                     secret: bool,
-                     schemes: &[&str],
-                     out: &mut Vec<SpecError>| {
-        match (url, secret) {
-            (Some(_), true) | (None, false) => out.push(err(
-                format!("source.{field}"),
-                "set exactly one of url or urlSecretRef",
-            )),
-            (Some(u), false) => {
-                if !schemes.iter().any(|s| u.starts_with(s)) {
-                    out.push(err(
-                        format!("source.{field}.url"),
-                        format!("must start with {}", schemes.join(" or ")),
-                    ));
-                }
-                if u.contains('@') {
-                    out.push(err(
-                        format!("source.{field}.url"),
-                        "must not carry credentials; put the URL in a Secret and use urlSecretRef",
-                    ));
-                }
-                if u.chars().any(char::is_whitespace) {
-                    out.push(err(
-                        format!("source.{field}.url"),
-                        "must not contain spaces",
-                    ));
-                }
-            }
-            (None, true) => {}
-        }
-    };
     if let Some(n) = &source.nats {
         url_rules(
             "nats",
@@ -275,12 +257,52 @@ fn validate_source(source: &Source, out: &mut Vec<SpecError>) {
     }
 }
 
+/// A URL source: inline URL xor Secret, the scheme, no credentials, no spaces.
+fn url_rules(
+    field: &str,
+    url: &Option<String>,
+    secret: bool,
+    schemes: &[&str],
+    out: &mut Vec<SpecError>,
+) {
+    match (url, secret) {
+        (Some(_), true) | (None, false) => out.push(err(
+            format!("source.{field}"),
+            "set exactly one of url or urlSecretRef",
+        )),
+        (Some(u), false) => {
+            if !schemes.iter().any(|s| u.starts_with(s)) {
+                out.push(err(
+                    format!("source.{field}.url"),
+                    format!("must start with {}", schemes.join(" or ")),
+                ));
+            }
+            if u.contains('@') {
+                out.push(err(
+                    format!("source.{field}.url"),
+                    "must not carry credentials; put the URL in a Secret and use urlSecretRef",
+                ));
+            }
+            if u.chars().any(char::is_whitespace) {
+                out.push(err(
+                    format!("source.{field}.url"),
+                    "must not contain spaces",
+                ));
+            }
+        }
+        (None, true) => {}
+    }
+}
+
 fn validate_dumps(dumps: &DumpsSpec, out: &mut Vec<SpecError>) {
     if dumps.max_bundles == 0 {
         out.push(err("dumps.maxBundles", "must be at least 1"));
     }
-    if dumps.max_bytes < 1 << 20 {
-        out.push(err("dumps.maxBytes", "must be at least 1048576 (1 MiB)"));
+    if dumps.max_bytes < MIN_DUMP_BYTES {
+        out.push(err(
+            "dumps.maxBytes",
+            format!("must be at least {MIN_DUMP_BYTES} (1 MiB)"),
+        ));
     }
     if let Some(v) = &dumps.volume {
         if v.existing_claim.is_some() == v.template.is_some() {
@@ -322,230 +344,4 @@ fn is_quantity(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        BoundingBox, DumpVolume, DumpVolumeTemplate, FileSource, SecretKeyRef, StreamSpec,
-        SyntheticSource, UrlSource,
-    };
-
-    fn synthetic() -> TransitStreamSpec {
-        TransitStreamSpec::with_source(Source {
-            synthetic: Some(SyntheticSource::default()),
-            ..Source::default()
-        })
-    }
-
-    fn fields(spec: &TransitStreamSpec) -> Vec<String> {
-        validate(spec).into_iter().map(|e| e.field).collect()
-    }
-
-    #[test]
-    fn defaults_are_valid() {
-        assert_eq!(validate(&synthetic()), vec![]);
-    }
-
-    #[test]
-    fn exactly_one_source() {
-        let mut spec = synthetic();
-        spec.source.nats = Some(UrlSource {
-            url: Some("nats://n:4222/x".into()),
-            url_secret_ref: None,
-        });
-        assert_eq!(fields(&spec), ["source"]);
-        spec.source = Source::default();
-        assert_eq!(fields(&spec), ["source"]);
-    }
-
-    #[test]
-    fn credentials_only_by_secret() {
-        let mut spec = synthetic();
-        spec.source = Source {
-            nats: Some(UrlSource {
-                url: Some("nats://user:pw@n:4222/x".into()),
-                url_secret_ref: None,
-            }),
-            ..Source::default()
-        };
-        let errs = validate(&spec);
-        assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].message.contains("urlSecretRef"));
-        spec.source.nats = Some(UrlSource {
-            url: None,
-            url_secret_ref: Some(SecretKeyRef {
-                name: "feed".into(),
-                key: "url".into(),
-            }),
-        });
-        assert_eq!(validate(&spec), vec![]);
-        spec.source.nats.as_mut().unwrap().url = Some("nats://n:4222/x".into());
-        assert_eq!(fields(&spec), ["source.nats"]);
-    }
-
-    #[test]
-    fn nats_needs_a_subject_and_http_a_scheme() {
-        let mut spec = synthetic();
-        spec.source = Source {
-            nats: Some(UrlSource {
-                url: Some("nats://n:4222".into()),
-                url_secret_ref: None,
-            }),
-            ..Source::default()
-        };
-        assert_eq!(fields(&spec), ["source.nats.url"]);
-        spec.source = Source {
-            http: Some(crate::HttpSource {
-                url: Some("ftp://feed".into()),
-                url_secret_ref: None,
-                poll_interval: StdDuration::from_millis(100).into(),
-            }),
-            ..Source::default()
-        };
-        assert_eq!(
-            fields(&spec),
-            ["source.http.url", "source.http.pollInterval"]
-        );
-    }
-
-    #[test]
-    fn file_paths_stay_inside_the_claim() {
-        let mut spec = synthetic();
-        for (path, ok) in [
-            ("rec/a.pb", true),
-            ("/etc/passwd", false),
-            ("a/../../b", false),
-        ] {
-            spec.source = Source {
-                file: Some(FileSource {
-                    claim_name: "recordings".into(),
-                    path: path.into(),
-                    replay_rate: 10,
-                    replay_loop: false,
-                }),
-                ..Source::default()
-            };
-            assert_eq!(validate(&spec).is_empty(), ok, "{path}");
-        }
-    }
-
-    #[test]
-    fn stream_names_are_dns_labels_and_unique() {
-        let mut spec = synthetic();
-        spec.streams = vec![
-            StreamSpec {
-                name: "downtown".into(),
-                routes: vec!["R1".into()],
-                bbox: None,
-            },
-            StreamSpec {
-                name: "Downtown_2".into(),
-                ..StreamSpec::default()
-            },
-            StreamSpec {
-                name: "downtown".into(),
-                ..StreamSpec::default()
-            },
-        ];
-        assert_eq!(fields(&spec), ["streams[1].name", "streams[2].name"]);
-        spec.streams.clear();
-        assert_eq!(fields(&spec), ["streams"]);
-    }
-
-    #[test]
-    fn bad_filters_are_refused() {
-        let mut spec = synthetic();
-        spec.streams = vec![StreamSpec {
-            name: "a".into(),
-            routes: vec!["R 1".into()],
-            bbox: Some(BoundingBox {
-                min_lat: 10.0,
-                min_lon: 0.0,
-                max_lat: 5.0,
-                max_lon: f64::NAN,
-            }),
-        }];
-        assert_eq!(fields(&spec), ["streams[0].routes", "streams[0].bbox"]);
-    }
-
-    #[test]
-    fn stall_after_must_exceed_the_report_interval() {
-        let mut spec = synthetic();
-        spec.stall_after = StdDuration::from_millis(250).into();
-        let errs = validate(&spec);
-        assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].field, "stallAfter");
-        assert!(errs[0].to_string().contains("longer than reportInterval"));
-        spec.stall_after = StdDuration::ZERO.into();
-        assert_eq!(fields(&spec), ["stallAfter"]);
-        spec.stall_after = "-1s".parse().unwrap();
-        assert_eq!(fields(&spec), ["stallAfter"]);
-    }
-
-    #[test]
-    fn remediation_limits() {
-        let mut spec = synthetic();
-        spec.remediation.budget_per_hour = 11;
-        spec.remediation.cooldown = StdDuration::from_secs(90_000).into();
-        spec.remediation.dump_timeout = StdDuration::ZERO.into();
-        assert_eq!(
-            fields(&spec),
-            [
-                "remediation.dumpTimeout",
-                "remediation.cooldown",
-                "remediation.budgetPerHour"
-            ]
-        );
-    }
-
-    #[test]
-    fn dump_only_with_soft_restart_is_refused() {
-        let mut spec = synthetic();
-        spec.remediation.mode = RemediationMode::DumpOnly;
-        spec.remediation.soft_restart_first = true;
-        assert_eq!(fields(&spec), ["remediation.softRestartFirst"]);
-    }
-
-    #[test]
-    fn dump_volume_rules() {
-        let mut spec = synthetic();
-        spec.dumps.process_dump = ProcessDump::Full;
-        assert_eq!(fields(&spec), ["dumps.processDump"]);
-        spec.dumps.volume = Some(DumpVolume {
-            existing_claim: Some("dumps".into()),
-            template: Some(DumpVolumeTemplate {
-                size: "5Gi".into(),
-                ..DumpVolumeTemplate::default()
-            }),
-        });
-        assert_eq!(fields(&spec), ["dumps.volume"]);
-        spec.dumps.volume = Some(DumpVolume {
-            existing_claim: None,
-            template: Some(DumpVolumeTemplate {
-                size: "lots".into(),
-                ..DumpVolumeTemplate::default()
-            }),
-        });
-        assert_eq!(fields(&spec), ["dumps.volume.template.size"]);
-        spec.dumps
-            .volume
-            .as_mut()
-            .unwrap()
-            .template
-            .as_mut()
-            .unwrap()
-            .size = "1.5Gi".into();
-        assert_eq!(validate(&spec), vec![]);
-        spec.dumps.max_bytes = 10;
-        assert_eq!(fields(&spec), ["dumps.maxBytes"]);
-    }
-
-    #[test]
-    fn quantities() {
-        for q in ["1", "5Gi", "1.5Gi", "500M", "100k"] {
-            assert!(is_quantity(q), "{q}");
-        }
-        for q in ["", "Gi", "5GB", "1.Gi", "-1Gi", "5 Gi"] {
-            assert!(!is_quantity(q), "{q}");
-        }
-    }
-}
+mod tests;

@@ -16,7 +16,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use serde_json::{Value, json};
-use stallwatch_crds::{Source, StreamSpec, SyntheticSource, TransitStream, TransitStreamSpec};
+use stallwatch_crds::TransitStream;
+use stallwatch_testkit::TransitStreamExt as _;
 use transit_operator::builders::{self, BuildContext};
 use transit_operator::run::{Caches, Scope, cache_streams};
 
@@ -43,23 +44,13 @@ fn managed_fields(manager: &str) -> Value {
 
 fn stream_json(i: usize) -> Value {
     let name = format!("stream-{i:04}");
-    let mut spec = TransitStreamSpec::with_source(Source {
-        synthetic: Some(SyntheticSource::default()),
-        ..Source::default()
-    });
-    spec.streams = ["all", "downtown", "airport"]
-        .iter()
-        .map(|n| StreamSpec {
-            name: (*n).into(),
-            routes: vec!["R1".into(), "R2".into()],
-            bbox: None,
-        })
-        .collect();
-    let mut ts = TransitStream::new(&name, spec);
-    ts.metadata.namespace = Some(format!("ns-{}", i % 50));
-    ts.metadata.uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
-    ts.metadata.resource_version = Some(i.to_string());
-    ts.metadata.generation = Some(3);
+    let ts = TransitStream::test(&name)
+        .streams(["all", "downtown", "airport"], &["R1", "R2"])
+        .namespace(&format!("ns-{}", i % 50))
+        .uid(&format!("00000000-0000-0000-0000-{i:012}"))
+        .resource_version(&i.to_string())
+        .generation(3)
+        .build();
     let mut v = serde_json::to_value(&ts).unwrap();
     v["metadata"]["managedFields"] = managed_fields("kubectl");
     let history: Vec<Value> = (0..5)

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServiceAccount, ServiceAccountTokenProjection, ServicePort,
     ServiceSpec, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
 };
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -135,20 +135,12 @@ pub fn service_account(ts: &TransitStream) -> ServiceAccount {
 pub fn role(ts: &TransitStream) -> Role {
     Role {
         metadata: meta(ts, sidecar_account_name(&name_of(ts))),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["pods/status".into()]),
-                verbs: vec!["patch".into()],
-                ..PolicyRule::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec!["events.k8s.io".into()]),
-                resources: Some(vec!["events".into()]),
-                verbs: vec!["create".into(), "patch".into()],
-                ..PolicyRule::default()
-            },
-        ]),
+        rules: Some(
+            crate::rbac::SIDECAR
+                .iter()
+                .map(|r| r.policy_rule())
+                .collect(),
+        ),
     }
 }
 
@@ -480,150 +472,10 @@ fn api_access_volume() -> Volume {
     }
 }
 
+/// The broadcaster and its sidecar in one pod (see [`pod_spec`]), rolled when `config_hash`
+/// changes.
 pub fn deployment(ts: &TransitStream, ctx: &BuildContext, config_hash: &str) -> Deployment {
     let name = name_of(ts);
-    let spec = &ts.spec;
-    let process_dumps = spec.dumps.process_dump != ProcessDump::None;
-    let image = spec
-        .image
-        .clone()
-        .unwrap_or_else(|| ctx.default_image.clone());
-    let pull = spec.image_pull_policy.map(|p| p.as_str().to_string());
-    let env_from = vec![EnvFromSource {
-        config_map_ref: Some(ConfigMapEnvSource {
-            name: config_map_name(&name),
-            optional: Some(false),
-        }),
-        ..EnvFromSource::default()
-    }];
-
-    let mut broadcaster_env = Vec::new();
-    if let Some(secret) = source_secret(ts) {
-        broadcaster_env.push(EnvVar {
-            name: "BROADCASTER_SOURCE".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.name.clone(),
-                    key: secret.key.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        });
-    }
-    let mut broadcaster_mounts = vec![mount("tmp", "/tmp", false)];
-    let mut volumes = vec![
-        empty_dir("tmp", "64Mi"),
-        Volume {
-            name: "admin-token".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret_name(&name)),
-                default_mode: Some(0o440),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        api_access_volume(),
-    ];
-    if let Some(f) = &spec.source.file {
-        broadcaster_mounts.push(mount("recordings", RECORDINGS_DIR, true));
-        volumes.push(Volume {
-            name: "recordings".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: f.claim_name.clone(),
-                read_only: Some(true),
-            }),
-            ..Volume::default()
-        });
-    }
-    let dump_claim = spec.dumps.volume.as_ref().map(|v| {
-        v.existing_claim
-            .clone()
-            .unwrap_or_else(|| dump_claim_name(&name))
-    });
-    volumes.push(match dump_claim {
-        Some(claim) => Volume {
-            name: "dumps".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim,
-                read_only: Some(false),
-            }),
-            ..Volume::default()
-        },
-        None => empty_dir("dumps", "1Gi"),
-    });
-
-    let broadcaster = Container {
-        name: "broadcaster".into(),
-        image: Some(image.clone()),
-        image_pull_policy: pull.clone(),
-        command: Some(vec!["/usr/local/bin/transit-broadcaster".into()]),
-        args: Some(vec!["serve".into()]),
-        env_from: Some(env_from.clone()),
-        env: (!broadcaster_env.is_empty()).then_some(broadcaster_env),
-        ports: Some(vec![
-            named_port("grpc", GRPC_PORT),
-            named_port("metrics", BROADCASTER_HTTP_PORT),
-        ]),
-        liveness_probe: Some(http_probe("/healthz", "metrics", 10, 3)),
-        readiness_probe: Some(Probe {
-            grpc: Some(GRPCAction {
-                port: GRPC_PORT,
-                service: Some(GRPC_HEALTH_SERVICE.into()),
-            }),
-            period_seconds: Some(5),
-            failure_threshold: Some(2),
-            timeout_seconds: Some(2),
-            ..Probe::default()
-        }),
-        startup_probe: Some(http_probe("/healthz", "metrics", 1, 60)),
-        resources: spec.resources.clone(),
-        security_context: Some(restricted(false)),
-        volume_mounts: Some(broadcaster_mounts),
-        ..Container::default()
-    };
-
-    let sidecar = Container {
-        name: "sidecar".into(),
-        image: Some(image),
-        image_pull_policy: pull,
-        command: Some(vec!["/usr/local/bin/transit-sidecar".into()]),
-        args: Some(vec!["run".into()]),
-        env_from: Some(env_from),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("POD_UID", "metadata.uid"),
-            field_env("NODE_NAME", "spec.nodeName"),
-        ]),
-        ports: Some(vec![
-            named_port("sidecar-http", SIDECAR_HTTP_PORT),
-            named_port("sidecar-admin", SIDECAR_ADMIN_PORT),
-        ]),
-        liveness_probe: Some(http_probe("/healthz", "sidecar-http", 10, 3)),
-        // Not /readyz: that one is 503 while a stream is stalled, which the readiness gate
-        // already reports; the sidecar must stay reachable to be remediated.
-        readiness_probe: Some(http_probe("/healthz", "sidecar-http", 5, 2)),
-        resources: Some(
-            spec.sidecar_resources
-                .clone()
-                .unwrap_or_else(default_sidecar_resources),
-        ),
-        security_context: Some(restricted(process_dumps)),
-        volume_mounts: Some(vec![
-            mount("tmp", "/tmp", false),
-            mount("dumps", DUMP_DIR, false),
-            mount("admin-token", TOKEN_DIR, true),
-            mount(
-                "kube-api-access",
-                "/var/run/secrets/kubernetes.io/serviceaccount",
-                true,
-            ),
-        ]),
-        ..Container::default()
-    };
-
     let selector = selector_labels(&name);
     let mut pod_labels = selector.clone();
     pod_labels.insert(
@@ -631,9 +483,9 @@ pub fn deployment(ts: &TransitStream, ctx: &BuildContext, config_hash: &str) -> 
         labels::MANAGED_BY.into(),
     );
     Deployment {
-        metadata: meta(ts, name.clone()),
+        metadata: meta(ts, name),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas),
+            replicas: Some(ts.spec.replicas),
             selector: LabelSelector {
                 match_labels: Some(selector),
                 ..LabelSelector::default()
@@ -651,29 +503,7 @@ pub fn deployment(ts: &TransitStream, ctx: &BuildContext, config_hash: &str) -> 
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(sidecar_account_name(&name)),
-                    automount_service_account_token: Some(false),
-                    share_process_namespace: process_dumps.then_some(true),
-                    readiness_gates: Some(vec![PodReadinessGate {
-                        condition_type: CONDITION_TYPE.into(),
-                    }]),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS),
-                        run_as_group: Some(RUN_AS),
-                        fs_group: Some(RUN_AS),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    termination_grace_period_seconds: Some(30),
-                    containers: vec![broadcaster, sidecar],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod_spec(ts, ctx)),
             },
             ..DeploymentSpec::default()
         }),
@@ -681,328 +511,202 @@ pub fn deployment(ts: &TransitStream, ctx: &BuildContext, config_hash: &str) -> 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use stallwatch_crds::{
-        DumpVolume, DumpVolumeTemplate, SecretKeyRef, Source, SyntheticSource, TransitStreamSpec,
-        UrlSource,
-    };
-
-    fn ts() -> TransitStream {
-        let mut ts = TransitStream::new(
-            "demo",
-            TransitStreamSpec::with_source(Source {
-                synthetic: Some(SyntheticSource::default()),
-                ..Source::default()
+/// Pod-level settings: the sidecar's ServiceAccount, the readiness gate, the restricted
+/// security context and (for process dumps only) a shared process namespace.
+fn pod_spec(ts: &TransitStream, ctx: &BuildContext) -> PodSpec {
+    let image = ts
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| ctx.default_image.clone());
+    PodSpec {
+        service_account_name: Some(sidecar_account_name(&name_of(ts))),
+        automount_service_account_token: Some(false),
+        share_process_namespace: process_dumps(ts).then_some(true),
+        readiness_gates: Some(vec![PodReadinessGate {
+            condition_type: CONDITION_TYPE.into(),
+        }]),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
             }),
-        );
-        ts.metadata.namespace = Some("transit".into());
-        ts.metadata.uid = Some("uid-1".into());
-        ts
-    }
-
-    fn ctx() -> BuildContext {
-        BuildContext {
-            default_image: "ghcr.io/example/stallwatch:0.1.0".into(),
-        }
-    }
-
-    fn pod_spec(d: &Deployment) -> &PodSpec {
-        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
-    }
-
-    fn container<'a>(d: &'a Deployment, name: &str) -> &'a Container {
-        pod_spec(d)
-            .containers
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap()
-    }
-
-    #[test]
-    fn every_object_is_owned_and_labelled() {
-        let t = ts();
-        let d = desired(&t, &ctx());
-        let metas = [
-            &d.service_account.metadata,
-            &d.role.metadata,
-            &d.role_binding.metadata,
-            &d.config_map.metadata,
-            &d.service.metadata,
-            &d.deployment.metadata,
-            &admin_secret(&t, "x").metadata,
-        ];
-        for m in metas {
-            let owner = &m.owner_references.as_ref().unwrap()[0];
-            assert_eq!(owner.kind, "TransitStream");
-            assert_eq!(owner.uid, "uid-1");
-            assert_eq!(owner.controller, Some(true));
-            assert_eq!(m.namespace.as_deref(), Some("transit"));
-            assert_eq!(m.labels.as_ref().unwrap()[labels::TRANSITSTREAM], "demo");
-        }
-        assert!(d.claim.is_none());
-    }
-
-    #[test]
-    fn the_deployment_runs_both_binaries_from_one_image_with_the_gate() {
-        let d = deployment(&ts(), &ctx(), "abc");
-        let p = pod_spec(&d);
-        assert_eq!(
-            p.readiness_gates.as_ref().unwrap()[0].condition_type,
-            "stallwatch.io/DispatchHealthy"
-        );
-        let b = container(&d, "broadcaster");
-        let s = container(&d, "sidecar");
-        assert_eq!(b.image, s.image);
-        assert_eq!(b.image.as_deref(), Some("ghcr.io/example/stallwatch:0.1.0"));
-        assert_eq!(b.args.as_ref().unwrap(), &["serve"]);
-        assert_eq!(s.args.as_ref().unwrap(), &["run"]);
-        let ports: Vec<i32> = b
-            .ports
-            .iter()
-            .flatten()
-            .chain(s.ports.iter().flatten())
-            .map(|p| p.container_port)
-            .collect();
-        assert_eq!(ports, [50051, 9090, 8080, 8081]);
-        assert_eq!(
-            b.readiness_probe
-                .as_ref()
-                .unwrap()
-                .grpc
-                .as_ref()
-                .unwrap()
-                .service
-                .as_deref(),
-            Some(GRPC_HEALTH_SERVICE)
-        );
-        let env: Vec<&str> = s.env.iter().flatten().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "POD_UID", "NODE_NAME"]);
-        assert_eq!(
-            d.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .as_ref()
-                .unwrap()[CONFIG_HASH_ANNOTATION],
-            "abc"
-        );
-    }
-
-    #[test]
-    fn security_is_restricted_without_process_dumps() {
-        let d = deployment(&ts(), &ctx(), "h");
-        let p = pod_spec(&d);
-        assert_eq!(p.share_process_namespace, None);
-        assert_eq!(p.automount_service_account_token, Some(false));
-        let psc = p.security_context.as_ref().unwrap();
-        assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(
-            psc.seccomp_profile.as_ref().unwrap().type_,
-            "RuntimeDefault"
-        );
-        for c in &p.containers {
-            let sc = c.security_context.as_ref().unwrap();
-            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
-            assert_eq!(sc.read_only_root_filesystem, Some(true));
-            let caps = sc.capabilities.as_ref().unwrap();
-            assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
-            assert_eq!(caps.add, None, "{}", c.name);
-        }
-        // The API token reaches the sidecar only.
-        let b = container(&d, "broadcaster");
-        assert!(
-            b.volume_mounts
-                .iter()
-                .flatten()
-                .all(|m| m.name != "kube-api-access" && m.name != "admin-token")
-        );
-    }
-
-    #[test]
-    fn process_dumps_share_the_pid_namespace_and_ptrace_the_sidecar_only() {
-        let mut t = ts();
-        t.spec.dumps.process_dump = ProcessDump::Minidump;
-        let d = deployment(&t, &ctx(), "h");
-        assert_eq!(pod_spec(&d).share_process_namespace, Some(true));
-        let caps = |name| {
-            container(&d, name)
-                .security_context
-                .as_ref()
-                .unwrap()
-                .capabilities
-                .clone()
-                .unwrap()
-                .add
-        };
-        assert_eq!(caps("sidecar"), Some(vec!["SYS_PTRACE".to_string()]));
-        assert_eq!(caps("broadcaster"), None);
-        // An added capability is only effective for uid 0 (no ambient capabilities).
-        let sc = |name| container(&d, name).security_context.clone().unwrap();
-        assert_eq!(sc("sidecar").run_as_user, Some(0));
-        assert_eq!(sc("sidecar").run_as_non_root, Some(false));
-        assert_eq!(sc("sidecar").allow_privilege_escalation, Some(false));
-        assert_eq!(sc("broadcaster").run_as_non_root, Some(true));
-    }
-
-    #[test]
-    fn config_carries_the_spec_and_no_secrets() {
-        let mut t = ts();
-        t.spec.source = Source {
-            nats: Some(UrlSource {
-                url: None,
-                url_secret_ref: Some(SecretKeyRef {
-                    name: "feed".into(),
-                    key: "url".into(),
-                }),
-            }),
-            ..Source::default()
-        };
-        t.spec.streams[0].routes = vec!["R1".into()];
-        let cm = config_map(&t);
-        let data = cm.data.as_ref().unwrap();
-        assert!(!data.contains_key("BROADCASTER_SOURCE"));
-        assert_eq!(data["BROADCASTER_STREAMS"], "all=routes:R1");
-        assert_eq!(data["BROADCASTER_CHANNEL_CAPACITY"], "5");
-        assert_eq!(data["BROADCASTER_REPORT_INTERVAL"], "250ms");
-        assert_eq!(data["SIDECAR_STALL_AFTER"], "2s");
-        assert_eq!(data["SIDECAR_PROCESS_DUMP"], "none");
-        assert_eq!(
-            data["SIDECAR_ADMIN_TOKEN_FILE"],
-            "/var/run/stallwatch/admin/token"
-        );
-        let d = deployment(&t, &ctx(), "h");
-        let src = &container(&d, "broadcaster").env.as_ref().unwrap()[0];
-        assert_eq!(src.name, "BROADCASTER_SOURCE");
-        let sel = src
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
-        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("feed", "url"));
-    }
-
-    #[test]
-    fn synthetic_source_url() {
-        let data = config_map(&ts()).data.unwrap();
-        assert_eq!(
-            data["BROADCASTER_SOURCE"],
-            "synthetic://?vehicles=40&routes=4&rate=10&seed=1"
-        );
-    }
-
-    #[test]
-    fn config_changes_change_the_hash() {
-        let t = ts();
-        let a = config_hash(&config_map(&t));
-        let mut t2 = t.clone();
-        t2.spec.channel_capacity = 6;
-        assert_ne!(a, config_hash(&config_map(&t2)));
-        assert_eq!(a, config_hash(&config_map(&t)));
-    }
-
-    #[test]
-    fn templated_dump_claim_is_created_and_mounted() {
-        let mut t = ts();
-        t.spec.dumps.volume = Some(DumpVolume {
-            existing_claim: None,
-            template: Some(DumpVolumeTemplate {
-                size: "5Gi".into(),
-                storage_class_name: Some("fast".into()),
-                ..DumpVolumeTemplate::default()
-            }),
-        });
-        let claim = dump_claim(&t).unwrap();
-        assert_eq!(claim.metadata.name.as_deref(), Some("demo-dumps"));
-        let spec = claim.spec.unwrap();
-        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
-        assert_eq!(
-            spec.resources.unwrap().requests.unwrap()["storage"].0,
-            "5Gi"
-        );
-        let d = deployment(&t, &ctx(), "h");
-        let v = pod_spec(&d)
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == "dumps")
-            .unwrap();
-        assert_eq!(
-            v.persistent_volume_claim.as_ref().unwrap().claim_name,
-            "demo-dumps"
-        );
-        // An existing claim is used as is and nothing is created.
-        t.spec.dumps.volume = Some(DumpVolume {
-            existing_claim: Some("shared".into()),
-            template: None,
-        });
-        assert!(dump_claim(&t).is_none());
-        let d = deployment(&t, &ctx(), "h");
-        let v = pod_spec(&d)
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == "dumps")
-            .unwrap();
-        assert_eq!(
-            v.persistent_volume_claim.as_ref().unwrap().claim_name,
-            "shared"
-        );
-    }
-
-    #[test]
-    fn the_sidecar_role_is_minimal() {
-        let r = role(&ts());
-        let rules = r.rules.unwrap();
-        assert_eq!(rules.len(), 2);
-        assert_eq!(
-            rules[0].resources.as_deref(),
-            Some(&["pods/status".to_string()][..])
-        );
-        assert_eq!(rules[0].verbs, ["patch"]);
-        assert_eq!(
-            rules[1].api_groups.as_deref(),
-            Some(&["events.k8s.io".to_string()][..])
-        );
-        for rule in &rules {
-            assert!(
-                !rule
-                    .verbs
-                    .iter()
-                    .any(|v| v == "*" || v == "get" || v == "delete")
-            );
-        }
-        let b = role_binding(&ts());
-        assert_eq!(b.subjects.unwrap()[0].name, "demo-sidecar");
-    }
-
-    #[test]
-    fn tokens_are_random_hex() {
-        let (a, b) = (new_token(), new_token());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        let s = admin_secret(&ts(), &a);
-        assert_eq!(s.data.unwrap()[TOKEN_KEY].0, a.as_bytes());
-    }
-
-    #[test]
-    fn image_and_replicas_follow_the_spec() {
-        let mut t = ts();
-        t.spec.image = Some("registry.local/stallwatch:dev".into());
-        t.spec.replicas = 3;
-        t.spec.image_pull_policy = Some(stallwatch_crds::ImagePullPolicy::Never);
-        let d = deployment(&t, &ctx(), "h");
-        assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
-        let b = container(&d, "broadcaster");
-        assert_eq!(b.image.as_deref(), Some("registry.local/stallwatch:dev"));
-        assert_eq!(b.image_pull_policy.as_deref(), Some("Never"));
+            ..PodSecurityContext::default()
+        }),
+        termination_grace_period_seconds: Some(30),
+        containers: vec![
+            broadcaster_container(ts, &image),
+            sidecar_container(ts, &image),
+        ],
+        volumes: Some(volumes(ts)),
+        ..PodSpec::default()
     }
 }
+
+fn process_dumps(ts: &TransitStream) -> bool {
+    ts.spec.dumps.process_dump != ProcessDump::None
+}
+
+/// Both containers read the ConfigMap as their environment.
+fn config_env(ts: &TransitStream) -> Vec<EnvFromSource> {
+    vec![EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: config_map_name(&name_of(ts)),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    }]
+}
+
+fn pull_policy(ts: &TransitStream) -> Option<String> {
+    ts.spec.image_pull_policy.map(|p| p.as_str().to_string())
+}
+
+/// The broadcaster's own variables: a source URL held in a Secret overrides the ConfigMap's.
+fn broadcaster_env(ts: &TransitStream) -> Option<Vec<EnvVar>> {
+    let secret = source_secret(ts)?;
+    Some(vec![EnvVar {
+        name: "BROADCASTER_SOURCE".into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }])
+}
+
+fn broadcaster_container(ts: &TransitStream, image: &str) -> Container {
+    let mut mounts = vec![mount("tmp", "/tmp", false)];
+    if ts.spec.source.file.is_some() {
+        mounts.push(mount("recordings", RECORDINGS_DIR, true));
+    }
+    Container {
+        name: "broadcaster".into(),
+        image: Some(image.to_string()),
+        image_pull_policy: pull_policy(ts),
+        command: Some(vec!["/usr/local/bin/transit-broadcaster".into()]),
+        args: Some(vec!["serve".into()]),
+        env_from: Some(config_env(ts)),
+        env: broadcaster_env(ts),
+        ports: Some(vec![
+            named_port("grpc", GRPC_PORT),
+            named_port("metrics", BROADCASTER_HTTP_PORT),
+        ]),
+        liveness_probe: Some(http_probe("/healthz", "metrics", 10, 3)),
+        readiness_probe: Some(Probe {
+            grpc: Some(GRPCAction {
+                port: GRPC_PORT,
+                service: Some(GRPC_HEALTH_SERVICE.into()),
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(2),
+            timeout_seconds: Some(2),
+            ..Probe::default()
+        }),
+        startup_probe: Some(http_probe("/healthz", "metrics", 1, 60)),
+        resources: ts.spec.resources.clone(),
+        security_context: Some(restricted(false)),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    }
+}
+
+fn sidecar_container(ts: &TransitStream, image: &str) -> Container {
+    Container {
+        name: "sidecar".into(),
+        image: Some(image.to_string()),
+        image_pull_policy: pull_policy(ts),
+        command: Some(vec!["/usr/local/bin/transit-sidecar".into()]),
+        args: Some(vec!["run".into()]),
+        env_from: Some(config_env(ts)),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("POD_UID", "metadata.uid"),
+            field_env("NODE_NAME", "spec.nodeName"),
+        ]),
+        ports: Some(vec![
+            named_port("sidecar-http", SIDECAR_HTTP_PORT),
+            named_port("sidecar-admin", SIDECAR_ADMIN_PORT),
+        ]),
+        liveness_probe: Some(http_probe("/healthz", "sidecar-http", 10, 3)),
+        // Not /readyz: that one is 503 while a stream is stalled, which the readiness gate
+        // already reports; the sidecar must stay reachable to be remediated.
+        readiness_probe: Some(http_probe("/healthz", "sidecar-http", 5, 2)),
+        resources: Some(
+            ts.spec
+                .sidecar_resources
+                .clone()
+                .unwrap_or_else(default_sidecar_resources),
+        ),
+        security_context: Some(restricted(process_dumps(ts))),
+        volume_mounts: Some(vec![
+            mount("tmp", "/tmp", false),
+            mount("dumps", DUMP_DIR, false),
+            mount("admin-token", TOKEN_DIR, true),
+            mount(
+                "kube-api-access",
+                "/var/run/secrets/kubernetes.io/serviceaccount",
+                true,
+            ),
+        ]),
+        ..Container::default()
+    }
+}
+
+/// Scratch space, the admin token, the sidecar's API credentials, a `file` source's
+/// recordings and the dump volume (a claim when configured, else a bounded emptyDir).
+fn volumes(ts: &TransitStream) -> Vec<Volume> {
+    let name = name_of(ts);
+    let mut volumes = vec![
+        empty_dir("tmp", "64Mi"),
+        Volume {
+            name: "admin-token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_name(&name)),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        api_access_volume(),
+    ];
+    if let Some(f) = &ts.spec.source.file {
+        volumes.push(Volume {
+            name: "recordings".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: f.claim_name.clone(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        });
+    }
+    let dump_claim = ts.spec.dumps.volume.as_ref().map(|v| {
+        v.existing_claim
+            .clone()
+            .unwrap_or_else(|| dump_claim_name(&name))
+    });
+    volumes.push(match dump_claim {
+        Some(claim) => Volume {
+            name: "dumps".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        },
+        None => empty_dir("dumps", "1Gi"),
+    });
+    volumes
+}
+
+#[cfg(test)]
+mod tests;

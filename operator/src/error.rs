@@ -21,32 +21,33 @@ pub enum Error {
     Remediation(String),
 }
 
-impl Error {
-    /// The metric label of this error.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(s)) if s.code >= 500 => "api_server_error",
-            Error::Kube(kube::Error::Api(_)) => "api_error",
-            Error::Kube(_) => "kube_client",
-            Error::Timeout(_) => "timeout",
-            Error::MissingObjectKey(_) => "missing_object_key",
-            Error::Record(_) => "bad_record",
-            Error::Remediation(_) => "remediation",
-        }
-    }
+/// `label()` and `LABELS` from one list, so a new label cannot be missed in `LABELS`: each arm
+/// is `pattern => "label"`, in the order the metric series are registered.
+macro_rules! labels {
+    ($($pattern:pat $(if $guard:expr)? => $label:literal,)+) => {
+        impl Error {
+            /// The metric label of this error.
+            pub fn label(&self) -> &'static str {
+                match self {
+                    $($pattern $(if $guard)? => $label,)+
+                }
+            }
 
-    /// Every label, for pre-registering metric series.
-    pub const LABELS: [&'static str; 8] = [
-        "conflict",
-        "api_server_error",
-        "api_error",
-        "kube_client",
-        "timeout",
-        "missing_object_key",
-        "bad_record",
-        "remediation",
-    ];
+            /// Every label, for pre-registering metric series.
+            pub const LABELS: [&'static str; [$($label),+].len()] = [$($label),+];
+        }
+    };
+}
+
+labels! {
+    Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+    Error::Kube(kube::Error::Api(s)) if s.code >= 500 => "api_server_error",
+    Error::Kube(kube::Error::Api(_)) => "api_error",
+    Error::Kube(_) => "kube_client",
+    Error::Timeout(_) => "timeout",
+    Error::MissingObjectKey(_) => "missing_object_key",
+    Error::Record(_) => "bad_record",
+    Error::Remediation(_) => "remediation",
 }
 
 impl From<kube::Error> for Error {

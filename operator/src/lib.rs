@@ -1,28 +1,56 @@
 //! `transit-operator`: reconciles `TransitStream` resources into a broadcaster workload and
 //! remediates stalls (dump, then restart) within safety rails.
 //!
-//! What lives here:
-//! - [`builders`]: pure desired-object builders (Deployment, Service, PVC, RBAC, Secret,
-//!   ConfigMap), unit-tested.
-//! - [`observe`]: pure translations (pods to the decision function's `PodState`, spec to
-//!   `Policy`, the next status with its conditions).
-//! - [`reconcile`]: the pipeline and the remediation executor around
+//! Modules:
+//! - [`builders`]: pure desired-object builders (Deployment = pod spec + containers + volumes,
+//!   Service, PVC, RBAC, Secret, ConfigMap), unit-tested.
+//! - `observe`: pure translations (pods to the decision function's `PodState`, spec to
+//!   `Policy`, the next status: one function per condition, `ConditionUpdate`).
+//! - [`reconcile`]: the pipeline (fetch → validate → build desired → apply → remediate → write
+//!   status, one function each) and the remediation executor around
 //!   `stallwatch_core::remediation::decide`.
 //! - [`sidecar`]: the sidecar admin API behind a trait (faked in tests).
 //! - [`leader`]: Lease-based leader election (pure decision, thin I/O).
-//! - [`run`]: caches, controller wiring, graceful shutdown; [`http`]: `/metrics`, `/healthz`,
-//!   `/readyz`; [`metrics`]; [`error`].
+//! - [`rbac`]: the permissions the operator uses, one `const` table per role; `builders` and
+//!   the tests use them, `transit-operator rbac` prints them, the chart is checked against them.
+//! - `controller`: caches (reflectors) and the kube-runtime controller.
+//! - [`run`]: start-up (HTTP endpoints, shutdown signal, leader election, then the controller);
+//!   `main.rs` only parses the CLI and calls [`run::run`].
+//! - `http`: `/metrics`, `/healthz`, `/readyz`; [`metrics`]; [`error`] (`label()` = metric
+//!   label, generated with `LABELS` from one table).
+//!
+//! Module graph (an arrow points to what a module imports; no cycles):
+//! ```text
+//! run ─→ controller ─→ reconcile ─→ builders ─→ rbac
+//!  │                      ├──→ observe
+//!  │                      ├──→ sidecar ─→ builders
+//!  │                      └──→ metrics ─→ error
+//!  ├──→ http ─→ metrics
+//!  └──→ leader
+//! ```
+//!
+//! Where a change goes:
+//! - a new field on a managed object → `builders` (a new object kind: also `rbac::OPERATOR`
+//!   and the chart's `templates/rbac.yaml`);
+//! - a new API call → `rbac` first (its test ties the table to the code), then the caller;
+//! - a new status condition → one function in `observe`, called from `next_status`;
+//! - a new pipeline or remediation step → `reconcile` (the decision itself lives in
+//!   `stallwatch_core::remediation`);
+//! - a new CLI option → `main.rs` (clap, with an env fallback) and `run::Config`;
+//! - a new error → `error` (variant and its label in the one `labels!` table).
 //!
 //! May depend on `stallwatch-core`, `stallwatch-crds`, kube, k8s-openapi, axum, reqwest,
 //! prometheus-client. The binary (`main.rs`) adds anyhow and clap.
 #![forbid(unsafe_code)]
 
 pub mod builders;
+pub(crate) mod controller;
 pub mod error;
-pub mod http;
+pub(crate) mod http;
 pub mod leader;
 pub mod metrics;
-pub mod observe;
+pub(crate) mod observe;
+pub mod rbac;
 pub mod reconcile;
 pub mod run;
 pub mod sidecar;

@@ -1,19 +1,12 @@
-//! `transit-operator run` reconciles TransitStreams; `transit-operator crd` prints the CRD.
+//! `transit-operator run` reconciles TransitStreams; `transit-operator crd` prints the CRD;
+//! `transit-operator rbac` prints the permissions it uses. This file only parses the CLI: the
+//! start-up is `transit_operator::run`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-use transit_operator::http::{HttpState, router};
-use transit_operator::leader::{Elector, KubeLeases};
-use transit_operator::metrics::Metrics;
-use transit_operator::reconcile::{Context, Settings, system_clock};
-use transit_operator::run::{Scope, run_controller};
-use transit_operator::sidecar::HttpSidecar;
+use transit_operator::run::{Config, run};
 
 #[derive(Parser)]
 #[command(name = "transit-operator", version, about)]
@@ -37,6 +30,8 @@ enum Command {
     Run(RunArgs),
     /// Print the TransitStream CRD as YAML (crds/transitstream.yaml is this output).
     Crd,
+    /// Print, as YAML, the RBAC rules this build of the operator uses (the chart grants them).
+    Rbac,
 }
 
 #[derive(clap::Args)]
@@ -91,141 +86,30 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", stallwatch_crds::crd_yaml());
             Ok(())
         }
+        Command::Rbac => {
+            print!("{}", transit_operator::rbac::yaml());
+            Ok(())
+        }
         Command::Run(args) => {
             init_tracing(cli.log_format);
-            run(args).await
+            Ok(run(args.into()).await?)
         }
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+impl From<RunArgs> for Config {
+    fn from(a: RunArgs) -> Self {
+        Config {
+            namespace: a.namespace,
+            default_image: a.default_image,
+            http_addr: a.http_addr,
+            leader_election: a.leader_election,
+            lease_name: a.lease_name,
+            lease_namespace: a.lease_namespace,
+            identity: a.identity,
+            lease_duration: a.lease_duration,
+            max_concurrent_remediations: a.max_concurrent_remediations,
+            reconcile_timeout: a.reconcile_timeout,
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
-    let mut registry = Registry::default();
-    let metrics = Metrics::new(&mut registry);
-    let (ready_tx, ready_rx) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("binding {}", args.http_addr))?;
-    let app = router(HttpState {
-        registry: Arc::new(registry),
-        ready: ready_rx,
-    });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        stop_tx.send_replace(true);
-    });
-
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("transit-operator-{}", std::process::id()));
-    let (lead_tx, mut lead_rx) = watch::channel(!args.leader_election);
-    let elector_task = if args.leader_election {
-        // A follower is ready: it is healthy and standing by.
-        ready_tx.send_replace(true);
-        let elector = Elector {
-            store: KubeLeases::new(client.clone(), &args.lease_namespace, &args.lease_name),
-            name: args.lease_name.clone(),
-            identity: identity.clone(),
-            duration: args.lease_duration,
-        };
-        let clock = system_clock();
-        let stop = stop_rx.clone();
-        Some(tokio::spawn(async move {
-            elector.run(lead_tx, move || clock(), stop).await;
-        }))
-    } else {
-        None
-    };
-
-    // Wait to lead (or to be told to stop).
-    let mut stop_wait = stop_rx.clone();
-    tokio::select! {
-        r = lead_rx.wait_for(|l| *l) => { r.context("leader election ended")?; }
-        _ = stop_wait.wait_for(|s| *s) => {
-            if let Some(t) = elector_task { let _ = t.await; }
-            return Ok(());
-        }
-    }
-    metrics.leader.set(1);
-    tracing::info!(identity = %identity, "leading; starting the controller");
-    ready_tx.send_replace(false);
-
-    let scope = if args.namespace.is_empty() {
-        Scope::All
-    } else {
-        Scope::Namespace(args.namespace.clone())
-    };
-    let settings = Settings {
-        default_image: args.default_image.clone(),
-        max_concurrent_remediations: args.max_concurrent_remediations,
-        reconcile_timeout: args.reconcile_timeout,
-        instance: Some(identity.clone()),
-    };
-    let mut stop_ctl = stop_rx.clone();
-    let mut lost = lead_rx.clone();
-    let shutdown = async move {
-        tokio::select! {
-            _ = stop_ctl.wait_for(|s| *s) => {}
-            _ = lost.wait_for(|l| !*l) => { tracing::warn!("leadership lost; stopping the controller"); }
-        }
-    };
-    let ctl_client = client.clone();
-    run_controller(
-        client,
-        scope,
-        move |pods, streams| {
-            Arc::new(Context::new(
-                ctl_client,
-                settings,
-                pods,
-                streams,
-                Arc::new(HttpSidecar::new()),
-                metrics.clone(),
-                system_clock(),
-            ))
-        },
-        ready_tx,
-        shutdown,
-    )
-    .await;
-    let stopping = *stop_rx.borrow();
-    if let Some(t) = elector_task {
-        if stopping {
-            let _ = t.await;
-        } else {
-            t.abort();
-        }
-    }
-    if !stopping {
-        // Lost the lease while running: exit so the pod restarts as a clean follower.
-        anyhow::bail!("lost the leader lease");
-    }
-    Ok(())
 }

@@ -167,13 +167,102 @@ pub struct Observed<'a> {
     pub now_ms: u64,
 }
 
+/// One condition's next value, built by name instead of by position (as stackable's
+/// condition builders do); [`Conditions::set`] stamps it with the generation and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionUpdate {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ConditionUpdate {
+    /// `type_` is `True` for `reason`.
+    pub fn holds(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(type_, true, reason, message)
+    }
+
+    /// `type_` is `False` for `reason`.
+    pub fn fails(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(type_, false, reason, message)
+    }
+
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ConditionUpdate {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Writes condition updates for one generation at one time.
+struct Conditions<'a> {
+    conditions: &'a mut Vec<Condition>,
+    generation: Option<i64>,
+    now: &'a Time,
+}
+
+impl Conditions<'_> {
+    fn set(&mut self, c: ConditionUpdate) {
+        set_condition(
+            self.conditions,
+            c.type_,
+            c.status,
+            c.reason,
+            c.message,
+            self.generation,
+            self.now,
+        );
+    }
+}
+
+/// What the Deployment's status says.
+#[derive(Debug, Clone, Copy)]
+struct Workload {
+    replicas: i32,
+    ready: i32,
+    updated: i32,
+    /// The Deployment controller has seen the current generation.
+    observed: bool,
+}
+
+impl Workload {
+    fn of(deployment: Option<&Deployment>) -> Self {
+        deployment
+            .and_then(|d| Some((d.status.as_ref()?, d.metadata.generation)))
+            .map(|(s, g)| Workload {
+                replicas: s.replicas.unwrap_or(0),
+                ready: s.ready_replicas.unwrap_or(0),
+                updated: s.updated_replicas.unwrap_or(0),
+                observed: s.observed_generation == g,
+            })
+            .unwrap_or(Workload {
+                replicas: 0,
+                ready: 0,
+                updated: 0,
+                observed: false,
+            })
+    }
+
+    fn progressing(&self, want: i32) -> bool {
+        !self.observed || self.updated < want || self.replicas != want
+    }
+}
+
 /// The next status. Pure; the previous status supplies transition times and counters.
 pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
     let prev = o.ts.status.clone().unwrap_or_default();
-    let generation = o.ts.metadata.generation;
     let now = time(o.now_ms);
     let mut st = TransitStreamStatus {
-        observed_generation: generation,
+        observed_generation: o.ts.metadata.generation,
         conditions: prev.conditions.clone(),
         streams: o.ts.spec.streams.len() as i32,
         stalls: prev.stalls,
@@ -187,52 +276,69 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
         remediation: o.ledger.into(),
         ..TransitStreamStatus::default()
     };
+    let mut conditions = Conditions {
+        conditions: &mut st.conditions,
+        generation: o.ts.metadata.generation,
+        now: &now,
+    };
 
     if !o.invalid.is_empty() {
-        let msg = o
-            .invalid
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        set_condition(
-            &mut st.conditions,
+        let msg = invalid_spec_message(o.invalid);
+        conditions.set(ConditionUpdate::holds(
             ct::INVALID_SPEC,
-            true,
             "InvalidSpec",
             msg.clone(),
-            generation,
-            &now,
-        );
-        set_condition(
-            &mut st.conditions,
-            ct::READY,
-            false,
-            "InvalidSpec",
-            msg,
-            generation,
-            &now,
-        );
+        ));
+        conditions.set(ConditionUpdate::fails(ct::READY, "InvalidSpec", msg));
         st.phase = Some(Phase::InvalidSpec);
         // Keep the workload's counters as they were: nothing was applied.
         st.replicas = prev.replicas;
         st.ready_replicas = prev.ready_replicas;
         return st;
     }
-    set_condition(
-        &mut st.conditions,
+    conditions.set(ConditionUpdate::fails(
         ct::INVALID_SPEC,
-        false,
         "Valid",
-        "spec is valid".into(),
-        generation,
-        &now,
-    );
+        "spec is valid",
+    ));
 
-    // Count new episodes: stalls that began after the newest one already counted.
+    let workload = Workload::of(o.deployment);
+    let want = o.ts.spec.replicas;
+    let stalled = stalled_streams(o.pods);
+    let is_stalled = !stalled.is_empty();
+    conditions.set(stalled_condition(&stalled));
+    conditions.set(progressing_condition(&workload, want));
+    conditions.set(ready_condition(&workload, want, is_stalled));
+    conditions.set(remediating_condition(o.ledger));
+    conditions.set(degraded_condition(o.ledger, o.blocked, is_stalled));
+
+    count_new_stalls(&mut st, &prev, o.pods);
+    st.replicas = workload.replicas;
+    st.ready_replicas = workload.ready;
+    st.stalled_streams = stalled;
+    st.phase = Some(phase(
+        o,
+        &st,
+        is_stalled,
+        workload.ready >= want && !is_stalled,
+        workload.progressing(want),
+    ));
+    st
+}
+
+fn invalid_spec_message(invalid: &[SpecError]) -> String {
+    invalid
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Counts new episodes: stalls that began after the newest one already counted.
+fn count_new_stalls(st: &mut TransitStreamStatus, prev: &TransitStreamStatus, pods: &[PodState]) {
     let counted = prev.last_stall_time.as_ref().map(ms).unwrap_or(0);
     let mut newest = counted;
-    for p in o.pods {
+    for p in pods {
         if let Some(since) = p.stalled_since_ms
             && since > counted
         {
@@ -243,26 +349,11 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
     if newest > counted {
         st.last_stall_time = Some(time(newest));
     }
+}
 
-    let (replicas, ready, updated, observed_gen) = o
-        .deployment
-        .and_then(|d| Some((d.status.as_ref()?, d.metadata.generation)))
-        .map(|(s, g)| {
-            (
-                s.replicas.unwrap_or(0),
-                s.ready_replicas.unwrap_or(0),
-                s.updated_replicas.unwrap_or(0),
-                s.observed_generation == g,
-            )
-        })
-        .unwrap_or((0, 0, 0, false));
-    st.replicas = replicas;
-    st.ready_replicas = ready;
-    let want = o.ts.spec.replicas;
-
-    let stalled: Vec<String> = o
-        .pods
-        .iter()
+/// `pod/stream: reason` for every stalled stream (at most 64).
+fn stalled_streams(pods: &[PodState]) -> Vec<String> {
+    pods.iter()
         .filter(|p| p.stalled_since_ms.is_some())
         .flat_map(|p| {
             p.stalled
@@ -270,372 +361,117 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
                 .map(move |s| format!("{}/{}: {}", p.name, s.stream, s.reason))
         })
         .take(64)
-        .collect();
-    st.stalled_streams = stalled.clone();
-    let is_stalled = !stalled.is_empty();
-    set_condition(
-        &mut st.conditions,
-        ct::STALLED,
-        is_stalled,
-        if is_stalled {
-            "StreamsStalled"
-        } else {
-            "AllStreamsFlowing"
-        },
-        if is_stalled {
-            stalled.join("; ")
-        } else {
-            "every stream is making progress".into()
-        },
-        generation,
-        &now,
-    );
+        .collect()
+}
 
-    let progressing = !observed_gen || updated < want || replicas != want;
-    set_condition(
-        &mut st.conditions,
+fn stalled_condition(stalled: &[String]) -> ConditionUpdate {
+    if stalled.is_empty() {
+        ConditionUpdate::fails(
+            ct::STALLED,
+            "AllStreamsFlowing",
+            "every stream is making progress",
+        )
+    } else {
+        ConditionUpdate::holds(ct::STALLED, "StreamsStalled", stalled.join("; "))
+    }
+}
+
+fn progressing_condition(w: &Workload, want: i32) -> ConditionUpdate {
+    let progressing = w.progressing(want);
+    ConditionUpdate::new(
         ct::PROGRESSING,
         progressing,
         if progressing { "RollingOut" } else { "Stable" },
-        format!("{updated} of {want} replicas updated, {replicas} present"),
-        generation,
-        &now,
-    );
+        format!(
+            "{} of {want} replicas updated, {} present",
+            w.updated, w.replicas
+        ),
+    )
+}
 
-    let ready_ok = ready >= want && !is_stalled;
-    set_condition(
-        &mut st.conditions,
+fn ready_condition(w: &Workload, want: i32, is_stalled: bool) -> ConditionUpdate {
+    let reason = if is_stalled {
+        "StreamsStalled"
+    } else if w.ready >= want {
+        "AllReplicasReady"
+    } else {
+        "ReplicasNotReady"
+    };
+    ConditionUpdate::new(
         ct::READY,
-        ready_ok,
-        if is_stalled {
-            "StreamsStalled"
-        } else if ready >= want {
-            "AllReplicasReady"
-        } else {
-            "ReplicasNotReady"
-        },
-        format!("{ready} of {want} replicas ready"),
-        generation,
-        &now,
-    );
+        w.ready >= want && !is_stalled,
+        reason,
+        format!("{} of {want} replicas ready", w.ready),
+    )
+}
 
-    match &o.ledger.in_flight {
-        Some(a) => set_condition(
-            &mut st.conditions,
+fn remediating_condition(ledger: &Ledger) -> ConditionUpdate {
+    match &ledger.in_flight {
+        Some(a) => ConditionUpdate::holds(
             ct::REMEDIATING,
-            true,
             "InProgress",
             format!(
                 "{}: step {:?} for pod {} stream {}",
                 a.id, a.step, a.pod, a.stream
             ),
-            generation,
-            &now,
         ),
-        None => set_condition(
-            &mut st.conditions,
-            ct::REMEDIATING,
-            false,
-            "Idle",
-            "no remediation in flight".into(),
-            generation,
-            &now,
-        ),
+        None => ConditionUpdate::fails(ct::REMEDIATING, "Idle", "no remediation in flight"),
     }
+}
 
-    // Degraded: the budget is spent while a stall waits, or the last attempt failed. It stays
-    // until a later attempt succeeds or the stall is gone.
-    let last_failed = o
-        .ledger
+/// Degraded: the budget is spent while a stall waits, or the last attempt failed. It stays
+/// until a later attempt succeeds or the stall is gone.
+fn degraded_condition(
+    ledger: &Ledger,
+    blocked: Option<&Blocked>,
+    is_stalled: bool,
+) -> ConditionUpdate {
+    let last_failed = ledger
         .history
         .last()
         .is_some_and(|a| a.outcome == Some(stallwatch_core::remediation::Outcome::Failed));
-    match o.blocked {
-        Some(b @ Blocked::BudgetSpent { .. }) => set_condition(
-            &mut st.conditions,
+    match blocked {
+        Some(b @ Blocked::BudgetSpent { .. }) => {
+            ConditionUpdate::holds(ct::DEGRADED, "BudgetSpent", b.to_string())
+        }
+        _ if last_failed && is_stalled => ConditionUpdate::holds(
             ct::DEGRADED,
-            true,
-            "BudgetSpent",
-            b.to_string(),
-            generation,
-            &now,
-        ),
-        _ if last_failed && is_stalled => set_condition(
-            &mut st.conditions,
-            ct::DEGRADED,
-            true,
             "RemediationFailed",
-            o.ledger
+            ledger
                 .history
                 .last()
                 .and_then(|a| a.message.clone())
                 .unwrap_or_default(),
-            generation,
-            &now,
         ),
-        _ => set_condition(
-            &mut st.conditions,
+        _ => ConditionUpdate::fails(
             ct::DEGRADED,
-            false,
             "AsExpected",
-            "remediation is within its budget".into(),
-            generation,
-            &now,
+            "remediation is within its budget",
         ),
     }
+}
 
-    st.phase = Some(if o.ts.spec.paused {
+fn phase(
+    o: &Observed<'_>,
+    st: &TransitStreamStatus,
+    is_stalled: bool,
+    ready: bool,
+    progressing: bool,
+) -> Phase {
+    if o.ts.spec.paused {
         Phase::Paused
-    } else if condition_is(&st, ct::DEGRADED, true) {
+    } else if condition_is(st, ct::DEGRADED, true) {
         Phase::Degraded
     } else if o.ledger.in_flight.is_some() {
         Phase::Remediating
     } else if is_stalled {
         Phase::Stalled
-    } else if ready_ok && !progressing {
+    } else if ready && !progressing {
         Phase::Running
     } else {
         Phase::Pending
-    });
-    st
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::apps::v1::DeploymentStatus;
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-    use stallwatch_core::condition::format_message;
-    use stallwatch_crds::{Source, SyntheticSource, TransitStreamSpec};
-
-    const T0: u64 = 1_700_000_000_000;
-
-    fn ts() -> TransitStream {
-        let mut ts = TransitStream::new(
-            "demo",
-            TransitStreamSpec::with_source(Source {
-                synthetic: Some(SyntheticSource::default()),
-                ..Source::default()
-            }),
-        );
-        ts.metadata.generation = Some(2);
-        ts
-    }
-
-    fn pod(status: &str, reason: &str, message: &str) -> Pod {
-        let mut p = Pod::default();
-        p.metadata.name = Some("demo-abc".into());
-        p.metadata.uid = Some("u1".into());
-        p.status = Some(PodStatus {
-            pod_ip: Some("10.0.0.7".into()),
-            conditions: Some(vec![PodCondition {
-                type_: CONDITION_TYPE.into(),
-                status: status.into(),
-                reason: Some(reason.into()),
-                message: Some(message.into()),
-                last_transition_time: Some(time(T0)),
-                ..PodCondition::default()
-            }]),
-            ..PodStatus::default()
-        });
-        p
-    }
-
-    fn stalled(name: &str, reason: StallReason) -> StalledStream {
-        StalledStream {
-            stream: name.into(),
-            reason,
-            depth: 5,
-            capacity: 5,
-            secs_since_dequeue: Some(2.5),
-        }
-    }
-
-    #[test]
-    fn a_false_condition_is_a_stall_led_by_its_reason() {
-        let msg = format_message(&[
-            stalled("airport", StallReason::ChannelStuck),
-            stalled("downtown", StallReason::DispatcherDead),
-        ]);
-        let s = pod_state(&pod("False", "DispatcherDead", &msg));
-        assert_eq!(s.stalled_since_ms, Some(T0));
-        assert_eq!(s.reason, Some(StallReason::DispatcherDead));
-        assert_eq!(s.stalled[0].stream, "downtown");
-        assert_eq!(s.stalled.len(), 2);
-        assert_eq!(s.uid.as_deref(), Some("u1"));
-        assert_eq!(pod_ip(&pod("False", "x", "")).as_deref(), Some("10.0.0.7"));
-    }
-
-    #[test]
-    fn healthy_and_garbled_conditions() {
-        assert_eq!(
-            pod_state(&pod("True", "Healthy", "")).stalled_since_ms,
-            None
-        );
-        let s = pod_state(&pod("False", "ReportsLost", "something else entirely"));
-        assert_eq!(s.stalled_since_ms, Some(T0));
-        assert_eq!(s.stalled[0].stream, "pod");
-        assert_eq!(s.reason, Some(StallReason::ReportsLost));
-        let mut p = pod("True", "Healthy", "");
-        p.metadata.annotations =
-            Some([(OPT_OUT_ANNOTATION.to_string(), "disabled".to_string())].into());
-        assert!(pod_state(&p).opted_out);
-        // No condition yet (sidecar starting): healthy, not stalled.
-        p.status.as_mut().unwrap().conditions = None;
-        assert_eq!(pod_state(&p).stalled_since_ms, None);
-    }
-
-    #[test]
-    fn policy_from_spec() {
-        let mut t = ts();
-        t.spec.remediation.mode = RemediationMode::Observe;
-        t.spec.remediation.restart_target = RestartTarget::Deployment;
-        let p = policy(&t);
-        assert_eq!(p.mode, Mode::Observe);
-        assert_eq!(p.restart_target, CoreTarget::Deployment);
-        assert_eq!(p.cooldown_ms, 300_000);
-        assert_eq!(p.dump_timeout_ms, 10_000);
-        assert!(!p.soft_restart_first);
-    }
-
-    #[test]
-    fn transition_times_survive_unchanged_statuses() {
-        let mut cs = Vec::new();
-        set_condition(&mut cs, "Ready", false, "A", "m".into(), Some(1), &time(T0));
-        set_condition(
-            &mut cs,
-            "Ready",
-            false,
-            "B",
-            "m2".into(),
-            Some(2),
-            &time(T0 + 5),
-        );
-        assert_eq!(cs[0].last_transition_time, time(T0));
-        assert_eq!(cs[0].reason, "B");
-        assert_eq!(cs[0].observed_generation, Some(2));
-        set_condition(
-            &mut cs,
-            "Ready",
-            true,
-            "C",
-            "m3".into(),
-            Some(2),
-            &time(T0 + 9),
-        );
-        assert_eq!(cs[0].last_transition_time, time(T0 + 9));
-        assert_eq!(cs.len(), 1);
-    }
-
-    fn deployment(ready: i32) -> Deployment {
-        let mut d = Deployment::default();
-        d.metadata.generation = Some(1);
-        d.status = Some(DeploymentStatus {
-            observed_generation: Some(1),
-            replicas: Some(1),
-            ready_replicas: Some(ready),
-            updated_replicas: Some(1),
-            ..DeploymentStatus::default()
-        });
-        d
-    }
-
-    fn cond<'a>(st: &'a TransitStreamStatus, t: &str) -> &'a Condition {
-        st.conditions.iter().find(|c| c.type_ == t).unwrap()
-    }
-
-    #[test]
-    fn running_when_ready_and_flowing() {
-        let t = ts();
-        let d = deployment(1);
-        let pods = vec![PodState::healthy("p", "u")];
-        let st = next_status(&Observed {
-            ts: &t,
-            deployment: Some(&d),
-            pods: &pods,
-            ledger: &Ledger::default(),
-            blocked: None,
-            invalid: &[],
-            now_ms: T0,
-        });
-        assert_eq!(st.phase, Some(Phase::Running));
-        assert_eq!(st.observed_generation, Some(2));
-        assert_eq!(cond(&st, "Ready").status, "True");
-        assert_eq!(cond(&st, "Stalled").status, "False");
-        assert_eq!(cond(&st, "Degraded").status, "False");
-        assert_eq!(cond(&st, "Ready").observed_generation, Some(2));
-        assert_eq!((st.streams, st.ready_replicas, st.stalls), (1, 1, 0));
-    }
-
-    #[test]
-    fn stalls_are_counted_once_per_episode() {
-        let mut t = ts();
-        let d = deployment(0);
-        let pods = vec![PodState::stalled(
-            "p",
-            "u",
-            T0,
-            vec![stalled("all", StallReason::ChannelStuck)],
-        )];
-        let o = |t: &TransitStream| {
-            next_status(&Observed {
-                ts: t,
-                deployment: Some(&d),
-                pods: &pods,
-                ledger: &Ledger::default(),
-                blocked: None,
-                invalid: &[],
-                now_ms: T0 + 10,
-            })
-        };
-        let st = o(&t);
-        assert_eq!(st.stalls, 1);
-        assert_eq!(st.phase, Some(Phase::Stalled));
-        assert_eq!(cond(&st, "Stalled").message, "p/all: ChannelStuck");
-        assert_eq!(st.stalled_streams, ["p/all: ChannelStuck"]);
-        t.status = Some(st);
-        assert_eq!(o(&t).stalls, 1, "the same episode is not counted again");
-    }
-
-    #[test]
-    fn invalid_spec_and_budget_spent() {
-        let t = ts();
-        let errs = vec![SpecError {
-            field: "stallAfter".into(),
-            message: "must be longer".into(),
-        }];
-        let st = next_status(&Observed {
-            ts: &t,
-            deployment: None,
-            pods: &[],
-            ledger: &Ledger::default(),
-            blocked: None,
-            invalid: &errs,
-            now_ms: T0,
-        });
-        assert_eq!(st.phase, Some(Phase::InvalidSpec));
-        assert_eq!(cond(&st, "InvalidSpec").status, "True");
-        assert!(
-            cond(&st, "InvalidSpec")
-                .message
-                .contains("spec.stallAfter: must be longer")
-        );
-        let blocked = Blocked::BudgetSpent {
-            used: 3,
-            limit: 3,
-            frees_at_ms: None,
-        };
-        let st = next_status(&Observed {
-            ts: &t,
-            deployment: None,
-            pods: &[],
-            ledger: &Ledger::default(),
-            blocked: Some(&blocked),
-            invalid: &[],
-            now_ms: T0,
-        });
-        assert_eq!(st.phase, Some(Phase::Degraded));
-        assert_eq!(cond(&st, "Degraded").reason, "BudgetSpent");
-        assert_eq!(cond(&st, "InvalidSpec").status, "False");
-    }
-}
+mod tests;

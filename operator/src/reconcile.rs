@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use stallwatch_core::remediation::{
     self as rem, Blocked, Decision, Effect, EffectResult, Ledger, Observation, PodState,
 };
+use stallwatch_core::sync::lock;
 use stallwatch_crds::{TransitStream, TransitStreamStatus, condition_types as ct, labels};
 
 use crate::builders::{self, BuildContext, RESTARTED_AT_ANNOTATION, TOKEN_KEY};
@@ -62,12 +63,7 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Wall clock in ms since the Unix epoch.
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default()
-    })
+    Arc::new(stallwatch_core::clock::now_ms)
 }
 
 /// Shared state of every reconcile.
@@ -133,7 +129,7 @@ impl Context {
     /// Attempts in flight for other resources: persisted ones (the store) and ones this
     /// process just started (not in the store yet), among resources that still exist.
     fn in_flight_elsewhere(&self, me: &str) -> usize {
-        let known = self.in_flight.lock().expect("poisoned").clone();
+        let known = lock(&self.in_flight).clone();
         self.streams
             .state()
             .iter()
@@ -149,7 +145,7 @@ impl Context {
     }
 
     fn track_in_flight(&self, key: &str, in_flight: bool) {
-        let mut set = self.in_flight.lock().expect("poisoned");
+        let mut set = lock(&self.in_flight);
         if in_flight {
             set.insert(key.to_string());
         } else {
@@ -180,7 +176,7 @@ pub async fn reconcile(ts: Arc<TransitStream>, ctx: Arc<Context>) -> Result<Acti
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.failures.lock().expect("poisoned").remove(&key_of(&ts));
+        lock(&ctx.failures).remove(&key_of(&ts));
     }
     result
 }
@@ -189,7 +185,7 @@ pub async fn reconcile(ts: Arc<TransitStream>, ctx: Arc<Context>) -> Result<Acti
 pub fn error_policy(ts: Arc<TransitStream>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(error.label());
     let failures = {
-        let mut map = ctx.failures.lock().expect("poisoned");
+        let mut map = lock(&ctx.failures);
         let n = map.entry(key_of(&ts)).or_insert(0);
         *n += 1;
         *n
@@ -199,118 +195,171 @@ pub fn error_policy(ts: Arc<TransitStream>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
+/// The pipeline: fetch (the resource's key) → validate → build desired → apply → remediate →
+/// write status. Each step is one function below.
 async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
-    let ns = ts
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(Error::MissingObjectKey("namespace"))?;
-    let name = ts
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingObjectKey("name"))?;
-    let key = key_of(ts);
+    let target = Target::of(ts, ctx)?;
     if ts.metadata.deletion_timestamp.is_some() {
         // Owned objects go with it (owner references); nothing to clean up by hand.
-        ctx.track_in_flight(&key, false);
+        ctx.track_in_flight(&target.key, false);
         return Ok(Action::await_change());
     }
     let mut ts = ts.clone();
-    let api: Api<TransitStream> = Api::namespaced(ctx.client.clone(), &ns);
 
     // Validate (pure). An invalid spec is reported and waits for a change.
     let invalid = stallwatch_crds::validate(&ts.spec);
     if !invalid.is_empty() {
-        let was_invalid = ts
-            .status
-            .as_ref()
-            .is_some_and(|s| observe::condition_is(s, ct::INVALID_SPEC, true));
-        let ledger = ledger_of(&ts)?;
-        let status = observe::next_status(&Observed {
-            ts: &ts,
-            deployment: None,
-            pods: &[],
-            ledger: &ledger,
-            blocked: None,
-            invalid: &invalid,
-            now_ms: ctx.now(),
-        });
-        write_status(&api, &mut ts, status).await?;
-        if !was_invalid {
-            let msg = invalid
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            publish(ctx, &ts, true, "InvalidSpec", "Validate", msg).await;
-        }
+        report_invalid(ctx, &target, &mut ts, &invalid).await?;
         return Ok(Action::await_change());
     }
 
-    // Build and apply.
-    let build = BuildContext {
-        default_image: ctx.settings.default_image.clone(),
-    };
-    let desired = builders::desired(&ts, &build);
-    let generation = ts.metadata.generation.unwrap_or_default();
-    let fresh = ctx.applied.lock().expect("poisoned").get(&key) != Some(&generation);
-    if fresh {
-        ensure_token(ctx, &ts, &ns, &name, true).await?;
-        apply(ctx, &ns, &desired.service_account).await?;
-        apply(ctx, &ns, &desired.role).await?;
-        apply(ctx, &ns, &desired.role_binding).await?;
-        apply(ctx, &ns, &desired.config_map).await?;
-        if let Some(claim) = &desired.claim {
-            apply(ctx, &ns, claim).await?;
-        }
-        apply(ctx, &ns, &desired.service).await?;
-    }
-    let deployment = apply(ctx, &ns, &desired.deployment).await?;
-    if fresh {
-        ctx.applied
-            .lock()
-            .expect("poisoned")
-            .insert(key.clone(), generation);
-    }
+    let desired = build_desired(ctx, &ts);
+    let deployment = apply_desired(ctx, &target, &ts, &desired).await?;
+    let (ledger, blocked, requeue) = remediate(ctx, &target, &mut ts).await?;
+    write_observed_status(ctx, &target, &mut ts, &deployment, &ledger, blocked).await?;
+    Ok(requeue)
+}
 
-    // Remediate.
-    let (ledger, blocked, requeue) = remediate(ctx, &api, &mut ts, &ns, &name, &key).await?;
+/// Where one TransitStream lives: its namespace, name, cache key and API.
+struct Target {
+    ns: String,
+    name: String,
+    key: String,
+    api: Api<TransitStream>,
+}
 
-    // Status.
-    let pods = pod_states(ctx, &ns, &name);
-    let status = observe::next_status(&Observed {
-        ts: &ts,
-        deployment: Some(&deployment),
-        pods: &pods,
-        ledger: &ledger,
-        blocked: blocked.as_ref(),
-        invalid: &[],
-        now_ms: ctx.now(),
-    });
-    let was_degraded = ts
-        .status
-        .as_ref()
-        .is_some_and(|s| observe::condition_is(s, ct::DEGRADED, true));
-    let degraded = observe::condition_is(&status, ct::DEGRADED, true);
+impl Target {
+    fn of(ts: &TransitStream, ctx: &Context) -> Result<Self> {
+        let ns = ts
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(Error::MissingObjectKey("namespace"))?;
+        let name = ts
+            .metadata
+            .name
+            .clone()
+            .ok_or(Error::MissingObjectKey("name"))?;
+        Ok(Target {
+            api: Api::namespaced(ctx.client.clone(), &ns),
+            key: key_of(ts),
+            ns,
+            name,
+        })
+    }
+}
+
+/// Writes the InvalidSpec status, and an Event when the spec just turned invalid.
+async fn report_invalid(
+    ctx: &Context,
+    target: &Target,
+    ts: &mut TransitStream,
+    invalid: &[stallwatch_crds::SpecError],
+) -> Result<()> {
     let was_invalid = ts
         .status
         .as_ref()
         .is_some_and(|s| observe::condition_is(s, ct::INVALID_SPEC, true));
+    let ledger = ledger_of(ts)?;
+    let status = observe::next_status(&Observed {
+        ts,
+        deployment: None,
+        pods: &[],
+        ledger: &ledger,
+        blocked: None,
+        invalid,
+        now_ms: ctx.now(),
+    });
+    write_status(&target.api, ts, status).await?;
+    if !was_invalid {
+        let msg = invalid
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        publish(ctx, ts, true, "InvalidSpec", "Validate", msg).await;
+    }
+    Ok(())
+}
+
+fn build_desired(ctx: &Context, ts: &TransitStream) -> builders::Desired {
+    let build = BuildContext {
+        default_image: ctx.settings.default_image.clone(),
+    };
+    builders::desired(ts, &build)
+}
+
+/// Applies every desired object; all but the Deployment only once per generation (the
+/// Deployment every time: its status feeds the TransitStream's).
+async fn apply_desired(
+    ctx: &Context,
+    target: &Target,
+    ts: &TransitStream,
+    desired: &builders::Desired,
+) -> Result<Deployment> {
+    let ns = &target.ns;
+    let generation = ts.metadata.generation.unwrap_or_default();
+    let fresh = lock(&ctx.applied).get(&target.key) != Some(&generation);
+    if fresh {
+        ensure_token(ctx, ts, ns, &target.name, true).await?;
+        apply(ctx, ns, &desired.service_account).await?;
+        apply(ctx, ns, &desired.role).await?;
+        apply(ctx, ns, &desired.role_binding).await?;
+        apply(ctx, ns, &desired.config_map).await?;
+        if let Some(claim) = &desired.claim {
+            apply(ctx, ns, claim).await?;
+        }
+        apply(ctx, ns, &desired.service).await?;
+    }
+    let deployment = apply(ctx, ns, &desired.deployment).await?;
+    if fresh {
+        lock(&ctx.applied).insert(target.key.clone(), generation);
+    }
+    Ok(deployment)
+}
+
+/// Writes the status computed from what was observed (when it changed), then the Events of
+/// its transitions: the budget just spent, the spec valid again.
+async fn write_observed_status(
+    ctx: &Context,
+    target: &Target,
+    ts: &mut TransitStream,
+    deployment: &Deployment,
+    ledger: &Ledger,
+    blocked: Option<Blocked>,
+) -> Result<()> {
+    let pods = pod_states(ctx, &target.ns, &target.name);
+    let status = observe::next_status(&Observed {
+        ts,
+        deployment: Some(deployment),
+        pods: &pods,
+        ledger,
+        blocked: blocked.as_ref(),
+        invalid: &[],
+        now_ms: ctx.now(),
+    });
+    let was = |type_: &str| {
+        ts.status
+            .as_ref()
+            .is_some_and(|s| observe::condition_is(s, type_, true))
+    };
+    let was_degraded = was(ct::DEGRADED);
+    let was_invalid = was(ct::INVALID_SPEC);
+    let degraded = observe::condition_is(&status, ct::DEGRADED, true);
     if ts.status.as_ref() != Some(&status) {
-        write_status(&api, &mut ts, status).await?;
+        write_status(&target.api, ts, status).await?;
     }
     if degraded
         && !was_degraded
         && let Some(b @ Blocked::BudgetSpent { .. }) = &blocked
     {
         ctx.metrics.budget_exhausted.inc();
-        publish(ctx, &ts, true, "BudgetSpent", "Remediate", b.to_string()).await;
+        publish(ctx, ts, true, "BudgetSpent", "Remediate", b.to_string()).await;
     }
     if was_invalid {
         publish(
             ctx,
-            &ts,
+            ts,
             false,
             "SpecValid",
             "Validate",
@@ -318,7 +367,7 @@ async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    Ok(requeue)
+    Ok(())
 }
 
 /// The ledger persisted in status.
@@ -354,11 +403,8 @@ fn pod_states(ctx: &Context, ns: &str, name: &str) -> Vec<PodState> {
 /// Run decide/act rounds until the decision function waits or idles.
 async fn remediate(
     ctx: &Context,
-    api: &Api<TransitStream>,
+    target: &Target,
     ts: &mut TransitStream,
-    ns: &str,
-    name: &str,
-    key: &str,
 ) -> Result<(Ledger, Option<Blocked>, Action)> {
     let policy = observe::policy(ts);
     let mut ledger = ledger_of(ts)?;
@@ -366,25 +412,15 @@ async fn remediate(
         let now = ctx.now();
         let obs = Observation {
             now_ms: now,
-            pods: pod_states(ctx, ns, name),
+            pods: pod_states(ctx, &target.ns, &target.name),
             paused: ts.spec.paused,
             opted_out: observe::opted_out(ts.metadata.annotations.as_ref()),
-            in_flight_elsewhere: ctx.in_flight_elsewhere(key),
+            in_flight_elsewhere: ctx.in_flight_elsewhere(&target.key),
             max_concurrent: ctx.settings.max_concurrent_remediations,
         };
         match rem::decide(&policy, &ledger, &obs) {
             Decision::Record { ledger: next, note } => {
-                persist_ledger(ctx, api, ts, &ledger, &next, key).await?;
-                publish(
-                    ctx,
-                    ts,
-                    note.warning,
-                    note.reason,
-                    "Remediate",
-                    note.message,
-                )
-                .await;
-                ledger = next;
+                ledger = record(ctx, target, ts, &ledger, next, note).await?;
             }
             Decision::Act {
                 ledger: next,
@@ -392,48 +428,11 @@ async fn remediate(
                 note,
             } => {
                 // Recorded before acting: if this write fails, nothing is done.
-                persist_ledger(ctx, api, ts, &ledger, &next, key).await?;
-                publish(
-                    ctx,
-                    ts,
-                    note.warning,
-                    note.reason,
-                    "Remediate",
-                    note.message,
-                )
-                .await;
-                ledger = next;
-                let result = execute(ctx, ts, ns, name, &ledger, &effect).await?;
-                let failed = matches!(
-                    result,
-                    EffectResult::RestartFailed { .. } | EffectResult::SoftRestartFailed { .. }
-                );
-                let note = rem::result_note(effect.attempt_id(), &result);
-                count_step(ctx, &effect, &result);
-                let next = rem::record_result(&ledger, effect.attempt_id(), result);
-                persist_ledger(ctx, api, ts, &ledger, &next, key).await?;
-                publish(
-                    ctx,
-                    ts,
-                    note.warning,
-                    note.reason,
-                    "Remediate",
-                    note.message.clone(),
-                )
-                .await;
-                ledger = next;
-                if failed
-                    && matches!(
-                        effect,
-                        Effect::RestartPod { .. } | Effect::RolloutRestart { .. }
-                    )
-                {
-                    // Retry the (idempotent) restart with backoff, not in a tight loop.
-                    return Err(Error::Remediation(note.message));
-                }
+                ledger = record(ctx, target, ts, &ledger, next, note).await?;
+                ledger = act(ctx, target, ts, ledger, &effect).await?;
             }
             Decision::Wait { until_ms, .. } => {
-                ctx.blocked.lock().expect("poisoned").remove(key);
+                lock(&ctx.blocked).remove(&target.key);
                 let delay = Duration::from_millis(until_ms.saturating_sub(now).max(100));
                 return Ok((ledger, None, Action::requeue(delay)));
             }
@@ -441,7 +440,7 @@ async fn remediate(
                 recheck_at_ms,
                 blocked,
             } => {
-                note_blocked(ctx, key, blocked.as_ref());
+                note_blocked(ctx, &target.key, blocked.as_ref());
                 let delay = recheck_at_ms
                     .map(|t| Duration::from_millis(t.saturating_sub(now).max(100)))
                     .unwrap_or(RESYNC)
@@ -453,8 +452,60 @@ async fn remediate(
     Ok((ledger, None, Action::requeue(Duration::from_secs(1))))
 }
 
+/// Persists `next` (over `ledger`) and publishes its Event; returns the new ledger.
+async fn record(
+    ctx: &Context,
+    target: &Target,
+    ts: &mut TransitStream,
+    ledger: &Ledger,
+    next: Ledger,
+    note: rem::Note,
+) -> Result<Ledger> {
+    persist_ledger(ctx, &target.api, ts, ledger, &next, &target.key).await?;
+    publish(
+        ctx,
+        ts,
+        note.warning,
+        note.reason,
+        "Remediate",
+        note.message,
+    )
+    .await;
+    Ok(next)
+}
+
+/// Runs the effect the ledger just recorded and records its result. A failed restart is an
+/// error, so the (idempotent) restart is retried with backoff, not in a tight loop.
+async fn act(
+    ctx: &Context,
+    target: &Target,
+    ts: &mut TransitStream,
+    ledger: Ledger,
+    effect: &Effect,
+) -> Result<Ledger> {
+    let result = execute(ctx, ts, &target.ns, &target.name, &ledger, effect).await?;
+    let failed = matches!(
+        result,
+        EffectResult::RestartFailed { .. } | EffectResult::SoftRestartFailed { .. }
+    );
+    let note = rem::result_note(effect.attempt_id(), &result);
+    let message = note.message.clone();
+    count_step(ctx, effect, &result);
+    let next = rem::record_result(&ledger, effect.attempt_id(), result);
+    let ledger = record(ctx, target, ts, &ledger, next, note).await?;
+    if failed
+        && matches!(
+            effect,
+            Effect::RestartPod { .. } | Effect::RolloutRestart { .. }
+        )
+    {
+        return Err(Error::Remediation(message));
+    }
+    Ok(ledger)
+}
+
 fn note_blocked(ctx: &Context, key: &str, blocked: Option<&Blocked>) {
-    let mut map = ctx.blocked.lock().expect("poisoned");
+    let mut map = lock(&ctx.blocked);
     match blocked {
         Some(b) => {
             if map.insert(key.to_string(), b.label()) != Some(b.label()) {
@@ -595,7 +646,7 @@ async fn ensure_token(
     reread: bool,
 ) -> Result<String> {
     let key = format!("{ns}/{name}");
-    if !reread && let Some(t) = ctx.tokens.lock().expect("poisoned").get(&key) {
+    if !reread && let Some(t) = lock(&ctx.tokens).get(&key) {
         return Ok(t.clone());
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -614,10 +665,7 @@ async fn ensure_token(
             token
         }
     };
-    ctx.tokens
-        .lock()
-        .expect("poisoned")
-        .insert(key, token.clone());
+    lock(&ctx.tokens).insert(key, token.clone());
     Ok(token)
 }
 
@@ -631,29 +679,9 @@ async fn execute(
     ledger: &Ledger,
     effect: &Effect,
 ) -> Result<EffectResult> {
-    let pod_of = |pod: &str| {
-        pods_of(ctx, ns, name)
-            .into_iter()
-            .find(|p| p.metadata.name.as_deref() == Some(pod))
-    };
-    let target = |pod: &str, token: String| SidecarTarget {
-        pod_ip: pod_of(pod)
-            .as_deref()
-            .and_then(observe::pod_ip)
-            .unwrap_or_default(),
-        token,
-    };
     Ok(match effect {
         Effect::SoftRestart { pod, stream, .. } => {
-            let token = ensure_token(ctx, ts, ns, name, false).await?;
-            let t = target(pod, token);
-            let timeout = Duration::from_secs(5);
-            match ctx.sidecar.soft_restart(&t, stream, timeout).await {
-                Ok(()) => EffectResult::SoftRestartAccepted,
-                Err(e) => EffectResult::SoftRestartFailed {
-                    error: e.to_string(),
-                },
-            }
+            soft_restart(ctx, &sidecar_of(ctx, ts, pod).await?, stream).await
         }
         Effect::CaptureDump {
             pod,
@@ -662,68 +690,126 @@ async fn execute(
             timeout_ms,
             ..
         } => {
-            let token = ensure_token(ctx, ts, ns, name, false).await?;
-            let t = target(pod, token);
-            match ctx
-                .sidecar
-                .capture_dump(&t, stream, *reason, Duration::from_millis(*timeout_ms))
-                .await
-            {
-                Ok(manifest) => EffectResult::DumpCaptured {
-                    bundle_path: manifest.path,
-                },
-                Err(e) => EffectResult::DumpFailed {
-                    timed_out: e.is_timeout(),
-                    error: e.to_string(),
-                },
-            }
+            let timeout = Duration::from_millis(*timeout_ms);
+            capture_dump(
+                ctx,
+                &sidecar_of(ctx, ts, pod).await?,
+                stream,
+                *reason,
+                timeout,
+            )
+            .await
         }
         Effect::RestartPod { pod, pod_uid, .. } => {
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-            let dp = DeleteParams {
-                preconditions: pod_uid.as_ref().map(|uid| Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match pods.delete(pod, &dp).await {
-                // 404: already gone; 409: the name now belongs to a replacement pod.
-                Ok(_) => restarted(ctx, ledger),
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
-                    restarted(ctx, ledger)
-                }
-                Err(e) => EffectResult::RestartFailed {
-                    error: e.to_string(),
-                },
-            }
+            delete_pod(ctx, ns, pod, pod_uid.as_deref(), ledger).await
         }
         Effect::RolloutRestart {
             restarted_at_ms, ..
-        } => {
-            let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-            let at = observe::time(*restarted_at_ms).0.to_string();
-            let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
-                RESTARTED_AT_ANNOTATION: at
-            }}}}});
-            match deployments
-                .patch(
-                    name,
-                    &PatchParams {
-                        field_manager: Some(RESTART_FIELD_MANAGER.into()),
-                        ..PatchParams::default()
-                    },
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => restarted(ctx, ledger),
-                Err(e) => EffectResult::RestartFailed {
-                    error: e.to_string(),
-                },
-            }
-        }
+        } => rollout_restart(ctx, ns, name, *restarted_at_ms, ledger).await,
     })
+}
+
+/// The sidecar of `pod` (no IP when the pod is gone from the cache: the call then fails).
+async fn sidecar_of(ctx: &Context, ts: &TransitStream, pod: &str) -> Result<SidecarTarget> {
+    let ns = ts.metadata.namespace.as_deref().unwrap_or_default();
+    let name = ts.metadata.name.as_deref().unwrap_or_default();
+    let token = ensure_token(ctx, ts, ns, name, false).await?;
+    let found = pods_of(ctx, ns, name)
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(pod));
+    Ok(SidecarTarget {
+        pod_ip: found
+            .as_deref()
+            .and_then(observe::pod_ip)
+            .unwrap_or_default(),
+        token,
+    })
+}
+
+async fn soft_restart(ctx: &Context, target: &SidecarTarget, stream: &str) -> EffectResult {
+    let timeout = Duration::from_secs(5);
+    match ctx.sidecar.soft_restart(target, stream, timeout).await {
+        Ok(()) => EffectResult::SoftRestartAccepted,
+        Err(e) => EffectResult::SoftRestartFailed {
+            error: e.to_string(),
+        },
+    }
+}
+
+async fn capture_dump(
+    ctx: &Context,
+    target: &SidecarTarget,
+    stream: &str,
+    reason: stallwatch_core::condition::StallReason,
+    timeout: Duration,
+) -> EffectResult {
+    match ctx
+        .sidecar
+        .capture_dump(target, stream, reason, timeout)
+        .await
+    {
+        Ok(manifest) => EffectResult::DumpCaptured {
+            bundle_path: manifest.path,
+        },
+        Err(e) => EffectResult::DumpFailed {
+            timed_out: e.is_timeout(),
+            error: e.to_string(),
+        },
+    }
+}
+
+/// Deletes the stalled pod, only if it is still the same pod (uid precondition).
+async fn delete_pod(
+    ctx: &Context,
+    ns: &str,
+    pod: &str,
+    pod_uid: Option<&str>,
+    ledger: &Ledger,
+) -> EffectResult {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let dp = DeleteParams {
+        preconditions: pod_uid.map(|uid| Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(pod, &dp).await {
+        // 404: already gone; 409: the name now belongs to a replacement pod.
+        Ok(_) => restarted(ctx, ledger),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => restarted(ctx, ledger),
+        Err(e) => EffectResult::RestartFailed {
+            error: e.to_string(),
+        },
+    }
+}
+
+/// `kubectl rollout restart`: the annotation is fixed per attempt, so a re-issue is a no-op.
+async fn rollout_restart(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    restarted_at_ms: u64,
+    ledger: &Ledger,
+) -> EffectResult {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let at = observe::time(restarted_at_ms).0.to_string();
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+        RESTARTED_AT_ANNOTATION: at
+    }}}}});
+    let params = PatchParams {
+        field_manager: Some(RESTART_FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match deployments
+        .patch(name, &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => restarted(ctx, ledger),
+        Err(e) => EffectResult::RestartFailed {
+            error: e.to_string(),
+        },
+    }
 }
 
 fn restarted(ctx: &Context, ledger: &Ledger) -> EffectResult {

@@ -1,161 +1,216 @@
-//! Wiring: caches (reflectors) for TransitStreams and their pods, the controller, leader
-//! election and graceful shutdown.
+//! The operator's start-up: the HTTP endpoints, the shutdown signal, leader election, then the
+//! controller (in [`crate::controller`]) while this replica leads.
+//!
+//! `main.rs` parses the CLI into a [`Config`] and calls [`run`]; nothing else starts here.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Client};
-use stallwatch_crds::TransitStream;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::reconcile::{
-    self, Context, managed_pods_selector, pod_to_stream, slim_pod, slim_stream,
-};
+use crate::http::{HttpState, router};
+use crate::leader::{Elector, KubeLeases};
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, Settings, system_clock};
+use crate::sidecar::HttpSidecar;
 
-/// Objects per list page when (re)filling the caches: small pages keep the transient memory
-/// of a relist low (the API server default page is 500 full objects).
-pub const LIST_PAGE_SIZE: u32 = 50;
+// The controller's wiring lived here before start-up did; tests and the footprint bench still
+// name it through this path.
+pub use crate::controller::{Caches, LIST_PAGE_SIZE, Scope, cache_streams, run_controller};
 
-/// Which namespace(s) to watch.
+/// What `transit-operator run` needs, already parsed.
 #[derive(Debug, Clone)]
-pub enum Scope {
-    All,
-    Namespace(String),
+pub struct Config {
+    /// Namespace to watch; empty watches all namespaces.
+    pub namespace: String,
+    /// Broadcaster+sidecar image for TransitStreams that name none.
+    pub default_image: String,
+    /// Address of /metrics, /healthz, /readyz.
+    pub http_addr: SocketAddr,
+    /// Elect a leader with a Lease.
+    pub leader_election: bool,
+    pub lease_name: String,
+    /// The operator's own namespace.
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (default: `$HOSTNAME`, then the process id).
+    pub identity: Option<String>,
+    pub lease_duration: Duration,
+    pub max_concurrent_remediations: usize,
+    pub reconcile_timeout: Duration,
 }
 
-fn api<K>(client: &Client, scope: &Scope) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match scope {
-        Scope::All => Api::all(client.clone()),
-        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+/// Why the operator stopped other than by a shutdown signal.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")]
+    Connect(#[source] kube::Error),
+    #[error("binding {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("leader election ended")]
+    ElectionEnded(#[source] watch::error::RecvError),
+    /// Lost the lease while running: the process exits so the pod restarts as a clean follower.
+    #[error("lost the leader lease")]
+    LostLease,
+}
+
+/// Runs the operator until SIGTERM/SIGINT (`Ok`) or until it loses the lease (`Err`).
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(RunError::Connect)?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    serve_http(config.http_addr, registry, ready_rx).await?;
+    let stop_rx = stop_on_signal();
+
+    let identity = identity(&config);
+    let (lead_tx, lead_rx) = watch::channel(!config.leader_election);
+    let elector_task = config.leader_election.then(|| {
+        // A follower is ready: it is healthy and standing by.
+        ready_tx.send_replace(true);
+        spawn_elector(&config, &client, &identity, lead_tx, stop_rx.clone())
+    });
+
+    if !wait_to_lead(lead_rx.clone(), stop_rx.clone()).await? {
+        if let Some(t) = elector_task {
+            let _ = t.await;
+        }
+        return Ok(());
     }
-}
+    metrics.leader.set(1);
+    tracing::info!(identity = %identity, "leading; starting the controller");
+    ready_tx.send_replace(false);
 
-/// The caches the operator keeps: TransitStreams and their pods, both slimmed.
-pub struct Caches {
-    pub streams: Store<TransitStream>,
-    pub pods: Store<Pod>,
-    stream_writer: reflector::store::Writer<TransitStream>,
-    pod_writer: reflector::store::Writer<Pod>,
-}
-
-impl Caches {
-    pub fn new() -> Self {
-        let (streams, stream_writer) = reflector::store();
-        let (pods, pod_writer) = reflector::store();
-        Caches {
-            streams,
-            pods,
-            stream_writer,
-            pod_writer,
+    let scope = if config.namespace.is_empty() {
+        Scope::All
+    } else {
+        Scope::Namespace(config.namespace.clone())
+    };
+    let settings = Settings {
+        default_image: config.default_image.clone(),
+        max_concurrent_remediations: config.max_concurrent_remediations,
+        reconcile_timeout: config.reconcile_timeout,
+        instance: Some(identity),
+    };
+    let shutdown = until_stopped_or_deposed(stop_rx.clone(), lead_rx);
+    let ctl_client = client.clone();
+    run_controller(
+        client,
+        scope,
+        move |pods, streams| {
+            Arc::new(Context::new(
+                ctl_client,
+                settings,
+                pods,
+                streams,
+                Arc::new(HttpSidecar::new()),
+                metrics.clone(),
+                system_clock(),
+            ))
+        },
+        ready_tx,
+        shutdown,
+    )
+    .await;
+    let stopping = *stop_rx.borrow();
+    if let Some(t) = elector_task {
+        if stopping {
+            let _ = t.await;
+        } else {
+            t.abort();
         }
     }
-}
-
-impl Default for Caches {
-    fn default() -> Self {
-        Self::new()
+    if stopping {
+        Ok(())
+    } else {
+        Err(RunError::LostLease)
     }
 }
 
-/// The watch streams that fill the caches (each must be polled).
-#[allow(clippy::type_complexity)] // two opaque stream types and their stores
-pub fn cache_streams(
-    client: &Client,
-    scope: &Scope,
-    caches: Caches,
-) -> (
-    impl futures::Stream<Item = Result<TransitStream, watcher::Error>> + Send + 'static,
-    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
-    Store<TransitStream>,
-    Store<Pod>,
-) {
-    let Caches {
-        streams,
-        pods,
-        stream_writer,
-        pod_writer,
-    } = caches;
-    let ts_stream = watcher(
-        api::<TransitStream>(client, scope),
-        watcher::Config::default().page_size(LIST_PAGE_SIZE),
-    )
-    .default_backoff()
-    .modify(slim_stream)
-    .reflect(stream_writer)
-    .applied_objects();
-    let pod_stream = watcher(
-        api::<Pod>(client, scope),
-        watcher::Config::default()
-            .labels(&managed_pods_selector())
-            .page_size(LIST_PAGE_SIZE),
-    )
-    .default_backoff()
-    .modify(slim_pod)
-    .reflect(pod_writer)
-    .touched_objects();
-    (ts_stream, pod_stream, streams, pods)
-}
-
-/// Run the controller until `shutdown` fires.
-pub async fn run_controller(
-    client: Client,
-    scope: Scope,
-    make_ctx: impl FnOnce(Store<Pod>, Store<TransitStream>) -> Arc<Context>,
-    ready: watch::Sender<bool>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let (ts_stream, pod_stream, streams, pods) = cache_streams(&client, &scope, Caches::new());
-    let ctx = make_ctx(pods.clone(), streams.clone());
-    let deployments = api::<Deployment>(&client, &scope);
-    let ready_streams = streams.clone();
-    let ready_pods = pods.clone();
+/// Binds `/metrics`, `/healthz`, `/readyz` and serves them in the background.
+async fn serve_http(
+    addr: SocketAddr,
+    registry: Registry,
+    ready: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })?;
+    let app = router(HttpState {
+        registry: Arc::new(registry),
+        ready,
+    });
     tokio::spawn(async move {
-        // Re-poll with a fresh future each time: a waiter registered before the store's
-        // first InitDone was seen to miss the wake-up.
-        loop {
-            let both = async {
-                ready_streams.wait_until_ready().await.is_ok()
-                    && ready_pods.wait_until_ready().await.is_ok()
-            };
-            match tokio::time::timeout(Duration::from_millis(200), both).await {
-                Ok(true) => {
-                    tracing::info!("caches synced");
-                    ready.send_replace(true);
-                    return;
-                }
-                Ok(false) => return,
-                Err(_) => continue,
-            }
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    Controller::for_stream(ts_stream, streams)
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(16)
-                .debounce(Duration::from_millis(50)),
-        )
-        .owns(
-            deployments,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=transit-operator"),
-        )
-        .watches_stream(pod_stream, |pod| pod_to_stream(&pod))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(resource = %obj, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
-            }
-        })
-        .await;
+    Ok(())
+}
+
+/// A flag that turns true at the first SIGTERM/SIGINT.
+fn stop_on_signal() -> watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        stallwatch_core::shutdown::signal().await;
+        tracing::info!("shutting down");
+        stop_tx.send_replace(true);
+    });
+    stop_rx
+}
+
+fn identity(config: &Config) -> String {
+    config
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("transit-operator-{}", std::process::id()))
+}
+
+fn spawn_elector(
+    config: &Config,
+    client: &kube::Client,
+    identity: &str,
+    lead_tx: watch::Sender<bool>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let elector = Elector {
+        store: KubeLeases::new(client.clone(), &config.lease_namespace, &config.lease_name),
+        name: config.lease_name.clone(),
+        identity: identity.to_string(),
+        duration: config.lease_duration,
+    };
+    let clock = system_clock();
+    tokio::spawn(async move {
+        elector.run(lead_tx, move || clock(), stop).await;
+    })
+}
+
+/// Waits to lead (`true`) or to be told to stop (`false`).
+async fn wait_to_lead(
+    mut lead: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    tokio::select! {
+        r = lead.wait_for(|l| *l) => { r.map_err(RunError::ElectionEnded)?; Ok(true) }
+        _ = stop.wait_for(|s| *s) => Ok(false),
+    }
+}
+
+/// Resolves at shutdown or when this replica stops leading.
+async fn until_stopped_or_deposed(
+    mut stop: watch::Receiver<bool>,
+    mut lead: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = lead.wait_for(|l| !*l) => { tracing::warn!("leadership lost; stopping the controller"); }
+    }
 }

@@ -5,34 +5,26 @@
 //! call) can be injected per method and path. A fake sidecar records its calls in the same
 //! timeline as the API calls, so tests can assert ordering ("recorded before acting").
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Method, Request, Response};
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::Client;
-use kube::client::Body;
+use http::Method;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
-use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
+use serde_json::json;
 use stallwatch_core::bundle::Manifest;
-use stallwatch_core::condition::{CONDITION_TYPE, StallReason, StalledStream, format_message};
-use stallwatch_crds::{
-    RemediationMode, Source, SyntheticSource, TransitStream, TransitStreamSpec, labels,
+use stallwatch_core::condition::{CONDITION_TYPE, StallReason};
+use stallwatch_crds::{RemediationMode, labels};
+use stallwatch_testkit::fake_api::{FaultKind, T0, Timeline};
+use stallwatch_testkit::harness::{
+    Harness, condition, count, fixture, harness_with, micro_time, pod_with_ip, position,
+    spent_history,
 };
 use transit_operator::Error;
-use transit_operator::metrics::Metrics;
-use transit_operator::reconcile::{Context, Settings, error_policy, reconcile};
+use transit_operator::reconcile::{Context, error_policy};
 use transit_operator::sidecar::{BoxFuture, SidecarApi, SidecarError, SidecarTarget};
-
-include!("support/fake_api.rs");
-include!("support/harness.rs");
 
 /// A sidecar that records its calls on the timeline.
 struct FakeSidecar {
@@ -500,11 +492,7 @@ async fn a_new_leader_resumes_an_attempt_without_repeating_the_dump() {
     let mut h = harness(Duration::from_secs(30));
     // The previous leader recorded the Dump step and died before its result was recorded.
     let mut ts = fixture();
-    let at = |ms: u64| {
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-            Timestamp::from_millisecond(ms as i64).unwrap(),
-        )
-    };
+    let at = micro_time;
     ts.status = Some(
         serde_json::from_value(json!({"remediation": {"inFlight": {
             "id": "demo-abc/all@1", "pod": "demo-abc", "podUid": "pod-uid-1", "stream": "all",

@@ -18,7 +18,8 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use stallwatch_core::bundle::Manifest;
 use stallwatch_core::condition::StallReason;
-use stallwatch_crds::{Source, SyntheticSource, TransitStream, TransitStreamSpec};
+use stallwatch_crds::TransitStream;
+use stallwatch_testkit::TransitStreamExt as _;
 use tokio::sync::{mpsc, watch};
 use transit_operator::metrics::Metrics;
 use transit_operator::reconcile::{Context, Settings, system_clock};
@@ -151,17 +152,11 @@ fn tokio_stream_of(
 
 #[tokio::test]
 async fn a_stall_condition_on_the_pod_watch_triggers_the_first_action() {
-    let mut ts = TransitStream::new(
-        "demo",
-        TransitStreamSpec::with_source(Source {
-            synthetic: Some(SyntheticSource::default()),
-            ..Source::default()
-        }),
-    );
-    ts.metadata.namespace = Some("transit".into());
-    ts.metadata.uid = Some("ts-uid".into());
-    ts.metadata.generation = Some(1);
-    ts.metadata.resource_version = Some("1".into());
+    let ts = TransitStream::test("demo")
+        .namespace("transit")
+        .uid("ts-uid")
+        .resource_version("1")
+        .build();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mock = Arc::new(Mutex::new(Mock {
         ts: serde_json::to_value(&ts).unwrap(),

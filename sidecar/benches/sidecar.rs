@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use stallwatch_core::bundle::Manifest;
 use stallwatch_core::report::{DispatcherState, StreamReport};
+use stallwatch_testkit::net::free_port;
+use stallwatch_testkit::report::{report, stream};
+use stallwatch_testkit::taskdump::task_dump;
 use transit_sidecar::run::IngestBound;
 
 const INTERVAL: Duration = Duration::from_millis(250);
@@ -110,7 +113,7 @@ async fn detection_latency() {
                 let st = monitor.status();
                 let now = t0.elapsed();
                 let done = {
-                    let mut d = detected.lock().unwrap();
+                    let mut d = stallwatch_core::sync::lock(&detected);
                     for s in st.streams.iter().filter(|s| s.reason.is_some()) {
                         if let Some(i) = names.iter().position(|n| *n == s.name)
                             && d[i].is_none()
@@ -165,7 +168,7 @@ async fn detection_latency() {
         tokio::time::sleep_until(next.into()).await;
     }
     let _ = poller.await;
-    let d = detected.lock().unwrap().clone();
+    let d = stallwatch_core::sync::lock(&detected).clone();
     let mut stuck = Vec::new();
     let mut dead = Vec::new();
     for i in 0..STUCK + DEAD {
@@ -354,14 +357,6 @@ async fn bundle_durability() {
         let _ = b.kill();
         let _ = b.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn steady_rss() {

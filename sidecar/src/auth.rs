@@ -63,6 +63,7 @@ impl AdminToken {
         Ok(token)
     }
 
+    #[cfg(test)]
     pub fn is_configured(&self) -> bool {
         self.digest.is_some()
     }

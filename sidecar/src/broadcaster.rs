@@ -10,27 +10,31 @@ use stallwatch_core::taskdump::{TASKDUMP_V1, TaskDump};
 pub enum BroadcasterError {
     #[error("broadcaster admin API at {url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
-    #[error("broadcaster admin API at {url} is unreachable: {message}")]
-    Unreachable { url: String, message: String },
+    #[error(
+        "broadcaster admin API at {url} is unreachable: {}",
+        error_chain(source)
+    )]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("broadcaster admin API at {url} answered {status}: {body}")]
     Status {
         url: String,
         status: u16,
         body: String,
     },
-    #[error("broadcaster task dump from {url} is unusable: {message}")]
-    BadDump { url: String, message: String },
-}
-
-impl BroadcasterError {
-    pub fn label(&self) -> &'static str {
-        match self {
-            BroadcasterError::Timeout { .. } => "timeout",
-            BroadcasterError::Unreachable { .. } => "unreachable",
-            BroadcasterError::Status { .. } => "status",
-            BroadcasterError::BadDump { .. } => "bad_dump",
-        }
-    }
+    #[error("broadcaster task dump from {url} is unusable: {source}")]
+    BadDump {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "broadcaster task dump from {url} is unusable: protocol {protocol:?}, expected {TASKDUMP_V1:?}"
+    )]
+    WrongProtocol { url: String, protocol: String },
 }
 
 /// What the broadcaster said to a restart request.
@@ -71,10 +75,6 @@ impl BroadcasterClient {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     fn map_err(&self, url: &str, timeout: Duration, e: reqwest::Error) -> BroadcasterError {
         if e.is_timeout() {
             BroadcasterError::Timeout {
@@ -84,7 +84,7 @@ impl BroadcasterClient {
         } else {
             BroadcasterError::Unreachable {
                 url: url.to_owned(),
-                message: error_chain(&e),
+                source: e,
             }
         }
     }
@@ -114,14 +114,14 @@ impl BroadcasterClient {
                 });
             }
             let dump: TaskDump =
-                serde_json::from_slice(&body).map_err(|e| BroadcasterError::BadDump {
+                serde_json::from_slice(&body).map_err(|source| BroadcasterError::BadDump {
                     url: url.clone(),
-                    message: e.to_string(),
+                    source,
                 })?;
             if dump.protocol != TASKDUMP_V1 {
-                return Err(BroadcasterError::BadDump {
+                return Err(BroadcasterError::WrongProtocol {
                     url: url.clone(),
-                    message: format!("protocol {:?}, expected {TASKDUMP_V1:?}", dump.protocol),
+                    protocol: dump.protocol,
                 });
             }
             Ok(dump)

@@ -65,14 +65,32 @@ impl Storage for LocalStorage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("the dump volume is full: {0}")]
-    NoSpace(String),
+    NoSpace(#[source] FsFailure),
     #[error("the dump volume is unavailable (missing or read-only): {0}")]
-    Unavailable(String),
+    Unavailable(#[source] FsFailure),
+    #[error("the dump volume is unavailable (missing or read-only): dump directory {} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
     #[error("cannot write the bundle: {0}")]
-    Io(String),
+    Io(#[source] FsFailure),
+    #[error("cannot write the bundle: too many bundles named {0}")]
+    NamesExhausted(String),
+    #[error("cannot write the bundle: encoding manifest: {0}")]
+    EncodeManifest(#[source] serde_json::Error),
+    #[error("cannot write the bundle: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A file system operation on the dump volume that failed, and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+pub struct FsFailure {
+    what: &'static str,
+    path: PathBuf,
+    #[source]
+    source: io::Error,
 }
 
 impl BundleError {
@@ -80,8 +98,11 @@ impl BundleError {
     pub fn label(&self) -> &'static str {
         match self {
             BundleError::NoSpace(_) => "no_space",
-            BundleError::Unavailable(_) => "unavailable",
-            BundleError::Io(_) => "failed",
+            BundleError::Unavailable(_) | BundleError::NotADirectory(_) => "unavailable",
+            BundleError::Io(_)
+            | BundleError::NamesExhausted(_)
+            | BundleError::EncodeManifest(_)
+            | BundleError::Task(_) => "failed",
         }
     }
 
@@ -89,20 +110,28 @@ impl BundleError {
     pub fn http_status(&self) -> u16 {
         match self {
             BundleError::NoSpace(_) => 507,
-            BundleError::Unavailable(_) => 503,
-            BundleError::Io(_) => 500,
+            BundleError::Unavailable(_) | BundleError::NotADirectory(_) => 503,
+            BundleError::Io(_)
+            | BundleError::NamesExhausted(_)
+            | BundleError::EncodeManifest(_)
+            | BundleError::Task(_) => 500,
         }
     }
 
-    fn from_io(what: &str, path: &Path, e: io::Error) -> Self {
+    fn from_io(what: &'static str, path: &Path, source: io::Error) -> Self {
         use io::ErrorKind::*;
-        let msg = format!("{what} {}: {e}", path.display());
-        match e.kind() {
-            StorageFull | QuotaExceeded | FileTooLarge => BundleError::NoSpace(msg),
+        let kind = source.kind();
+        let failure = FsFailure {
+            what,
+            path: path.to_owned(),
+            source,
+        };
+        match kind {
+            StorageFull | QuotaExceeded | FileTooLarge => BundleError::NoSpace(failure),
             ReadOnlyFilesystem | PermissionDenied | NotADirectory | NotFound => {
-                BundleError::Unavailable(msg)
+                BundleError::Unavailable(failure)
             }
-            _ => BundleError::Io(msg),
+            _ => BundleError::Io(failure),
         }
     }
 }
@@ -168,10 +197,7 @@ impl BundleStore {
         match fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(BundleError::Unavailable(format!(
-                    "dump directory {} is not a directory",
-                    self.root.display()
-                )));
+                return Err(BundleError::NotADirectory(self.root.clone()));
             }
             Err(e) => {
                 return Err(BundleError::from_io(
@@ -228,7 +254,7 @@ impl BundleStore {
         {
             n += 1;
             if n > 1000 {
-                return Err(BundleError::Io(format!("too many bundles named {base}")));
+                return Err(BundleError::NamesExhausted(base));
             }
             name = format!("{base}-{n}");
         }
@@ -312,8 +338,7 @@ impl BundleStore {
         manifest.timings.total_ms = millis(started);
         write_ms += millis(manifest_started);
         manifest.timings.write_ms = write_ms;
-        let json = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| BundleError::Io(format!("encoding manifest: {e}")))?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(BundleError::EncodeManifest)?;
         let path = tmp.join(MANIFEST_FILE);
         self.storage
             .write_file(&path, &json)
@@ -357,7 +382,7 @@ impl BundleStore {
     }
 
     /// Delete the oldest bundles beyond `max_bundles` / `max_bytes`. Returns what was removed.
-    pub fn apply_retention(&self) -> Result<Vec<String>, BundleError> {
+    pub(crate) fn apply_retention(&self) -> Result<Vec<String>, BundleError> {
         let list = self.list()?;
         let retained: Vec<RetainedBundle> = list
             .iter()

@@ -9,6 +9,7 @@ use stallwatch_core::bundle::{
     self, BUNDLE_V1, CaptureTimings, DumpRequest, Manifest, ProcessDumpOutcome, STATE_FILE,
     TASKS_FILE, TaskDumpOutcome, Versions,
 };
+use stallwatch_core::clock::now_ms;
 use stallwatch_core::report::{PROTOCOL_V1, is_valid_stream_name};
 use stallwatch_core::taskdump::TaskDump;
 use stallwatch_core::verdict::VerdictConfig;
@@ -16,9 +17,9 @@ use stallwatch_core::verdict::VerdictConfig;
 use crate::broadcaster::BroadcasterClient;
 use crate::bundles::{BundleError, BundleStore, PendingBundle};
 use crate::cli::ProcessDumpMode;
-use crate::inspect::render_task_dump;
-use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, Status, wall_ms};
+use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, Status};
 use crate::procdump;
+use crate::taskdump_render::render_task_dump;
 
 /// The value of [`BundleState::format`].
 pub const STATE_V1: &str = "stallwatch.bundle-state.v1";
@@ -73,7 +74,9 @@ pub enum CaptureError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error("capture task failed: {0}")]
-    Internal(String),
+    Task(#[source] tokio::task::JoinError),
+    #[error("capture task failed: encoding state.json: {0}")]
+    EncodeState(#[source] serde_json::Error),
 }
 
 impl CaptureError {
@@ -81,7 +84,7 @@ impl CaptureError {
         match self {
             CaptureError::BadRequest(_) => 400,
             CaptureError::Bundle(e) => e.http_status(),
-            CaptureError::Internal(_) => 500,
+            CaptureError::Task(_) | CaptureError::EncodeState(_) => 500,
         }
     }
 
@@ -89,9 +92,18 @@ impl CaptureError {
         match self {
             CaptureError::BadRequest(_) => "bad_request",
             CaptureError::Bundle(e) => e.label(),
-            CaptureError::Internal(_) => "failed",
+            CaptureError::Task(_) | CaptureError::EncodeState(_) => "failed",
         }
     }
+}
+
+/// The task dump as a capture found it.
+struct FetchedTaskDump {
+    tasks_txt: String,
+    dump: Option<TaskDump>,
+    error: Option<String>,
+    outcome: TaskDumpOutcome,
+    ms: u64,
 }
 
 pub struct Capturer {
@@ -125,10 +137,6 @@ impl Capturer {
         }
     }
 
-    pub fn store(&self) -> &Arc<BundleStore> {
-        &self.store
-    }
-
     /// Capture one bundle. Outcomes are counted, reflected in `/v1/status` and sent to the
     /// reactor (Events). The capture runs as its own task, so a client that gives up waiting
     /// does not cut a bundle (or its bookkeeping) short.
@@ -136,12 +144,12 @@ impl Capturer {
         let me = self.clone();
         tokio::spawn(async move { me.capture_here(req).await })
             .await
-            .map_err(|e| CaptureError::Internal(e.to_string()))?
+            .map_err(CaptureError::Task)?
     }
 
     async fn capture_here(&self, req: DumpRequest) -> Result<Manifest, CaptureError> {
         let started = Instant::now();
-        let created_at_ms = wall_ms();
+        let created_at_ms = now_ms();
         if let Some(s) = &req.stream
             && !is_valid_stream_name(s)
         {
@@ -209,43 +217,9 @@ impl Capturer {
             .and_then(|s| self.monitor.verdict_of(s));
         let reason = req.reason.or(verdict.and_then(|v| v.reason()));
         let snap = self.monitor.snapshot();
+        let fetched = self.fetch_task_dump().await;
 
-        let t = Instant::now();
-        let dump = self.broadcaster.task_dump(self.task_dump_timeout).await;
-        let task_dump_ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (tasks_txt, task_dump, task_dump_error, task_outcome) = match dump {
-            Ok(d) => (
-                render_task_dump(&d),
-                Some(d.clone()),
-                None,
-                TaskDumpOutcome::Fetched {
-                    tasks: d.tasks.len() as u64,
-                },
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "task dump unavailable for the bundle");
-                (
-                    format!("task dump unavailable: {e}\n"),
-                    None,
-                    Some(e.to_string()),
-                    TaskDumpOutcome::Failed { why: e.to_string() },
-                )
-            }
-        };
-
-        let instance = snap.status.instance.clone();
-        let state = BundleState {
-            format: STATE_V1.to_owned(),
-            captured_at_ms: created_at_ms,
-            status: snap.status,
-            config: snap.config.into(),
-            recent_reports: snap.recent_reports,
-            history: snap.history,
-            task_dump,
-            task_dump_error,
-        };
-        let state_json = serde_json::to_vec_pretty(&state)
-            .map_err(|e| CaptureError::Internal(format!("encoding state.json: {e}")))?;
+        let pid = snap.pid;
         let manifest = Manifest {
             format: BUNDLE_V1.to_owned(),
             id: String::new(),
@@ -253,7 +227,7 @@ impl Capturer {
             versions: Versions {
                 sidecar: SIDECAR_VERSION.to_owned(),
                 broadcaster: snap.broadcaster_version,
-                broadcaster_instance: instance,
+                broadcaster_instance: snap.status.instance.clone(),
                 report_protocol: PROTOCOL_V1.to_owned(),
                 bundle_format: BUNDLE_V1.to_owned(),
             },
@@ -266,31 +240,78 @@ impl Capturer {
             requested_by,
             created_at_ms,
             timings: CaptureTimings {
-                task_dump_ms,
+                task_dump_ms: fetched.ms,
                 ..CaptureTimings::default()
             },
             files: Vec::new(),
-            task_dump: task_outcome,
+            task_dump: fetched.outcome,
             process_dump: ProcessDumpOutcome::Skipped { why: String::new() },
         };
+        let state = BundleState {
+            format: STATE_V1.to_owned(),
+            captured_at_ms: created_at_ms,
+            status: snap.status,
+            config: snap.config.into(),
+            recent_reports: snap.recent_reports,
+            history: snap.history,
+            task_dump: fetched.dump,
+            task_dump_error: fetched.error,
+        };
+        let state_json = serde_json::to_vec_pretty(&state).map_err(CaptureError::EncodeState)?;
         let pending = PendingBundle {
             manifest,
             files: vec![
                 (STATE_FILE.to_owned(), state_json),
-                (TASKS_FILE.to_owned(), tasks_txt.into_bytes()),
+                (TASKS_FILE.to_owned(), fetched.tasks_txt.into_bytes()),
             ],
             started,
         };
+        self.write(pending, pid).await
+    }
+
+    /// The broadcaster's task dump, or why there is none, for `state.json` and `tasks.txt`.
+    async fn fetch_task_dump(&self) -> FetchedTaskDump {
+        let t = Instant::now();
+        let dump = self.broadcaster.task_dump(self.task_dump_timeout).await;
+        let ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match dump {
+            Ok(d) => FetchedTaskDump {
+                tasks_txt: render_task_dump(&d),
+                outcome: TaskDumpOutcome::Fetched {
+                    tasks: d.tasks.len() as u64,
+                },
+                dump: Some(d),
+                error: None,
+                ms,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "task dump unavailable for the bundle");
+                FetchedTaskDump {
+                    tasks_txt: format!("task dump unavailable: {e}\n"),
+                    dump: None,
+                    error: Some(e.to_string()),
+                    outcome: TaskDumpOutcome::Failed { why: e.to_string() },
+                    ms,
+                }
+            }
+        }
+    }
+
+    /// Write the bundle (and the process dump into it) off the runtime: fsyncs block.
+    async fn write(
+        &self,
+        pending: PendingBundle,
+        pid: Option<u32>,
+    ) -> Result<Manifest, CaptureError> {
         let store = self.store.clone();
         let mode = self.mode;
-        let pid = snap.pid;
         tokio::task::spawn_blocking(move || {
             store.write(pending, &move |dir: &std::path::Path| {
                 procdump::dump(mode, pid, dir)
             })
         })
         .await
-        .map_err(|e| CaptureError::Internal(e.to_string()))?
+        .map_err(CaptureError::Task)?
         .map_err(CaptureError::from)
     }
 
@@ -298,7 +319,7 @@ impl Capturer {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.list())
             .await
-            .map_err(|e| BundleError::Io(e.to_string()))?
+            .map_err(BundleError::Task)?
             .map(|bundles| bundle::BundleList { bundles })
     }
 }

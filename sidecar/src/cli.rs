@@ -131,13 +131,13 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration like 250ms or 2s: {e}"))
 }
 
 /// Bytes with an optional binary suffix: `1073741824`, `512Mi`, `1Gi`.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (digits, mult) = [
         ("Ki", 1u64 << 10),

@@ -21,7 +21,7 @@ use crate::monitor::Monitor;
 
 /// Where the ingest listener binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IngestAddr {
+pub(crate) enum IngestAddr {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
@@ -53,7 +53,7 @@ impl std::str::FromStr for IngestAddr {
     }
 }
 
-pub fn router(monitor: Arc<Monitor>) -> Router {
+pub(crate) fn router(monitor: Arc<Monitor>) -> Router {
     Router::new()
         .route("/v1/reports", post(receive))
         // The body is read with our own bound, to answer 413 in the protocol's format.

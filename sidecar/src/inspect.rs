@@ -1,12 +1,10 @@
-//! `transit-sidecar inspect BUNDLE`: what a person needs first from a dump bundle, and the
-//! rendering of the broadcaster's task dump into `tasks.txt`.
+//! `transit-sidecar inspect BUNDLE`: what a person needs first from a dump bundle.
 //!
 //! First the per-stream verdicts, depth and dispatcher state; then the smoking gun of the
 //! story ("no dispatcher task found for stream X"); then the last quarantined message with its
-//! error; then the task stacks grouped like Visual Studio's Parallel Stacks (tasks with
-//! identical await-point lists shown once, with a count).
+//! error; then the task stacks grouped like Visual Studio's Parallel Stacks (grouping and
+//! stack rendering live in `taskdump_render`, shared with `tasks.txt`).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,28 +15,29 @@ use stallwatch_core::bundle::{
 };
 use stallwatch_core::condition::StallReason;
 use stallwatch_core::report::{DispatcherState, ErrorReport};
-use stallwatch_core::taskdump::{QuarantinedMessage, TaskDump, TaskInfo};
+use stallwatch_core::taskdump::{QuarantinedMessage, TaskDump};
 
 use crate::bundles;
 use crate::capture::BundleState;
 use crate::monitor::HistoryEntry;
+pub use crate::taskdump_render::StackGroup;
+use crate::taskdump_render::{group_stacks, utc, write_stacks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("{path}: {message}")]
-    Read { path: PathBuf, message: String },
-    #[error("{path} is not a bundle: {message}")]
-    NotABundle { path: PathBuf, message: String },
-}
-
-/// Tasks with identical stacks, shown once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StackGroup {
-    pub count: usize,
-    /// Task names, sorted.
-    pub tasks: Vec<String>,
-    /// Await points, outermost first (as in the task dump).
-    pub frames: Vec<String>,
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a bundle: {file}: {source}")]
+    NotABundle {
+        path: PathBuf,
+        file: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,26 +74,26 @@ pub struct InspectReport {
 pub fn load(dir: &Path) -> Result<InspectReport, InspectError> {
     let read = |name: &str| {
         let path = dir.join(name);
-        fs::read(&path).map_err(|e| InspectError::Read {
-            message: e.to_string(),
-            path,
-        })
+        fs::read(&path).map_err(|source| InspectError::Read { path, source })
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&read(MANIFEST_FILE)?).map_err(|e| InspectError::NotABundle {
+    let manifest: Manifest = serde_json::from_slice(&read(MANIFEST_FILE)?).map_err(|source| {
+        InspectError::NotABundle {
             path: dir.to_owned(),
-            message: format!("{MANIFEST_FILE}: {e}"),
-        })?;
+            file: MANIFEST_FILE,
+            source,
+        }
+    })?;
     let state: BundleState =
-        serde_json::from_slice(&read(STATE_FILE)?).map_err(|e| InspectError::NotABundle {
+        serde_json::from_slice(&read(STATE_FILE)?).map_err(|source| InspectError::NotABundle {
             path: dir.to_owned(),
-            message: format!("{STATE_FILE}: {e}"),
+            file: STATE_FILE,
+            source,
         })?;
     let integrity_problems = bundles::verify(dir, &manifest);
     Ok(build_report(dir, manifest, state, integrity_problems))
 }
 
-pub fn build_report(
+pub(crate) fn build_report(
     dir: &Path,
     manifest: Manifest,
     state: BundleState,
@@ -181,87 +180,19 @@ fn has_dispatcher(d: &TaskDump, stream: &str) -> bool {
     })
 }
 
-/// Group tasks whose await-point lists are identical, largest group first. Frames are
-/// compared without tree-drawing decoration, and a root frame naming the task itself
-/// (`dispatcher/airport at src/tasks.rs:53`) is compared as `<task> at ...`, so the same code
-/// path in different streams' tasks merges, as in Visual Studio's Parallel Stacks.
-pub fn group_stacks(tasks: &[TaskInfo]) -> Vec<StackGroup> {
-    let mut groups: BTreeMap<Vec<String>, Vec<&str>> = BTreeMap::new();
-    for t in tasks {
-        let key = t
-            .frames
-            .iter()
-            .map(|f| normalize_frame(f, &t.name))
-            .collect();
-        groups.entry(key).or_default().push(&t.name);
-    }
-    let mut out: Vec<StackGroup> = groups
-        .into_iter()
-        .map(|(frames, mut names)| {
-            names.sort_unstable();
-            StackGroup {
-                count: names.len(),
-                tasks: names.into_iter().map(str::to_owned).collect(),
-                frames,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.tasks.cmp(&b.tasks)));
+/// The human-readable report: what the bundle is, the stream table, what is wrong, the stacks.
+pub fn render(r: &InspectReport) -> String {
+    let mut out = String::new();
+    write_header(&mut out, r);
+    write_stream_table(&mut out, &r.streams);
+    write_findings(&mut out, r);
+    write_stacks_and_history(&mut out, r);
     out
 }
 
-/// A frame without tree-drawing decoration, with a leading task name replaced by `<task>`.
-pub fn normalize_frame(frame: &str, task: &str) -> String {
-    let bare = frame.trim_start_matches(|c: char| {
-        c.is_whitespace() || matches!(c, '└' | '├' | '╼' | '─' | '│' | '┬' | '╰' | '┼')
-    });
-    let bare = bare.trim_end();
-    match bare.strip_prefix(task) {
-        Some(rest) if !task.is_empty() && (rest.is_empty() || rest.starts_with(" at ")) => {
-            format!("<task>{rest}")
-        }
-        _ => bare.to_owned(),
-    }
-}
-
-fn utc(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
-        .unwrap_or_else(|| format!("{ms} ms"))
-}
-
-fn write_stacks(out: &mut String, groups: &[StackGroup]) {
-    for g in groups {
-        let shown: Vec<&str> = g.tasks.iter().take(6).map(String::as_str).collect();
-        let more = g.tasks.len().saturating_sub(shown.len());
-        let _ = write!(
-            out,
-            "  {} task{}: {}",
-            g.count,
-            if g.count == 1 { "" } else { "s" },
-            shown.join(", ")
-        );
-        if more > 0 {
-            let _ = write!(out, " and {more} more");
-        }
-        out.push('\n');
-        if g.frames.is_empty() {
-            out.push_str("      (no await points recorded)\n");
-        }
-        // Innermost first, as a debugger shows a stack.
-        for (i, f) in g.frames.iter().rev().enumerate() {
-            let marker = if i == 0 { "->" } else { "  " };
-            let _ = writeln!(out, "    {marker} {f}");
-        }
-    }
-}
-
-/// The human-readable report.
-pub fn render(r: &InspectReport) -> String {
+/// Which bundle, pod, capture, versions, process dump and file integrity.
+fn write_header(out: &mut String, r: &InspectReport) {
     let m = &r.manifest;
-    let mut out = String::new();
     let _ = writeln!(out, "bundle   {}", r.bundle);
     let _ = writeln!(
         out,
@@ -322,12 +253,15 @@ pub fn render(r: &InspectReport) -> String {
             let _ = writeln!(out, "files    PROBLEM: {p}");
         }
     }
+}
 
+/// One line per stream: verdict, depth, dispatcher, whether its task was found.
+fn write_stream_table(out: &mut String, streams: &[StreamSummary]) {
     out.push_str("\nSTREAM                VERDICT                  DEPTH      DISPATCHER  TASK  LAST DEQUEUE\n");
-    if r.streams.is_empty() {
+    if streams.is_empty() {
         out.push_str("(no streams: the sidecar had no report when the bundle was taken)\n");
     }
-    for s in &r.streams {
+    for s in streams {
         let verdict = match s.reason {
             Some(reason) => format!("{} ({reason})", s.verdict),
             None => s.verdict.clone(),
@@ -353,6 +287,10 @@ pub fn render(r: &InspectReport) -> String {
         );
     }
     out.push('\n');
+}
+
+/// The smoking guns: streams without a dispatcher, last errors, the last quarantined message.
+fn write_findings(out: &mut String, r: &InspectReport) {
     for name in &r.streams_without_dispatcher {
         let _ = writeln!(out, "!! no dispatcher task found for stream {name}");
     }
@@ -385,6 +323,10 @@ pub fn render(r: &InspectReport) -> String {
         }
         None => out.push_str("\nno quarantined messages in the task dump\n"),
     }
+}
+
+/// The grouped task stacks, recent verdict changes and a failed task dump's reason.
+fn write_stacks_and_history(out: &mut String, r: &InspectReport) {
     if !r.stack_groups.is_empty() {
         let tasks: usize = r.stack_groups.iter().map(|g| g.count).sum();
         let _ = writeln!(
@@ -392,7 +334,7 @@ pub fn render(r: &InspectReport) -> String {
             "\ntask stacks: {tasks} tasks in {} groups (identical stacks merged, innermost frame first)",
             r.stack_groups.len()
         );
-        write_stacks(&mut out, &r.stack_groups);
+        write_stacks(out, &r.stack_groups);
     }
     if !r.history.is_empty() {
         out.push_str("\nrecent verdict changes:\n");
@@ -400,187 +342,9 @@ pub fn render(r: &InspectReport) -> String {
             let _ = writeln!(out, "  {}  {}  {:?}", utc(h.at_ms), h.stream, h.change);
         }
     }
-    if let TaskDumpOutcome::Failed { why } = &m.task_dump
+    if let TaskDumpOutcome::Failed { why } = &r.manifest.task_dump
         && r.task_dump_error.is_none()
     {
         let _ = writeln!(out, "task dump failed: {why}");
-    }
-    out
-}
-
-/// `tasks.txt`: the broadcaster's task dump for people, grouped like Parallel Stacks.
-pub fn render_task_dump(d: &TaskDump) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{} of instance {}, pid {}, captured at {}: {} tasks",
-        d.protocol,
-        d.instance,
-        d.pid,
-        utc(d.captured_at_ms),
-        d.tasks.len()
-    );
-    let without = d.streams_without_dispatcher();
-    if !without.is_empty() {
-        out.push('\n');
-        for s in without {
-            let _ = writeln!(out, "!! no dispatcher task found for stream {s}");
-        }
-    }
-    out.push_str("\n== streams ==\n");
-    for s in &d.streams {
-        let _ = writeln!(
-            out,
-            "  {}: {}/{} waiting, enqueued {}, dequeued {}, dropped {}, quarantined {}, dispatcher {} (restarts {})",
-            s.name,
-            s.channel.depth,
-            s.channel.capacity,
-            s.enqueued_total,
-            s.dequeued_total,
-            s.dropped_oldest_total,
-            s.quarantined_total,
-            s.dispatcher.state.as_str(),
-            s.dispatcher.restarts_total
-        );
-    }
-    out.push_str("\n== task stacks (identical stacks merged, innermost frame first) ==\n");
-    write_stacks(&mut out, &group_stacks(&d.tasks));
-    if !d.quarantine.is_empty() {
-        out.push_str("\n== quarantine (newest last) ==\n");
-        for q in &d.quarantine {
-            let _ = writeln!(
-                out,
-                "  {} {} {} ({} bytes): {}",
-                utc(q.at_ms),
-                q.stream,
-                q.kind,
-                q.size,
-                q.error
-            );
-        }
-    }
-    if !d.recent_errors.is_empty() {
-        out.push_str("\n== recent errors (newest last) ==\n");
-        for e in &d.recent_errors {
-            let _ = writeln!(
-                out,
-                "  {} {}: {}",
-                utc(e.at_ms),
-                e.stream.as_deref().unwrap_or("-"),
-                e.message
-            );
-        }
-    }
-    if !d.backtrace.trim().is_empty() {
-        out.push_str("\n== runtime backtrace ==\n");
-        out.push_str(&d.backtrace);
-        if !d.backtrace.ends_with('\n') {
-            out.push('\n');
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use stallwatch_core::taskdump::TaskKind;
-
-    fn task(name: &str, frames: &[&str]) -> TaskInfo {
-        TaskInfo {
-            name: name.into(),
-            kind: TaskKind::Other,
-            stream: None,
-            spawned_at_ms: 0,
-            frames: frames.iter().map(|f| (*f).to_owned()).collect(),
-        }
-    }
-
-    #[test]
-    fn identical_stacks_are_grouped_with_counts() {
-        let tasks = vec![
-            task(
-                "supervisor/b",
-                &[
-                    "╼ supervisor/b at src/tasks.rs:53:58",
-                    "   └╼ supervise at src/dispatcher.rs:190:1",
-                ],
-            ),
-            task(
-                "supervisor/a",
-                &[
-                    "╼ supervisor/a at src/tasks.rs:53:58",
-                    "   └╼ supervise at src/dispatcher.rs:190:1",
-                ],
-            ),
-            task(
-                "dispatcher/a",
-                &[
-                    "╼ dispatcher/a at src/tasks.rs:53:58",
-                    "   └╼ recv at src/channel.rs:126:5",
-                ],
-            ),
-            task(
-                "dispatcher/b",
-                &[
-                    "╼ dispatcher/b at src/tasks.rs:53:58",
-                    "   └╼ hang_forever at src/dispatcher.rs:112:1",
-                ],
-            ),
-            task("server/grpc", &[]),
-            task("server/http", &[]),
-            task(
-                "reporter",
-                &[
-                    "╼ reporter at src/tasks.rs:53:58",
-                    "  └╼ transit::reporter::run_reporter at src/reporter.rs:46",
-                ],
-            ),
-        ];
-        let groups = group_stacks(&tasks);
-        let summary: Vec<(usize, Vec<&str>)> = groups
-            .iter()
-            .map(|g| (g.count, g.tasks.iter().map(String::as_str).collect()))
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                (2, vec!["server/grpc", "server/http"]),
-                (2, vec!["supervisor/a", "supervisor/b"]),
-                (1, vec!["dispatcher/a"]),
-                (1, vec!["dispatcher/b"]),
-                (1, vec!["reporter"]),
-            ]
-        );
-        assert_eq!(
-            groups[1].frames,
-            vec![
-                "<task> at src/tasks.rs:53:58",
-                "supervise at src/dispatcher.rs:190:1"
-            ]
-        );
-        // Only a leading task name is replaced, not the same word inside a path.
-        assert_eq!(
-            groups[4].frames[1],
-            "transit::reporter::run_reporter at src/reporter.rs:46"
-        );
-        let mut out = String::new();
-        write_stacks(&mut out, &groups);
-        assert!(out.contains("2 tasks: supervisor/a, supervisor/b\n    -> supervise at src/dispatcher.rs:190:1\n       <task> at src/tasks.rs:53:58\n"), "{out}");
-        assert!(out.contains("(no await points recorded)"), "{out}");
-    }
-
-    #[test]
-    fn large_groups_are_abbreviated() {
-        let tasks: Vec<_> = (0..10)
-            .map(|i| task(&format!("subscriber/{i}"), &["recv"]))
-            .collect();
-        let mut out = String::new();
-        write_stacks(&mut out, &group_stacks(&tasks));
-        assert!(
-            out.starts_with("  10 tasks: subscriber/0, subscriber/1"),
-            "{out}"
-        );
-        assert!(out.contains(" and 4 more\n"), "{out}");
     }
 }

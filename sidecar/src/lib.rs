@@ -2,33 +2,77 @@
 //! reports into a stall verdict per stream, makes a stall visible where Kubernetes and people
 //! look, and captures diagnostic bundles onto the dump volume.
 //!
+//! # Modules
+//!
+//! State and its operations:
+//! - [`monitor`]: shared state around `stallwatch_core::verdict::Judge`: status, recent reports,
+//!   verdict history, the desired pod condition and the notices the I/O tasks act on.
+//! - [`metrics`]: the `stallwatch_sidecar_*` Prometheus metrics.
+//! - [`bundles`]: writing bundles onto the dump volume (atomic, 0600/0700, retention) and
+//!   verifying them; file system access behind the `Storage` trait.
+//! - `capture`: one capture: the sidecar's state (`state.json`), the task dump, the process
+//!   dump, handed to `bundles`. `procdump`: minidump / gcore when permitted.
+//! - `taskdump_render`: the task dump for people (`tasks.txt`, stack groups), shared by
+//!   `capture` and [`inspect`].
+//! - `broadcaster`: client of the broadcaster's loopback admin API (task dump, restart).
+//!
+//! Edges (HTTP and Kubernetes):
 //! - [`ingest`]: `POST /v1/reports` on loopback or a Unix socket; refusals are counted.
-//! - [`monitor`]: shared state around `stallwatch_core::verdict::Judge`; status, history.
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
-//! - [`admin`] + [`auth`]: the bearer-token admin API (dumps, stream restarts).
-//! - [`publish`]: the pod condition (`pods/status`) and Events via kube.
-//! - [`capture`], [`bundles`], [`procdump`]: dump bundles, written atomically, with retention;
-//!   process dumps with minidump-writer or gcore when permitted.
-//! - [`inspect`]: `transit-sidecar inspect BUNDLE`.
-//! - [`broadcaster`]: client of the broadcaster's loopback admin API.
-//! - [`run`]: wiring; [`cli`]: the command line.
+//! - `http`: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
+//! - `admin` + `auth`: the bearer-token admin API (dumps, stream restarts).
+//! - `publish`: the pod condition (`pods/status`) and Events via kube.
+//! - [`inspect`]: `transit-sidecar inspect BUNDLE`: a bundle read back for people.
+//!
+//! Start-up and the command line:
+//! - [`cli`]: the command line (clap, env-var fallbacks).
+//! - [`run`]: [`run::start`] wires everything (listeners through one `serve` helper, ticker,
+//!   publisher, reactor) and [`run::run`] is the binary; `main.rs` only parses and calls it.
+//!
+//! # Module graph
+//!
+//! Imports point one way only (no module imports one that imports it back):
+//!
+//! ```text
+//! run ──> admin, http, ingest, publish, capture, bundles, broadcaster, auth, cli, metrics, monitor
+//!   run::command ──> run::serve, inspect, cli      run::background ──> run::serve, publish, capture, monitor
+//! admin ──> capture, broadcaster, auth, monitor, metrics
+//! inspect ──> capture (BundleState), bundles, taskdump_render, monitor
+//! capture ──> bundles, procdump, broadcaster, taskdump_render, monitor, cli
+//! http, ingest, publish ──> monitor (publish also metrics)
+//! monitor ──> metrics            procdump ──> cli
+//! leaves: metrics, bundles, broadcaster, taskdump_render, auth, cli
+//! ```
+//!
+//! # Where a change goes
+//!
+//! - A verdict rule: not here, `stallwatch-core` (`core/src/verdict.rs`); what is kept about it
+//!   (history, status fields): `monitor`.
+//! - A new endpoint: `http` (public), `admin` (token-protected) or `ingest` (reports); its state
+//!   in `monitor`, never in `run`.
+//! - A new file in bundles: `capture` (what is collected) and `core/src/bundle.rs` (names);
+//!   how it is written: `bundles`; how it is shown: `inspect` / `taskdump_render`.
+//! - A new option: `cli` (with its env var, and `docs/architecture.md`), used in `run`.
+//! - A new metric: `metrics`, incremented where the event happens.
+//! - A new listener or background task: `run::serve` / `run::background`, wired in
+//!   `run::start_with_storage`.
 //!
 //! May depend on `stallwatch-core`, kube, k8s-openapi, axum, reqwest, minidump-writer,
 //! prometheus-client. Verdict logic lives in `stallwatch-core`, not here; this crate is I/O.
 //! No `unsafe` anywhere (the process-dump module reads capabilities from `/proc`).
 #![deny(unsafe_code)]
 
-pub mod admin;
-pub mod auth;
-pub mod broadcaster;
+pub(crate) mod admin;
+pub(crate) mod auth;
+pub(crate) mod broadcaster;
 pub mod bundles;
-pub mod capture;
+pub(crate) mod capture;
 pub mod cli;
-pub mod http;
+pub(crate) mod http;
 pub mod ingest;
 pub mod inspect;
 pub mod metrics;
 pub mod monitor;
-pub mod procdump;
-pub mod publish;
+pub(crate) mod procdump;
+pub(crate) mod publish;
 pub mod run;
+pub(crate) mod taskdump_render;

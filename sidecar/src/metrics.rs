@@ -5,7 +5,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use stallwatch_core::condition::StallReason;
 use std::sync::atomic::AtomicU64;
+
+/// Every `reason` label `stream_stalled` can carry: `none` and each `StallReason`.
+fn verdict_reasons() -> impl Iterator<Item = &'static str> {
+    std::iter::once("none").chain(StallReason::ALL.iter().map(|r| r.as_str()))
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
@@ -178,7 +184,7 @@ impl Metrics {
         out
     }
 
-    pub fn reject(&self, kind: &str) {
+    pub(crate) fn reject(&self, kind: &str) {
         self.reports_rejected
             .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
@@ -200,7 +206,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn published(&self, what: &str, ok: bool) {
+    pub(crate) fn published(&self, what: &str, ok: bool) {
         let labels = WhatLabels { what: what.into() };
         if ok {
             self.publishes.get_or_create(&labels).inc();
@@ -210,8 +216,8 @@ impl Metrics {
     }
 
     /// Set the stream's verdict gauge, removing the series of its previous reason.
-    pub fn set_stream_verdict(&self, stream: &str, reason: Option<&str>) {
-        for r in ["none", "ChannelStuck", "DispatcherDead", "ReportsLost"] {
+    pub(crate) fn set_stream_verdict(&self, stream: &str, reason: Option<&str>) {
+        for r in verdict_reasons() {
             if Some(r) != reason && !(r == "none" && reason.is_none()) {
                 self.stream_stalled.remove(&StreamReasonLabels {
                     stream: stream.into(),
@@ -228,21 +234,19 @@ impl Metrics {
             .set(i64::from(reason.is_some()));
     }
 
-    pub fn has_stream_verdict(&self, stream: &str) -> bool {
-        ["none", "ChannelStuck", "DispatcherDead", "ReportsLost"]
-            .iter()
-            .any(|r| {
-                self.stream_stalled
-                    .get(&StreamReasonLabels {
-                        stream: stream.into(),
-                        reason: (*r).into(),
-                    })
-                    .is_some()
-            })
+    pub(crate) fn has_stream_verdict(&self, stream: &str) -> bool {
+        verdict_reasons().any(|r| {
+            self.stream_stalled
+                .get(&StreamReasonLabels {
+                    stream: stream.into(),
+                    reason: r.into(),
+                })
+                .is_some()
+        })
     }
 
-    pub fn remove_stream(&self, stream: &str) {
-        for r in ["none", "ChannelStuck", "DispatcherDead", "ReportsLost"] {
+    pub(crate) fn remove_stream(&self, stream: &str) {
+        for r in verdict_reasons() {
             self.stream_stalled.remove(&StreamReasonLabels {
                 stream: stream.into(),
                 reason: r.into(),

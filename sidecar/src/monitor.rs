@@ -5,9 +5,10 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use stallwatch_core::clock::now_ms;
 use stallwatch_core::condition::{self, StallReason, StalledStream};
 use stallwatch_core::report::{DispatcherState, Report, ReportError, parse_report};
 use stallwatch_core::verdict::{Change, Judge, StreamView, Transition, Verdict, VerdictConfig};
@@ -16,11 +17,11 @@ use tokio::sync::{mpsc, watch};
 use crate::metrics::{Metrics, StreamLabels};
 
 /// Reports kept for `state.json`.
-pub const RECENT_REPORTS: usize = 16;
+pub(crate) const RECENT_REPORTS: usize = 16;
 /// Verdict changes kept for `state.json`.
-pub const HISTORY_LEN: usize = 256;
+pub(crate) const HISTORY_LEN: usize = 256;
 /// Notices queued for the reactor before new ones are dropped (and counted).
-pub const NOTICE_QUEUE: usize = 256;
+pub(crate) const NOTICE_QUEUE: usize = 256;
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,13 +132,6 @@ pub struct MonitorOutputs {
     pub notices: mpsc::Receiver<Notice>,
 }
 
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl Monitor {
     pub fn new(config: VerdictConfig, metrics: Arc<Metrics>) -> (Arc<Monitor>, MonitorOutputs) {
         let (condition_tx, condition_rx) = watch::channel(None);
@@ -155,7 +149,7 @@ impl Monitor {
                 },
             }),
             origin: Instant::now(),
-            origin_wall_ms: wall_ms(),
+            origin_wall_ms: now_ms(),
             metrics,
             condition: condition_tx,
             notices: notice_tx,
@@ -170,9 +164,8 @@ impl Monitor {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves consistent data (every update is a plain
-        // assignment), so keep judging rather than poisoning the whole sidecar.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // Every update is a plain assignment: keep judging after a panic (the shared policy).
+        stallwatch_core::sync::lock(&self.state)
     }
 
     fn now(&self) -> Duration {
@@ -202,7 +195,7 @@ impl Monitor {
         let now = self.now();
         let first = st.judge.last_report_at().is_none();
         let transitions = st.judge.observe(&report, now)?;
-        let received_at_ms = wall_ms();
+        let received_at_ms = now_ms();
         st.last_report_wall_ms = Some(received_at_ms);
         for s in &report.streams {
             let labels = StreamLabels {
@@ -320,7 +313,7 @@ impl Monitor {
     }
 
     /// Queue a notice for the reactor; never blocks. A full queue drops and counts.
-    pub fn notify(&self, notice: Notice) {
+    pub(crate) fn notify(&self, notice: Notice) {
         if self.notices.try_send(notice).is_err() {
             self.metrics.published("dropped_notice", false);
             tracing::warn!("notice queue full or closed; dropped a notice");
@@ -331,7 +324,7 @@ impl Monitor {
         self.lock().judge.any_stalled()
     }
 
-    pub fn stalled_streams(&self) -> Vec<StalledStream> {
+    pub(crate) fn stalled_streams(&self) -> Vec<StalledStream> {
         let st = self.lock();
         st.judge.stalled_streams(self.now())
     }
@@ -388,7 +381,7 @@ impl Monitor {
     }
 
     /// The stream's verdict now, if the stream is known.
-    pub fn verdict_of(&self, stream: &str) -> Option<Verdict> {
+    pub(crate) fn verdict_of(&self, stream: &str) -> Option<Verdict> {
         let st = self.lock();
         st.judge.stream(stream, self.now()).map(|v| v.verdict)
     }
@@ -406,7 +399,7 @@ impl Monitor {
         }
     }
 
-    pub fn set_storage(&self, result: Result<(), String>) {
+    pub(crate) fn set_storage(&self, result: Result<(), String>) {
         let mut st = self.lock();
         match result {
             Ok(()) => {
@@ -421,7 +414,7 @@ impl Monitor {
                 st.storage = StorageStatus {
                     ok: false,
                     error: Some(error),
-                    since_ms: Some(wall_ms()),
+                    since_ms: Some(now_ms()),
                 };
                 self.metrics.dump_storage_ok.set(0);
             }
@@ -438,7 +431,7 @@ fn clause(stalled: &[StalledStream], stream: &str) -> String {
 }
 
 /// The pod condition for these stalled streams (longest-stalled first).
-pub fn desired_condition(stalled: &[StalledStream], streams: usize) -> DesiredCondition {
+pub(crate) fn desired_condition(stalled: &[StalledStream], streams: usize) -> DesiredCondition {
     match stalled.first() {
         None => DesiredCondition {
             healthy: true,
@@ -454,179 +447,4 @@ pub fn desired_condition(stalled: &[StalledStream], streams: usize) -> DesiredCo
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use stallwatch_core::report::{ChannelReport, DispatcherReport, PROTOCOL_V1, StreamReport};
-
-    pub(crate) fn report(seq: u64, depth: u64, deq: u64, state: DispatcherState) -> Report {
-        Report {
-            protocol: PROTOCOL_V1.into(),
-            instance: "i-1".into(),
-            seq,
-            sent_at_ms: wall_ms(),
-            interval_ms: 250,
-            pid: Some(4242),
-            version: Some("test 1".into()),
-            streams: vec![StreamReport {
-                name: "downtown".into(),
-                channel: ChannelReport { depth, capacity: 5 },
-                enqueued_total: 200,
-                dequeued_total: deq,
-                dropped_oldest_total: 0,
-                quarantined_total: 0,
-                last_dequeue_ms: None,
-                dispatcher: DispatcherReport {
-                    state,
-                    restarts_total: 0,
-                },
-                last_error: None,
-                subscribers: 0,
-                delivered_total: 0,
-            }],
-        }
-    }
-
-    fn instant_config() -> VerdictConfig {
-        VerdictConfig {
-            stall_after: Duration::ZERO,
-            report_timeout: Duration::from_secs(3600),
-            recover_after: Duration::ZERO,
-        }
-    }
-
-    #[test]
-    fn first_report_publishes_healthy_then_changes_only_on_transitions() {
-        let (m, mut out) = Monitor::new(instant_config(), Arc::new(Metrics::new()));
-        assert!(out.condition.borrow().is_none());
-        m.ingest(&serde_json::to_vec(&report(1, 0, 100, DispatcherState::Running)).unwrap())
-            .unwrap();
-        assert!(out.condition.has_changed().unwrap());
-        let c = out.condition.borrow_and_update().clone().unwrap();
-        assert!(c.healthy);
-        assert_eq!(c.reason, "Healthy");
-        m.ingest(&serde_json::to_vec(&report(2, 0, 100, DispatcherState::Running)).unwrap())
-            .unwrap();
-        assert!(!out.condition.has_changed().unwrap());
-        // Stuck (stall_after is zero here): condition False, one notice.
-        m.ingest(&serde_json::to_vec(&report(3, 5, 100, DispatcherState::Running)).unwrap())
-            .unwrap();
-        let c = out.condition.borrow_and_update().clone().unwrap();
-        assert!(!c.healthy);
-        assert_eq!(c.reason, "ChannelStuck");
-        assert!(
-            c.message
-                .starts_with("stream downtown: ChannelStuck, 5/5 waiting"),
-            "{}",
-            c.message
-        );
-        match out.notices.try_recv().unwrap() {
-            Notice::Verdict { transition, detail } => {
-                assert_eq!(transition.stream, "downtown");
-                assert!(detail.contains("ChannelStuck"));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(out.notices.try_recv().is_err());
-        assert!(m.any_stalled());
-        let text = m.metrics.encode();
-        assert!(
-            text.contains(r#"stallwatch_sidecar_detections_total{reason="ChannelStuck"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"stallwatch_sidecar_stream_stalled{stream="downtown",reason="ChannelStuck"} 1"#
-            ),
-            "{text}"
-        );
-        let status = m.status();
-        assert_eq!(status.instance.as_deref(), Some("i-1"));
-        assert_eq!(status.streams[0].verdict, "stalled");
-        assert_eq!(status.streams[0].reason, Some(StallReason::ChannelStuck));
-        // Recovers.
-        m.ingest(&serde_json::to_vec(&report(4, 0, 105, DispatcherState::Running)).unwrap())
-            .unwrap();
-        assert!(out.condition.borrow_and_update().clone().unwrap().healthy);
-        let snap = m.snapshot();
-        assert_eq!(snap.recent_reports.len(), 4);
-        assert_eq!(snap.history.len(), 2);
-        assert_eq!(snap.pid, Some(4242));
-    }
-
-    #[test]
-    fn refusals_are_counted_and_change_nothing() {
-        let (m, mut out) = Monitor::new(instant_config(), Arc::new(Metrics::new()));
-        m.ingest(&serde_json::to_vec(&report(5, 0, 1, DispatcherState::Running)).unwrap())
-            .unwrap();
-        out.condition.borrow_and_update();
-        let err = m
-            .ingest(&serde_json::to_vec(&report(5, 5, 1, DispatcherState::Dead)).unwrap())
-            .unwrap_err();
-        assert_eq!(err.label(), "out_of_order");
-        assert_eq!(m.ingest(b"{").unwrap_err().label(), "malformed");
-        assert!(!m.any_stalled());
-        assert!(!out.condition.has_changed().unwrap());
-        let text = m.metrics.encode();
-        assert!(
-            text.contains(r#"reports_rejected_total{kind="out_of_order"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"reports_rejected_total{kind="malformed"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains("stallwatch_sidecar_reports_received_total 1"),
-            "{text}"
-        );
-        assert_eq!(m.snapshot().recent_reports.len(), 1);
-    }
-
-    #[test]
-    fn silence_becomes_reports_lost_on_tick() {
-        let cfg = VerdictConfig {
-            report_timeout: Duration::ZERO,
-            ..instant_config()
-        };
-        let (m, out) = Monitor::new(cfg, Arc::new(Metrics::new()));
-        m.tick();
-        assert!(!m.any_stalled());
-        m.ingest(&serde_json::to_vec(&report(1, 0, 1, DispatcherState::Running)).unwrap())
-            .unwrap();
-        m.tick();
-        assert_eq!(m.status().streams[0].reason, Some(StallReason::ReportsLost));
-        assert_eq!(
-            out.condition.borrow().as_ref().unwrap().reason,
-            "ReportsLost"
-        );
-    }
-
-    #[test]
-    fn full_notice_queue_never_blocks() {
-        let (m, _out) = Monitor::new(instant_config(), Arc::new(Metrics::new()));
-        for _ in 0..NOTICE_QUEUE + 10 {
-            m.notify(Notice::DumpFailed { error: "x".into() });
-        }
-        assert!(
-            m.metrics
-                .encode()
-                .contains(r#"publish_errors_total{what="dropped_notice"} 10"#)
-        );
-    }
-
-    #[test]
-    fn storage_status_is_reported() {
-        let (m, _out) = Monitor::new(instant_config(), Arc::new(Metrics::new()));
-        m.set_storage(Err("no space left on /dumps".into()));
-        let s = m.status().dump_storage;
-        assert!(!s.ok);
-        assert!(s.error.unwrap().contains("no space"));
-        assert!(
-            m.metrics
-                .encode()
-                .contains("stallwatch_sidecar_dump_storage_ok 0")
-        );
-        m.set_storage(Ok(()));
-        assert!(m.status().dump_storage.ok);
-    }
-}
+mod tests;

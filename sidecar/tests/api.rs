@@ -15,6 +15,8 @@ use common::*;
 use serde_json::{Value, json};
 use stallwatch_core::bundle::{BundleList, Manifest, ProcessDumpOutcome, TaskDumpOutcome};
 use stallwatch_core::report::{DispatcherState, MAX_REPORT_BYTES};
+use stallwatch_testkit::report::{report, stream};
+use stallwatch_testkit::taskdump::task_dump;
 use transit_sidecar::bundles::{LocalStorage, Storage};
 use transit_sidecar::monitor::Status;
 use transit_sidecar::run::{IngestBound, Running, start_with_storage};

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,16 +15,11 @@ use common::*;
 use serde_json::Value;
 use stallwatch_core::bundle::Manifest;
 use stallwatch_core::report::DispatcherState;
+use stallwatch_testkit::net::free_port;
+use stallwatch_testkit::report::{report, stream};
+use stallwatch_testkit::taskdump::task_dump;
 
 const TOKEN: &str = "binary-test-token";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Proc(Child);
 

@@ -6,18 +6,16 @@
 //! Each property prints how many inputs it ran (`cargo test -p transit-sidecar --test
 //! ingest_fuzz -- --nocapture`). `FUZZ_CASES` overrides the per-property count.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 use stallwatch_core::report::DispatcherState;
 use stallwatch_core::verdict::VerdictConfig;
+use stallwatch_testkit::report::{report, stream};
 use transit_sidecar::metrics::Metrics;
 use transit_sidecar::monitor::Monitor;
 

@@ -9,18 +9,18 @@
 //! - Typed clients for the sidecar's `/v1/status` and admin API, the broadcaster's metrics,
 //!   health and admin endpoints, and a subscriber (`transit-broadcaster subscribe --json`).
 //!
-//! Depends on `stallwatch-core` only; the other crates are run, never linked.
+//! Depends on `stallwatch-core` and `stallwatch-testkit` (free ports) only; the other crates
+//! are run, never linked.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
@@ -30,21 +30,8 @@ use stallwatch_core::condition::StallReason;
 /// The admin token every harness sidecar uses.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
-/// A free loopback port (bound to :0, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind a loopback port")
-}
+pub use stallwatch_core::clock::now_ms;
+pub use stallwatch_testkit::net::free_port;
 
 /// The directory holding the workspace's debug binaries.
 pub fn bin_dir() -> PathBuf {

@@ -1,40 +1,23 @@
 //! Scenario 5, the operator's kube side against a real sidecar: a stall condition on a pod
-//! (served by a mock API server, kube's tower-test pattern, adapted from the operator's own
-//! reconcile tests) leads to exactly one dump request to a real `transit-sidecar` process
+//! (served by the testkit's fake API server, kube's tower-test pattern, with the reconcile
+//! harness the operator's own reconcile tests use) leads to exactly one dump request to a real `transit-sidecar` process
 //! (reached by the operator's own HTTP client at the pod IP, port 8081: the sidecar listens on
 //! a random 127.x.y.z loopback address) and exactly one pod deletion, in that order; with the
 //! budget spent, neither.
-#![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response};
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::Client;
-use kube::client::Body;
-use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, store::Writer};
-use kube::runtime::watcher;
-use prometheus_client::registry::Registry;
-use serde_json::{Value, json};
+use serde_json::json;
 use stallwatch_core::bundle::Manifest;
-use stallwatch_core::condition::{CONDITION_TYPE, StallReason, StalledStream, format_message};
-use stallwatch_crds::{Source, SyntheticSource, TransitStream, TransitStreamSpec};
-use transit_operator::Error;
-use transit_operator::metrics::Metrics;
-use transit_operator::reconcile::{Context, Settings, reconcile};
-use transit_operator::sidecar::{BoxFuture, SidecarApi, SidecarError, SidecarTarget};
-
-include!("../../operator/tests/support/fake_api.rs");
-include!("../../operator/tests/support/harness.rs");
-
+use stallwatch_core::condition::StallReason;
+use stallwatch_core::sync::lock;
 use stallwatch_e2e::{BroadcasterOpts, Pod as LocalPod, ensure};
-use transit_operator::sidecar::HttpSidecar;
+use stallwatch_testkit::fake_api::{NS, T0, Timeline};
+use stallwatch_testkit::harness::{
+    Harness, count, fixture, harness_with, pod_with_ip, position, spent_history,
+};
+use transit_operator::sidecar::{BoxFuture, HttpSidecar, SidecarApi, SidecarError, SidecarTarget};
 
 /// The operator's real HTTP sidecar client, recording each call on the timeline.
 struct RecordingSidecar {
@@ -49,10 +32,7 @@ impl SidecarApi for RecordingSidecar {
         stream: &'a str,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), SidecarError>> {
-        self.timeline
-            .lock()
-            .unwrap()
-            .push(format!("sidecar {} soft-restart {stream}", target.pod_ip));
+        lock(&self.timeline).push(format!("sidecar {} soft-restart {stream}", target.pod_ip));
         self.real.soft_restart(target, stream, timeout)
     }
 
@@ -63,17 +43,14 @@ impl SidecarApi for RecordingSidecar {
         reason: StallReason,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Manifest, SidecarError>> {
-        self.timeline
-            .lock()
-            .unwrap()
-            .push(format!("sidecar {} dump {stream}", target.pod_ip));
+        lock(&self.timeline).push(format!("sidecar {} dump {stream}", target.pod_ip));
         let timeline = self.timeline.clone();
         Box::pin(async move {
             let r = self
                 .real
                 .capture_dump(target, stream, reason, timeout)
                 .await;
-            timeline.lock().unwrap().push(match &r {
+            lock(&timeline).push(match &r {
                 Ok(m) => format!("sidecar answered: bundle {}", m.path),
                 Err(e) => format!("sidecar answered: error {e}"),
             });

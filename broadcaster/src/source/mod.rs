@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use stallwatch_core::sync::lock;
 
 use crate::channel::Item;
 use crate::quarantine::ErrorLog;
 use crate::stream::StreamRuntime;
-use crate::util::{RateLimiter, lock};
+use crate::util::RateLimiter;
 
 pub use synthetic::SyntheticConfig;
 

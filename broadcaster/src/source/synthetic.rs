@@ -386,7 +386,7 @@ pub async fn run(cfg: SyntheticConfig, ingest: Ingest) {
             poisoned = true;
             tracing::info!("synthetic source: injecting one poison entity now");
         }
-        let msg = generator.next_message(crate::util::now_ms() / 1000, poison);
+        let msg = generator.next_message(stallwatch_core::clock::now_ms() / 1000, poison);
         ingest.push(Bytes::from(msg.encode_to_vec()));
         sent += 1;
         if limit != 0 && sent >= limit {

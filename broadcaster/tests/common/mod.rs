@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use prost::Message;
 use stallwatch_core::report::{Report, parse_report};
+use stallwatch_testkit::wait::WAIT;
 use tokio_util::sync::CancellationToken;
 use transit_broadcaster::generated::transit_realtime::{
     FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
@@ -18,20 +19,6 @@ use transit_broadcaster::generated::transit_realtime::{
 };
 use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
 use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest};
-
-pub const WAIT: Duration = Duration::from_secs(15);
-
-/// Polls `check` until it holds; panics with `what` after `WAIT`.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if check() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 pub fn entity(vehicle: &str, route: &str, lat: f32, lon: f32) -> FeedEntity {
     FeedEntity {
@@ -229,15 +216,6 @@ impl FakeSidecar {
     pub fn last(&self) -> Option<Report> {
         self.reports.lock().unwrap().last().cloned()
     }
-}
-
-/// A free loopback port (bound and released; good enough for a child server).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A real `nats-server` child process on a free loopback port; killed on drop.

@@ -1,14 +1,39 @@
-// The reconcile harness shared by the operator's reconcile tests and the end-to-end test of
-// the operator against a real sidecar (both `include!` it after `fake_api.rs`): a fake API,
-// reflector stores fed by hand, a settable clock, and helpers to build pods and read status.
-// Each includer passes its own sidecar (a fake, or the real HTTP client).
+//! The reconcile harness: a [`FakeApi`], reflector stores fed by hand, a settable clock, and
+//! helpers to build pods and read status. Each user passes its own sidecar (a fake, or the
+//! operator's real HTTP client).
 
-fn spent_history(n: usize) -> Value {
-    let at = |ms: u64| {
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-            Timestamp::from_millisecond(ms as i64).unwrap(),
-        )
-    };
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use stallwatch_core::condition::{CONDITION_TYPE, StallReason, StalledStream, format_message};
+use stallwatch_core::sync::lock;
+use stallwatch_crds::TransitStream;
+use transit_operator::Error;
+use transit_operator::metrics::Metrics;
+use transit_operator::reconcile::{Context, Settings, reconcile};
+use transit_operator::sidecar::SidecarApi;
+
+use crate::TransitStreamExt as _;
+use crate::fake_api::{FakeApi, NS, T0, TS_PATH, Timeline};
+
+/// `ms` (since the Unix epoch) as the API's MicroTime.
+pub fn micro_time(ms: u64) -> MicroTime {
+    MicroTime(Timestamp::from_millisecond(ms as i64).unwrap())
+}
+
+/// A remediation status whose history holds `n` finished restarts of pod `demo-old`, long
+/// before [`T0`] (a spent budget for a small enough `n`).
+pub fn spent_history(n: usize) -> Value {
+    let at = micro_time;
     let entries: Vec<Value> = (0..n as u64)
         .map(|i| {
             json!({
@@ -23,31 +48,32 @@ fn spent_history(n: usize) -> Value {
     json!({"history": entries})
 }
 
-struct Harness {
-    api: FakeApi,
-    ctx: Arc<Context>,
+/// One operator context wired to a fake API, with the stores and clock it reads.
+pub struct Harness {
+    pub api: FakeApi,
+    pub ctx: Arc<Context>,
+    pub timeline: Timeline,
+    pub pods: Writer<Pod>,
+    pub streams: Writer<TransitStream>,
+    /// The operator's wall clock, milliseconds; starts at [`T0`].
+    pub clock: Arc<AtomicU64>,
+    pub registry: Registry,
+}
+
+/// The TransitStream `demo` in [`NS`], as the reconcile tests start from.
+pub fn fixture() -> TransitStream {
+    TransitStream::test("demo")
+        .namespace(NS)
+        .uid("ts-uid")
+        .build()
+}
+
+/// A harness whose operator calls `sidecar`; API calls go on `timeline` too.
+pub fn harness_with(
+    timeout: Duration,
     timeline: Timeline,
-    pods: Writer<Pod>,
-    streams: Writer<TransitStream>,
-    clock: Arc<AtomicU64>,
-    registry: Registry,
-}
-
-fn fixture() -> TransitStream {
-    let mut ts = TransitStream::new(
-        "demo",
-        TransitStreamSpec::with_source(Source {
-            synthetic: Some(SyntheticSource::default()),
-            ..Source::default()
-        }),
-    );
-    ts.metadata.namespace = Some(NS.into());
-    ts.metadata.uid = Some("ts-uid".into());
-    ts.metadata.generation = Some(1);
-    ts
-}
-
-fn harness_with(timeout: Duration, timeline: Timeline, sidecar: Arc<dyn SidecarApi>) -> Harness {
+    sidecar: Arc<dyn SidecarApi>,
+) -> Harness {
     let api = FakeApi::new(timeline.clone());
     let (pod_store, pods) = reflector::store::<Pod>();
     let (ts_store, streams) = reflector::store::<TransitStream>();
@@ -82,7 +108,7 @@ fn harness_with(timeout: Duration, timeline: Timeline, sidecar: Arc<dyn SidecarA
 
 impl Harness {
     /// Store the TransitStream in the API and the cache; returns what the controller would pass.
-    fn stream(&mut self, ts: &TransitStream) -> Arc<TransitStream> {
+    pub fn stream(&mut self, ts: &TransitStream) -> Arc<TransitStream> {
         self.api.put(TS_PATH, serde_json::to_value(ts).unwrap());
         let stored: TransitStream = serde_json::from_value(self.api.get(TS_PATH).unwrap()).unwrap();
         self.streams
@@ -91,23 +117,28 @@ impl Harness {
     }
 
     /// The TransitStream as the API now has it.
-    fn current(&self) -> TransitStream {
+    pub fn current(&self) -> TransitStream {
         serde_json::from_value(self.api.get(TS_PATH).unwrap()).unwrap()
     }
 
-    fn pod(&mut self, pod: Pod) {
+    /// Put `pod` into the pod cache.
+    pub fn pod(&mut self, pod: Pod) {
         self.pods.apply_watcher_event(&watcher::Event::Apply(pod));
     }
 
-    fn timeline(&self) -> Vec<String> {
-        self.timeline.lock().unwrap().clone()
+    /// A copy of the timeline so far.
+    pub fn timeline(&self) -> Vec<String> {
+        lock(&self.timeline).clone()
     }
 
-    fn metrics(&self) -> String {
+    /// The operator's metrics, rendered.
+    pub fn metrics(&self) -> String {
         transit_operator::metrics::render(&self.registry)
     }
 
-    async fn reconcile(&mut self) -> Result<Action, Error> {
+    /// Reconcile the TransitStream as the API now has it (the cache updated first, as a
+    /// watch event would).
+    pub async fn reconcile(&mut self) -> Result<Action, Error> {
         let ts = Arc::new(self.current());
         self.streams
             .apply_watcher_event(&watcher::Event::Apply((*ts).clone()));
@@ -115,7 +146,9 @@ impl Harness {
     }
 }
 
-fn pod_with_ip(name: &str, uid: &str, stalled_since: Option<u64>, pod_ip: &str) -> Pod {
+/// A pod of TransitStream `demo` at `pod_ip`: stalled (`DispatcherDead` on stream `all`)
+/// since `stalled_since`, or healthy.
+pub fn pod_with_ip(name: &str, uid: &str, stalled_since: Option<u64>, pod_ip: &str) -> Pod {
     let mut p = Pod::default();
     p.metadata.name = Some(name.into());
     p.metadata.namespace = Some(NS.into());
@@ -151,18 +184,21 @@ fn pod_with_ip(name: &str, uid: &str, stalled_since: Option<u64>, pod_ip: &str) 
     p
 }
 
-fn position(timeline: &[String], needle: &str) -> usize {
+/// Where the first line containing `needle` is; panics with the timeline if none.
+pub fn position(timeline: &[String], needle: &str) -> usize {
     timeline
         .iter()
         .position(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("{needle:?} not in timeline:\n{}", timeline.join("\n")))
 }
 
-fn count(timeline: &[String], needle: &str) -> usize {
+/// How many lines contain `needle`.
+pub fn count(timeline: &[String], needle: &str) -> usize {
     timeline.iter().filter(|l| l.contains(needle)).count()
 }
 
-fn condition(ts: &TransitStream, type_: &str) -> (String, String) {
+/// The (status, reason) of condition `type_`; panics if missing.
+pub fn condition(ts: &TransitStream, type_: &str) -> (String, String) {
     let c = ts
         .status
         .as_ref()

@@ -1,18 +1,32 @@
-// A fake Kubernetes API server for reconcile tests (kube's tower-test pattern): it keeps
-// objects by path, applies server-side-apply and merge patches, serves watches and lists,
-// injects faults (status codes, hangs) and records every write. Shared by the operator's
-// reconcile tests and the end-to-end test of the operator against a real sidecar, which
-// `include!` it; the including file provides the imports.
+//! A fake Kubernetes API server for reconcile tests (kube's tower-test pattern): it keeps
+//! objects by path, applies server-side-apply and merge patches, serves gets, injects faults
+//! (status codes, hangs) and records every write and every call on a shared timeline.
 
-const NS: &str = "transit";
-const T0: u64 = 1_790_000_000_000;
-const TS_PATH: &str = "/apis/stallwatch.io/v1alpha1/namespaces/transit/transitstreams/demo";
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-type Timeline = Arc<Mutex<Vec<String>>>;
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use stallwatch_core::sync::lock;
+
+/// The namespace every fake object lives in.
+pub const NS: &str = "transit";
+/// The harness clock's start, milliseconds since the Unix epoch.
+pub const T0: u64 = 1_790_000_000_000;
+/// Where the harness keeps its TransitStream `demo`.
+pub const TS_PATH: &str = "/apis/stallwatch.io/v1alpha1/namespaces/transit/transitstreams/demo";
+
+/// API calls and sidecar calls in the order they happened, one line each.
+pub type Timeline = Arc<Mutex<Vec<String>>>;
 
 #[derive(Clone, Copy)]
-enum FaultKind {
+pub enum FaultKind {
+    /// Answer with this status code.
     Status(u16),
+    /// Never answer.
     Hang,
 }
 
@@ -34,7 +48,7 @@ struct ApiState {
 
 /// The mock API server.
 #[derive(Clone)]
-struct FakeApi {
+pub struct FakeApi {
     state: Arc<Mutex<ApiState>>,
     timeline: Timeline,
 }
@@ -59,27 +73,30 @@ fn merge(target: &mut Value, patch: &Value) {
 }
 
 impl FakeApi {
-    fn new(timeline: Timeline) -> Self {
+    pub fn new(timeline: Timeline) -> Self {
         FakeApi {
             state: Arc::default(),
             timeline,
         }
     }
 
-    fn put(&self, path: &str, obj: Value) {
-        let mut s = self.state.lock().unwrap();
+    /// Store `obj` at `path` with a new resourceVersion.
+    pub fn put(&self, path: &str, obj: Value) {
+        let mut s = lock(&self.state);
         s.version += 1;
         let mut obj = obj;
         obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
         s.objects.insert(path.into(), obj);
     }
 
-    fn get(&self, path: &str) -> Option<Value> {
-        self.state.lock().unwrap().objects.get(path).cloned()
+    /// The object at `path`, if any.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        lock(&self.state).objects.get(path).cloned()
     }
 
-    fn fault(&self, method: Method, path_contains: &str, kind: FaultKind, times: usize) {
-        self.state.lock().unwrap().faults.push(Fault {
+    /// Fail the next `times` calls of `method` to a path containing `path_contains`.
+    pub fn fault(&self, method: Method, path_contains: &str, kind: FaultKind, times: usize) {
+        lock(&self.state).faults.push(Fault {
             method,
             path_contains: path_contains.into(),
             kind,
@@ -87,10 +104,9 @@ impl FakeApi {
         });
     }
 
-    fn writes(&self, key: &str) -> Vec<Value> {
-        self.state
-            .lock()
-            .unwrap()
+    /// The bodies of every write `key` ("METHOD path"), oldest first.
+    pub fn writes(&self, key: &str) -> Vec<Value> {
+        lock(&self.state)
             .writes
             .iter()
             .filter(|(k, _)| k == key)
@@ -98,7 +114,8 @@ impl FakeApi {
             .collect()
     }
 
-    fn client(&self) -> Client {
+    /// A kube client served by this fake (spawns the serving task: call in a runtime).
+    pub fn client(&self) -> Client {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let api = self.clone();
         tokio::spawn(async move {
@@ -109,7 +126,7 @@ impl FakeApi {
                 let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let fault = {
-                    let mut s = api.state.lock().unwrap();
+                    let mut s = lock(&api.state);
                     s.faults
                         .iter_mut()
                         .find(|f| {
@@ -148,16 +165,13 @@ impl FakeApi {
             .trim_start_matches("/apis/")
             .trim_start_matches("/api/")
             .to_string();
-        self.timeline
-            .lock()
-            .unwrap()
-            .push(format!("{method} {short} {what}").trim().to_string());
+        lock(&self.timeline).push(format!("{method} {short} {what}").trim().to_string());
     }
 
     fn handle(&self, method: &Method, path: &str, query: &str, body: Value) -> (u16, Value) {
         let is_status = path.ends_with("/status");
         let key = path.trim_end_matches("/status").to_string();
-        let mut s = self.state.lock().unwrap();
+        let mut s = lock(&self.state);
         if *method != Method::GET {
             s.writes.push((format!("{method} {path}"), body.clone()));
         }
@@ -175,7 +189,7 @@ impl FakeApi {
                 }
             }
             Method::PATCH if is_status => {
-                let mut s = self.state.lock().unwrap();
+                let mut s = lock(&self.state);
                 let Some(current) = s.objects.get(&key).cloned() else {
                     return (404, status_body(404, "NotFound"));
                 };
@@ -206,7 +220,7 @@ impl FakeApi {
                 (200, obj)
             }
             Method::PATCH => {
-                let mut s = self.state.lock().unwrap();
+                let mut s = lock(&self.state);
                 s.version += 1;
                 let version = s.version;
                 let apply = query.contains("fieldManager=transit-operator&")

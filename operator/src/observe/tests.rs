@@ -1,0 +1,236 @@
+use super::*;
+use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+use stallwatch_core::condition::format_message;
+use stallwatch_crds::{Source, SyntheticSource, TransitStreamSpec};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn ts() -> TransitStream {
+    let mut ts = TransitStream::new(
+        "demo",
+        TransitStreamSpec::with_source(Source {
+            synthetic: Some(SyntheticSource::default()),
+            ..Source::default()
+        }),
+    );
+    ts.metadata.generation = Some(2);
+    ts
+}
+
+fn pod(status: &str, reason: &str, message: &str) -> Pod {
+    let mut p = Pod::default();
+    p.metadata.name = Some("demo-abc".into());
+    p.metadata.uid = Some("u1".into());
+    p.status = Some(PodStatus {
+        pod_ip: Some("10.0.0.7".into()),
+        conditions: Some(vec![PodCondition {
+            type_: CONDITION_TYPE.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_transition_time: Some(time(T0)),
+            ..PodCondition::default()
+        }]),
+        ..PodStatus::default()
+    });
+    p
+}
+
+fn stalled(name: &str, reason: StallReason) -> StalledStream {
+    StalledStream {
+        stream: name.into(),
+        reason,
+        depth: 5,
+        capacity: 5,
+        secs_since_dequeue: Some(2.5),
+    }
+}
+
+#[test]
+fn a_false_condition_is_a_stall_led_by_its_reason() {
+    let msg = format_message(&[
+        stalled("airport", StallReason::ChannelStuck),
+        stalled("downtown", StallReason::DispatcherDead),
+    ]);
+    let s = pod_state(&pod("False", "DispatcherDead", &msg));
+    assert_eq!(s.stalled_since_ms, Some(T0));
+    assert_eq!(s.reason, Some(StallReason::DispatcherDead));
+    assert_eq!(s.stalled[0].stream, "downtown");
+    assert_eq!(s.stalled.len(), 2);
+    assert_eq!(s.uid.as_deref(), Some("u1"));
+    assert_eq!(pod_ip(&pod("False", "x", "")).as_deref(), Some("10.0.0.7"));
+}
+
+#[test]
+fn healthy_and_garbled_conditions() {
+    assert_eq!(
+        pod_state(&pod("True", "Healthy", "")).stalled_since_ms,
+        None
+    );
+    let s = pod_state(&pod("False", "ReportsLost", "something else entirely"));
+    assert_eq!(s.stalled_since_ms, Some(T0));
+    assert_eq!(s.stalled[0].stream, "pod");
+    assert_eq!(s.reason, Some(StallReason::ReportsLost));
+    let mut p = pod("True", "Healthy", "");
+    p.metadata.annotations =
+        Some([(OPT_OUT_ANNOTATION.to_string(), "disabled".to_string())].into());
+    assert!(pod_state(&p).opted_out);
+    // No condition yet (sidecar starting): healthy, not stalled.
+    p.status.as_mut().unwrap().conditions = None;
+    assert_eq!(pod_state(&p).stalled_since_ms, None);
+}
+
+#[test]
+fn policy_from_spec() {
+    let mut t = ts();
+    t.spec.remediation.mode = RemediationMode::Observe;
+    t.spec.remediation.restart_target = RestartTarget::Deployment;
+    let p = policy(&t);
+    assert_eq!(p.mode, Mode::Observe);
+    assert_eq!(p.restart_target, CoreTarget::Deployment);
+    assert_eq!(p.cooldown_ms, 300_000);
+    assert_eq!(p.dump_timeout_ms, 10_000);
+    assert!(!p.soft_restart_first);
+}
+
+#[test]
+fn transition_times_survive_unchanged_statuses() {
+    let mut cs = Vec::new();
+    set_condition(&mut cs, "Ready", false, "A", "m".into(), Some(1), &time(T0));
+    set_condition(
+        &mut cs,
+        "Ready",
+        false,
+        "B",
+        "m2".into(),
+        Some(2),
+        &time(T0 + 5),
+    );
+    assert_eq!(cs[0].last_transition_time, time(T0));
+    assert_eq!(cs[0].reason, "B");
+    assert_eq!(cs[0].observed_generation, Some(2));
+    set_condition(
+        &mut cs,
+        "Ready",
+        true,
+        "C",
+        "m3".into(),
+        Some(2),
+        &time(T0 + 9),
+    );
+    assert_eq!(cs[0].last_transition_time, time(T0 + 9));
+    assert_eq!(cs.len(), 1);
+}
+
+fn deployment(ready: i32) -> Deployment {
+    let mut d = Deployment::default();
+    d.metadata.generation = Some(1);
+    d.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(1),
+        ready_replicas: Some(ready),
+        updated_replicas: Some(1),
+        ..DeploymentStatus::default()
+    });
+    d
+}
+
+fn cond<'a>(st: &'a TransitStreamStatus, t: &str) -> &'a Condition {
+    st.conditions.iter().find(|c| c.type_ == t).unwrap()
+}
+
+#[test]
+fn running_when_ready_and_flowing() {
+    let t = ts();
+    let d = deployment(1);
+    let pods = vec![PodState::healthy("p", "u")];
+    let st = next_status(&Observed {
+        ts: &t,
+        deployment: Some(&d),
+        pods: &pods,
+        ledger: &Ledger::default(),
+        blocked: None,
+        invalid: &[],
+        now_ms: T0,
+    });
+    assert_eq!(st.phase, Some(Phase::Running));
+    assert_eq!(st.observed_generation, Some(2));
+    assert_eq!(cond(&st, "Ready").status, "True");
+    assert_eq!(cond(&st, "Stalled").status, "False");
+    assert_eq!(cond(&st, "Degraded").status, "False");
+    assert_eq!(cond(&st, "Ready").observed_generation, Some(2));
+    assert_eq!((st.streams, st.ready_replicas, st.stalls), (1, 1, 0));
+}
+
+#[test]
+fn stalls_are_counted_once_per_episode() {
+    let mut t = ts();
+    let d = deployment(0);
+    let pods = vec![PodState::stalled(
+        "p",
+        "u",
+        T0,
+        vec![stalled("all", StallReason::ChannelStuck)],
+    )];
+    let o = |t: &TransitStream| {
+        next_status(&Observed {
+            ts: t,
+            deployment: Some(&d),
+            pods: &pods,
+            ledger: &Ledger::default(),
+            blocked: None,
+            invalid: &[],
+            now_ms: T0 + 10,
+        })
+    };
+    let st = o(&t);
+    assert_eq!(st.stalls, 1);
+    assert_eq!(st.phase, Some(Phase::Stalled));
+    assert_eq!(cond(&st, "Stalled").message, "p/all: ChannelStuck");
+    assert_eq!(st.stalled_streams, ["p/all: ChannelStuck"]);
+    t.status = Some(st);
+    assert_eq!(o(&t).stalls, 1, "the same episode is not counted again");
+}
+
+#[test]
+fn invalid_spec_and_budget_spent() {
+    let t = ts();
+    let errs = vec![SpecError {
+        field: "stallAfter".into(),
+        message: "must be longer".into(),
+    }];
+    let st = next_status(&Observed {
+        ts: &t,
+        deployment: None,
+        pods: &[],
+        ledger: &Ledger::default(),
+        blocked: None,
+        invalid: &errs,
+        now_ms: T0,
+    });
+    assert_eq!(st.phase, Some(Phase::InvalidSpec));
+    assert_eq!(cond(&st, "InvalidSpec").status, "True");
+    assert!(
+        cond(&st, "InvalidSpec")
+            .message
+            .contains("spec.stallAfter: must be longer")
+    );
+    let blocked = Blocked::BudgetSpent {
+        used: 3,
+        limit: 3,
+        frees_at_ms: None,
+    };
+    let st = next_status(&Observed {
+        ts: &t,
+        deployment: None,
+        pods: &[],
+        ledger: &Ledger::default(),
+        blocked: Some(&blocked),
+        invalid: &[],
+        now_ms: T0,
+    });
+    assert_eq!(st.phase, Some(Phase::Degraded));
+    assert_eq!(cond(&st, "Degraded").reason, "BudgetSpent");
+    assert_eq!(cond(&st, "InvalidSpec").status, "False");
+}
