@@ -19,6 +19,12 @@ fills from charts/requirements.txt, after building the binaries):
   permissions it prints, the Lease Role exactly when leader election is on, the sidecar Role's
   permissions held by the operator (escalation prevention);
 - checks the env vars and ports the chart sets against the binaries' `--help`;
+- runs `promtool check rules` and `promtool test rules` (charts/tests/alerts.test.yaml) on the
+  alert rules as the chart renders them, with a mutation run proving each alert's firing test
+  can fail, and checks each alert's runbook in the chart README;
+- checks the Grafana dashboard JSON, and that every metric and label the alert rules and the
+  dashboard use is exported by the real binaries (sidecar and broadcaster scraped while
+  running, parsed with prometheus-client's OpenMetrics parser; `transit-operator metrics`);
 - lints the Dockerfile statically (there is no Docker engine here) and with hadolint;
 - checks the README's install section and the chart README against the chart's real values.
 

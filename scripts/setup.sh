@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests need and the machine may lack: nats-server (Debian) and the pinned
-# Python tools for offline chart validation (a virtualenv in .venv). Idempotent and quiet when
-# everything is already there.
+# Installs what the tests need and the machine may lack: nats-server and promtool (Debian's
+# `prometheus` package, for the chart's alert rules) and the pinned Python tools for offline
+# chart validation (a virtualenv in .venv). Idempotent and quiet when everything is already
+# there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,19 @@ apt_install() {
 if ! command -v nats-server >/dev/null 2>&1; then
   echo "setup: installing nats-server (Debian package)"
   apt_install nats-server
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+  # The package also brings a Prometheus server whose unit would start on :9090, the
+  # broadcaster's port in the tests: a policy-rc.d keeps it from starting (promtool is all the
+  # tests use).
+  echo "setup: installing promtool (Debian package prometheus)"
+  policy=/usr/sbin/policy-rc.d
+  if [ "$(id -u)" = 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  apt_install prometheus
 fi
 
 if [ -f charts/requirements.txt ]; then

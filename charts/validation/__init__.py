@@ -16,5 +16,8 @@ Where a change goes:
 - `examples.py`: examples/ and examples/invalid/;
 - `dockerfile.py`: the Dockerfile (static checks and hadolint);
 - `docs.py`: README.md and the chart README against the chart;
+- `alerts.py`: the PrometheusRule and PodMonitor, promtool (check and unit tests), runbooks;
+- `dashboard.py`: the Grafana dashboard JSON and its ConfigMap;
+- `exported.py`: the metrics the running binaries export, and the names PromQL uses;
 - `suite.py`: the order the checks run in (a new check is registered there).
 """

@@ -19,6 +19,11 @@ SKIP_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"):
         "a Prometheus Operator CRD, not a built-in type: kubernetes-validate ships no schema; "
         "checked structurally against the metrics Service instead",
+    ("monitoring.coreos.com/v1", "PodMonitor"):
+        "a Prometheus Operator CRD: checked structurally against the operator's stream pods "
+        "instead (alerts.py)",
+    ("monitoring.coreos.com/v1", "PrometheusRule"):
+        "a Prometheus Operator CRD: its rules are checked by promtool instead (alerts.py)",
     ("stallwatch.io/v1alpha1", "TransitStream"):
         "our CRD: validated against its own openAPIV3Schema instead",
 }

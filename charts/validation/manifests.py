@@ -29,6 +29,12 @@ def check_namespaces(r: Rendered) -> None:
             require(ns is None, f"{path}: cluster-scoped {d['kind']} has a namespace")
             require(not r.effective["namespaced"],
                     f"{path}: {d['kind']} rendered in namespaced mode")
+        elif d["kind"] == "PrometheusRule":
+            want = r.effective["prometheusRule"]["namespace"] or RELEASE_NS
+            require(ns == want, f"{path}: PrometheusRule in {ns!r}, want {want}")
+        elif d["kind"] == "ConfigMap" and path.endswith("grafana-dashboard.yaml"):
+            want = r.effective["grafanaDashboard"]["namespace"] or RELEASE_NS
+            require(ns == want, f"{path}: dashboard ConfigMap in {ns!r}, want {want}")
         elif d["kind"] in ("Role", "RoleBinding") and r.effective["namespaced"] \
                 and not d["metadata"]["name"].endswith("-leader-election"):
             require(ns == watch, f"{path}: {d['kind']} in {ns}, want the watched namespace {watch}")

@@ -18,6 +18,10 @@ SCENARIOS: dict[str, dict] = {
         "watchNamespace": "transit",
         "replicaCount": 2,
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"},
+                           "additionalAlertLabels": {"team": "transit", "severity": "page"}},
+        "grafanaDashboard": {"enabled": True},
         "networkPolicy": {
             "enabled": True,
             "metricsFrom": [{"namespaceSelector": {"matchLabels": {
@@ -37,6 +41,12 @@ SCENARIOS: dict[str, dict] = {
         "extraEnv": [{"name": "RUST_LOG", "value": "info,transit_operator=debug"}],
         "fullnameOverride": "sw",
         "podDisruptionBudget": {"enabled": False},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "namespace": "monitoring",
+                           "runbookBaseUrl": "https://runbooks.internal/stallwatch.html"},
+        "grafanaDashboard": {"enabled": True, "namespace": "grafana",
+                             "labels": {"grafana_dashboard": "stallwatch"},
+                             "annotations": {"grafana_folder": "Stallwatch"}},
     },
     "namespaced-in-release-namespace": {"namespaced": True},
 }
@@ -49,6 +59,8 @@ BAD_VALUES = [
     ({"unknownKey": 1}, "unknownKey"),
     ({"image": {"repository": "x", "digest": "latest"}}, "digest"),
     ({"maxConcurrentRemediations": 0}, "maxConcurrentRemediations"),
+    ({"prometheusRule": {"runbookBaseUrl": "https://x/README.md#alerts"}}, "runbookBaseUrl"),
+    ({"grafanaDashboard": {"namespace": "Not_A_Namespace"}}, "namespace"),
 ]
 
 

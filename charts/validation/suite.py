@@ -6,7 +6,8 @@ import tomllib
 
 import helm_python as helm
 
-from . import cli, crd as crd_checks, docs, dockerfile, examples, manifests, pss, rbac
+from . import (alerts, cli, crd as crd_checks, dashboard, docs, dockerfile, examples, exported,
+               manifests, pss, rbac)
 from .common import CHART, CHART_README, KUBE_VERSIONS, ROOT, require
 from .kube import kube_validate, kube_validate_self_test
 from .render import Rendered, check_bad_values, check_lint, render_scenarios
@@ -46,6 +47,7 @@ def run(runner: Runner) -> None:
                  "binaries)", dockerfile.lint_dockerfile)
     runner.check("Dockerfile passes hadolint (every level, info included)", dockerfile.hadolint)
     check_docs(runner, chart)
+    check_monitoring(runner, chart)
     if crd is not None:
         crd_checks.note_cel_coverage(crd, runner.note)
 
@@ -81,6 +83,9 @@ def check_rendered(runner: Runner, chart: helm.Chart, rendered: list[Rendered]) 
                      f"[{r.name}]", lambda r=r: manifests.check_selectors(r))
         runner.check(f"NOTES.txt says what to do next [{r.name}]",
                      lambda r=r: manifests.check_notes(r))
+        runner.check(f"PrometheusRule, PodMonitor and dashboard ConfigMap as asked (namespace, "
+                     f"labels, severity, runbook_url) [{r.name}]",
+                     lambda r=r: (alerts.check_objects(r), dashboard.check_configmap(r)))
 
 
 def check_docs(runner: Runner, chart: helm.Chart) -> None:
@@ -93,3 +98,32 @@ def check_docs(runner: Runner, chart: helm.Chart) -> None:
     runner.check("charts/stallwatch/README.md commands match the chart",
                  lambda: (docs.check_helm_commands(chart, CHART_README.read_text(), "chart README"),
                           docs.check_object_refs(chart, CHART_README.read_text(), "chart README")))
+
+
+def check_monitoring(runner: Runner, chart: helm.Chart) -> None:
+    """The alert rules (promtool), their runbooks, the dashboard, and the metric names both use
+    against what the binaries export."""
+    runner.check("alert rules as the chart renders them pass `promtool check rules`",
+                 lambda: alerts.check_rules(chart))
+    runner.check("`promtool test rules` charts/tests/alerts.test.yaml: every alert fires on a "
+                 "stalled series and stays quiet on a healthy one",
+                 lambda: alerts.test_rules(chart))
+    runner.check("every alert's firing test fails when that alert never fires (mutation)",
+                 lambda: alerts.firing_tests_can_fail(chart))
+    runner.check("every alert's runbook_url is its runbook in the chart README (means, look "
+                 "at, do)", lambda: alerts.check_runbooks(chart))
+    runner.check("the PodMonitor selects the operator's stream pods by their label and ports",
+                 alerts.check_sources)
+    runner.check("Grafana dashboard: valid JSON, panels on ${datasource}, variables defined",
+                 dashboard.check_dashboard)
+    runner.check("the metric-name check catches unknown metrics and labels (self-test)",
+                 exported.names_self_test)
+    found = runner.check("/metrics of transit-sidecar fed by transit-broadcaster, and "
+                         "`transit-operator metrics`, parse as OpenMetrics",
+                         exported.exported_metrics)
+    if found is not None:
+        runner.check("the alert rules and the dashboard use only metrics and labels the "
+                     "binaries export",
+                     lambda: exported.check_names(
+                         {**alerts.rule_exprs(chart), **dashboard.queries(dashboard.load())},
+                         found))

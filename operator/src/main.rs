@@ -1,6 +1,6 @@
 //! `transit-operator run` reconciles TransitStreams; `transit-operator crd` prints the CRD;
-//! `transit-operator rbac` prints the permissions it uses. This file only parses the CLI: the
-//! start-up is `transit_operator::run`.
+//! `transit-operator rbac` prints the permissions it uses; `transit-operator metrics` prints the
+//! metrics it exports. This file only parses the CLI: the start-up is `transit_operator::run`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,6 +32,9 @@ enum Command {
     Crd,
     /// Print, as YAML, the RBAC rules this build of the operator uses (the chart grants them).
     Rbac,
+    /// Print the metrics this build exports (OpenMetrics text, no series): what alert rules
+    /// and dashboards may name, without a cluster.
+    Metrics,
 }
 
 #[derive(clap::Args)]
@@ -88,6 +91,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Rbac => {
             print!("{}", transit_operator::rbac::yaml());
+            Ok(())
+        }
+        Command::Metrics => {
+            print!("{}", transit_operator::metrics::catalog());
             Ok(())
         }
         Command::Run(args) => {

@@ -1,11 +1,18 @@
 //! Prometheus metrics (`prometheus-client`), served on `/metrics`.
 
+mod phases;
+#[cfg(test)]
+mod tests;
+
+use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use stallwatch_core::sync::lock;
+use stallwatch_crds::TransitStream;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -28,6 +35,25 @@ pub struct StepLabels {
     pub result: String,
 }
 
+/// `stallwatch_core::remediation::Outcome::as_str` of every outcome.
+const REMEDIATION_OUTCOMES: [&str; 7] = [
+    "Recovered",
+    "Restarted",
+    "Dumped",
+    "Observed",
+    "PodGone",
+    "Cancelled",
+    "Failed",
+];
+/// `stallwatch_core::remediation::Blocked::label` of every rail.
+const BLOCKING_RAILS: [&str; 5] = [
+    "Paused",
+    "OptedOut",
+    "BudgetSpent",
+    "Cooldown",
+    "ConcurrencyLimit",
+];
+
 /// Every metric the operator exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -41,6 +67,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub in_flight: Gauge,
     pub leader: Gauge,
+    /// The cache `transitstream_phase` is read from at scrape time.
+    streams: phases::StreamsSlot,
 }
 
 impl Metrics {
@@ -61,6 +89,7 @@ impl Metrics {
             ]),
             in_flight: Gauge::default(),
             leader: Gauge::default(),
+            streams: phases::StreamsSlot::default(),
         };
         let r = registry.sub_registry_with_prefix("stallwatch_operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());
@@ -109,13 +138,31 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             m.leader.clone(),
         );
+        r.register_collector(Box::new(phases::PhaseCollector(m.streams.clone())));
         for label in crate::error::Error::LABELS {
             // Pre-create each series at 0 so dashboards see every variant.
             let _ = m.reconcile_errors.get_or_create(&ErrorLabels {
                 error: label.into(),
             });
         }
+        // And the bounded label sets the alert rules use: `increase()` cannot see the first
+        // increment of a series that appears at 1.
+        for outcome in REMEDIATION_OUTCOMES {
+            let _ = m.remediations.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
+        for rail in BLOCKING_RAILS {
+            let _ = m.remediations_blocked.get_or_create(&ReasonLabels {
+                reason: rail.into(),
+            });
+        }
         m
+    }
+
+    /// Export `transitstream_phase` from this cache (the controller's, once it leads).
+    pub fn observe_streams(&self, streams: Store<TransitStream>) {
+        *lock(&self.streams) = Some(streams);
     }
 
     pub fn error(&self, label: &str) {
@@ -125,6 +172,14 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+/// Every metric this build exports, with no series yet (`transit-operator metrics`): what
+/// dashboards and alert rules may name, known without a cluster.
+pub fn catalog() -> String {
+    let mut registry = Registry::default();
+    let _ = Metrics::new(&mut registry);
+    render(&registry)
 }
 
 /// Render the registry in the OpenMetrics text format.

@@ -98,6 +98,7 @@ impl Context {
         metrics: Metrics,
         clock: Clock,
     ) -> Self {
+        metrics.observe_streams(streams.clone());
         let recorder = Recorder::new(
             client.clone(),
             Reporter {

@@ -46,6 +46,9 @@ pub struct WhatLabels {
     pub what: String,
 }
 
+/// `StallReason`s, as the `reason` label spells them.
+const STALL_REASONS: [&str; 3] = ["ChannelStuck", "DispatcherDead", "ReportsLost"];
+
 pub struct Metrics {
     registry: Registry,
     pub reports_received: Counter,
@@ -97,6 +100,25 @@ impl Metrics {
             restarts_requested: Family::default(),
         };
         m.dump_storage_ok.set(1);
+        // The bounded label sets the chart's alert rules use, at 0: `increase()` cannot see
+        // the first increment of a series that appears at 1.
+        for reason in STALL_REASONS {
+            let labels = ReasonLabels {
+                reason: reason.into(),
+            };
+            let _ = m.detections.get_or_create(&labels);
+            let _ = m.recoveries.get_or_create(&labels);
+        }
+        for outcome in ["ok", "no_space", "unavailable", "failed"] {
+            let _ = m.dumps.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
+        for what in ["condition", "event"] {
+            let _ = m
+                .publish_errors
+                .get_or_create(&WhatLabels { what: what.into() });
+        }
         registry.register(
             "reports_received",
             "Reports accepted from the broadcaster",
@@ -283,7 +305,11 @@ mod tests {
             text.contains(r#"stallwatch_sidecar_stream_stalled{stream="a",reason="none"} 0"#),
             "{text}"
         );
-        assert!(!text.contains("ChannelStuck\"}"), "{text}");
+        assert!(
+            !text
+                .contains(r#"stallwatch_sidecar_stream_stalled{stream="a",reason="ChannelStuck"}"#),
+            "{text}"
+        );
         m.remove_stream("a");
         assert!(!m.encode().contains(r#"stream="a""#));
     }
@@ -300,6 +326,11 @@ mod tests {
             r#"stallwatch_sidecar_reports_rejected_total{kind="too_large"} 1"#,
             r#"stallwatch_sidecar_dumps_total{outcome="no_space"} 1"#,
             "stallwatch_sidecar_dump_storage_ok 1",
+            // Pre-created at 0 for the alert rules.
+            r#"stallwatch_sidecar_dumps_total{outcome="failed"} 0"#,
+            r#"stallwatch_sidecar_detections_total{reason="ReportsLost"} 0"#,
+            r#"stallwatch_sidecar_recoveries_total{reason="ChannelStuck"} 0"#,
+            r#"stallwatch_sidecar_publish_errors_total{what="condition"} 0"#,
         ] {
             assert!(text.contains(name), "{name} missing in {text}");
         }

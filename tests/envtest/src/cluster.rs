@@ -1,0 +1,410 @@
+//! The control plane: etcd, kube-apiserver and kube-controller-manager on loopback, with
+//! generated certificates, free ports and a temp dir; clients for the admin and for any
+//! ServiceAccount.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+use crate::certs::{self, CertFiles};
+use crate::procs::{Group, Proc, free_port};
+use crate::{Error, assets};
+
+/// A running control plane. Dropping it stops every process and removes its directory.
+#[derive(Debug)]
+pub struct ControlPlane {
+    // Field order is drop order: processes first, then the group's watchdog, then the dir.
+    procs: Vec<Proc>,
+    group: Group,
+    dir: tempfile::TempDir,
+    server: String,
+    certs: CertFiles,
+    admin_kubeconfig: PathBuf,
+    started_in: Duration,
+}
+
+fn kubeconfig_yaml(server: &str, ca: &Path, user: serde_json::Value) -> String {
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "envtest", "cluster": {
+            "server": server,
+            "certificate-authority": ca,
+        }}],
+        "users": [{"name": "user", "user": user}],
+        "contexts": [{"name": "envtest", "context": {"cluster": "envtest", "user": "user"}}],
+        "current-context": "envtest",
+    });
+    serde_yaml::to_string(&config).expect("a kubeconfig serialises")
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<Client, Error> {
+    let file = Kubeconfig::read_from(kubeconfig).map_err(|e| Error::Kube(e.to_string()))?;
+    let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Kube(e.to_string()))?;
+    Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))
+}
+
+async fn wait_for<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    procs: &mut [Proc],
+    mut check: F,
+) -> Result<(), Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        for p in procs.iter_mut() {
+            if !p.alive() {
+                return Err(Error::Start(format!(
+                    "{what}: a process exited\n{}",
+                    p.tail(40)
+                )));
+            }
+        }
+        if start.elapsed() > timeout {
+            let tails: Vec<String> = procs.iter().map(|p| p.tail(20)).collect();
+            return Err(Error::Start(format!(
+                "{what} not ready after {timeout:?}\n{}",
+                tails.join("\n")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager from the binaries in `bin`,
+    /// and waits until the API server is ready.
+    pub async fn start(bin: &Path) -> Result<ControlPlane, Error> {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("stallwatch-envtest-")
+            .tempdir()
+            .map_err(|e| Error::io("creating the temp dir", e))?;
+        let root = dir.path().to_path_buf();
+        let group = Group::new(&root);
+        let certs = certs::generate(&root)?;
+        let mut procs = Vec::new();
+
+        let etcd_port = free_port();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let mut etcd = Command::new(bin.join("etcd"));
+        etcd.arg("--name=envtest")
+            .arg(format!("--data-dir={}", root.join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                free_port()
+            ))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                free_port()
+            ))
+            .arg(format!(
+                "--listen-metrics-urls=http://127.0.0.1:{}",
+                free_port()
+            ))
+            .arg("--quota-backend-bytes=4294967296")
+            .arg("--unsafe-no-fsync")
+            .arg("--log-level=warn");
+        procs.push(group.spawn("etcd", etcd, &root.join("etcd.log"))?);
+        // etcd's peer port must match its initial cluster; give it its own advertise URL.
+        let http = reqwest::Client::new();
+        let health = format!("{etcd_url}/health");
+        wait_for("etcd", Duration::from_secs(30), &mut procs, || {
+            let http = http.clone();
+            let health = health.clone();
+            async move {
+                match http.get(&health).send().await {
+                    Ok(r) => r
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.contains("\"health\":\"true\"")),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+
+        let port = free_port();
+        let server = format!("https://127.0.0.1:{port}");
+        let p = |path: &Path| path.display().to_string();
+        let mut apiserver = Command::new(bin.join("kube-apiserver"));
+        apiserver
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--etcd-servers={etcd_url}"))
+            .arg("--authorization-mode=Node,RBAC")
+            .arg(format!("--client-ca-file={}", p(&certs.ca_cert)))
+            .arg(format!("--tls-cert-file={}", p(&certs.serving_cert)))
+            .arg(format!("--tls-private-key-file={}", p(&certs.serving_key)))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-account-key-file={}", p(&certs.sa_pub)))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                p(&certs.sa_key)
+            ))
+            .arg("--service-cluster-ip-range=10.96.0.0/16")
+            .arg("--endpoint-reconciler-type=none")
+            .arg("--profiling=false")
+            .arg(format!("--cert-dir={}", p(&root.join("apiserver-certs"))));
+        procs.push(group.spawn(
+            "kube-apiserver",
+            apiserver,
+            &root.join("kube-apiserver.log"),
+        )?);
+
+        let admin_kubeconfig = root.join("admin.kubeconfig");
+        write(
+            &admin_kubeconfig,
+            &kubeconfig_yaml(
+                &server,
+                &certs.ca_cert,
+                json!({"client-certificate": certs.admin_cert, "client-key": certs.admin_key}),
+            ),
+        )?;
+        let admin = client_from(&admin_kubeconfig).await?;
+        wait_for(
+            "kube-apiserver",
+            Duration::from_secs(60),
+            &mut procs,
+            || {
+                let admin = admin.clone();
+                async move {
+                    let req = http::Request::get("/readyz")
+                        .body(Vec::new())
+                        .expect("a request");
+                    admin
+                        .request_text(req)
+                        .await
+                        .is_ok_and(|t| t.trim() == "ok")
+                }
+            },
+        )
+        .await?;
+
+        let kcm_kubeconfig = root.join("kcm.kubeconfig");
+        write(
+            &kcm_kubeconfig,
+            &kubeconfig_yaml(
+                &server,
+                &certs.ca_cert,
+                json!({"client-certificate": certs.kcm_cert, "client-key": certs.kcm_key}),
+            ),
+        )?;
+        let mut kcm = Command::new(bin.join("kube-controller-manager"));
+        kcm.arg(format!("--kubeconfig={}", p(&kcm_kubeconfig)))
+            .arg(format!(
+                "--authentication-kubeconfig={}",
+                p(&kcm_kubeconfig)
+            ))
+            .arg(format!("--authorization-kubeconfig={}", p(&kcm_kubeconfig)))
+            .arg("--use-service-account-credentials=true")
+            .arg(format!("--root-ca-file={}", p(&certs.ca_cert)))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                p(&certs.sa_key)
+            ))
+            .arg(format!("--cluster-signing-cert-file={}", p(&certs.ca_cert)))
+            .arg(format!("--cluster-signing-key-file={}", p(&certs.ca_key)))
+            .arg("--controllers=*")
+            .arg("--leader-elect=false")
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", free_port()))
+            .arg("--service-cluster-ip-range=10.96.0.0/16");
+        procs.push(group.spawn(
+            "kube-controller-manager",
+            kcm,
+            &root.join("kube-controller-manager.log"),
+        )?);
+
+        Ok(ControlPlane {
+            procs,
+            group,
+            dir,
+            server,
+            certs,
+            admin_kubeconfig,
+            started_in: started.elapsed(),
+        })
+    }
+
+    /// The control plane shared by every test of this test binary, started on first use;
+    /// `None` (after printing one line saying why and how to get the binaries) when the
+    /// binaries are missing. Its processes end when the test binary ends (see `procs`).
+    pub fn shared(test: &str) -> Option<&'static ControlPlane> {
+        static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+        let plane = SHARED.get_or_init(|| {
+            let bin = assets::find()?;
+            // Its own runtime on its own thread: the caller may be inside a test's runtime,
+            // and the started processes outlive that runtime.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let plane = rt
+                    .block_on(ControlPlane::start(&bin))
+                    .map_err(|e| e.to_string())?;
+                crate::say(&format!(
+                    "envtest: control plane ({}) started in {:.1?}",
+                    bin.display(),
+                    plane.started_in
+                ));
+                Ok(plane)
+            })
+            .join()
+            .unwrap_or_else(|_| Err("starting the control plane panicked".into()))
+        });
+        match plane {
+            Ok(plane) => Some(plane),
+            Err(why) if why.starts_with("no etcd") => {
+                crate::say(&format!("skipped {test}: real-API-server test, {why}"));
+                None
+            }
+            Err(why) => panic!("the envtest control plane did not start: {why}"),
+        }
+    }
+
+    /// How long [`ControlPlane::start`] took.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The control plane's temp dir (logs, certificates, kubeconfigs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A kubeconfig for the admin (`system:masters`).
+    pub fn admin_kubeconfig(&self) -> &Path {
+        &self.admin_kubeconfig
+    }
+
+    /// A new admin client (a client is bound to the runtime that first uses it, so each test
+    /// makes its own).
+    pub async fn admin(&self) -> Client {
+        client_from(&self.admin_kubeconfig)
+            .await
+            .expect("an admin client for the envtest API server")
+    }
+
+    /// Creates the namespace `name` (deleted again with [`ControlPlane::delete_namespace`]).
+    pub async fn namespace(&self, name: &str) -> String {
+        let api: Api<Namespace> = Api::all(self.admin().await);
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a namespace");
+        api.create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        // Pods are refused until the controller manager has created the `default` account.
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin().await, name);
+        crate::eventually(
+            &format!("the default ServiceAccount of {name}"),
+            Duration::from_secs(20),
+            || async { accounts.get_opt("default").await.ok().flatten() },
+        )
+        .await;
+        name.to_string()
+    }
+
+    /// Deletes a namespace (best effort).
+    pub async fn delete_namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.admin().await);
+        let _ = api.delete(name, &DeleteParams::background()).await;
+    }
+
+    /// A bearer token for the ServiceAccount `namespace/name` (TokenRequest, one hour).
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let api: Api<ServiceAccount> = Api::namespaced(self.admin().await, namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let start = Instant::now();
+        loop {
+            match api
+                .create_token_request(name, &PostParams::default(), &request)
+                .await
+            {
+                Ok(t) => return t.status.expect("a token status").token,
+                // The ServiceAccount may have just been applied.
+                Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("TokenRequest for {namespace}/{name}: {e}"),
+            }
+        }
+    }
+
+    /// Writes a kubeconfig that authenticates as the ServiceAccount `namespace/name` and
+    /// returns its path: for processes that use `kube::Client::try_default()` (`KUBECONFIG`).
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.service_account_token(namespace, name).await;
+        let path = self
+            .dir()
+            .join(format!("sa-{namespace}-{name}-{}.kubeconfig", unique()));
+        write(
+            &path,
+            &kubeconfig_yaml(&self.server, &self.certs.ca_cert, json!({"token": token})),
+        )
+        .expect("writing a kubeconfig");
+        path
+    }
+
+    /// A client that authenticates as the ServiceAccount `namespace/name`.
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Client {
+        let path = self.service_account_kubeconfig(namespace, name).await;
+        client_from(&path).await.expect("a ServiceAccount client")
+    }
+
+    /// The control plane's process group (for pod processes).
+    pub(crate) fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// The logs of the control plane's processes, for a failing test.
+    pub fn tails(&self, lines: usize) -> String {
+        let tails: Vec<String> = self.procs.iter().map(|p| p.tail(lines)).collect();
+        tails.join("\n")
+    }
+}
+
+/// A number unique in this process (file names).
+pub(crate) fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
