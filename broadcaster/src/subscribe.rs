@@ -18,6 +18,8 @@ pub struct SubscribeOptions {
     pub count: u64,
     pub json: bool,
     pub routes: Vec<String>,
+    /// Ask for each carried entity's original `FeedEntity` bytes.
+    pub raw_entities: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,10 @@ pub fn update_json(u: &StreamUpdate) -> serde_json::Value {
         "trip_updates": u.trip_updates.iter().map(trip_update_json).collect::<Vec<_>>(),
         "alerts": u.alerts.iter().map(alert_json).collect::<Vec<_>>(),
         "deleted_entity_ids": u.deleted_entity_ids,
-        "raw_entities": u.raw_entities.len(),
+        "raw_entities": u.raw_entities.iter().map(|r| serde_json::json!({
+            "entity_id": r.entity_id,
+            "feed_entity_hex": crate::util::hex_excerpt(&r.feed_entity, usize::MAX),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -213,7 +218,7 @@ pub async fn run(opts: &SubscribeOptions, out: &mut impl Write) -> Result<u64, S
             stream: opts.stream.clone(),
             route_ids: opts.routes.clone(),
             bbox: None,
-            include_raw_entities: false,
+            include_raw_entities: opts.raw_entities,
         })
         .await?
         .into_inner();
