@@ -18,6 +18,8 @@ echo "== cargo build (binaries the end-to-end tests run)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
+echo "== python report client (unit)"
+timeout 300 python3 -m unittest discover -s examples/report-clients/python
 if [ -x scripts/check-generated.sh ]; then
   echo "== generated files"
   scripts/check-generated.sh

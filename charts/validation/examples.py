@@ -23,7 +23,7 @@ def check_examples(runner: Runner, crd: Crd | None) -> None:
                      f"TransitStream: CRD schema + CEL)",
                      lambda f=f: check_example(f, crd, runner.note))
     runner.check("example set covers synthetic, NATS + Secret, Observe, templated dump volume "
-                 "+ minidump", lambda: check_example_coverage(example_files))
+                 "+ minidump, workloadRef + inject label", lambda: check_example_coverage(example_files))
 
     invalid_files = sorted(INVALID.glob("*.yaml"))
     runner.check("invalid examples exist", lambda: require(len(invalid_files) >= 3,
@@ -84,6 +84,8 @@ def check_example_coverage(files: list[Path]) -> None:
             "no NATS example with a Secret")
     require(any('"Observe"' in s for s in flat.values()), "no Observe-mode example")
     require(any(re.search(r'"(?i:minidump)"', s) for s in flat.values()), "no minidump example")
+    require(any('"workloadRef"' in s and "stallwatch.io/inject" in texts[n] for n, s in flat.items()),
+            "no workloadRef example with the stallwatch.io/inject label on a pod template")
 
 
 def check_invalid_example(f: Path, crd: Crd | None, note: Callable[[str], None]) -> None:

@@ -18,7 +18,16 @@ def operator_env_vars() -> list[str]:
     return re.findall(r"^\s+--\S+(?: \S+)?\s+([A-Z][A-Z0-9_]+)", m.group(1), re.M)
 
 
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                  "MutatingWebhookConfiguration"}
+# Cluster-scoped even in namespaced mode: the webhook's registration (its configuration and the
+# ClusterRole that keeps the configuration's caBundle current).
+WEBHOOK_CLUSTER_KINDS = {"MutatingWebhookConfiguration", "ClusterRole", "ClusterRoleBinding"}
+
+
+def is_webhook_cluster_object(d: dict) -> bool:
+    return d["kind"] in WEBHOOK_CLUSTER_KINDS and (
+        d["kind"] == "MutatingWebhookConfiguration" or d["metadata"]["name"].endswith("-webhook"))
 
 
 def check_namespaces(r: Rendered) -> None:
@@ -27,7 +36,7 @@ def check_namespaces(r: Rendered) -> None:
         ns = d["metadata"].get("namespace")
         if d["kind"] in CLUSTER_SCOPED:
             require(ns is None, f"{path}: cluster-scoped {d['kind']} has a namespace")
-            require(not r.effective["namespaced"],
+            require(not r.effective["namespaced"] or is_webhook_cluster_object(d),
                     f"{path}: {d['kind']} rendered in namespaced mode")
         elif d["kind"] == "PrometheusRule":
             want = r.effective["prometheusRule"]["namespace"] or RELEASE_NS
@@ -36,7 +45,7 @@ def check_namespaces(r: Rendered) -> None:
             want = r.effective["grafanaDashboard"]["namespace"] or RELEASE_NS
             require(ns == want, f"{path}: dashboard ConfigMap in {ns!r}, want {want}")
         elif d["kind"] in ("Role", "RoleBinding") and r.effective["namespaced"] \
-                and not d["metadata"]["name"].endswith("-leader-election"):
+                and not d["metadata"]["name"].endswith(("-leader-election", "-webhook-certs")):
             require(ns == watch, f"{path}: {d['kind']} in {ns}, want the watched namespace {watch}")
         else:
             require(ns == RELEASE_NS, f"{path}: {d['kind']} in namespace {ns!r}, want {RELEASE_NS}")
@@ -99,11 +108,16 @@ def check_selectors(r: Rendered) -> None:
     dep = r.one("Deployment")
     labels = dep["spec"]["template"]["metadata"]["labels"]
     require(matches(dep["spec"]["selector"]["matchLabels"], labels), "Deployment selector")
-    svc = r.one("Service")
-    require(matches(svc["spec"]["selector"], labels), "Service selector")
     cports = {p["name"] for c in dep["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
-    for p in svc["spec"]["ports"]:
-        require(p["targetPort"] in cports, f"Service targetPort {p['targetPort']}")
+    services = r.of_kind("Service")
+    webhook_on = r.effective["webhook"]["enabled"]
+    require(len(services) == (2 if webhook_on else 1),
+            f"{len(services)} Services: want the metrics Service (and the webhook's when enabled)")
+    for svc in services:
+        require(matches(svc["spec"]["selector"], labels), f"Service {svc['metadata']['name']} selector")
+        for p in svc["spec"]["ports"]:
+            require(p["targetPort"] in cports, f"Service targetPort {p['targetPort']}")
+    svc = next(s for s in services if s["metadata"]["name"].endswith("-metrics"))
     pdbs = r.of_kind("PodDisruptionBudget")
     require(len(pdbs) == (1 if r.effective["podDisruptionBudget"]["enabled"] else 0), "PDB count")
     for pdb in pdbs:
@@ -123,6 +137,8 @@ def check_selectors(r: Rendered) -> None:
         egress = [p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])]
         require(53 in egress and 443 in egress and 8081 in egress,
                 f"NetworkPolicy egress {egress} must allow DNS, the API server and the sidecar admin API")
+        require(not webhook_on or "webhook" in ports,
+                "NetworkPolicy does not admit the API server's calls to the webhook")
     sms = r.of_kind("ServiceMonitor")
     require(len(sms) == (1 if r.effective["serviceMonitor"]["enabled"] else 0), "ServiceMonitor count")
     for sm in sms:  # structural: kubernetes-validate has no schema for this CRD kind
@@ -141,3 +157,47 @@ def check_notes(r: Rendered) -> None:
     for ex in re.findall(r"examples/[\w./-]+\.yaml", r.notes):
         require((ROOT / ex).exists(), f"NOTES.txt names {ex}, which does not exist")
     require("{{" not in r.notes and "<no value>" not in r.notes, "NOTES.txt has unrendered text")
+
+
+def check_webhook(r: Rendered) -> None:
+    """The sidecar-injection webhook can never block a pod and calls the operator where it
+    listens: failurePolicy Ignore, sideEffects None, a short timeout, opted-in pods only, a
+    namespace selector, and the Service (or URL) reaching the container port WEBHOOK_ADDR names."""
+    v = r.effective["webhook"]
+    configs = r.of_kind("MutatingWebhookConfiguration")
+    if not v["enabled"]:
+        require(not configs, "a MutatingWebhookConfiguration with the webhook disabled")
+        return
+    require(len(configs) == 1, f"{len(configs)} MutatingWebhookConfigurations")
+    hooks = configs[0]["webhooks"]
+    require(len(hooks) == 1, f"{len(hooks)} webhooks")
+    w = hooks[0]
+    require(w["failurePolicy"] == "Ignore", "failurePolicy must be Ignore: a down operator never blocks a pod")
+    require(w["sideEffects"] == "None", "sideEffects must be None")
+    require(1 <= w["timeoutSeconds"] <= 10, f"timeoutSeconds {w['timeoutSeconds']}: keep it short")
+    require(w.get("namespaceSelector"), "no namespaceSelector")
+    require(w["objectSelector"] == {"matchExpressions": [
+        {"key": "stallwatch.io/inject", "operator": "Exists"}]}, "objectSelector: opted-in pods only")
+    require(w["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                            "resources": ["pods"], "scope": "Namespaced"}], f"rules {w['rules']}")
+    dep = r.one("Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(c)
+    port = int(env["WEBHOOK_ADDR"].rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    require(ports.get("webhook") == port == v["port"], f"webhook port {ports.get('webhook')} vs {port}")
+    cc = w["clientConfig"]
+    if v["url"]:
+        require(cc.get("url", "").startswith(v["url"].rstrip("/")) and cc["url"].endswith("/mutate-pods"),
+                f"clientConfig.url {cc.get('url')}")
+        return
+    svc = cc["service"]
+    require(svc["path"] == "/mutate-pods", "path")
+    require(env["WEBHOOK_SERVICE"] == svc["name"], "WEBHOOK_SERVICE names another Service")
+    target = next((s for s in r.of_kind("Service") if s["metadata"]["name"] == svc["name"]), None)
+    require(target is not None and target["metadata"]["namespace"] == svc["namespace"],
+            f"clientConfig.service {svc} does not exist")
+    sp = next((p for p in target["spec"]["ports"] if p["port"] == svc["port"]), None)
+    require(sp is not None and sp["targetPort"] == "webhook", f"Service port {svc['port']} does not reach the webhook")
+    require(env["WEBHOOK_CONFIGURATION"] == configs[0]["metadata"]["name"],
+            "WEBHOOK_CONFIGURATION names another configuration")

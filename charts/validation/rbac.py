@@ -1,6 +1,7 @@
 """RBAC: the chart grants exactly what `transit-operator rbac` says this build of the operator
 uses, with no wildcards, in the right scope, bound to the operator's ServiceAccount; the Lease
-Role exists exactly when leader election is on; the operator holds everything it grants the
+Role exists exactly when leader election is on; the webhook's ClusterRole and certificate Role
+exactly when the webhook manages its own CA; the operator holds everything it grants the
 sidecar (RBAC escalation prevention)."""
 
 from __future__ import annotations
@@ -41,21 +42,37 @@ def rule_triples(rules: list[dict] | None, where: str) -> set[Triple]:
 
 @dataclass(frozen=True)
 class OperatorRbac:
-    """The three rule sets of `transit-operator rbac`."""
+    """The rule sets of `transit-operator rbac`."""
     operator: frozenset[Triple]
     leader_election: frozenset[Triple]
     sidecar: frozenset[Triple]
+    webhook: frozenset[Triple] = frozenset()
+    webhook_certs: frozenset[Triple] = frozenset()
 
     @classmethod
     def parse(cls, doc: dict, where: str) -> OperatorRbac:
         sections = {}
-        for key in ("operator", "leaderElection", "sidecar"):
+        optional = ("webhook", "webhookCerts")
+        for key in ("operator", "leaderElection", "sidecar", *optional):
             rules = doc.get(key)
+            if key in optional and key not in doc:
+                sections[key] = frozenset()
+                continue
             require(isinstance(rules, list) and rules, f"{where}: no `{key}` rules")
             sections[key] = frozenset(rule_triples(rules, f"{where} {key}"))
         unknown = sorted(set(doc) - set(sections))
         require(not unknown, f"{where}: unknown sections {unknown}: teach validation/rbac.py")
-        return cls(sections["operator"], sections["leaderElection"], sections["sidecar"])
+        return cls(sections["operator"], sections["leaderElection"], sections["sidecar"],
+                   sections["webhook"], sections["webhookCerts"])
+
+
+WEBHOOK_RESOURCE = "mutatingwebhookconfigurations"
+CERTS_ROLE_SUFFIX = "-webhook-certs"
+
+
+def webhook_self_managed(v: dict) -> bool:
+    webhook = v.get("webhook") or {}
+    return bool(webhook.get("enabled")) and not (webhook.get("certManager") or {}).get("enabled")
 
 
 def load_operator_rbac() -> OperatorRbac:
@@ -72,9 +89,20 @@ def check_rbac(r: Rendered, needs: OperatorRbac | None) -> None:
     sa = r.one("Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
     granted: set[Triple] = set()
     lease_grants: set[Triple] = set()
+    webhook_grants: set[Triple] = set()
+    cert_grants: set[Triple] = set()
     for (kind, name), role in roles.items():
         t = rule_triples(role.get("rules"), f"{kind}/{name}")
-        if any(res == "leases" for _, res, _ in t):
+        if any(res == WEBHOOK_RESOURCE for _, res, _ in t):
+            require(kind == "ClusterRole", f"{kind}/{name}: {WEBHOOK_RESOURCE} are cluster-scoped")
+            require(all(res == WEBHOOK_RESOURCE for _, res, _ in t),
+                    f"{kind}/{name} mixes {WEBHOOK_RESOURCE} with others")
+            webhook_grants |= t
+        elif name.endswith(CERTS_ROLE_SUFFIX):
+            require(kind == "Role" and role["metadata"]["namespace"] == RELEASE_NS,
+                    f"{kind}/{name}: the webhook certificate Role belongs in the release namespace")
+            cert_grants |= t
+        elif any(res == "leases" for _, res, _ in t):
             require(kind == "Role" and role["metadata"]["namespace"] == RELEASE_NS,
                     f"{kind}/{name}: Lease access must be a Role in the release namespace")
             require(all(res == "leases" for _, res, _ in t), f"{kind}/{name} mixes leases with others")
@@ -100,7 +128,15 @@ def check_rbac(r: Rendered, needs: OperatorRbac | None) -> None:
                            f"rbac: leaderElection): {sorted(extra)}")
     else:
         require(not lease_grants, "Lease permissions without leader election")
-    kinds = {k for k, _ in roles}
+    if webhook_self_managed(v):
+        for label, got, want in (("webhook", webhook_grants, needs.webhook),
+                                 ("webhookCerts", cert_grants, needs.webhook_certs)):
+            require(got == want, f"the webhook's {label} grants {sorted(got)}, want exactly "
+                                 f"(transit-operator rbac: {label}) {sorted(want)}")
+    else:
+        require(not webhook_grants and not cert_grants,
+                "webhook permissions without a self-managed webhook")
+    kinds = {k for k, n in roles if not (k == "ClusterRole" and n.endswith("-webhook"))}
     if v["namespaced"]:
         require("ClusterRole" not in kinds, "a ClusterRole in namespaced mode")
     else:
@@ -123,8 +159,11 @@ def rbac_self_test(r: Rendered | None) -> None:
               ((d["kind"] + "/" + d["metadata"]["name"], d)
                for d in r.of_kind("ClusterRole") + r.of_kind("Role"))}
     leases = frozenset(t for ts in grants.values() for t in ts if t[1] == "leases")
-    operator = frozenset(t for ts in grants.values() for t in ts if t[1] != "leases")
-    exact = OperatorRbac(operator, leases, frozenset(list(operator)[:1]))
+    webhook = frozenset(t for ts in grants.values() for t in ts if t[1] == WEBHOOK_RESOURCE)
+    certs = frozenset(t for k, ts in grants.items() if k.endswith(CERTS_ROLE_SUFFIX) for t in ts)
+    operator = frozenset(t for k, ts in grants.items() if not k.endswith(CERTS_ROLE_SUFFIX)
+                         for t in ts if t[1] not in ("leases", WEBHOOK_RESOURCE))
+    exact = OperatorRbac(operator, leases, frozenset(list(operator)[:1]), webhook, certs)
     check_rbac(r, exact)
     stranger = ("example.com", "widgets", "get")
     mutations = {

@@ -47,8 +47,9 @@ SCENARIOS: dict[str, dict] = {
         "grafanaDashboard": {"enabled": True, "namespace": "grafana",
                              "labels": {"grafana_dashboard": "stallwatch"},
                              "annotations": {"grafana_folder": "Stallwatch"}},
+        "webhook": {"url": "https://127.0.0.1:9443", "timeoutSeconds": 3},
     },
-    "namespaced-in-release-namespace": {"namespaced": True},
+    "namespaced-in-release-namespace": {"namespaced": True, "webhook": {"enabled": False}},
 }
 
 # Values the chart's schema must refuse, with a fragment of the expected error.

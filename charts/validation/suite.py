@@ -81,6 +81,8 @@ def check_rendered(runner: Runner, chart: helm.Chart, rendered: list[Rendered]) 
                      f"[{r.name}]", lambda r=r: rbac.check_rbac(r, needs))
         runner.check(f"Service, PDB, NetworkPolicy, ServiceMonitor select the operator pods "
                      f"[{r.name}]", lambda r=r: manifests.check_selectors(r))
+        runner.check(f"sidecar-injection webhook: never blocks a pod, reaches the operator "
+                     f"[{r.name}]", lambda r=r: manifests.check_webhook(r))
         runner.check(f"NOTES.txt says what to do next [{r.name}]",
                      lambda r=r: manifests.check_notes(r))
         runner.check(f"PrometheusRule, PodMonitor and dashboard ConfigMap as asked (namespace, "

@@ -345,3 +345,6 @@ pub fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;

@@ -19,6 +19,8 @@
 
 mod spec;
 pub mod status;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod validate;
 
 pub use spec::*;

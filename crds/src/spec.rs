@@ -90,10 +90,19 @@ pub const MIN_DUMP_BYTES: u64 = 1 << 20;
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("has(self.source) != has(self.workloadRef)").message(SOURCE_XOR_WORKLOAD))]
 #[serde(rename_all = "camelCase")]
 pub struct TransitStreamSpec {
-    /// Where feed messages come from. Set exactly one source kind.
-    pub source: Source,
+    /// Where feed messages come from, for a broadcaster Stallwatch deploys. Set exactly one
+    /// source kind. Exactly one of `source` and `workloadRef` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// An existing `apps/v1` Deployment or StatefulSet in the same namespace to protect instead
+    /// of deploying a broadcaster: its pods labelled `stallwatch.io/inject: <this name>` get the
+    /// sidecar from the operator's admission webhook. Exactly one of `source` and `workloadRef`
+    /// is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
     /// The streams to broadcast, each with its own channel and dispatcher. Default: one stream
     /// `all` with no filter.
     #[serde(default = "default_streams")]
@@ -143,6 +152,54 @@ pub struct TransitStreamSpec {
     #[serde(default)]
     pub paused: bool,
 }
+
+/// An existing workload a TransitStream protects (bring your own broadcaster). Same namespace
+/// only: a TransitStream never reaches into another namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// `apps/v1`.
+    #[serde(default = "default_workload_api_version")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self == 'apps/v1'").message("workloadRef.apiVersion: only apps/v1 (a Deployment or StatefulSet) can be referenced"))]
+    pub api_version: String,
+    /// `Deployment` or `StatefulSet`.
+    pub kind: WorkloadKind,
+    /// The workload's name, in the TransitStream's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Refused when set: references are same-namespace only. (Present in the schema so the
+    /// API server says so instead of dropping the field silently.)
+    // A rule on the field itself runs only when the field is present, so `false` refuses any
+    // value; a rule on the struct would have to spell the CEL keyword `self.__namespace__`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("false").message(WORKLOAD_SAME_NAMESPACE))]
+    pub namespace: Option<String>,
+}
+
+/// The kinds a `workloadRef` may name.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// CEL message: neither or both of `source` and `workloadRef`.
+pub const SOURCE_XOR_WORKLOAD: &str = "spec: set exactly one of source (a broadcaster Stallwatch deploys) or workloadRef (an existing Deployment or StatefulSet whose pods get the sidecar injected)";
+/// CEL message: a `workloadRef` with a namespace.
+pub const WORKLOAD_SAME_NAMESPACE: &str = "workloadRef: references are same-namespace only; remove workloadRef.namespace and create the TransitStream in the workload's namespace";
+/// `workloadRef.apiVersion`'s only value.
+pub const WORKLOAD_API_VERSION: &str = "apps/v1";
 
 /// The feed source. Exactly one kind is set; credentials are only ever read from Secrets.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -521,6 +578,9 @@ impl ProcessDump {
     }
 }
 
+fn default_workload_api_version() -> String {
+    WORKLOAD_API_VERSION.to_string()
+}
 fn default_streams() -> Vec<StreamSpec> {
     vec![StreamSpec {
         name: "all".into(),
@@ -584,7 +644,8 @@ impl TransitStreamSpec {
     /// `spec: {source: ...}`).
     pub fn with_source(source: Source) -> Self {
         Self {
-            source,
+            source: Some(source),
+            workload_ref: None,
             streams: default_streams(),
             channel_capacity: default_channel_capacity(),
             replicas: default_replicas(),
@@ -598,6 +659,25 @@ impl TransitStreamSpec {
             dumps: DumpsSpec::default(),
             paused: false,
         }
+    }
+
+    /// A spec with every default that protects an existing workload instead of deploying one.
+    pub fn with_workload(kind: WorkloadKind, name: &str) -> Self {
+        Self {
+            source: None,
+            workload_ref: Some(WorkloadRef {
+                api_version: default_workload_api_version(),
+                kind,
+                name: name.to_string(),
+                namespace: None,
+            }),
+            ..Self::with_source(Source::default())
+        }
+    }
+
+    /// The workload this TransitStream protects instead of deploying one, if any.
+    pub fn workload(&self) -> Option<&WorkloadRef> {
+        self.workload_ref.as_ref()
     }
 
     /// The broadcaster's `--stream` values, e.g. `downtown=routes:R1,R2;bbox:1,2,3,4`.

@@ -73,6 +73,50 @@ pub struct TransitStreamStatus {
     /// The in-flight remediation and a bounded history.
     #[serde(default)]
     pub remediation: RemediationStatus,
+    /// With `spec.workloadRef`: which of the workload's pods carry the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadCoverage>,
+}
+
+/// Most pods listed in each of `coveredPods` and `uncoveredPods`.
+pub const MAX_COVERAGE_PODS: usize = 64;
+
+/// How much of a referenced workload Stallwatch protects.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadCoverage {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: String,
+    pub name: String,
+    /// The workload exists.
+    #[serde(default)]
+    pub found: bool,
+    /// The workload's pods (matched by its selector).
+    #[serde(default)]
+    pub pods: i32,
+    /// Pods carrying the sidecar (injected), with whether they are ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub covered_pods: Vec<CoveredPod>,
+    /// Pods without the sidecar: created before the `stallwatch.io/inject` label was on the
+    /// pod template, or while no operator answered the webhook.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub uncovered_pods: Vec<String>,
+    /// What to do about uncovered pods, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+}
+
+/// One injected pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CoveredPod {
+    pub name: String,
+    /// Ready (which includes the `stallwatch.io/DispatchHealthy` readiness gate).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// One-word state.

@@ -10,7 +10,8 @@ use stallwatch_core::report::is_valid_stream_name;
 
 use crate::spec::{
     DumpsSpec, MAX_BUDGET_PER_HOUR, MAX_REPLICAS, MAX_STREAMS, MIN_DUMP_BYTES, ProcessDump,
-    RemediationMode, Source, TransitStreamSpec, to_std,
+    RemediationMode, RestartTarget, SOURCE_XOR_WORKLOAD, Source, TransitStreamSpec,
+    WORKLOAD_API_VERSION, WORKLOAD_SAME_NAMESPACE, WorkloadRef, to_std,
 };
 
 /// One problem with a spec: the field path and what to fix.
@@ -36,13 +37,60 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
 /// Every problem with `spec`, in field order. Empty when the spec is valid.
 pub fn validate(spec: &TransitStreamSpec) -> Vec<SpecError> {
     let mut out = Vec::new();
-    validate_source(&spec.source, &mut out);
+    match (&spec.source, &spec.workload_ref) {
+        (Some(source), None) => validate_source(source, &mut out),
+        (None, Some(workload)) => validate_workload_ref(spec, workload, &mut out),
+        _ => out.push(err(
+            "source",
+            SOURCE_XOR_WORKLOAD.trim_start_matches("spec: "),
+        )),
+    }
     validate_streams(spec, &mut out);
     validate_workload(spec, &mut out);
     validate_timing(spec, &mut out);
     validate_remediation(spec, &mut out);
     validate_dumps(&spec.dumps, &mut out);
     out
+}
+
+/// A referenced workload: `apps/v1`, a DNS-subdomain name, the same namespace, and restarts
+/// pod by pod (a rollout restart would rewrite the user's workload).
+fn validate_workload_ref(spec: &TransitStreamSpec, w: &WorkloadRef, out: &mut Vec<SpecError>) {
+    if w.api_version != WORKLOAD_API_VERSION {
+        out.push(err(
+            "workloadRef.apiVersion",
+            format!("must be {WORKLOAD_API_VERSION}, got {:?}", w.api_version),
+        ));
+    }
+    if !is_dns_subdomain(&w.name) {
+        out.push(err(
+            "workloadRef.name",
+            format!("{:?} is not a valid object name", w.name),
+        ));
+    }
+    if w.namespace.is_some() {
+        out.push(err(
+            "workloadRef.namespace",
+            WORKLOAD_SAME_NAMESPACE.trim_start_matches("workloadRef: "),
+        ));
+    }
+    if spec.remediation.restart_target == RestartTarget::Deployment {
+        out.push(err(
+            "remediation.restartTarget",
+            "a referenced workload is restarted pod by pod (Stallwatch never rewrites it); set Pod",
+        ));
+    }
+}
+
+/// A Kubernetes object name: at most 253 of lowercase letters, digits, '-' and '.', starting
+/// and ending alphanumeric.
+fn is_dns_subdomain(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (1..=253).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && edge(s.chars().next())
+        && edge(s.chars().last())
 }
 
 fn validate_streams(spec: &TransitStreamSpec, out: &mut Vec<SpecError>) {

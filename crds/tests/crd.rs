@@ -182,3 +182,39 @@ fn stream_filters_render_for_the_broadcaster() {
     };
     assert_eq!(s.cli_value(), "downtown=routes:R1,R2;bbox:56.9,24,57,24.2");
 }
+
+#[test]
+fn a_workload_ref_is_the_alternative_to_a_source() {
+    let root = schema();
+    let spec = &root["properties"]["spec"];
+    let rules: Vec<&str> = spec["x-kubernetes-validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        rules.contains(&"has(self.source) != has(self.workloadRef)"),
+        "{rules:?}"
+    );
+    let required = spec["required"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !required.contains(&serde_json::json!("source")),
+        "source must be optional"
+    );
+    let w = &spec["properties"]["workloadRef"];
+    assert_eq!(w["required"], serde_json::json!(["kind", "name"]));
+    assert_eq!(
+        w["properties"]["kind"]["enum"],
+        serde_json::json!(["Deployment", "StatefulSet"])
+    );
+    assert_eq!(w["properties"]["apiVersion"]["default"], "apps/v1");
+    let ns_rules = &w["properties"]["namespace"]["x-kubernetes-validations"][0];
+    assert_eq!(ns_rules["rule"], "false");
+    assert!(
+        ns_rules["message"]
+            .as_str()
+            .unwrap()
+            .contains("same-namespace only")
+    );
+}

@@ -96,12 +96,12 @@ pub fn desired(ts: &TransitStream, ctx: &BuildContext) -> Desired {
     }
 }
 
-fn name_of(ts: &TransitStream) -> String {
+pub(crate) fn name_of(ts: &TransitStream) -> String {
     ts.metadata.name.clone().unwrap_or_default()
 }
 
 /// Metadata for an owned object: namespace, labels and the controller owner reference.
-fn meta(ts: &TransitStream, name: String) -> ObjectMeta {
+pub(crate) fn meta(ts: &TransitStream, name: String) -> ObjectMeta {
     let mut labels = selector_labels(&name_of(ts));
     labels.insert(
         "app.kubernetes.io/managed-by".into(),
@@ -210,28 +210,17 @@ pub fn config_map(ts: &TransitStream) -> ConfigMap {
         go_duration(&spec.report_interval),
     );
     put("BROADCASTER_STUCK_AFTER", go_duration(&spec.stall_after));
-    if let Some(h) = &spec.source.http {
+    let source = spec.source.clone().unwrap_or_default();
+    if let Some(h) = &source.http {
         put("BROADCASTER_POLL_INTERVAL", go_duration(&h.poll_interval));
     }
-    if let Some(f) = &spec.source.file {
+    if let Some(f) = &source.file {
         put("BROADCASTER_REPLAY_RATE", f.replay_rate.to_string());
         put("BROADCASTER_REPLAY_LOOP", f.replay_loop.to_string());
     }
-    put("SIDECAR_STALL_AFTER", go_duration(&spec.stall_after));
-    // Reports are late only after several intervals; never sooner than stallAfter.
-    put("SIDECAR_REPORT_TIMEOUT", go_duration(&spec.stall_after));
-    put("SIDECAR_DUMP_DIR", DUMP_DIR.into());
-    put("SIDECAR_MAX_BUNDLES", spec.dumps.max_bundles.to_string());
-    put("SIDECAR_MAX_BYTES", spec.dumps.max_bytes.to_string());
-    put(
-        "SIDECAR_PROCESS_DUMP",
-        spec.dumps.process_dump.cli_value().into(),
-    );
-    put(
-        "SIDECAR_ADMIN_TOKEN_FILE",
-        format!("{TOKEN_DIR}/{TOKEN_KEY}"),
-    );
-    put("LOG_FORMAT", "json".into());
+    for (k, v) in sidecar_settings(ts) {
+        put(k, v);
+    }
     ConfigMap {
         metadata: meta(ts, config_map_name(&name_of(ts))),
         data: Some(data),
@@ -239,9 +228,32 @@ pub fn config_map(ts: &TransitStream) -> ConfigMap {
     }
 }
 
+/// The sidecar's own settings (`SIDECAR_*`, `LOG_FORMAT`): in the ConfigMap for a deployed
+/// broadcaster, as plain env on an injected sidecar.
+pub fn sidecar_settings(ts: &TransitStream) -> Vec<(&'static str, String)> {
+    let spec = &ts.spec;
+    vec![
+        ("SIDECAR_STALL_AFTER", go_duration(&spec.stall_after)),
+        // Reports are late only after several intervals; never sooner than stallAfter.
+        ("SIDECAR_REPORT_TIMEOUT", go_duration(&spec.stall_after)),
+        ("SIDECAR_DUMP_DIR", DUMP_DIR.into()),
+        ("SIDECAR_MAX_BUNDLES", spec.dumps.max_bundles.to_string()),
+        ("SIDECAR_MAX_BYTES", spec.dumps.max_bytes.to_string()),
+        (
+            "SIDECAR_PROCESS_DUMP",
+            spec.dumps.process_dump.cli_value().into(),
+        ),
+        (
+            "SIDECAR_ADMIN_TOKEN_FILE",
+            format!("{TOKEN_DIR}/{TOKEN_KEY}"),
+        ),
+        ("LOG_FORMAT", "json".into()),
+    ]
+}
+
 /// The source URL when it is not a Secret (those go to the container env by reference).
 fn source_url(ts: &TransitStream) -> Option<String> {
-    let s = &ts.spec.source;
+    let s = ts.spec.source.as_ref()?;
     if let Some(syn) = &s.synthetic {
         return Some(format!(
             "synthetic://?vehicles={}&routes={}&rate={}&seed={}",
@@ -260,9 +272,13 @@ fn source_url(ts: &TransitStream) -> Option<String> {
     None
 }
 
+fn file_source(ts: &TransitStream) -> Option<&stallwatch_crds::FileSource> {
+    ts.spec.source.as_ref()?.file.as_ref()
+}
+
 /// The Secret key holding the source URL, if the source is configured that way.
 fn source_secret(ts: &TransitStream) -> Option<&stallwatch_crds::SecretKeyRef> {
-    let s = &ts.spec.source;
+    let s = ts.spec.source.as_ref()?;
     s.nats
         .as_ref()
         .and_then(|n| n.url_secret_ref.as_ref())
@@ -330,7 +346,7 @@ pub fn service(ts: &TransitStream) -> Service {
     }
 }
 
-fn restricted(add_ptrace: bool) -> SecurityContext {
+pub(crate) fn restricted(add_ptrace: bool) -> SecurityContext {
     // Kubernetes sets no ambient capabilities, so a capability added to a non-root container
     // never becomes effective. A sidecar that must ptrace the broadcaster therefore runs as
     // uid 0, with every capability but SYS_PTRACE dropped and no privilege escalation: the
@@ -354,7 +370,7 @@ fn restricted(add_ptrace: bool) -> SecurityContext {
     }
 }
 
-fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
+pub(crate) fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -368,7 +384,7 @@ fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn named_port(name: &str, port: i32) -> ContainerPort {
+pub(crate) fn named_port(name: &str, port: i32) -> ContainerPort {
     ContainerPort {
         name: Some(name.into()),
         container_port: port,
@@ -377,7 +393,7 @@ fn named_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
+pub(crate) fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -391,7 +407,7 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(crate) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
@@ -400,7 +416,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn empty_dir(name: &str, limit: &str) -> Volume {
+pub(crate) fn empty_dir(name: &str, limit: &str) -> Volume {
     Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -411,7 +427,7 @@ fn empty_dir(name: &str, limit: &str) -> Volume {
     }
 }
 
-fn default_sidecar_resources() -> ResourceRequirements {
+pub(crate) fn default_sidecar_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("10m".into())),
@@ -427,9 +443,9 @@ fn default_sidecar_resources() -> ResourceRequirements {
 
 /// The service account token, projected into the sidecar only (the broadcaster needs no API
 /// access).
-fn api_access_volume() -> Volume {
+pub(crate) fn api_access_volume(name: &str) -> Volume {
     Volume {
-        name: "kube-api-access".into(),
+        name: name.into(),
         projected: Some(ProjectedVolumeSource {
             default_mode: Some(0o444),
             sources: Some(vec![
@@ -547,7 +563,7 @@ fn pod_spec(ts: &TransitStream, ctx: &BuildContext) -> PodSpec {
     }
 }
 
-fn process_dumps(ts: &TransitStream) -> bool {
+pub(crate) fn process_dumps(ts: &TransitStream) -> bool {
     ts.spec.dumps.process_dump != ProcessDump::None
 }
 
@@ -562,7 +578,7 @@ fn config_env(ts: &TransitStream) -> Vec<EnvFromSource> {
     }]
 }
 
-fn pull_policy(ts: &TransitStream) -> Option<String> {
+pub(crate) fn pull_policy(ts: &TransitStream) -> Option<String> {
     ts.spec.image_pull_policy.map(|p| p.as_str().to_string())
 }
 
@@ -585,7 +601,7 @@ fn broadcaster_env(ts: &TransitStream) -> Option<Vec<EnvVar>> {
 
 fn broadcaster_container(ts: &TransitStream, image: &str) -> Container {
     let mut mounts = vec![mount("tmp", "/tmp", false)];
-    if ts.spec.source.file.is_some() {
+    if file_source(ts).is_some() {
         mounts.push(mount("recordings", RECORDINGS_DIR, true));
     }
     Container {
@@ -677,9 +693,9 @@ fn volumes(ts: &TransitStream) -> Vec<Volume> {
             }),
             ..Volume::default()
         },
-        api_access_volume(),
+        api_access_volume("kube-api-access"),
     ];
-    if let Some(f) = &ts.spec.source.file {
+    if let Some(f) = file_source(ts) {
         volumes.push(Volume {
             name: "recordings".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

@@ -11,6 +11,10 @@
 //!   `stallwatch_core::remediation::decide`.
 //! - [`sidecar`]: the sidecar admin API behind a trait (faked in tests).
 //! - [`leader`]: Lease-based leader election (pure decision, thin I/O).
+//! - [`workload`]: `spec.workloadRef`: the referenced workload read (never written), the
+//!   sidecar Role bound to its pod ServiceAccount, which pods carry the sidecar.
+//! - [`webhook`]: the sidecar-injection admission webhook (pure patch, own CA and rotation,
+//!   `caBundle` registration, the HTTPS server), served by every replica.
 //! - [`rbac`]: the permissions the operator uses, one `const` table per role; `builders` and
 //!   the tests use them, `transit-operator rbac` prints them, the chart is checked against them.
 //! - `controller`: caches (reflectors) and the kube-runtime controller.
@@ -24,8 +28,10 @@
 //! run ─→ controller ─→ reconcile ─→ builders ─→ rbac
 //!  │                      ├──→ observe
 //!  │                      ├──→ sidecar ─→ builders
+//!  │                      ├──→ workload ─→ builders, webhook::inject
 //!  │                      └──→ metrics ─→ error
 //!  ├──→ http ─→ metrics
+//!  ├──→ webhook ─→ builders, sidecar (BoxFuture)
 //!  └──→ leader
 //! ```
 //!
@@ -54,5 +60,7 @@ pub mod rbac;
 pub mod reconcile;
 pub mod run;
 pub mod sidecar;
+pub mod webhook;
+pub mod workload;
 
 pub use error::{Error, Result};

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use transit_operator::run::{Config, run};
+use transit_operator::run::{Config, WebhookConfig, run};
+use transit_operator::webhook::registration::CertSource;
+use transit_operator::webhook::tls::serving_names;
 
 #[derive(Parser)]
 #[command(name = "transit-operator", version, about)]
@@ -27,7 +29,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile TransitStreams.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the TransitStream CRD as YAML (crds/transitstream.yaml is this output).
     Crd,
     /// Print, as YAML, the RBAC rules this build of the operator uses (the chart grants them).
@@ -69,6 +71,69 @@ struct RunArgs {
     /// Bound on one reconcile (API and sidecar calls included).
     #[arg(long, env = "RECONCILE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     reconcile_timeout: Duration,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// The sidecar-injection webhook (for TransitStreams with a `workloadRef`).
+#[derive(clap::Args)]
+struct WebhookArgs {
+    /// HTTPS address of the webhook; empty serves none.
+    #[arg(long, env = "WEBHOOK_ADDR", default_value = "")]
+    webhook_addr: String,
+    /// The webhook's Service (its DNS names go in the serving certificate).
+    #[arg(long, env = "WEBHOOK_SERVICE", default_value = "stallwatch-webhook")]
+    webhook_service: String,
+    /// One more name (DNS name or IP) for the serving certificate: the host of a
+    /// `clientConfig.url` (out-of-cluster, tests).
+    #[arg(long, env = "WEBHOOK_HOST")]
+    webhook_host: Option<String>,
+    /// The MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    #[arg(long, env = "WEBHOOK_CONFIGURATION", default_value = "stallwatch")]
+    webhook_configuration: String,
+    /// The Secret (in the operator's namespace) holding the webhook's certificates.
+    #[arg(long, env = "WEBHOOK_SECRET", default_value = "stallwatch-webhook-tls")]
+    webhook_secret: String,
+    /// Serve tls.crt/tls.key from this directory (cert-manager) instead of the operator's own CA.
+    #[arg(long, env = "WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Lifetime of a generated certificate; rotated with a third of it left.
+    #[arg(long, env = "WEBHOOK_CERT_VALIDITY", default_value = "90days", value_parser = humantime::parse_duration)]
+    webhook_cert_validity: Duration,
+    /// How often the certificate and the caBundle are checked (and files reloaded).
+    #[arg(long, env = "WEBHOOK_CERT_CHECK", default_value = "1m", value_parser = humantime::parse_duration)]
+    webhook_cert_check: Duration,
+}
+
+impl WebhookArgs {
+    fn config(&self, namespace: &str) -> anyhow::Result<Option<WebhookConfig>> {
+        if self.webhook_addr.is_empty() {
+            return Ok(None);
+        }
+        let addr: SocketAddr = self
+            .webhook_addr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--webhook-addr {:?}: {e}", self.webhook_addr))?;
+        let certs = match &self.webhook_cert_dir {
+            Some(dir) => CertSource::Files { dir: dir.clone() },
+            None => CertSource::SelfManaged {
+                namespace: namespace.to_string(),
+                secret: self.webhook_secret.clone(),
+                configuration: self.webhook_configuration.clone(),
+                names: serving_names(
+                    &self.webhook_service,
+                    namespace,
+                    self.webhook_host.as_deref(),
+                ),
+                validity: self.webhook_cert_validity,
+            },
+        };
+        Ok(Some(WebhookConfig {
+            addr,
+            certs,
+            check_every: self.webhook_cert_check,
+        }))
+    }
 }
 
 fn init_tracing(format: LogFormat) {
@@ -99,14 +164,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_tracing(cli.log_format);
-            Ok(run(args.into()).await?)
+            let config = (*args).into_config()?;
+            Ok(run(config).await?)
         }
     }
 }
 
-impl From<RunArgs> for Config {
-    fn from(a: RunArgs) -> Self {
-        Config {
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let a = self;
+        let webhook = a.webhook.config(&a.lease_namespace)?;
+        Ok(Config {
             namespace: a.namespace,
             default_image: a.default_image,
             http_addr: a.http_addr,
@@ -117,6 +185,7 @@ impl From<RunArgs> for Config {
             lease_duration: a.lease_duration,
             max_concurrent_remediations: a.max_concurrent_remediations,
             reconcile_timeout: a.reconcile_timeout,
-        }
+            webhook,
+        })
     }
 }

@@ -69,6 +69,13 @@ pub const OPERATOR: &[Rule] = &[
         resources: &["deployments"],
         verbs: OWNED,
     },
+    // A TransitStream's `workloadRef`: read (never written) for its pod ServiceAccount,
+    // selector and replica counts. Deployments are covered by the rule above.
+    Rule {
+        api_groups: &["apps"],
+        resources: &["statefulsets"],
+        verbs: &["get"],
+    },
     Rule {
         api_groups: &[""],
         resources: &[
@@ -120,6 +127,23 @@ pub const LEADER_ELECTION: &[Rule] = &[Rule {
     verbs: &["create", "get", "update"],
 }];
 
+/// The sidecar-injection webhook's registration (`webhook::registration`): read the
+/// `MutatingWebhookConfiguration` and replace it with a current `caBundle`. Cluster-scoped, so
+/// a ClusterRole even in namespaced mode; only when the webhook is on and manages its own CA.
+pub const WEBHOOK: &[Rule] = &[Rule {
+    api_groups: &["admissionregistration.k8s.io"],
+    resources: &["mutatingwebhookconfigurations"],
+    verbs: &["get", "update"],
+}];
+
+/// The webhook's certificate Secret (`webhook::registration`): a Role in the operator's own
+/// namespace, when the webhook manages its own CA.
+pub const WEBHOOK_CERTS: &[Rule] = &[Rule {
+    api_groups: &[""],
+    resources: &["secrets"],
+    verbs: &["create", "get", "update"],
+}];
+
 /// The Role the operator grants each TransitStream's sidecar (`builders::role`): patch its
 /// pod's status (the condition) and publish Events (`patch`: kube's Recorder updates a repeated
 /// Event's series). The operator must hold all of it too.
@@ -136,11 +160,11 @@ pub const SIDECAR: &[Rule] = &[
     },
 ];
 
-/// `transit-operator rbac`'s output: the three tables as YAML, `PolicyRule` fields in camelCase.
+/// `transit-operator rbac`'s output: the five tables as YAML, `PolicyRule` fields in camelCase.
 pub fn yaml() -> String {
     let mut out =
         String::from("# transit-operator rbac: the permissions this build of the operator uses.\n");
-    let sections: [(&str, &str, &[Rule]); 3] = [
+    let sections: [(&str, &str, &[Rule]); 5] = [
         (
             "operator:        ",
             "ClusterRole in cluster mode, a Role in the watched namespace in namespaced mode",
@@ -150,6 +174,16 @@ pub fn yaml() -> String {
             "leaderElection:  ",
             "a Role in the operator's own namespace, when leader election is on",
             LEADER_ELECTION,
+        ),
+        (
+            "webhook:         ",
+            "a ClusterRole, when the sidecar-injection webhook is on and manages its own CA",
+            WEBHOOK,
+        ),
+        (
+            "webhookCerts:    ",
+            "a Role in the operator's own namespace, when the webhook manages its own CA",
+            WEBHOOK_CERTS,
         ),
         (
             "sidecar:         ",

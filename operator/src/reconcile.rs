@@ -27,6 +27,7 @@ use crate::error::{Error, Result, backoff};
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels, StepLabels};
 use crate::observe::{self, Observed};
 use crate::sidecar::{SidecarApi, SidecarTarget};
+use crate::workload;
 
 /// Field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "transit-operator";
@@ -214,10 +215,61 @@ async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    if let Some(reference) = ts.spec.workload_ref.clone() {
+        return reconcile_workload_ref(ctx, &target, &mut ts, &reference).await;
+    }
     let desired = build_desired(ctx, &ts);
     let deployment = apply_desired(ctx, &target, &ts, &desired).await?;
     let (ledger, blocked, requeue) = remediate(ctx, &target, &mut ts).await?;
-    write_observed_status(ctx, &target, &mut ts, &deployment, &ledger, blocked).await?;
+    write_observed_status(ctx, &target, &mut ts, &deployment, &ledger, blocked, None).await?;
+    Ok(requeue)
+}
+
+/// The pipeline for a TransitStream that protects an existing workload: no broadcaster is
+/// deployed and the workload is never written; the sidecar's Role (bound to the workload's
+/// pod ServiceAccount), the admin token and a templated dump claim are applied, then the
+/// same remediation (dump through the injected sidecar, restart = delete the pod) and a
+/// status that says which pods are covered.
+async fn reconcile_workload_ref(
+    ctx: &Context,
+    target: &Target,
+    ts: &mut TransitStream,
+    reference: &stallwatch_crds::WorkloadRef,
+) -> Result<Action> {
+    let ns = &target.ns;
+    let view = workload::fetch(&ctx.client, ns, reference).await?;
+    ensure_token(ctx, ts, ns, &target.name, true).await?;
+    apply(ctx, ns, &builders::role(ts)).await?;
+    if let Some(v) = &view {
+        apply(ctx, ns, &workload::role_binding(ts, &v.service_account)).await?;
+    }
+    if let Some(claim) = builders::dump_claim(ts) {
+        apply(ctx, ns, &claim).await?;
+    }
+    let pods = match &view {
+        Some(v) => workload::list_pods(&ctx.client, ns, v).await?,
+        None => Vec::new(),
+    };
+    let coverage = workload::coverage(&target.name, reference, view.as_ref(), &pods);
+    // The status's replica counters are the workload's (never written back to the spec).
+    let deployment = view
+        .as_ref()
+        .map(|v| {
+            ts.spec.replicas = v.replicas;
+            v.as_deployment.clone()
+        })
+        .unwrap_or_default();
+    let (ledger, blocked, requeue) = remediate(ctx, target, ts).await?;
+    write_observed_status(
+        ctx,
+        target,
+        ts,
+        &deployment,
+        &ledger,
+        blocked,
+        Some(coverage),
+    )
+    .await?;
     Ok(requeue)
 }
 
@@ -328,9 +380,10 @@ async fn write_observed_status(
     deployment: &Deployment,
     ledger: &Ledger,
     blocked: Option<Blocked>,
+    coverage: Option<stallwatch_crds::WorkloadCoverage>,
 ) -> Result<()> {
     let pods = pod_states(ctx, &target.ns, &target.name);
-    let status = observe::next_status(&Observed {
+    let mut status = observe::next_status(&Observed {
         ts,
         deployment: Some(deployment),
         pods: &pods,
@@ -339,6 +392,7 @@ async fn write_observed_status(
         invalid: &[],
         now_ms: ctx.now(),
     });
+    status.workload = coverage;
     let was = |type_: &str| {
         ts.status
             .as_ref()
@@ -854,13 +908,11 @@ pub fn pod_to_stream(pod: &Pod) -> Option<ObjectRef<TransitStream>> {
     Some(ObjectRef::new(name).within(ns))
 }
 
-/// Labels selecting every pod the operator manages (for the pod watch).
+/// Labels selecting every pod the operator manages (for the pod watch): its own
+/// broadcasters' and the injected pods of referenced workloads, which both carry the
+/// TransitStream label (the webhook adds it).
 pub fn managed_pods_selector() -> String {
-    format!(
-        "{},app.kubernetes.io/name={}",
-        labels::TRANSITSTREAM,
-        labels::APP_NAME
-    )
+    labels::TRANSITSTREAM.to_string()
 }
 
 /// Keep only what the operator reads from a Pod in its cache (footprint).

@@ -15,6 +15,11 @@ use crate::leader::{Elector, KubeLeases};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, Settings, system_clock};
 use crate::sidecar::HttpSidecar;
+use crate::webhook::inject::InjectContext;
+use crate::webhook::registration::{CertSource, keep_current, sync_once};
+use crate::webhook::server::{
+    ApiLookup, CertSlot, router as webhook_router, serve as serve_webhook,
+};
 
 // The controller's wiring lived here before start-up did; tests and the footprint bench still
 // name it through this path.
@@ -39,6 +44,20 @@ pub struct Config {
     pub lease_duration: Duration,
     pub max_concurrent_remediations: usize,
     pub reconcile_timeout: Duration,
+    /// The sidecar-injection webhook; `None` serves none (TransitStreams with a
+    /// `workloadRef` then get no sidecar).
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// The admission webhook's settings.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The HTTPS address it listens on.
+    pub addr: SocketAddr,
+    /// Where its certificates come from (its own CA, or cert-manager's files).
+    pub certs: CertSource,
+    /// How often the certificates and the `caBundle` are checked.
+    pub check_every: Duration,
 }
 
 /// Why the operator stopped other than by a shutdown signal.
@@ -69,6 +88,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (ready_tx, ready_rx) = watch::channel(false);
     serve_http(config.http_addr, registry, ready_rx).await?;
     let stop_rx = stop_on_signal();
+    if let Some(webhook) = &config.webhook {
+        start_webhook(webhook, &client, &config.default_image, stop_rx.clone()).await?;
+    }
 
     let identity = identity(&config);
     let (lead_tx, lead_rx) = watch::channel(!config.leader_election);
@@ -151,6 +173,63 @@ async fn serve_http(
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server failed");
         }
+    });
+    Ok(())
+}
+
+/// Binds the webhook's port, then in the background: gets a certificate (retrying until the
+/// API server answers), serves, and keeps the certificate current. Every replica serves it,
+/// leader or not.
+async fn start_webhook(
+    config: &WebhookConfig,
+    client: &kube::Client,
+    default_image: &str,
+    stop: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let app = webhook_router(
+        Arc::new(ApiLookup(client.clone())),
+        InjectContext {
+            default_image: default_image.to_string(),
+        },
+    );
+    let (client, config) = (client.clone(), config.clone());
+    tokio::spawn(async move {
+        let clock = system_clock();
+        let mut serving = None;
+        let slot = loop {
+            match sync_once(&client, &config.certs, &mut serving, &clock).await {
+                Ok(Some(key)) => break CertSlot::new(key),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "no webhook certificate yet; retrying");
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        tracing::info!(addr = %config.addr, "serving the sidecar-injection webhook");
+        let mut until = stop.clone();
+        tokio::spawn(serve_webhook(listener, app, slot.clone(), async move {
+            let _ = until.wait_for(|s| *s).await;
+        }));
+        keep_current(
+            client,
+            config.certs,
+            slot,
+            serving,
+            clock,
+            config.check_every,
+            stop,
+        )
+        .await;
     });
     Ok(())
 }

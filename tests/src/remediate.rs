@@ -1,20 +1,59 @@
 //! The local remediation adapter: the operator's decision function
 //! ([`stallwatch_core::remediation::decide`]) driven against a local "pod" (a broadcaster
 //! process and its sidecar). Where the operator deletes the pod, this restarts the process; the
-//! pod uid is the broadcaster's instance id as the sidecar reports it.
+//! pod uid is the broadcaster's instance id as the sidecar reports it. Any process that can be
+//! restarted in place ([`RestartablePod`]: the Rust broadcaster, the Python example service)
+//! stands in for the pod.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use stallwatch_core::condition::StalledStream;
+use stallwatch_core::condition::{StallReason, StalledStream};
 use stallwatch_core::remediation::{
     Decision, Effect, EffectResult, Ledger, Observation, PodState, Policy, decide, record_result,
 };
 
-use crate::{Broadcaster, DumpAnswer, Sidecar, Status, now_ms};
+use crate::{Broadcaster, DumpAnswer, PythonService, Sidecar, Status, now_ms};
 
 /// The pod name the local adapter uses (also the sidecar's `--pod-name`).
 pub const POD: &str = "broadcaster-0";
+
+/// A local process that stands in for the pod: where the operator deletes the pod, the
+/// adapter restarts it in place (same ports, so the sidecar keeps reaching it).
+pub trait RestartablePod {
+    /// Kill the process and start it again.
+    fn restart(&mut self) -> Result<()>;
+    /// The latest start, for the loop's `RestartIssued` event.
+    fn describe_start(&self) -> String;
+}
+
+impl RestartablePod for Broadcaster {
+    fn restart(&mut self) -> Result<()> {
+        Broadcaster::restart(self)
+    }
+
+    fn describe_start(&self) -> String {
+        format!(
+            "broadcaster process restarted (start #{}, pid {})",
+            self.starts,
+            self.proc.pid().unwrap_or_default()
+        )
+    }
+}
+
+impl RestartablePod for PythonService {
+    fn restart(&mut self) -> Result<()> {
+        PythonService::restart(self)
+    }
+
+    fn describe_start(&self) -> String {
+        format!(
+            "python service process restarted (start #{}, pid {})",
+            self.starts,
+            self.proc.pid().unwrap_or_default()
+        )
+    }
+}
 
 /// Something the loop did, with the wall-clock time it happened.
 #[derive(Debug, Clone)]
@@ -119,10 +158,10 @@ impl LocalRemediator {
 
     /// One pass of the operator's loop: decide and act until the decision is to wait or idle
     /// (bounded). Returns the events this pass added.
-    pub async fn pass(
+    pub async fn pass<P: RestartablePod + ?Sized>(
         &mut self,
         sidecar: &Sidecar,
-        broadcaster: &mut Broadcaster,
+        pod: &mut P,
     ) -> Result<usize> {
         let before = self.events.len();
         for _ in 0..16 {
@@ -141,7 +180,7 @@ impl LocalRemediator {
                     // Recorded before acted on.
                     self.ledger = ledger;
                     self.push(LoopEventKind::Note(note.reason), note.message);
-                    let result = self.execute(&effect, sidecar, broadcaster, &status).await;
+                    let result = self.execute(&effect, sidecar, pod, &status).await;
                     self.ledger = record_result(&self.ledger, effect.attempt_id(), result);
                 }
                 Decision::Wait { .. } => break,
@@ -158,75 +197,23 @@ impl LocalRemediator {
         Ok(self.events.len() - before)
     }
 
-    async fn execute(
+    async fn execute<P: RestartablePod + ?Sized>(
         &mut self,
         effect: &Effect,
         sidecar: &Sidecar,
-        broadcaster: &mut Broadcaster,
+        pod: &mut P,
         status: &Status,
     ) -> EffectResult {
         match effect {
-            Effect::SoftRestart { stream, .. } => match sidecar.soft_restart(stream).await {
-                Ok(202) => {
-                    self.push(
-                        LoopEventKind::SoftRestart,
-                        format!("soft restart of stream {stream} accepted"),
-                    );
-                    EffectResult::SoftRestartAccepted
-                }
-                Ok(code) => EffectResult::SoftRestartFailed {
-                    error: format!("HTTP {code}"),
-                },
-                Err(e) => EffectResult::SoftRestartFailed {
-                    error: e.to_string(),
-                },
-            },
+            Effect::SoftRestart { stream, .. } => self.soft_restart(sidecar, stream).await,
             Effect::CaptureDump {
                 stream,
                 reason,
                 timeout_ms,
                 ..
             } => {
-                let capture = sidecar.capture(Some(stream), Some(*reason), "stallwatch-loop");
-                match tokio::time::timeout(Duration::from_millis(*timeout_ms), capture).await {
-                    Ok(Ok(DumpAnswer::Captured(m))) => {
-                        let bytes = m.files.iter().map(|f| f.bytes).sum();
-                        self.push(
-                            LoopEventKind::DumpCaptured {
-                                path: m.path.clone(),
-                                bytes,
-                            },
-                            format!("bundle {} ({bytes} bytes)", m.path),
-                        );
-                        EffectResult::DumpCaptured {
-                            bundle_path: m.path.clone(),
-                        }
-                    }
-                    Ok(Ok(DumpAnswer::Refused { status, error })) => {
-                        self.push(
-                            LoopEventKind::DumpFailed,
-                            format!("capture refused: HTTP {status}: {error}"),
-                        );
-                        EffectResult::DumpFailed {
-                            error,
-                            timed_out: false,
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        self.push(LoopEventKind::DumpFailed, format!("capture failed: {e:#}"));
-                        EffectResult::DumpFailed {
-                            error: e.to_string(),
-                            timed_out: false,
-                        }
-                    }
-                    Err(_) => {
-                        self.push(LoopEventKind::DumpFailed, "capture timed out".into());
-                        EffectResult::DumpFailed {
-                            error: "timed out".into(),
-                            timed_out: true,
-                        }
-                    }
-                }
+                self.capture(sidecar, stream, *reason, Duration::from_millis(*timeout_ms))
+                    .await
             }
             Effect::RestartPod { .. } => {
                 // The uid precondition: a restart already issued for this instance is not
@@ -234,24 +221,91 @@ impl LocalRemediator {
                 if self.restarted_instance.is_some() && self.restarted_instance == status.instance {
                     return EffectResult::RestartIssued;
                 }
-                self.restart(broadcaster, status)
+                self.restart(pod, status)
             }
-            Effect::RolloutRestart { .. } => self.restart(broadcaster, status),
+            Effect::RolloutRestart { .. } => self.restart(pod, status),
         }
     }
 
-    fn restart(&mut self, broadcaster: &mut Broadcaster, status: &Status) -> EffectResult {
-        match broadcaster.restart() {
+    async fn soft_restart(&mut self, sidecar: &Sidecar, stream: &str) -> EffectResult {
+        match sidecar.soft_restart(stream).await {
+            Ok(202) => {
+                self.push(
+                    LoopEventKind::SoftRestart,
+                    format!("soft restart of stream {stream} accepted"),
+                );
+                EffectResult::SoftRestartAccepted
+            }
+            Ok(code) => EffectResult::SoftRestartFailed {
+                error: format!("HTTP {code}"),
+            },
+            Err(e) => EffectResult::SoftRestartFailed {
+                error: e.to_string(),
+            },
+        }
+    }
+
+    /// Ask the sidecar for a bundle, bounded by the policy's dump timeout.
+    async fn capture(
+        &mut self,
+        sidecar: &Sidecar,
+        stream: &str,
+        reason: StallReason,
+        timeout: Duration,
+    ) -> EffectResult {
+        let capture = sidecar.capture(Some(stream), Some(reason), "stallwatch-loop");
+        let (kind, text, result) = match tokio::time::timeout(timeout, capture).await {
+            Ok(Ok(DumpAnswer::Captured(m))) => {
+                let bytes = m.files.iter().map(|f| f.bytes).sum();
+                (
+                    LoopEventKind::DumpCaptured {
+                        path: m.path.clone(),
+                        bytes,
+                    },
+                    format!("bundle {} ({bytes} bytes)", m.path),
+                    EffectResult::DumpCaptured {
+                        bundle_path: m.path.clone(),
+                    },
+                )
+            }
+            Ok(Ok(DumpAnswer::Refused { status, error })) => (
+                LoopEventKind::DumpFailed,
+                format!("capture refused: HTTP {status}: {error}"),
+                EffectResult::DumpFailed {
+                    error,
+                    timed_out: false,
+                },
+            ),
+            Ok(Err(e)) => (
+                LoopEventKind::DumpFailed,
+                format!("capture failed: {e:#}"),
+                EffectResult::DumpFailed {
+                    error: e.to_string(),
+                    timed_out: false,
+                },
+            ),
+            Err(_) => (
+                LoopEventKind::DumpFailed,
+                "capture timed out".into(),
+                EffectResult::DumpFailed {
+                    error: "timed out".into(),
+                    timed_out: true,
+                },
+            ),
+        };
+        self.push(kind, text);
+        result
+    }
+
+    fn restart<P: RestartablePod + ?Sized>(
+        &mut self,
+        pod: &mut P,
+        status: &Status,
+    ) -> EffectResult {
+        match pod.restart() {
             Ok(()) => {
                 self.restarted_instance = status.instance.clone();
-                self.push(
-                    LoopEventKind::RestartIssued,
-                    format!(
-                        "broadcaster process restarted (start #{}, pid {})",
-                        broadcaster.starts,
-                        broadcaster.proc.pid().unwrap_or_default()
-                    ),
-                );
+                self.push(LoopEventKind::RestartIssued, pod.describe_start());
                 EffectResult::RestartIssued
             }
             Err(e) => EffectResult::RestartFailed {

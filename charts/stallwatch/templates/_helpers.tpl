@@ -66,3 +66,31 @@ app.kubernetes.io/component: operator
 {{- default .Release.Namespace .Values.watchNamespace }}
 {{- end }}
 {{- end }}
+
+{{/*
+The host of webhook.url (for the serving certificate's names).
+*/}}
+{{- define "stallwatch.webhookUrlHost" -}}
+{{- $u := urlParse .Values.webhook.url -}}
+{{- (split ":" $u.host)._0 -}}
+{{- end }}
+
+{{/*
+The namespaces the webhook sees: the value, else every namespace but kube-system and the
+release namespace (namespaced mode: the watched namespace only).
+*/}}
+{{- define "stallwatch.webhookNamespaceSelector" -}}
+{{- if .Values.webhook.namespaceSelector -}}
+{{- toYaml .Values.webhook.namespaceSelector -}}
+{{- else if .Values.namespaced -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: In
+    values: [{{ include "stallwatch.watchNamespace" . | quote }}]
+{{- else -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: ["kube-system", {{ .Release.Namespace | quote }}]
+{{- end -}}
+{{- end }}

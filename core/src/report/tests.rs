@@ -9,25 +9,15 @@ pub(crate) fn sample() -> Report {
         interval_ms: 250,
         pid: Some(42),
         version: Some("transit-broadcaster 0.1.0".into()),
-        streams: vec![StreamReport {
-            name: "downtown".into(),
-            channel: ChannelReport {
-                depth: 5,
-                capacity: 5,
-            },
-            enqueued_total: 10,
-            dequeued_total: 5,
-            dropped_oldest_total: 0,
-            quarantined_total: 1,
-            last_dequeue_ms: Some(1_700_000_000_000),
-            dispatcher: DispatcherReport {
-                state: DispatcherState::Running,
-                restarts_total: 0,
-            },
-            last_error: None,
-            subscribers: 2,
-            delivered_total: 10,
-        }],
+        streams: vec![
+            testing::StreamReportBuilder::new("downtown")
+                .channel(5, 5)
+                .totals(10, 5)
+                .quarantined(1)
+                .last_dequeue(1_700_000_000_000)
+                .subscribers(2)
+                .build(),
+        ],
     }
 }
 

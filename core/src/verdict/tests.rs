@@ -1,5 +1,5 @@
 use super::*;
-use crate::report::{ChannelReport, DispatcherReport, PROTOCOL_V1, StreamReport, parse_report};
+use crate::report::{PROTOCOL_V1, StreamReport, parse_report};
 
 const INTERVAL: Duration = Duration::from_millis(250);
 
@@ -8,22 +8,7 @@ fn ms(n: u64) -> Duration {
 }
 
 fn stream(name: &str, depth: u64, enq: u64, deq: u64, state: DispatcherState) -> StreamReport {
-    StreamReport {
-        name: name.into(),
-        channel: ChannelReport { depth, capacity: 5 },
-        enqueued_total: enq,
-        dequeued_total: deq,
-        dropped_oldest_total: 0,
-        quarantined_total: 0,
-        last_dequeue_ms: None,
-        dispatcher: DispatcherReport {
-            state,
-            restarts_total: 0,
-        },
-        last_error: None,
-        subscribers: 1,
-        delivered_total: deq,
-    }
+    crate::report::testing::stream(name, depth, enq, deq, state)
 }
 
 /// Drives a judge with reports every 250 ms from a test-controlled broadcaster.

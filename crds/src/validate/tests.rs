@@ -1,14 +1,10 @@
 use super::*;
 use crate::{
-    BoundingBox, DumpVolume, DumpVolumeTemplate, FileSource, SecretKeyRef, StreamSpec,
-    SyntheticSource, UrlSource,
+    BoundingBox, DumpVolume, DumpVolumeTemplate, FileSource, SecretKeyRef, StreamSpec, UrlSource,
 };
 
 fn synthetic() -> TransitStreamSpec {
-    TransitStreamSpec::with_source(Source {
-        synthetic: Some(SyntheticSource::default()),
-        ..Source::default()
-    })
+    crate::testing::synthetic_spec()
 }
 
 fn fields(spec: &TransitStreamSpec) -> Vec<String> {
@@ -23,29 +19,29 @@ fn defaults_are_valid() {
 #[test]
 fn exactly_one_source() {
     let mut spec = synthetic();
-    spec.source.nats = Some(UrlSource {
+    spec.source.as_mut().unwrap().nats = Some(UrlSource {
         url: Some("nats://n:4222/x".into()),
         url_secret_ref: None,
     });
     assert_eq!(fields(&spec), ["source"]);
-    spec.source = Source::default();
+    spec.source = Some(Source::default());
     assert_eq!(fields(&spec), ["source"]);
 }
 
 #[test]
 fn credentials_only_by_secret() {
     let mut spec = synthetic();
-    spec.source = Source {
+    spec.source = Some(Source {
         nats: Some(UrlSource {
             url: Some("nats://user:pw@n:4222/x".into()),
             url_secret_ref: None,
         }),
         ..Source::default()
-    };
+    });
     let errs = validate(&spec);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].message.contains("urlSecretRef"));
-    spec.source.nats = Some(UrlSource {
+    spec.source.as_mut().unwrap().nats = Some(UrlSource {
         url: None,
         url_secret_ref: Some(SecretKeyRef {
             name: "feed".into(),
@@ -53,29 +49,29 @@ fn credentials_only_by_secret() {
         }),
     });
     assert_eq!(validate(&spec), vec![]);
-    spec.source.nats.as_mut().unwrap().url = Some("nats://n:4222/x".into());
+    spec.source.as_mut().unwrap().nats.as_mut().unwrap().url = Some("nats://n:4222/x".into());
     assert_eq!(fields(&spec), ["source.nats"]);
 }
 
 #[test]
 fn nats_needs_a_subject_and_http_a_scheme() {
     let mut spec = synthetic();
-    spec.source = Source {
+    spec.source = Some(Source {
         nats: Some(UrlSource {
             url: Some("nats://n:4222".into()),
             url_secret_ref: None,
         }),
         ..Source::default()
-    };
+    });
     assert_eq!(fields(&spec), ["source.nats.url"]);
-    spec.source = Source {
+    spec.source = Some(Source {
         http: Some(crate::HttpSource {
             url: Some("ftp://feed".into()),
             url_secret_ref: None,
             poll_interval: StdDuration::from_millis(100).into(),
         }),
         ..Source::default()
-    };
+    });
     assert_eq!(
         fields(&spec),
         ["source.http.url", "source.http.pollInterval"]
@@ -90,7 +86,7 @@ fn file_paths_stay_inside_the_claim() {
         ("/etc/passwd", false),
         ("a/../../b", false),
     ] {
-        spec.source = Source {
+        spec.source = Some(Source {
             file: Some(FileSource {
                 claim_name: "recordings".into(),
                 path: path.into(),
@@ -98,7 +94,7 @@ fn file_paths_stay_inside_the_claim() {
                 replay_loop: false,
             }),
             ..Source::default()
-        };
+        });
         assert_eq!(validate(&spec).is_empty(), ok, "{path}");
     }
 }
@@ -222,4 +218,53 @@ fn quantities() {
     for q in ["", "Gi", "5GB", "1.Gi", "-1Gi", "5 Gi"] {
         assert!(!is_quantity(q), "{q}");
     }
+}
+
+fn workload() -> TransitStreamSpec {
+    TransitStreamSpec::with_workload(crate::WorkloadKind::Deployment, "orders-feed")
+}
+
+#[test]
+fn a_workload_ref_with_defaults_is_valid() {
+    assert_eq!(validate(&workload()), vec![]);
+}
+
+#[test]
+fn exactly_one_of_source_and_workload_ref() {
+    let mut both = workload();
+    both.source = synthetic().source;
+    let errs = validate(&both);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].message.contains("exactly one of source"),
+        "{errs:?}"
+    );
+    let mut neither = workload();
+    neither.workload_ref = None;
+    assert_eq!(fields(&neither), ["source"]);
+}
+
+#[test]
+fn a_workload_ref_stays_in_its_namespace_and_on_apps_v1() {
+    let mut spec = workload();
+    let w = spec.workload_ref.as_mut().unwrap();
+    w.namespace = Some("other".into());
+    w.api_version = "apps/v1beta1".into();
+    w.name = "Not_A_Name".into();
+    assert_eq!(
+        fields(&spec),
+        [
+            "workloadRef.apiVersion",
+            "workloadRef.name",
+            "workloadRef.namespace"
+        ]
+    );
+    assert!(validate(&spec)[2].message.contains("same-namespace only"));
+}
+
+#[test]
+fn a_workload_ref_restarts_pods_not_the_workload() {
+    let mut spec = workload();
+    spec.remediation.restart_target = crate::RestartTarget::Deployment;
+    assert_eq!(fields(&spec), ["remediation.restartTarget"]);
 }

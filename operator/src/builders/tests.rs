@@ -1,20 +1,13 @@
 use super::*;
-use stallwatch_crds::{
-    DumpVolume, DumpVolumeTemplate, SecretKeyRef, Source, SyntheticSource, TransitStreamSpec,
-    UrlSource,
-};
+use stallwatch_crds::testing::TransitStreamExt as _;
+use stallwatch_crds::{DumpVolume, DumpVolumeTemplate, SecretKeyRef, Source, UrlSource};
 
 fn ts() -> TransitStream {
-    let mut ts = TransitStream::new(
-        "demo",
-        TransitStreamSpec::with_source(Source {
-            synthetic: Some(SyntheticSource::default()),
-            ..Source::default()
-        }),
-    );
-    ts.metadata.namespace = Some("transit".into());
-    ts.metadata.uid = Some("uid-1".into());
-    ts
+    TransitStream::test("demo")
+        .namespace("transit")
+        .uid("uid-1")
+        .generation(None::<i64>)
+        .build()
 }
 
 fn ctx() -> BuildContext {
@@ -168,7 +161,7 @@ fn process_dumps_share_the_pid_namespace_and_ptrace_the_sidecar_only() {
 #[test]
 fn config_carries_the_spec_and_no_secrets() {
     let mut t = ts();
-    t.spec.source = Source {
+    t.spec.source = Some(Source {
         nats: Some(UrlSource {
             url: None,
             url_secret_ref: Some(SecretKeyRef {
@@ -177,7 +170,7 @@ fn config_carries_the_spec_and_no_secrets() {
             }),
         }),
         ..Source::default()
-    };
+    });
     t.spec.streams[0].routes = vec!["R1".into()];
     let cm = config_map(&t);
     let data = cm.data.as_ref().unwrap();

@@ -2,20 +2,12 @@ use super::*;
 use k8s_openapi::api::apps::v1::DeploymentStatus;
 use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
 use stallwatch_core::condition::format_message;
-use stallwatch_crds::{Source, SyntheticSource, TransitStreamSpec};
+use stallwatch_crds::testing::TransitStreamExt as _;
 
 const T0: u64 = 1_700_000_000_000;
 
 fn ts() -> TransitStream {
-    let mut ts = TransitStream::new(
-        "demo",
-        TransitStreamSpec::with_source(Source {
-            synthetic: Some(SyntheticSource::default()),
-            ..Source::default()
-        }),
-    );
-    ts.metadata.generation = Some(2);
-    ts
+    TransitStream::test("demo").generation(2).build()
 }
 
 fn pod(status: &str, reason: &str, message: &str) -> Pod {

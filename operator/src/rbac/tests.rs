@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use stallwatch_crds::{Source, SyntheticSource, TransitStream, TransitStreamSpec};
+use stallwatch_crds::TransitStream;
 
 use super::*;
 use crate::leader::{KubeLeases, LeaseStore};
+use stallwatch_crds::testing::TransitStreamExt as _;
 
 type Triple = (&'static str, &'static str, &'static str);
 
@@ -30,7 +31,13 @@ fn grants<K: kube::Resource<DynamicType = ()>>(rules: &[Rule], verbs: &[&str]) -
 
 #[test]
 fn every_list_is_sorted_without_wildcards_or_duplicates() {
-    for rule in OPERATOR.iter().chain(LEADER_ELECTION).chain(SIDECAR) {
+    for rule in OPERATOR
+        .iter()
+        .chain(LEADER_ELECTION)
+        .chain(WEBHOOK)
+        .chain(WEBHOOK_CERTS)
+        .chain(SIDECAR)
+    {
         for list in [rule.api_groups, rule.resources, rule.verbs] {
             assert!(!list.is_empty(), "{rule:?}");
             assert!(list.windows(2).all(|w| w[0] < w[1]), "unsorted: {list:?}");
@@ -41,13 +48,7 @@ fn every_list_is_sorted_without_wildcards_or_duplicates() {
 
 #[test]
 fn the_sidecar_role_is_the_sidecar_table() {
-    let ts = TransitStream::new(
-        "demo",
-        TransitStreamSpec::with_source(Source {
-            synthetic: Some(SyntheticSource::default()),
-            ..Source::default()
-        }),
-    );
+    let ts = TransitStream::test("demo").build();
     let want: Vec<PolicyRule> = SIDECAR.iter().map(Rule::policy_rule).collect();
     assert_eq!(crate::builders::role(&ts).rules, Some(want));
 }
@@ -78,6 +79,11 @@ fn the_operator_may_apply_every_object_it_builds() {
     assert!(grants::<TransitStream>(OPERATOR, &["get", "list", "watch"]));
     assert!(grants::<Pod>(OPERATOR, &["delete", "list", "watch"]));
     assert!(grants::<Deployment>(OPERATOR, &["list", "watch"]));
+    // A workloadRef is read, never written.
+    assert!(grants::<k8s_openapi::api::apps::v1::StatefulSet>(
+        OPERATOR,
+        &["get"]
+    ));
     assert!(triples(OPERATOR).contains(&("stallwatch.io", "transitstreams/status", "patch")));
     assert!(
         !grants::<Lease>(OPERATOR, &["get"]),
@@ -133,7 +139,9 @@ fn the_yaml_is_the_tables() {
     let rules = |t: &[Rule]| t.iter().map(Rule::policy_rule).collect::<Vec<_>>();
     assert_eq!(parsed["operator"], rules(OPERATOR));
     assert_eq!(parsed["leaderElection"], rules(LEADER_ELECTION));
+    assert_eq!(parsed["webhook"], rules(WEBHOOK));
+    assert_eq!(parsed["webhookCerts"], rules(WEBHOOK_CERTS));
     assert_eq!(parsed["sidecar"], rules(SIDECAR));
-    assert_eq!(parsed.len(), 3);
+    assert_eq!(parsed.len(), 5);
     assert!(yaml().contains("- apiGroups: [\"\"]\n  resources: [pods]\n"));
 }

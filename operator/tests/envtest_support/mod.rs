@@ -17,7 +17,9 @@ pub const RELEASE: &str = "stallwatch";
 pub const MANAGER: &str = "stallwatch-tests";
 
 /// The values the tests run the operator with in namespaced mode (a short lease so hand-overs
-/// are quick to observe).
+/// are quick to observe). No sidecar-injection webhook: its configuration and ClusterRole are
+/// cluster-scoped, so the tests sharing a control plane would fight over them
+/// (`real_api_webhook` installs it in a control plane of its own).
 pub fn namespaced_values(ns: &str, replicas: u32) -> serde_json::Value {
     json!({
         "namespaced": true,
@@ -25,6 +27,7 @@ pub fn namespaced_values(ns: &str, replicas: u32) -> serde_json::Value {
         "replicaCount": replicas,
         "leaderElection": {"enabled": true, "leaseDuration": "6s"},
         "networkPolicy": {"enabled": true},
+        "webhook": {"enabled": false},
     })
 }
 
@@ -96,7 +99,7 @@ impl Operator {
 /// chart's ServiceAccount.
 pub async fn run_operator(plane: &ControlPlane, client: &Client, pod: &Pod) -> Operator {
     let port = free_port();
-    let overrides = Overrides::default()
+    let mut overrides = Overrides::default()
         .program("operator", "transit-operator")
         .env(
             "operator",
@@ -104,10 +107,29 @@ pub async fn run_operator(plane: &ControlPlane, client: &Client, pod: &Pod) -> O
             &format!("127.0.0.1:{port}"),
         )
         .env("operator", "LOG_FORMAT", "text");
+    // The chart's webhook port is fixed; local operators must not share it.
+    if pod_env(pod, "WEBHOOK_ADDR").is_some() {
+        let webhook = format!("127.0.0.1:{}", free_port());
+        overrides = overrides.env("operator", "WEBHOOK_ADDR", &webhook);
+    }
     Operator {
         pod: kubelet::run_pod(plane, client, pod, &overrides).await,
         http: format!("http://127.0.0.1:{port}"),
     }
+}
+
+/// The plain value of `name` in the pod's first container's env.
+pub fn pod_env(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
 }
 
 /// A namespaced stack: the chart in `ns` (namespaced mode) and its operator pods running.

@@ -1,5 +1,6 @@
 use super::*;
-use stallwatch_core::report::{ChannelReport, DispatcherReport, PROTOCOL_V1, StreamReport};
+use stallwatch_core::report::PROTOCOL_V1;
+use stallwatch_core::report::testing::StreamReportBuilder;
 
 pub(crate) fn report(seq: u64, depth: u64, deq: u64, state: DispatcherState) -> Report {
     Report {
@@ -10,22 +11,14 @@ pub(crate) fn report(seq: u64, depth: u64, deq: u64, state: DispatcherState) -> 
         interval_ms: 250,
         pid: Some(4242),
         version: Some("test 1".into()),
-        streams: vec![StreamReport {
-            name: "downtown".into(),
-            channel: ChannelReport { depth, capacity: 5 },
-            enqueued_total: 200,
-            dequeued_total: deq,
-            dropped_oldest_total: 0,
-            quarantined_total: 0,
-            last_dequeue_ms: None,
-            dispatcher: DispatcherReport {
-                state,
-                restarts_total: 0,
-            },
-            last_error: None,
-            subscribers: 0,
-            delivered_total: 0,
-        }],
+        streams: vec![
+            StreamReportBuilder::new("downtown")
+                .channel(depth, 5)
+                .totals(200, deq)
+                .state(state)
+                .subscribers(0)
+                .build(),
+        ],
     }
 }
 

@@ -83,118 +83,14 @@ async fn main() {
 
 async fn run(args: Args) -> Result<()> {
     let stall_after = args.stall_after_ms;
-    let fault_after_ms = 1_500;
     println!(
         "stallwatch-loop-bench: {} stalls, stall-after {stall_after} ms, reports every {} ms, soak {} s",
         args.stalls, args.report_interval_ms, args.soak_secs
     );
-    let env = Env::new()?;
-    let mut bopts = BroadcasterOpts::new("synthetic://");
-    mode_opts(0, &mut bopts, fault_after_ms);
-    bopts.report_interval = format!("{}ms", args.report_interval_ms);
-    bopts.extra = vec!["--log-format=json".into()];
-    let mut pod = Pod::start(env, bopts, |o| {
-        o.stall_after = format!("{stall_after}ms");
-        o.report_timeout = format!("{stall_after}ms");
-        o.recover_after = "500ms".into();
-    })
-    .await?;
-    let mut rem = LocalRemediator::new(Policy {
-        budget_per_hour: 10_000,
-        cooldown_ms: 0,
-        dump_timeout_ms: 5_000,
-        restart_timeout_ms: 10_000,
-        ..Policy::default()
-    });
+    let mut bench = Bench::start(&args).await?;
     let mut samples = Vec::new();
-    let mut probes = (0u32, 0u32); // (answered 200, total) during stalls
-    let mut start_ms = now_ms();
-    let log = pod.broadcaster.proc.log.clone();
     for i in 0..args.stalls {
-        let kind = if i % 2 == 0 {
-            "ChannelStuck"
-        } else {
-            "DispatcherDead"
-        };
-        // The next start runs the next mode.
-        mode_opts(i + 1, pod.broadcaster.opts_mut(), fault_after_ms);
-        let from = rem.events.len();
-        let t0 = Instant::now();
-        let mut since = None;
-        let mut probed = false;
-        loop {
-            if t0.elapsed() > Duration::from_secs(40) {
-                bail!(
-                    "stall {i} ({kind}) not remediated within 40 s; events: {:?}",
-                    &rem.events[from..]
-                );
-            }
-            let status = pod.sidecar.status().await?;
-            if since.is_none()
-                && let Some(s) = status.stream("all")
-                && s.verdict == "stalled"
-                && s.since_ms.is_some_and(|t| t >= start_ms)
-            {
-                since = s.since_ms;
-                if !probed {
-                    probed = true;
-                    probes.1 += 1;
-                    if matches!(pod.broadcaster.healthz().await, Ok((200, _))) {
-                        probes.0 += 1;
-                    }
-                }
-            }
-            if since.is_some() {
-                rem.pass(&pod.sidecar, &mut pod.broadcaster).await?;
-                if rem
-                    .find(from, |k| *k == LoopEventKind::RestartIssued)
-                    .is_some()
-                {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let since = since.unwrap_or_default();
-        let needle = if i % 2 == 0 {
-            "awaits forever"
-        } else {
-            "poison"
-        };
-        let (stall_ms, _) = find_log_after(&log, needle, start_ms.saturating_sub(50))
-            .with_context(|| format!("no {needle:?} log line for stall {i}"))?;
-        let threshold = if i % 2 == 0 {
-            stall_ms + stall_after
-        } else {
-            stall_ms
-        };
-        let (bundle_at, bundle_path) = rem
-            .events
-            .iter()
-            .skip(from)
-            .find_map(|e| match &e.kind {
-                LoopEventKind::DumpCaptured { path, .. } => Some((e.at_ms, path.clone())),
-                _ => None,
-            })
-            .with_context(|| format!("no bundle for stall {i}"))?;
-        let restart_at = rem
-            .find(from, |k| *k == LoopEventKind::RestartIssued)
-            .map(|e| e.at_ms)
-            .unwrap_or_default();
-        let capture_ms =
-            std::fs::read_to_string(std::path::Path::new(&bundle_path).join("manifest.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v["timings"]["total_ms"].as_u64())
-                .unwrap_or(0);
-        let s = Sample {
-            kind,
-            detect_beyond_ms: since as i64 - threshold as i64,
-            verdict_to_bundle_ms: bundle_at.saturating_sub(since),
-            capture_ms,
-            verdict_to_restart_ms: restart_at.saturating_sub(since),
-            stall_to_restart_ms: restart_at.saturating_sub(stall_ms),
-        };
+        let s = bench.stall(i).await?;
         println!(
             "  stall {:2} {:14} detect +{:4} ms beyond threshold, bundle {:4} ms after verdict (capture {:3} ms), restart {:4} ms after verdict, {:5} ms after the stall",
             i + 1,
@@ -206,20 +102,198 @@ async fn run(args: Args) -> Result<()> {
             s.stall_to_restart_ms
         );
         samples.push(s);
-        // Wait for the new process to be judged healthy before the next stall.
-        pod.broadcaster.wait_ready(Duration::from_secs(20)).await?;
-        start_ms = now_ms();
-        pod.wait_healthy("all", Duration::from_secs(30)).await?;
-        rem.pass(&pod.sidecar, &mut pod.broadcaster).await?;
+        bench.wait_recovered().await?;
     }
-    drop(pod);
+    let probes = bench.probes;
+    drop(bench);
 
     let soak = if args.soak_secs > 0 {
         Some(soak(args.soak_secs, stall_after, args.report_interval_ms).await?)
     } else {
         None
     };
+    print_table(&samples, soak.as_ref());
+    println!(
+        "\nBaseline, a default liveness probe (periodSeconds 10 x failureThreshold 3): at best 30 s after the \
+         first failing probe, plus up to 10 s until that probe runs. But it never fires for this stall: the \
+         broadcaster's /healthz answered 200 in {} of {} probes taken during the stalls above, since the \
+         process is alive and serving while the stream broadcasts nothing.",
+        probes.0, probes.1
+    );
+    Ok(())
+}
 
+/// When each stall's fault strikes after the broadcaster starts.
+const FAULT_AFTER_MS: u64 = 1_500;
+
+/// The local pod under test, the loop acting on it, and what the stalls so far measured.
+struct Bench {
+    pod: Pod,
+    rem: LocalRemediator,
+    stall_after: u64,
+    /// (answered 200, total) `/healthz` probes during stalls.
+    probes: (u32, u32),
+    /// Verdicts from before this time belong to an earlier stall.
+    start_ms: u64,
+}
+
+impl Bench {
+    async fn start(args: &Args) -> Result<Self> {
+        let stall_after = args.stall_after_ms;
+        let env = Env::new()?;
+        let mut bopts = BroadcasterOpts::new("synthetic://");
+        mode_opts(0, &mut bopts, FAULT_AFTER_MS);
+        bopts.report_interval = format!("{}ms", args.report_interval_ms);
+        bopts.extra = vec!["--log-format=json".into()];
+        let pod = Pod::start(env, bopts, |o| {
+            o.stall_after = format!("{stall_after}ms");
+            o.report_timeout = format!("{stall_after}ms");
+            o.recover_after = "500ms".into();
+        })
+        .await?;
+        let rem = LocalRemediator::new(Policy {
+            budget_per_hour: 10_000,
+            cooldown_ms: 0,
+            dump_timeout_ms: 5_000,
+            restart_timeout_ms: 10_000,
+            ..Policy::default()
+        });
+        Ok(Bench {
+            pod,
+            rem,
+            stall_after,
+            probes: (0, 0),
+            start_ms: now_ms(),
+        })
+    }
+
+    /// Stall `i` (the mode the broadcaster was started in), remediated, measured.
+    async fn stall(&mut self, i: usize) -> Result<Sample> {
+        let kind = if i.is_multiple_of(2) {
+            "ChannelStuck"
+        } else {
+            "DispatcherDead"
+        };
+        // The next start runs the next mode.
+        mode_opts(i + 1, self.pod.broadcaster.opts_mut(), FAULT_AFTER_MS);
+        let from = self.rem.events.len();
+        let since = self.remediate(i, kind, from).await?;
+        self.sample(i, kind, from, since)
+    }
+
+    /// Poll until the verdict, probe `/healthz` once, then run the loop until it restarts the
+    /// broadcaster. Returns the verdict's `since_ms`.
+    async fn remediate(&mut self, i: usize, kind: &str, from: usize) -> Result<u64> {
+        let t0 = Instant::now();
+        let mut since = None;
+        loop {
+            if t0.elapsed() > Duration::from_secs(40) {
+                bail!(
+                    "stall {i} ({kind}) not remediated within 40 s; events: {:?}",
+                    &self.rem.events[from..]
+                );
+            }
+            let status = self.pod.sidecar.status().await?;
+            if since.is_none()
+                && let Some(s) = status.stream("all")
+                && s.verdict == "stalled"
+                && s.since_ms.is_some_and(|t| t >= self.start_ms)
+            {
+                since = s.since_ms;
+                self.probe_health().await;
+            }
+            if since.is_some() {
+                self.rem
+                    .pass(&self.pod.sidecar, &mut self.pod.broadcaster)
+                    .await?;
+                if self
+                    .rem
+                    .find(from, |k| *k == LoopEventKind::RestartIssued)
+                    .is_some()
+                {
+                    return Ok(since.unwrap_or_default());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// What a liveness probe would see during the stall.
+    async fn probe_health(&mut self) {
+        self.probes.1 += 1;
+        if matches!(self.pod.broadcaster.healthz().await, Ok((200, _))) {
+            self.probes.0 += 1;
+        }
+    }
+
+    /// The stall's latencies, from the broadcaster's log, the loop's events and the bundle.
+    fn sample(&self, i: usize, kind: &'static str, from: usize, since: u64) -> Result<Sample> {
+        let needle = if i.is_multiple_of(2) {
+            "awaits forever"
+        } else {
+            "poison"
+        };
+        let log = &self.pod.broadcaster.proc.log;
+        let (stall_ms, _) = find_log_after(log, needle, self.start_ms.saturating_sub(50))
+            .with_context(|| format!("no {needle:?} log line for stall {i}"))?;
+        let threshold = if i.is_multiple_of(2) {
+            stall_ms + self.stall_after
+        } else {
+            stall_ms
+        };
+        let (bundle_at, bundle_path) = self
+            .rem
+            .events
+            .iter()
+            .skip(from)
+            .find_map(|e| match &e.kind {
+                LoopEventKind::DumpCaptured { path, .. } => Some((e.at_ms, path.clone())),
+                _ => None,
+            })
+            .with_context(|| format!("no bundle for stall {i}"))?;
+        let restart_at = self
+            .rem
+            .find(from, |k| *k == LoopEventKind::RestartIssued)
+            .map(|e| e.at_ms)
+            .unwrap_or_default();
+        Ok(Sample {
+            kind,
+            detect_beyond_ms: since as i64 - threshold as i64,
+            verdict_to_bundle_ms: bundle_at.saturating_sub(since),
+            capture_ms: capture_total_ms(&bundle_path),
+            verdict_to_restart_ms: restart_at.saturating_sub(since),
+            stall_to_restart_ms: restart_at.saturating_sub(stall_ms),
+        })
+    }
+
+    /// Wait for the new process to be judged healthy before the next stall.
+    async fn wait_recovered(&mut self) -> Result<()> {
+        self.pod
+            .broadcaster
+            .wait_ready(Duration::from_secs(20))
+            .await?;
+        self.start_ms = now_ms();
+        self.pod
+            .wait_healthy("all", Duration::from_secs(30))
+            .await?;
+        self.rem
+            .pass(&self.pod.sidecar, &mut self.pod.broadcaster)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The capture's own duration, from the bundle's manifest (`timings.total_ms`); 0 if unknown.
+fn capture_total_ms(bundle_path: &str) -> u64 {
+    std::fs::read_to_string(std::path::Path::new(bundle_path).join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["timings"]["total_ms"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The markdown table of percentiles, and the soak's line.
+fn print_table(samples: &[Sample], soak: Option<&(u64, u64, String)>) {
     let col = |f: &dyn Fn(&Sample) -> f64, kind: Option<&str>| {
         let v: Vec<f64> = samples
             .iter()
@@ -275,20 +349,12 @@ async fn run(args: Args) -> Result<()> {
         let (p50, p99, n) = col(f, kind);
         println!("| {name} [n={n}] | {p50:.0} | {p99:.0} | {target} |");
     }
-    match &soak {
+    match soak {
         Some((secs, verdicts, detail)) => println!(
             "| false verdicts in a {secs} s soak with bursty input | {verdicts} | | 0 |\n\n  soak: {detail}"
         ),
         None => println!("| false verdicts in a soak | not run (--soak-secs 0) | | 0 |"),
     }
-    println!(
-        "\nBaseline, a default liveness probe (periodSeconds 10 x failureThreshold 3): at best 30 s after the \
-         first failing probe, plus up to 10 s until that probe runs. But it never fires for this stall: the \
-         broadcaster's /healthz answered 200 in {} of {} probes taken during the stalls above, since the \
-         process is alive and serving while the stream broadcasts nothing.",
-        probes.0, probes.1
-    );
-    Ok(())
 }
 
 /// A supervised broadcaster under bursty, overloaded input. The synthetic source has no burst

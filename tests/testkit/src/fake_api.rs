@@ -171,11 +171,11 @@ impl FakeApi {
     fn handle(&self, method: &Method, path: &str, query: &str, body: Value) -> (u16, Value) {
         let is_status = path.ends_with("/status");
         let key = path.trim_end_matches("/status").to_string();
-        let mut s = lock(&self.state);
         if *method != Method::GET {
-            s.writes.push((format!("{method} {path}"), body.clone()));
+            lock(&self.state)
+                .writes
+                .push((format!("{method} {path}"), body.clone()));
         }
-        drop(s);
         if path.contains("/events") {
             self.log(method, "events", body["reason"].as_str().unwrap_or(""));
             return (201, body);
@@ -188,69 +188,8 @@ impl FakeApi {
                     None => (404, status_body(404, "NotFound")),
                 }
             }
-            Method::PATCH if is_status => {
-                let mut s = lock(&self.state);
-                let Some(current) = s.objects.get(&key).cloned() else {
-                    return (404, status_body(404, "NotFound"));
-                };
-                let want = &body["metadata"]["resourceVersion"];
-                if !want.is_null() && *want != current["metadata"]["resourceVersion"] {
-                    drop(s);
-                    self.log(method, path, "409");
-                    return (409, status_body(409, "Conflict"));
-                }
-                s.version += 1;
-                let mut obj = current;
-                obj["status"] = body["status"].clone();
-                obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
-                s.objects.insert(key, obj.clone());
-                drop(s);
-                let step = obj["status"]["remediation"]["inFlight"]["step"]
-                    .as_str()
-                    .map(|st| format!("inFlight={st}"))
-                    .unwrap_or_else(|| {
-                        format!(
-                            "history={}",
-                            obj["status"]["remediation"]["history"]
-                                .as_array()
-                                .map_or(0, Vec::len)
-                        )
-                    });
-                self.log(method, path, &step);
-                (200, obj)
-            }
-            Method::PATCH => {
-                let mut s = lock(&self.state);
-                s.version += 1;
-                let version = s.version;
-                let apply = query.contains("fieldManager=transit-operator&")
-                    || query.ends_with("fieldManager=transit-operator")
-                    || query.contains("force=true");
-                let mut obj = s.objects.get(&key).cloned().unwrap_or_else(
-                    || json!({"metadata": {"uid": format!("uid-{version}"), "generation": 1}}),
-                );
-                if apply {
-                    let status = obj.get("status").cloned();
-                    let meta = obj["metadata"].clone();
-                    obj = body.clone();
-                    obj["metadata"]["uid"] = meta["uid"].clone();
-                    obj["metadata"]["generation"] = meta["generation"].clone();
-                    if let Some(st) = status {
-                        obj["status"] = st;
-                    }
-                } else {
-                    merge(&mut obj, &body);
-                }
-                obj["metadata"]["resourceVersion"] = json!(version.to_string());
-                if key.contains("/deployments/") {
-                    let r = obj["spec"]["replicas"].clone();
-                    obj["status"] = json!({"observedGeneration": 1, "replicas": r, "readyReplicas": r, "updatedReplicas": r});
-                }
-                s.objects.insert(key.clone(), obj.clone());
-                drop(s);
-                self.log(method, path, if apply { "apply" } else { "merge" });
-                (200, obj)
-            }
+            Method::PATCH if is_status => self.patch_status(method, path, key, &body),
+            Method::PATCH => self.patch(method, path, query, key, &body),
             Method::DELETE => {
                 self.log(method, path, "");
                 (
@@ -263,6 +202,81 @@ impl FakeApi {
                 (201, body)
             }
         }
+    }
+
+    /// A status subresource patch: 409 on a stale `resourceVersion`, as the API server does.
+    fn patch_status(&self, method: &Method, path: &str, key: String, body: &Value) -> (u16, Value) {
+        let mut s = lock(&self.state);
+        let Some(current) = s.objects.get(&key).cloned() else {
+            return (404, status_body(404, "NotFound"));
+        };
+        let want = &body["metadata"]["resourceVersion"];
+        if !want.is_null() && *want != current["metadata"]["resourceVersion"] {
+            drop(s);
+            self.log(method, path, "409");
+            return (409, status_body(409, "Conflict"));
+        }
+        s.version += 1;
+        let mut obj = current;
+        obj["status"] = body["status"].clone();
+        obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
+        s.objects.insert(key, obj.clone());
+        drop(s);
+        let step = obj["status"]["remediation"]["inFlight"]["step"]
+            .as_str()
+            .map(|st| format!("inFlight={st}"))
+            .unwrap_or_else(|| {
+                format!(
+                    "history={}",
+                    obj["status"]["remediation"]["history"]
+                        .as_array()
+                        .map_or(0, Vec::len)
+                )
+            });
+        self.log(method, path, &step);
+        (200, obj)
+    }
+
+    /// A server-side apply by the operator's field manager (the object replaced, its uid,
+    /// generation and status kept) or a merge patch; Deployments report themselves ready.
+    fn patch(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        key: String,
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut s = lock(&self.state);
+        s.version += 1;
+        let version = s.version;
+        let apply = query.contains("fieldManager=transit-operator&")
+            || query.ends_with("fieldManager=transit-operator")
+            || query.contains("force=true");
+        let mut obj = s.objects.get(&key).cloned().unwrap_or_else(
+            || json!({"metadata": {"uid": format!("uid-{version}"), "generation": 1}}),
+        );
+        if apply {
+            let status = obj.get("status").cloned();
+            let meta = obj["metadata"].clone();
+            obj = body.clone();
+            obj["metadata"]["uid"] = meta["uid"].clone();
+            obj["metadata"]["generation"] = meta["generation"].clone();
+            if let Some(st) = status {
+                obj["status"] = st;
+            }
+        } else {
+            merge(&mut obj, body);
+        }
+        obj["metadata"]["resourceVersion"] = json!(version.to_string());
+        if key.contains("/deployments/") {
+            let r = obj["spec"]["replicas"].clone();
+            obj["status"] = json!({"observedGeneration": 1, "replicas": r, "readyReplicas": r, "updatedReplicas": r});
+        }
+        s.objects.insert(key, obj.clone());
+        drop(s);
+        self.log(method, path, if apply { "apply" } else { "merge" });
+        (200, obj)
     }
 }
 

@@ -1,0 +1,230 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use stallwatch_crds::{ProcessDump, TransitStreamSpec, WorkloadKind};
+
+use super::*;
+
+fn ctx() -> InjectContext {
+    InjectContext {
+        default_image: "stallwatch:test".into(),
+    }
+}
+
+fn ts() -> TransitStream {
+    let mut ts = TransitStream::new(
+        "orders",
+        TransitStreamSpec::with_workload(WorkloadKind::Deployment, "orders-feed"),
+    );
+    ts.metadata.namespace = Some("transit".into());
+    ts
+}
+
+fn pod(label: Option<&str>) -> Pod {
+    let mut labels = BTreeMap::from([("app".to_string(), "orders-feed".to_string())]);
+    if let Some(l) = label {
+        labels.insert(INJECT_LABEL.into(), l.into());
+    }
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some("orders-feed-7d9c-".into()),
+            namespace: Some("transit".into()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "feed".into(),
+                image: Some("orders:1".into()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+fn injected(pod: &Pod, ts: &TransitStream) -> Pod {
+    match inject(pod, Some(ts), &ctx()) {
+        Injection::Patch(p) => apply_to(pod, &p).expect("the patch applies"),
+        Injection::Skip(why) => panic!("skipped: {why}"),
+    }
+}
+
+fn volume<'a>(pod: &'a Pod, name: &str) -> &'a Volume {
+    pod.spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+#[test]
+fn a_labelled_pod_gets_sidecar_gate_volumes_and_labels() {
+    let out = injected(&pod(Some("orders")), &ts());
+    let spec = out.spec.as_ref().unwrap();
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["feed", SIDECAR_CONTAINER],
+        "the app container stays first"
+    );
+    assert_eq!(spec.containers[0].image.as_deref(), Some("orders:1"));
+    let gates: Vec<&str> = spec
+        .readiness_gates
+        .iter()
+        .flatten()
+        .map(|g| g.condition_type.as_str())
+        .collect();
+    assert_eq!(gates, [CONDITION_TYPE]);
+    assert!(volume(&out, DUMPS_VOLUME).empty_dir.is_some());
+    assert_eq!(
+        volume(&out, TOKEN_VOLUME)
+            .secret
+            .as_ref()
+            .unwrap()
+            .secret_name
+            .as_deref(),
+        Some("orders-sidecar-admin")
+    );
+    assert!(volume(&out, API_VOLUME).projected.is_some());
+    assert_eq!(spec.share_process_namespace, None);
+    let labels = out.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels[labels::TRANSITSTREAM], "orders");
+    assert_eq!(labels["app"], "orders-feed", "the workload's labels stay");
+    assert_eq!(
+        out.metadata.annotations.as_ref().unwrap()[INJECTED_ANNOTATION],
+        "orders"
+    );
+}
+
+#[test]
+fn the_sidecar_gets_the_downward_api_env_and_the_streams_settings() {
+    let mut t = ts();
+    t.spec.stall_after = std::time::Duration::from_secs(5).into();
+    let out = injected(&pod(Some("orders")), &t);
+    let sidecar = &out.spec.as_ref().unwrap().containers[1];
+    let env: BTreeMap<&str, &EnvVar> = sidecar
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e))
+        .collect();
+    assert_eq!(env["SIDECAR_STALL_AFTER"].value.as_deref(), Some("5s"));
+    assert_eq!(
+        env["SIDECAR_ADMIN_TOKEN_FILE"].value.as_deref(),
+        Some("/var/run/stallwatch/admin/token")
+    );
+    for (var, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_UID", "metadata.uid"),
+        ("NODE_NAME", "spec.nodeName"),
+    ] {
+        let field = env[var].value_from.as_ref().unwrap().field_ref.as_ref();
+        assert_eq!(field.unwrap().field_path, path, "{var}");
+    }
+    assert_eq!(sidecar.image.as_deref(), Some("stallwatch:test"));
+    let mounts: Vec<(&str, &str)> = sidecar
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert!(mounts.contains(&(DUMPS_VOLUME, "/dumps")), "{mounts:?}");
+    assert!(
+        mounts.contains(&(API_VOLUME, "/var/run/secrets/kubernetes.io/serviceaccount")),
+        "{mounts:?}"
+    );
+}
+
+#[test]
+fn process_dumps_share_the_process_namespace_and_use_the_claim() {
+    let mut t = ts();
+    t.spec.dumps.process_dump = ProcessDump::Minidump;
+    t.spec.dumps.volume = Some(stallwatch_crds::DumpVolume {
+        existing_claim: Some("evidence".into()),
+        template: None,
+    });
+    let out = injected(&pod(Some("orders")), &t);
+    let spec = out.spec.as_ref().unwrap();
+    assert_eq!(spec.share_process_namespace, Some(true));
+    let claim = volume(&out, DUMPS_VOLUME).persistent_volume_claim.as_ref();
+    assert_eq!(claim.unwrap().claim_name, "evidence");
+    let caps = spec.containers[1]
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone());
+    assert_eq!(caps, Some(vec!["SYS_PTRACE".to_string()]));
+}
+
+#[test]
+fn injection_is_idempotent() {
+    let once = injected(&pod(Some("orders")), &ts());
+    match inject(&once, Some(&ts()), &ctx()) {
+        Injection::Skip(why) => assert_eq!(why, "already injected"),
+        Injection::Patch(p) => panic!("injected twice: {p:?}"),
+    }
+    // A pod that somehow lost the annotation but has the sidecar is not injected either.
+    let mut stripped = once.clone();
+    stripped.metadata.annotations = None;
+    assert!(matches!(
+        inject(&stripped, Some(&ts()), &ctx()),
+        Injection::Skip(_)
+    ));
+}
+
+#[test]
+fn existing_lists_are_appended_to_not_replaced() {
+    let mut p = pod(Some("orders"));
+    let spec = p.spec.as_mut().unwrap();
+    spec.volumes = Some(vec![builders::empty_dir("cache", "1Gi")]);
+    spec.readiness_gates = Some(vec![PodReadinessGate {
+        condition_type: "example.com/Warm".into(),
+    }]);
+    p.metadata.annotations = Some(BTreeMap::from([("team".into(), "orders".into())]));
+    let out = injected(&p, &ts());
+    let spec = out.spec.as_ref().unwrap();
+    let volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        volumes,
+        ["cache", TMP_VOLUME, TOKEN_VOLUME, API_VOLUME, DUMPS_VOLUME]
+    );
+    assert_eq!(spec.readiness_gates.as_ref().unwrap().len(), 2);
+    let annotations = out.metadata.annotations.unwrap();
+    assert_eq!(annotations["team"], "orders");
+    assert_eq!(annotations[INJECTED_ANNOTATION], "orders");
+}
+
+#[test]
+fn pods_without_a_matching_workload_ref_stream_are_left_alone() {
+    assert!(matches!(
+        inject(&pod(None), Some(&ts()), &ctx()),
+        Injection::Skip(_)
+    ));
+    let Injection::Skip(why) = inject(&pod(Some("orders")), None, &ctx()) else {
+        panic!("injected without a TransitStream");
+    };
+    assert!(why.contains("no TransitStream"), "{why}");
+    let deployed = TransitStream::new(
+        "orders",
+        TransitStreamSpec::with_source(stallwatch_crds::Source {
+            synthetic: Some(Default::default()),
+            ..Default::default()
+        }),
+    );
+    let Injection::Skip(why) = inject(&pod(Some("orders")), Some(&deployed), &ctx()) else {
+        panic!("injected for a TransitStream without workloadRef");
+    };
+    assert!(why.contains("no workloadRef"), "{why}");
+}
