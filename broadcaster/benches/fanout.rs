@@ -89,7 +89,6 @@ fn scale() -> f64 {
 fn feed_for_1kib() -> (Bytes, usize) {
     let entity = |i: usize| FeedEntity {
         id: format!("veh-{i}"),
-        is_deleted: None,
         vehicle: Some(VehiclePosition {
             trip: Some(TripDescriptor {
                 trip_id: Some(format!("T1-{i}")),
@@ -102,8 +101,8 @@ fn feed_for_1kib() -> (Bytes, usize) {
                 ..Default::default()
             }),
             position: Some(Position {
-                latitude: 52.5,
-                longitude: 13.4,
+                latitude: Some(52.5),
+                longitude: Some(13.4),
                 bearing: Some(90.0),
                 odometer: None,
                 speed: Some(8.0),
@@ -111,6 +110,7 @@ fn feed_for_1kib() -> (Bytes, usize) {
             timestamp: Some(1_795_837_200),
             ..Default::default()
         }),
+        ..Default::default()
     };
     let mut n = 1;
     loop {
@@ -127,7 +127,7 @@ fn feed_for_1kib() -> (Bytes, usize) {
         let item = transit_broadcaster::channel::Item::new(bytes.clone());
         let mut update = transit_broadcaster::feed::prepare(&Default::default(), &item)
             .unwrap()
-            .update;
+            .to_update();
         update.stream = "all".into();
         update.seq = 1_000_000;
         let size = update.encoded_len();
@@ -635,7 +635,7 @@ fn main() {
         let item = transit_broadcaster::channel::Item::new(feed.clone());
         let mut u = transit_broadcaster::feed::prepare(&Default::default(), &item)
             .unwrap()
-            .update;
+            .to_update();
         u.stream = "all".into();
         u
     };

@@ -7,22 +7,26 @@
 //! dequeued has no working reader, which is exactly the story's stall.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use stallwatch_core::clock::{now_ms, now_us};
 use stallwatch_core::sync::lock;
 use tokio::sync::Notify;
 
+use crate::decoded::{DecodedFeed, PrepareError};
+
 /// One raw feed message as received from the source: shared bytes (cheap to clone into every
-/// stream's channel) and when it arrived.
+/// stream's channel), when it arrived, and its decoding, shared by every stream's clone.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub payload: Bytes,
     /// Wall clock at receipt, microseconds since the Unix epoch.
     pub received_at_us: u64,
+    decoded: Arc<OnceLock<Result<Arc<DecodedFeed>, PrepareError>>>,
 }
 
 impl Item {
@@ -30,7 +34,18 @@ impl Item {
         Self {
             payload,
             received_at_us: now_us(),
+            decoded: Arc::default(),
         }
+    }
+
+    /// The message decoded, validated and converted: by the first stream's dispatcher that
+    /// asks, while the others wait for it (decoding is what they would otherwise each do).
+    /// A decode that panics leaves the cell empty, so each stream then meets (and quarantines)
+    /// the panic itself.
+    pub fn decoded(&self) -> Result<Arc<DecodedFeed>, PrepareError> {
+        self.decoded
+            .get_or_init(|| crate::decoded::decode(&self.payload).map(Arc::new))
+            .clone()
     }
 }
 

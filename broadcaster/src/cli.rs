@@ -131,6 +131,13 @@ pub struct SubscribeArgs {
         value_delimiter = ' '
     )]
     routes: Vec<String>,
+    /// Also ask for each entity's original GTFS-realtime bytes (`raw_entities`, hex in --json).
+    #[arg(
+        long,
+        env = "BROADCASTER_SUBSCRIBE_RAW_ENTITIES",
+        default_value_t = false
+    )]
+    raw_entities: bool,
 }
 
 impl ServeArgs {
@@ -171,6 +178,7 @@ impl SubscribeArgs {
             count: self.count,
             json: self.json,
             routes: self.routes,
+            raw_entities: self.raw_entities,
         }
     }
 }

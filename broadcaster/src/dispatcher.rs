@@ -95,15 +95,15 @@ pub async fn run_dispatcher(env: DispatcherEnv) -> Result<(), DispatchError> {
             hang_forever().await;
         }
         if env.strict {
-            let prepared = (env.prepare)(&stream.spec.filter, &item)?;
-            if let Some(bad) = prepared.malformed.into_iter().next() {
+            let mut prepared = (env.prepare)(&stream.spec.filter, &item)?;
+            if let Some(bad) = prepared.malformed.drain(..).next() {
                 return Err(DispatchError::Prepare(PrepareError::Entity {
                     index: bad.index,
                     id: bad.id,
                     reason: bad.reason,
                 }));
             }
-            publish(&stream, prepared.update);
+            publish(&stream, prepared);
         } else {
             prepare_tolerant(&env, &item);
         }
@@ -134,10 +134,10 @@ fn prepare_tolerant(env: &DispatcherEnv, item: &Item) {
                 let error = format!("entity {} ({:?}): {}", bad.index, bad.id, bad.reason);
                 stream
                     .quarantine
-                    .record(QuarantineKind::Entity, &error, &bad.encoded);
+                    .record(QuarantineKind::Entity, &error, &bad.raw);
                 stream.set_last_error(&format!("quarantined {error}"));
             }
-            publish(stream, prepared.update);
+            publish(stream, prepared);
         }
         Ok(Err(err)) => {
             let error = err.to_string();
@@ -156,12 +156,16 @@ fn prepare_tolerant(env: &DispatcherEnv, item: &Item) {
     }
 }
 
-fn publish(stream: &StreamRuntime, mut update: crate::generated::transit_v1::StreamUpdate) {
-    update.stream = stream.name().to_string();
-    update.seq = stream.next_seq();
+fn publish(stream: &StreamRuntime, prepared: Prepared) {
+    stream.entities.record(&prepared);
+    let seq = stream.next_seq();
     stream
         .hub
-        .publish(&Arc::new(crate::hub::PreparedUpdate::new(update)));
+        .publish(&Arc::new(crate::hub::PreparedUpdate::from_prepared(
+            stream.name(),
+            seq,
+            prepared,
+        )));
 }
 
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -76,6 +76,8 @@ struct SubscriberStream {
     _registration: crate::tasks::Registration,
     shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     filter: Filter,
+    /// Whether the subscriber asked for the original entity encodings.
+    raw: bool,
     done: bool,
 }
 
@@ -103,17 +105,19 @@ impl Stream for SubscriberStream {
                 Poll::Ready(None)
             }
             Poll::Ready(Some((prepared, missed))) => {
-                let encoded = if this.filter.is_empty() {
-                    prepared.encoded.clone()
-                } else {
-                    // A subscriber with its own filter gets its own encoding.
-                    let mut own = prepared.update.clone();
-                    own.vehicles
-                        .retain(|v| this.filter.matches(&v.route_id, v.latitude, v.longitude));
-                    own.missed = 0;
-                    prost::Message::encode_to_vec(&own).into()
+                let body = match &prepared.view {
+                    // A subscriber with its own filter, or who wants raw entities, gets its
+                    // own encoding of the entities; the rest share the stream's.
+                    Some(view) if this.raw || !this.filter.is_empty() => {
+                        view.body(&this.filter, this.raw)
+                    }
+                    _ => prepared.body.clone(),
                 };
-                Poll::Ready(Some(Ok(OutgoingUpdate { encoded, missed })))
+                Poll::Ready(Some(Ok(OutgoingUpdate {
+                    head: prepared.head.clone(),
+                    body,
+                    missed,
+                })))
             }
         }
     }
@@ -162,6 +166,7 @@ impl TransitService {
             _registration: registration,
             shutdown: Box::pin(self.shutdown.clone().cancelled_owned()),
             filter,
+            raw: req.include_raw_entities,
             done: false,
         };
         Ok(Response::new(Box::pin(updates)))
@@ -286,10 +291,12 @@ mod server {
     /// `StreamUpdate.missed`'s field number.
     const MISSED_FIELD: u32 = 5;
 
-    /// One subscriber's next update: the shared encoding plus its own `missed` count.
+    /// One subscriber's next update: the shared header and entity encodings plus its own
+    /// `missed` count.
     #[derive(Debug, Clone)]
     pub struct OutgoingUpdate {
-        pub encoded: Bytes,
+        pub head: Bytes,
+        pub body: Bytes,
         pub missed: u64,
     }
 
@@ -297,13 +304,14 @@ mod server {
         /// The exact bytes a subscriber receives (a valid `StreamUpdate` encoding: a field
         /// appended after the others is equivalent to it being in order).
         pub fn to_bytes(&self) -> Vec<u8> {
-            let mut out = Vec::with_capacity(self.encoded.len() + 11);
+            let mut out = Vec::with_capacity(self.head.len() + self.body.len() + 11);
             self.write(&mut out);
             out
         }
 
         fn write(&self, dst: &mut impl BufMut) {
-            dst.put_slice(&self.encoded);
+            dst.put_slice(&self.head);
+            dst.put_slice(&self.body);
             if self.missed > 0 {
                 prost::encoding::uint64::encode(MISSED_FIELD, &self.missed, dst);
             }
@@ -459,7 +467,8 @@ mod server {
             let encoded = Bytes::from(update.encode_to_vec());
             for missed in [0u64, 1, 300, u64::MAX] {
                 let out = OutgoingUpdate {
-                    encoded: encoded.clone(),
+                    head: encoded.clone(),
+                    body: Bytes::new(),
                     missed,
                 };
                 let decoded = StreamUpdate::decode(&out.to_bytes()[..]).unwrap();

@@ -13,22 +13,46 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::mpsc;
 
+use crate::feed::{FeedView, Prepared};
 use crate::generated::transit_v1::StreamUpdate;
 
 /// A prepared update, encoded once by the dispatcher and shared by every subscriber: sending
-/// it to one more subscriber costs a copy of its bytes, not a clone and an encode.
-#[derive(Debug, Clone, PartialEq)]
+/// it to one more subscriber costs a copy of its bytes, not a clone and an encode. The
+/// encoding is `head` (the header fields) followed by `body` (the entities), `missed` = 0.
+#[derive(Debug, Clone)]
 pub struct PreparedUpdate {
-    pub update: StreamUpdate,
-    /// `update` encoded, with `missed` = 0 (left out on the wire).
-    pub encoded: Bytes,
+    pub seq: u64,
+    pub head: Bytes,
+    pub body: Bytes,
+    /// The decoded feed and the stream's selection of it, for subscribers with their own
+    /// filter or who ask for raw entities (`None`: an update built from a typed message).
+    pub view: Option<FeedView>,
 }
 
 impl PreparedUpdate {
+    /// From a typed update (tests and tools).
     pub fn new(mut update: StreamUpdate) -> Self {
         update.missed = 0;
-        let encoded = Bytes::from(update.encode_to_vec());
-        Self { update, encoded }
+        Self {
+            seq: update.seq,
+            head: Bytes::from(update.encode_to_vec()),
+            body: Bytes::new(),
+            view: None,
+        }
+    }
+
+    /// The stream's update for `prepared`.
+    pub fn from_prepared(stream: &str, seq: u64, prepared: Prepared) -> Self {
+        Self {
+            seq,
+            head: prepared.head(stream, seq),
+            body: prepared.body,
+            view: Some(prepared.view),
+        }
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        self.head.len() + self.body.len()
     }
 }
 
@@ -216,13 +240,13 @@ mod tests {
         for seq in 1..=5 {
             hub.publish(&update(seq));
             let (u, missed) = fast.recv().await.unwrap();
-            assert_eq!((u.update.seq, missed), (seq, 0));
+            assert_eq!((u.seq, missed), (seq, 0));
         }
         // The slow one got the first two, missed three.
         let (u, missed) = slow.recv().await.unwrap();
-        assert_eq!((u.update.seq, missed), (1, 3));
+        assert_eq!((u.seq, missed), (1, 3));
         let (u, missed) = slow.recv().await.unwrap();
-        assert_eq!((u.update.seq, missed), (2, 0));
+        assert_eq!((u.seq, missed), (2, 0));
         assert_eq!(hub.lagged_total(), 3);
         assert_eq!(hub.delivered_total(), 5 + 2);
     }
@@ -247,7 +271,7 @@ mod tests {
         assert_eq!(out.delivered, 1);
         assert_eq!(out.disconnected, 1);
         assert_eq!(hub.subscriber_count(), 1);
-        assert_eq!(healthy.recv().await.unwrap().0.update.seq, 1);
+        assert_eq!(healthy.recv().await.unwrap().0.seq, 1);
         // Dropping a subscription unsubscribes it.
         drop(healthy);
         assert_eq!(hub.subscriber_count(), 0);

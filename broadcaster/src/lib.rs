@@ -1,11 +1,14 @@
-//! `transit-broadcaster`: a gRPC service that streams GTFS-realtime vehicle positions to
-//! subscribers and cannot silently stall.
+//! `transit-broadcaster`: a gRPC service that streams GTFS-realtime feeds (vehicle positions,
+//! trip updates, alerts) to subscribers and cannot silently stall.
 //!
 //! What lives here (docs/architecture.md is the contract for flags, ports and endpoints):
 //! - [`source`]: where raw feed messages come from (synthetic, NATS, HTTP polling, file replay).
 //! - [`channel`]: the per-stream bounded drop-oldest channel with its counters.
 //! - [`dispatcher`]: the per-stream dispatcher task (prepare, quarantine, publish) and its
 //!   supervisor; [`feed`] is the prepare step, [`quarantine`] keeps poison messages.
+//! - [`decoded`]: each message decoded, validated and converted once for all streams;
+//!   [`validate`] holds the GTFS-realtime rules an entity must meet, [`convert`] turns
+//!   entities into our API's types.
 //! - [`stream`]: one stream's runtime (spec, channel, hub, quarantine, task handles).
 //! - `hub`: per-subscriber bounded queues; a slow or broken subscriber affects only itself.
 //! - `engine` ([`Engine`]): the running broadcaster's shared state and its operations
@@ -29,10 +32,11 @@
 //! http ──> metrics ──> engine        grpc ──> engine
 //! engine ──> dispatcher, source, stream, reporter, tasks, quarantine
 //! dispatcher, source ──> stream, feed
-//! stream ──> channel, hub, quarantine, spec
-//! feed ──> channel, generated, spec
-//! hub, subscribe ──> generated       quarantine ──> util
-//! leaves: channel, fault, generated, reporter, spec, tasks, util
+//! stream ──> channel, hub, quarantine, spec, feed
+//! hub ──> feed ──> channel, decoded, generated, spec
+//! channel ──> decoded ──> validate, convert, generated
+//! subscribe ──> generated       quarantine ──> util
+//! leaves: convert, validate, fault, generated, reporter, spec, tasks, util
 //! ```
 //!
 //! Where a change goes:
@@ -42,7 +46,8 @@
 //! - something every handler can ask of the running broadcaster: a method on [`Engine`];
 //! - a new endpoint: `grpc` or `http` (they reach the state through [`Engine`]);
 //! - a new metric: `metrics`, read live from the counters at scrape time;
-//! - a new feed source: [`source`]; a new check on feed content: [`feed`];
+//! - a new feed source: [`source`]; a new rule on feed content: [`validate`] (and the
+//!   README's rule table); a new carried field: the proto, [`convert`];
 //! - a new report field: `stallwatch-core` first, then [`stream::StreamRuntime::report`].
 //!
 //! May depend on `stallwatch-core` (with `client` and `signal`), tonic, prost, axum,
@@ -52,6 +57,8 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod convert;
+pub mod decoded;
 pub mod dispatcher;
 pub(crate) mod engine;
 pub mod fault;
@@ -70,6 +77,7 @@ pub mod stream;
 pub mod subscribe;
 pub(crate) mod tasks;
 pub mod util;
+pub mod validate;
 
 pub use engine::Engine;
 pub use server::{Config, Running, StartError, start};

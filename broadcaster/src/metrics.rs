@@ -5,7 +5,9 @@
 //! `..._enqueued_total`, `..._dequeued_total`, `..._dropped_oldest_total`,
 //! `..._quarantined_total{kind}`, `..._last_dequeue_timestamp_seconds`,
 //! `..._dispatcher_up`, `..._dispatcher_restarts_total`, `..._subscribers`,
-//! `..._delivered_total`, `..._subscriber_lagged_total`. Process-wide: source messages, bytes,
+//! `..._delivered_total`, `..._subscriber_lagged_total`, `..._entities_published_total{kind}`
+//! (vehicle, trip_update, alert, deleted), `..._duplicate_entity_ids_total`,
+//! `..._entities_not_carried_total`. Process-wide: source messages, bytes,
 //! errors by kind, HTTP 304s, reports sent/failed. Prefix: `stallwatch_broadcaster_`.
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use prometheus_client::registry::{Registry, Unit};
 use stallwatch_core::report::{DispatcherState, StreamReport};
 
 use crate::engine::Engine;
+use crate::feed::EntityKind;
 use crate::quarantine::QuarantineKind;
 use crate::stream::StreamRuntime;
 
@@ -47,6 +50,7 @@ impl Collector for EngineCollector {
             .collect();
         encode_stream_channels(&mut enc, &rows)?;
         encode_stream_dispatchers(&mut enc, &rows, engine.stuck_after())?;
+        encode_entities(&mut enc, &rows)?;
         encode_quarantined(&mut enc, &self.0)?;
         encode_source(&mut enc, &self.0)?;
         encode_reporter(&mut enc, &self.0)
@@ -202,6 +206,43 @@ fn encode_stream_dispatchers(
         |r, s| i64::from(s.is_serving(stuck_after)),
         ConstGauge
     );
+    Ok(())
+}
+
+/// What each stream published, by kind, and what it met in the feed.
+fn encode_entities(enc: &mut DescriptorEncoder<'_>, rows: &[Row]) -> Result<(), std::fmt::Error> {
+    per_stream!(
+        enc,
+        rows,
+        "duplicate_entity_ids",
+        "Entities whose id an earlier entity of the same feed message had (valid; carried).",
+        None,
+        MetricType::Counter,
+        |r, s| s.entities.duplicate_ids(),
+        ConstCounter
+    );
+    per_stream!(
+        enc,
+        rows,
+        "entities_not_carried",
+        "Entities of kinds the broadcaster does not carry (shapes, stops, trip modifications).",
+        None,
+        MetricType::Counter,
+        |r, s| s.entities.not_carried(),
+        ConstCounter
+    );
+    let mut d = enc.encode_descriptor(
+        n!("entities_published"),
+        "Entities published to the stream's subscribers, by kind.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (r, s) in rows {
+        for kind in EntityKind::ALL {
+            let labels: Labels2<'_> = [("stream", r.name.as_str()), ("kind", kind.as_str())];
+            ConstCounter::new(s.entities.published(kind)).encode(d.encode_family(&labels)?)?;
+        }
+    }
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::channel::{DropOldestChannel, Item};
+use crate::feed::EntityCounters;
 use crate::hub::Hub;
 use crate::quarantine::Quarantine;
 use crate::spec::StreamSpec;
@@ -27,6 +28,8 @@ pub struct StreamRuntime {
     pub channel: DropOldestChannel<Item>,
     pub hub: Arc<Hub>,
     pub quarantine: Quarantine,
+    /// What the stream published, by entity kind, and what it met in the feed.
+    pub entities: EntityCounters,
     /// Whether a supervisor restarts this stream's dispatcher (false only under the
     /// `legacy-unsupervised` fault).
     pub supervised: bool,
@@ -48,6 +51,7 @@ impl StreamRuntime {
     ) -> Arc<Self> {
         Arc::new(Self {
             quarantine: Quarantine::new(spec.name.clone()),
+            entities: EntityCounters::default(),
             spec,
             channel: DropOldestChannel::new(channel_capacity),
             hub: Hub::new(subscriber_queue),

@@ -99,6 +99,7 @@ async fn streams_filter_the_feed_and_subscribers_get_their_own_view() {
             stream: "all".into(),
             route_ids: vec!["R1".into()],
             bbox: None,
+            include_raw_entities: false,
         })
         .await
         .unwrap()
@@ -174,6 +175,7 @@ async fn streams_filter_the_feed_and_subscribers_get_their_own_view() {
                 max_lat: 5.0,
                 max_lon: 1.0,
             }),
+            include_raw_entities: false,
         })
         .await
         .unwrap_err();

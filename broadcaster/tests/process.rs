@@ -133,6 +133,21 @@ fn sigterm_ends_subscriber_streams_with_unavailable_and_exits_zero() {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["stream"], "all");
         assert_eq!(v["vehicles"].as_array().unwrap().len(), 8);
+        // All three kinds, with their counts: 8 trip updates, 2 alerts (synthetic defaults).
+        assert_eq!(v["trip_updates"].as_array().unwrap().len(), 8);
+        assert_eq!(v["alerts"].as_array().unwrap().len(), 2);
+        assert_eq!(v["deleted_entity_ids"].as_array().unwrap().len(), 0);
+        assert_eq!(v["counts"]["vehicles"], 8);
+        assert_eq!(v["counts"]["trip_updates"], 8);
+        assert_eq!(v["counts"]["alerts"], 2);
+        assert_eq!(v["counts"]["stop_time_updates"], 24);
+        assert_eq!(v["incrementality"], "FULL_DATASET");
+        let tu = &v["trip_updates"][0];
+        assert!(
+            tu["stop_time_updates"][0]["arrival"]["delay"].is_i64(),
+            "{tu}"
+        );
+        assert!(v["alerts"][0]["header_text"][0]["text"].is_string());
     }
     sigterm(&server.child);
     let status = wait_exit(&mut server.child);
@@ -181,7 +196,8 @@ fn subscribe_command_prints_a_count_of_text_lines() {
     assert!(
         lines
             .iter()
-            .all(|l| l.starts_with("r1 seq=") && l.contains("vehicles=10")),
+            .all(|l| l.starts_with("r1 seq=")
+                && l.contains("vehicles=10 trip_updates=10 alerts=2")),
         "{text}"
     );
     let out = Command::new(BIN)

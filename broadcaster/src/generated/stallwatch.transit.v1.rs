@@ -11,6 +11,10 @@ pub struct SubscribeRequest {
     /// Further narrow the stream to this box (unset: no extra geographic filter).
     #[prost(message, optional, tag = "3")]
     pub bbox: ::core::option::Option<BoundingBox>,
+    /// Also send each carried entity's original GTFS-realtime FeedEntity encoding, byte for byte
+    /// as the agency published it (extensions and unknown fields included), in `raw_entities`.
+    #[prost(bool, tag = "4")]
+    pub include_raw_entities: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
@@ -46,6 +50,462 @@ pub struct StreamUpdate {
     pub quarantined_entities: u32,
     #[prost(message, repeated, tag = "7")]
     pub vehicles: ::prost::alloc::vec::Vec<Vehicle>,
+    #[prost(message, repeated, tag = "8")]
+    pub trip_updates: ::prost::alloc::vec::Vec<TripUpdate>,
+    #[prost(message, repeated, tag = "9")]
+    pub alerts: ::prost::alloc::vec::Vec<Alert>,
+    /// Entities the feed marks is_deleted (in DIFFERENTIAL feeds: remove what you hold under
+    /// this id).
+    #[prost(string, repeated, tag = "10")]
+    pub deleted_entity_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The feed header's incrementality: a DIFFERENTIAL update carries only what changed.
+    #[prost(enumeration = "Incrementality", tag = "11")]
+    pub incrementality: i32,
+    /// The feed header's gtfs_realtime_version, e.g. "2.0".
+    #[prost(string, tag = "12")]
+    pub gtfs_realtime_version: ::prost::alloc::string::String,
+    /// Only with SubscribeRequest.include_raw_entities: the original encoding of every entity
+    /// carried above, in feed order.
+    #[prost(message, repeated, tag = "13")]
+    pub raw_entities: ::prost::alloc::vec::Vec<RawEntity>,
+}
+/// One FeedEntity exactly as the agency encoded it (a transit_realtime.FeedEntity message).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RawEntity {
+    #[prost(string, tag = "1")]
+    pub entity_id: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub feed_entity: ::prost::alloc::vec::Vec<u8>,
+}
+/// transit_realtime.TripDescriptor.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Trip {
+    #[prost(string, tag = "1")]
+    pub trip_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub route_id: ::prost::alloc::string::String,
+    #[prost(uint32, optional, tag = "3")]
+    pub direction_id: ::core::option::Option<u32>,
+    /// HH:MM:SS (may exceed 24:00:00).
+    #[prost(string, tag = "4")]
+    pub start_time: ::prost::alloc::string::String,
+    /// YYYYMMDD.
+    #[prost(string, tag = "5")]
+    pub start_date: ::prost::alloc::string::String,
+    #[prost(enumeration = "trip::ScheduleRelationship", optional, tag = "6")]
+    pub schedule_relationship: ::core::option::Option<i32>,
+}
+/// Nested message and enum types in `Trip`.
+pub mod trip {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum ScheduleRelationship {
+        Scheduled = 0,
+        Added = 1,
+        Unscheduled = 2,
+        Canceled = 3,
+        Replacement = 5,
+        Duplicated = 6,
+        Deleted = 7,
+        New = 8,
+    }
+    impl ScheduleRelationship {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Scheduled => "SCHEDULED",
+                Self::Added => "ADDED",
+                Self::Unscheduled => "UNSCHEDULED",
+                Self::Canceled => "CANCELED",
+                Self::Replacement => "REPLACEMENT",
+                Self::Duplicated => "DUPLICATED",
+                Self::Deleted => "DELETED",
+                Self::New => "NEW",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "SCHEDULED" => Some(Self::Scheduled),
+                "ADDED" => Some(Self::Added),
+                "UNSCHEDULED" => Some(Self::Unscheduled),
+                "CANCELED" => Some(Self::Canceled),
+                "REPLACEMENT" => Some(Self::Replacement),
+                "DUPLICATED" => Some(Self::Duplicated),
+                "DELETED" => Some(Self::Deleted),
+                "NEW" => Some(Self::New),
+                _ => None,
+            }
+        }
+    }
+}
+/// transit_realtime.VehicleDescriptor.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct VehicleRef {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub label: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub license_plate: ::prost::alloc::string::String,
+}
+/// transit_realtime.TripUpdate.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TripUpdate {
+    #[prost(string, tag = "1")]
+    pub entity_id: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub trip: ::core::option::Option<Trip>,
+    #[prost(message, optional, tag = "3")]
+    pub vehicle: ::core::option::Option<VehicleRef>,
+    #[prost(message, repeated, tag = "4")]
+    pub stop_time_updates: ::prost::alloc::vec::Vec<StopTimeUpdate>,
+    /// POSIX seconds of the prediction (0 if unknown).
+    #[prost(uint64, tag = "5")]
+    pub timestamp: u64,
+    #[prost(int32, optional, tag = "6")]
+    pub delay: ::core::option::Option<i32>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StopTimeUpdate {
+    #[prost(uint32, optional, tag = "1")]
+    pub stop_sequence: ::core::option::Option<u32>,
+    #[prost(string, tag = "2")]
+    pub stop_id: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub arrival: ::core::option::Option<StopTimeEvent>,
+    #[prost(message, optional, tag = "4")]
+    pub departure: ::core::option::Option<StopTimeEvent>,
+    #[prost(enumeration = "stop_time_update::ScheduleRelationship", tag = "5")]
+    pub schedule_relationship: i32,
+}
+/// Nested message and enum types in `StopTimeUpdate`.
+pub mod stop_time_update {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum ScheduleRelationship {
+        Scheduled = 0,
+        Skipped = 1,
+        NoData = 2,
+        Unscheduled = 3,
+    }
+    impl ScheduleRelationship {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Scheduled => "SCHEDULED",
+                Self::Skipped => "SKIPPED",
+                Self::NoData => "NO_DATA",
+                Self::Unscheduled => "UNSCHEDULED",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "SCHEDULED" => Some(Self::Scheduled),
+                "SKIPPED" => Some(Self::Skipped),
+                "NO_DATA" => Some(Self::NoData),
+                "UNSCHEDULED" => Some(Self::Unscheduled),
+                _ => None,
+            }
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StopTimeEvent {
+    /// Seconds late (negative: early).
+    #[prost(int32, optional, tag = "1")]
+    pub delay: ::core::option::Option<i32>,
+    /// POSIX seconds.
+    #[prost(int64, optional, tag = "2")]
+    pub time: ::core::option::Option<i64>,
+    #[prost(int32, optional, tag = "3")]
+    pub uncertainty: ::core::option::Option<i32>,
+    #[prost(int64, optional, tag = "4")]
+    pub scheduled_time: ::core::option::Option<i64>,
+}
+/// transit_realtime.Alert. Enum values are the GTFS-realtime ones (0 is never sent).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Alert {
+    #[prost(string, tag = "1")]
+    pub entity_id: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub active_periods: ::prost::alloc::vec::Vec<TimeRange>,
+    #[prost(message, repeated, tag = "3")]
+    pub informed_entities: ::prost::alloc::vec::Vec<EntitySelector>,
+    #[prost(enumeration = "alert::Cause", tag = "4")]
+    pub cause: i32,
+    #[prost(enumeration = "alert::Effect", tag = "5")]
+    pub effect: i32,
+    #[prost(message, repeated, tag = "6")]
+    pub url: ::prost::alloc::vec::Vec<Translation>,
+    #[prost(message, repeated, tag = "7")]
+    pub header_text: ::prost::alloc::vec::Vec<Translation>,
+    #[prost(message, repeated, tag = "8")]
+    pub description_text: ::prost::alloc::vec::Vec<Translation>,
+    #[prost(message, repeated, tag = "9")]
+    pub tts_header_text: ::prost::alloc::vec::Vec<Translation>,
+    #[prost(message, repeated, tag = "10")]
+    pub tts_description_text: ::prost::alloc::vec::Vec<Translation>,
+    #[prost(enumeration = "alert::SeverityLevel", tag = "11")]
+    pub severity_level: i32,
+}
+/// Nested message and enum types in `Alert`.
+pub mod alert {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Cause {
+        Unspecified = 0,
+        UnknownCause = 1,
+        OtherCause = 2,
+        TechnicalProblem = 3,
+        Strike = 4,
+        Demonstration = 5,
+        Accident = 6,
+        Holiday = 7,
+        Weather = 8,
+        Maintenance = 9,
+        Construction = 10,
+        PoliceActivity = 11,
+        MedicalEmergency = 12,
+    }
+    impl Cause {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Unspecified => "CAUSE_UNSPECIFIED",
+                Self::UnknownCause => "UNKNOWN_CAUSE",
+                Self::OtherCause => "OTHER_CAUSE",
+                Self::TechnicalProblem => "TECHNICAL_PROBLEM",
+                Self::Strike => "STRIKE",
+                Self::Demonstration => "DEMONSTRATION",
+                Self::Accident => "ACCIDENT",
+                Self::Holiday => "HOLIDAY",
+                Self::Weather => "WEATHER",
+                Self::Maintenance => "MAINTENANCE",
+                Self::Construction => "CONSTRUCTION",
+                Self::PoliceActivity => "POLICE_ACTIVITY",
+                Self::MedicalEmergency => "MEDICAL_EMERGENCY",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "CAUSE_UNSPECIFIED" => Some(Self::Unspecified),
+                "UNKNOWN_CAUSE" => Some(Self::UnknownCause),
+                "OTHER_CAUSE" => Some(Self::OtherCause),
+                "TECHNICAL_PROBLEM" => Some(Self::TechnicalProblem),
+                "STRIKE" => Some(Self::Strike),
+                "DEMONSTRATION" => Some(Self::Demonstration),
+                "ACCIDENT" => Some(Self::Accident),
+                "HOLIDAY" => Some(Self::Holiday),
+                "WEATHER" => Some(Self::Weather),
+                "MAINTENANCE" => Some(Self::Maintenance),
+                "CONSTRUCTION" => Some(Self::Construction),
+                "POLICE_ACTIVITY" => Some(Self::PoliceActivity),
+                "MEDICAL_EMERGENCY" => Some(Self::MedicalEmergency),
+                _ => None,
+            }
+        }
+    }
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Effect {
+        Unspecified = 0,
+        NoService = 1,
+        ReducedService = 2,
+        SignificantDelays = 3,
+        Detour = 4,
+        AdditionalService = 5,
+        ModifiedService = 6,
+        OtherEffect = 7,
+        UnknownEffect = 8,
+        StopMoved = 9,
+        NoEffect = 10,
+        AccessibilityIssue = 11,
+    }
+    impl Effect {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Unspecified => "EFFECT_UNSPECIFIED",
+                Self::NoService => "NO_SERVICE",
+                Self::ReducedService => "REDUCED_SERVICE",
+                Self::SignificantDelays => "SIGNIFICANT_DELAYS",
+                Self::Detour => "DETOUR",
+                Self::AdditionalService => "ADDITIONAL_SERVICE",
+                Self::ModifiedService => "MODIFIED_SERVICE",
+                Self::OtherEffect => "OTHER_EFFECT",
+                Self::UnknownEffect => "UNKNOWN_EFFECT",
+                Self::StopMoved => "STOP_MOVED",
+                Self::NoEffect => "NO_EFFECT",
+                Self::AccessibilityIssue => "ACCESSIBILITY_ISSUE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "EFFECT_UNSPECIFIED" => Some(Self::Unspecified),
+                "NO_SERVICE" => Some(Self::NoService),
+                "REDUCED_SERVICE" => Some(Self::ReducedService),
+                "SIGNIFICANT_DELAYS" => Some(Self::SignificantDelays),
+                "DETOUR" => Some(Self::Detour),
+                "ADDITIONAL_SERVICE" => Some(Self::AdditionalService),
+                "MODIFIED_SERVICE" => Some(Self::ModifiedService),
+                "OTHER_EFFECT" => Some(Self::OtherEffect),
+                "UNKNOWN_EFFECT" => Some(Self::UnknownEffect),
+                "STOP_MOVED" => Some(Self::StopMoved),
+                "NO_EFFECT" => Some(Self::NoEffect),
+                "ACCESSIBILITY_ISSUE" => Some(Self::AccessibilityIssue),
+                _ => None,
+            }
+        }
+    }
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum SeverityLevel {
+        SeverityUnspecified = 0,
+        UnknownSeverity = 1,
+        Info = 2,
+        Warning = 3,
+        Severe = 4,
+    }
+    impl SeverityLevel {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::SeverityUnspecified => "SEVERITY_UNSPECIFIED",
+                Self::UnknownSeverity => "UNKNOWN_SEVERITY",
+                Self::Info => "INFO",
+                Self::Warning => "WARNING",
+                Self::Severe => "SEVERE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "SEVERITY_UNSPECIFIED" => Some(Self::SeverityUnspecified),
+                "UNKNOWN_SEVERITY" => Some(Self::UnknownSeverity),
+                "INFO" => Some(Self::Info),
+                "WARNING" => Some(Self::Warning),
+                "SEVERE" => Some(Self::Severe),
+                _ => None,
+            }
+        }
+    }
+}
+/// POSIX seconds; an unset bound is open.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TimeRange {
+    #[prost(uint64, optional, tag = "1")]
+    pub start: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "2")]
+    pub end: ::core::option::Option<u64>,
+}
+/// transit_realtime.EntitySelector.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EntitySelector {
+    #[prost(string, tag = "1")]
+    pub agency_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub route_id: ::prost::alloc::string::String,
+    #[prost(int32, optional, tag = "3")]
+    pub route_type: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "4")]
+    pub trip: ::core::option::Option<Trip>,
+    #[prost(string, tag = "5")]
+    pub stop_id: ::prost::alloc::string::String,
+    #[prost(uint32, optional, tag = "6")]
+    pub direction_id: ::core::option::Option<u32>,
+}
+/// One translation of a transit_realtime.TranslatedString.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Translation {
+    #[prost(string, tag = "1")]
+    pub text: ::prost::alloc::string::String,
+    /// BCP-47, empty when the feed gave none.
+    #[prost(string, tag = "2")]
+    pub language: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -71,6 +531,176 @@ pub struct Vehicle {
     /// POSIX seconds of the measurement (0 if unknown).
     #[prost(uint64, tag = "10")]
     pub timestamp: u64,
+    /// False when the feed gave no position (valid GTFS-realtime, e.g. MTA NYCT subway trains
+    /// that report only their trip and stop): latitude and longitude are then 0 and mean nothing.
+    #[prost(bool, tag = "11")]
+    pub has_position: bool,
+    /// The whole trip descriptor (trip_id and route_id above repeat its two ids).
+    #[prost(message, optional, tag = "12")]
+    pub trip: ::core::option::Option<Trip>,
+    #[prost(uint32, optional, tag = "13")]
+    pub current_stop_sequence: ::core::option::Option<u32>,
+    #[prost(string, tag = "14")]
+    pub stop_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "vehicle::VehicleStopStatus", optional, tag = "15")]
+    pub current_status: ::core::option::Option<i32>,
+    #[prost(enumeration = "vehicle::CongestionLevel", optional, tag = "16")]
+    pub congestion_level: ::core::option::Option<i32>,
+    #[prost(enumeration = "vehicle::OccupancyStatus", optional, tag = "17")]
+    pub occupancy_status: ::core::option::Option<i32>,
+    #[prost(uint32, optional, tag = "18")]
+    pub occupancy_percentage: ::core::option::Option<u32>,
+    #[prost(double, optional, tag = "19")]
+    pub odometer: ::core::option::Option<f64>,
+    #[prost(string, tag = "20")]
+    pub license_plate: ::prost::alloc::string::String,
+}
+/// Nested message and enum types in `Vehicle`.
+pub mod vehicle {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum VehicleStopStatus {
+        IncomingAt = 0,
+        StoppedAt = 1,
+        InTransitTo = 2,
+    }
+    impl VehicleStopStatus {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::IncomingAt => "INCOMING_AT",
+                Self::StoppedAt => "STOPPED_AT",
+                Self::InTransitTo => "IN_TRANSIT_TO",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "INCOMING_AT" => Some(Self::IncomingAt),
+                "STOPPED_AT" => Some(Self::StoppedAt),
+                "IN_TRANSIT_TO" => Some(Self::InTransitTo),
+                _ => None,
+            }
+        }
+    }
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum CongestionLevel {
+        UnknownCongestionLevel = 0,
+        RunningSmoothly = 1,
+        StopAndGo = 2,
+        Congestion = 3,
+        SevereCongestion = 4,
+    }
+    impl CongestionLevel {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::UnknownCongestionLevel => "UNKNOWN_CONGESTION_LEVEL",
+                Self::RunningSmoothly => "RUNNING_SMOOTHLY",
+                Self::StopAndGo => "STOP_AND_GO",
+                Self::Congestion => "CONGESTION",
+                Self::SevereCongestion => "SEVERE_CONGESTION",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "UNKNOWN_CONGESTION_LEVEL" => Some(Self::UnknownCongestionLevel),
+                "RUNNING_SMOOTHLY" => Some(Self::RunningSmoothly),
+                "STOP_AND_GO" => Some(Self::StopAndGo),
+                "CONGESTION" => Some(Self::Congestion),
+                "SEVERE_CONGESTION" => Some(Self::SevereCongestion),
+                _ => None,
+            }
+        }
+    }
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum OccupancyStatus {
+        Empty = 0,
+        ManySeatsAvailable = 1,
+        FewSeatsAvailable = 2,
+        StandingRoomOnly = 3,
+        CrushedStandingRoomOnly = 4,
+        Full = 5,
+        NotAcceptingPassengers = 6,
+        NoDataAvailable = 7,
+        NotBoardable = 8,
+    }
+    impl OccupancyStatus {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Empty => "EMPTY",
+                Self::ManySeatsAvailable => "MANY_SEATS_AVAILABLE",
+                Self::FewSeatsAvailable => "FEW_SEATS_AVAILABLE",
+                Self::StandingRoomOnly => "STANDING_ROOM_ONLY",
+                Self::CrushedStandingRoomOnly => "CRUSHED_STANDING_ROOM_ONLY",
+                Self::Full => "FULL",
+                Self::NotAcceptingPassengers => "NOT_ACCEPTING_PASSENGERS",
+                Self::NoDataAvailable => "NO_DATA_AVAILABLE",
+                Self::NotBoardable => "NOT_BOARDABLE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "EMPTY" => Some(Self::Empty),
+                "MANY_SEATS_AVAILABLE" => Some(Self::ManySeatsAvailable),
+                "FEW_SEATS_AVAILABLE" => Some(Self::FewSeatsAvailable),
+                "STANDING_ROOM_ONLY" => Some(Self::StandingRoomOnly),
+                "CRUSHED_STANDING_ROOM_ONLY" => Some(Self::CrushedStandingRoomOnly),
+                "FULL" => Some(Self::Full),
+                "NOT_ACCEPTING_PASSENGERS" => Some(Self::NotAcceptingPassengers),
+                "NO_DATA_AVAILABLE" => Some(Self::NoDataAvailable),
+                "NOT_BOARDABLE" => Some(Self::NotBoardable),
+                _ => None,
+            }
+        }
+    }
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -109,6 +739,33 @@ pub struct StreamInfo {
     #[prost(uint32, tag = "11")]
     pub channel_capacity: u32,
 }
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum Incrementality {
+    FullDataset = 0,
+    Differential = 1,
+}
+impl Incrementality {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::FullDataset => "FULL_DATASET",
+            Self::Differential => "DIFFERENTIAL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "FULL_DATASET" => Some(Self::FullDataset),
+            "DIFFERENTIAL" => Some(Self::Differential),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod transit_broadcaster_client {
     #![allow(
@@ -120,8 +777,9 @@ pub mod transit_broadcaster_client {
     )]
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
-    /// Streams prepared vehicle-position updates to subscribers. A stream is a named view of the
-    /// ingested GTFS-realtime feed (a route filter and/or a bounding box), configured at start.
+    /// Streams prepared GTFS-realtime updates (vehicle positions, trip updates, alerts) to
+    /// subscribers. A stream is a named view of the ingested feed (a route filter and/or a bounding
+    /// box), configured at start.
     #[derive(Debug, Clone)]
     pub struct TransitBroadcasterClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -301,8 +959,9 @@ pub mod transit_broadcaster_server {
             tonic::Status,
         >;
     }
-    /// Streams prepared vehicle-position updates to subscribers. A stream is a named view of the
-    /// ingested GTFS-realtime feed (a route filter and/or a bounding box), configured at start.
+    /// Streams prepared GTFS-realtime updates (vehicle positions, trip updates, alerts) to
+    /// subscribers. A stream is a named view of the ingested feed (a route filter and/or a bounding
+    /// box), configured at start.
     #[derive(Debug)]
     pub struct TransitBroadcasterServer<T> {
         inner: Arc<T>,

@@ -75,9 +75,13 @@ pub struct FeedEntity {
     pub id: ::prost::alloc::string::String,
     #[prost(bool, optional, tag = "2", default = "false")]
     pub is_deleted: ::core::option::Option<bool>,
-    /// trip_update = 3, alert = 5, shape = 6, stop = 7, trip_modifications = 8 are not used.
+    #[prost(message, optional, tag = "3")]
+    pub trip_update: ::core::option::Option<TripUpdate>,
     #[prost(message, optional, tag = "4")]
     pub vehicle: ::core::option::Option<VehiclePosition>,
+    /// shape = 6, stop = 7, trip_modifications = 8 are not decoded.
+    #[prost(message, optional, tag = "5")]
+    pub alert: ::core::option::Option<Alert>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -261,10 +265,13 @@ pub mod vehicle_position {
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct Position {
     /// WGS-84 degrees.
-    #[prost(float, required, tag = "1")]
-    pub latitude: f32,
-    #[prost(float, required, tag = "2")]
-    pub longitude: f32,
+    /// `required` in the reference: declared optional here because prost fills a missing
+    /// required field with its default, and validation must tell a missing one (refused) from
+    /// a present default. Same wire format.
+    #[prost(float, optional, tag = "1")]
+    pub latitude: ::core::option::Option<f32>,
+    #[prost(float, optional, tag = "2")]
+    pub longitude: ::core::option::Option<f32>,
     /// Degrees clockwise from true north.
     #[prost(float, optional, tag = "3")]
     pub bearing: ::core::option::Option<f32>,
@@ -411,5 +418,366 @@ pub mod vehicle_descriptor {
                 _ => None,
             }
         }
+    }
+}
+/// Realtime updates of one trip's progress.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TripUpdate {
+    /// `required` in the reference: declared optional here because prost fills a missing
+    /// required field with its default, and validation must tell a missing one (refused) from
+    /// a present default. Same wire format.
+    #[prost(message, optional, tag = "1")]
+    pub trip: ::core::option::Option<TripDescriptor>,
+    #[prost(message, optional, tag = "3")]
+    pub vehicle: ::core::option::Option<VehicleDescriptor>,
+    #[prost(message, repeated, tag = "2")]
+    pub stop_time_update: ::prost::alloc::vec::Vec<trip_update::StopTimeUpdate>,
+    #[prost(uint64, optional, tag = "4")]
+    pub timestamp: ::core::option::Option<u64>,
+    /// trip_properties = 6 is not decoded.
+    #[prost(int32, optional, tag = "5")]
+    pub delay: ::core::option::Option<i32>,
+}
+/// Nested message and enum types in `TripUpdate`.
+pub mod trip_update {
+    #[allow(clippy::all)]
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+    pub struct StopTimeEvent {
+        #[prost(int32, optional, tag = "1")]
+        pub delay: ::core::option::Option<i32>,
+        #[prost(int64, optional, tag = "2")]
+        pub time: ::core::option::Option<i64>,
+        #[prost(int32, optional, tag = "3")]
+        pub uncertainty: ::core::option::Option<i32>,
+        #[prost(int64, optional, tag = "4")]
+        pub scheduled_time: ::core::option::Option<i64>,
+    }
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+    pub struct StopTimeUpdate {
+        #[prost(uint32, optional, tag = "1")]
+        pub stop_sequence: ::core::option::Option<u32>,
+        #[prost(string, optional, tag = "4")]
+        pub stop_id: ::core::option::Option<::prost::alloc::string::String>,
+        #[prost(message, optional, tag = "2")]
+        pub arrival: ::core::option::Option<StopTimeEvent>,
+        #[prost(message, optional, tag = "3")]
+        pub departure: ::core::option::Option<StopTimeEvent>,
+        /// stop_time_properties = 6, departure_occupancy_status = 7 are not decoded.
+        #[prost(
+            enumeration = "stop_time_update::ScheduleRelationship",
+            optional,
+            tag = "5",
+            default = "Scheduled"
+        )]
+        pub schedule_relationship: ::core::option::Option<i32>,
+    }
+    /// Nested message and enum types in `StopTimeUpdate`.
+    pub mod stop_time_update {
+        #[allow(clippy::all)]
+        #[derive(
+            Clone,
+            Copy,
+            Debug,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            ::prost::Enumeration
+        )]
+        #[repr(i32)]
+        pub enum ScheduleRelationship {
+            Scheduled = 0,
+            Skipped = 1,
+            NoData = 2,
+            Unscheduled = 3,
+        }
+        impl ScheduleRelationship {
+            /// String value of the enum field names used in the ProtoBuf definition.
+            ///
+            /// The values are not transformed in any way and thus are considered stable
+            /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+            pub fn as_str_name(&self) -> &'static str {
+                match self {
+                    Self::Scheduled => "SCHEDULED",
+                    Self::Skipped => "SKIPPED",
+                    Self::NoData => "NO_DATA",
+                    Self::Unscheduled => "UNSCHEDULED",
+                }
+            }
+            /// Creates an enum from field names used in the ProtoBuf definition.
+            pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+                match value {
+                    "SCHEDULED" => Some(Self::Scheduled),
+                    "SKIPPED" => Some(Self::Skipped),
+                    "NO_DATA" => Some(Self::NoData),
+                    "UNSCHEDULED" => Some(Self::Unscheduled),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+/// A service alert.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Alert {
+    #[prost(message, repeated, tag = "1")]
+    pub active_period: ::prost::alloc::vec::Vec<TimeRange>,
+    /// The spec: "Required ... at least one".
+    #[prost(message, repeated, tag = "5")]
+    pub informed_entity: ::prost::alloc::vec::Vec<EntitySelector>,
+    #[prost(enumeration = "alert::Cause", optional, tag = "6", default = "UnknownCause")]
+    pub cause: ::core::option::Option<i32>,
+    #[prost(
+        enumeration = "alert::Effect",
+        optional,
+        tag = "7",
+        default = "UnknownEffect"
+    )]
+    pub effect: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "8")]
+    pub url: ::core::option::Option<TranslatedString>,
+    #[prost(message, optional, tag = "10")]
+    pub header_text: ::core::option::Option<TranslatedString>,
+    #[prost(message, optional, tag = "11")]
+    pub description_text: ::core::option::Option<TranslatedString>,
+    #[prost(message, optional, tag = "12")]
+    pub tts_header_text: ::core::option::Option<TranslatedString>,
+    #[prost(message, optional, tag = "13")]
+    pub tts_description_text: ::core::option::Option<TranslatedString>,
+    /// image = 15, image_alternative_text = 16, cause_detail = 17, effect_detail = 18 are not
+    /// decoded.
+    #[prost(
+        enumeration = "alert::SeverityLevel",
+        optional,
+        tag = "14",
+        default = "UnknownSeverity"
+    )]
+    pub severity_level: ::core::option::Option<i32>,
+}
+/// Nested message and enum types in `Alert`.
+pub mod alert {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Cause {
+        UnknownCause = 1,
+        OtherCause = 2,
+        TechnicalProblem = 3,
+        Strike = 4,
+        Demonstration = 5,
+        Accident = 6,
+        Holiday = 7,
+        Weather = 8,
+        Maintenance = 9,
+        Construction = 10,
+        PoliceActivity = 11,
+        MedicalEmergency = 12,
+    }
+    impl Cause {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::UnknownCause => "UNKNOWN_CAUSE",
+                Self::OtherCause => "OTHER_CAUSE",
+                Self::TechnicalProblem => "TECHNICAL_PROBLEM",
+                Self::Strike => "STRIKE",
+                Self::Demonstration => "DEMONSTRATION",
+                Self::Accident => "ACCIDENT",
+                Self::Holiday => "HOLIDAY",
+                Self::Weather => "WEATHER",
+                Self::Maintenance => "MAINTENANCE",
+                Self::Construction => "CONSTRUCTION",
+                Self::PoliceActivity => "POLICE_ACTIVITY",
+                Self::MedicalEmergency => "MEDICAL_EMERGENCY",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "UNKNOWN_CAUSE" => Some(Self::UnknownCause),
+                "OTHER_CAUSE" => Some(Self::OtherCause),
+                "TECHNICAL_PROBLEM" => Some(Self::TechnicalProblem),
+                "STRIKE" => Some(Self::Strike),
+                "DEMONSTRATION" => Some(Self::Demonstration),
+                "ACCIDENT" => Some(Self::Accident),
+                "HOLIDAY" => Some(Self::Holiday),
+                "WEATHER" => Some(Self::Weather),
+                "MAINTENANCE" => Some(Self::Maintenance),
+                "CONSTRUCTION" => Some(Self::Construction),
+                "POLICE_ACTIVITY" => Some(Self::PoliceActivity),
+                "MEDICAL_EMERGENCY" => Some(Self::MedicalEmergency),
+                _ => None,
+            }
+        }
+    }
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Effect {
+        NoService = 1,
+        ReducedService = 2,
+        SignificantDelays = 3,
+        Detour = 4,
+        AdditionalService = 5,
+        ModifiedService = 6,
+        OtherEffect = 7,
+        UnknownEffect = 8,
+        StopMoved = 9,
+        NoEffect = 10,
+        AccessibilityIssue = 11,
+    }
+    impl Effect {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::NoService => "NO_SERVICE",
+                Self::ReducedService => "REDUCED_SERVICE",
+                Self::SignificantDelays => "SIGNIFICANT_DELAYS",
+                Self::Detour => "DETOUR",
+                Self::AdditionalService => "ADDITIONAL_SERVICE",
+                Self::ModifiedService => "MODIFIED_SERVICE",
+                Self::OtherEffect => "OTHER_EFFECT",
+                Self::UnknownEffect => "UNKNOWN_EFFECT",
+                Self::StopMoved => "STOP_MOVED",
+                Self::NoEffect => "NO_EFFECT",
+                Self::AccessibilityIssue => "ACCESSIBILITY_ISSUE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "NO_SERVICE" => Some(Self::NoService),
+                "REDUCED_SERVICE" => Some(Self::ReducedService),
+                "SIGNIFICANT_DELAYS" => Some(Self::SignificantDelays),
+                "DETOUR" => Some(Self::Detour),
+                "ADDITIONAL_SERVICE" => Some(Self::AdditionalService),
+                "MODIFIED_SERVICE" => Some(Self::ModifiedService),
+                "OTHER_EFFECT" => Some(Self::OtherEffect),
+                "UNKNOWN_EFFECT" => Some(Self::UnknownEffect),
+                "STOP_MOVED" => Some(Self::StopMoved),
+                "NO_EFFECT" => Some(Self::NoEffect),
+                "ACCESSIBILITY_ISSUE" => Some(Self::AccessibilityIssue),
+                _ => None,
+            }
+        }
+    }
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum SeverityLevel {
+        UnknownSeverity = 1,
+        Info = 2,
+        Warning = 3,
+        Severe = 4,
+    }
+    impl SeverityLevel {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::UnknownSeverity => "UNKNOWN_SEVERITY",
+                Self::Info => "INFO",
+                Self::Warning => "WARNING",
+                Self::Severe => "SEVERE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "UNKNOWN_SEVERITY" => Some(Self::UnknownSeverity),
+                "INFO" => Some(Self::Info),
+                "WARNING" => Some(Self::Warning),
+                "SEVERE" => Some(Self::Severe),
+                _ => None,
+            }
+        }
+    }
+}
+/// POSIX seconds; a missing bound is open.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TimeRange {
+    #[prost(uint64, optional, tag = "1")]
+    pub start: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "2")]
+    pub end: ::core::option::Option<u64>,
+}
+/// What an alert concerns. The spec: "At least one specifier must be given".
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EntitySelector {
+    #[prost(string, optional, tag = "1")]
+    pub agency_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "2")]
+    pub route_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(int32, optional, tag = "3")]
+    pub route_type: ::core::option::Option<i32>,
+    #[prost(message, optional, tag = "4")]
+    pub trip: ::core::option::Option<TripDescriptor>,
+    #[prost(string, optional, tag = "5")]
+    pub stop_id: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(uint32, optional, tag = "6")]
+    pub direction_id: ::core::option::Option<u32>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TranslatedString {
+    #[prost(message, repeated, tag = "1")]
+    pub translation: ::prost::alloc::vec::Vec<translated_string::Translation>,
+}
+/// Nested message and enum types in `TranslatedString`.
+pub mod translated_string {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+    pub struct Translation {
+        /// `required` in the reference: declared optional here because prost fills a missing
+        /// required field with its default, and validation must tell a missing one (refused) from
+        /// a present default. Same wire format.
+        #[prost(string, optional, tag = "1")]
+        pub text: ::core::option::Option<::prost::alloc::string::String>,
+        #[prost(string, optional, tag = "2")]
+        pub language: ::core::option::Option<::prost::alloc::string::String>,
     }
 }

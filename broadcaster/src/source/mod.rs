@@ -148,8 +148,22 @@ pub enum SourceError {
     Connect { target: String, reason: String },
     #[error("request to {url} failed: {reason}")]
     Request { url: String, reason: String },
-    #[error("{url} answered HTTP {status}")]
-    Status { url: String, status: u16 },
+    #[error("{url} answered HTTP {status}{}", excerpt_suffix(body))]
+    Status {
+        url: String,
+        status: u16,
+        /// The start of the error body, as text.
+        body: String,
+    },
+    #[error(
+        "{url} answered {content_type:?}, not a GTFS-realtime feed; refused whole{}",
+        excerpt_suffix(body)
+    )]
+    NotAFeed {
+        url: String,
+        content_type: String,
+        body: String,
+    },
     #[error("feed message of {size} bytes exceeds the {max}-byte limit; skipped")]
     Oversize { size: u64, max: usize },
     #[error("cannot read {path}: {reason}")]
@@ -168,10 +182,19 @@ impl SourceError {
             SourceError::Connect { .. } => "connect",
             SourceError::Request { .. } => "request",
             SourceError::Status { .. } => "status",
+            SourceError::NotAFeed { .. } => "not_a_feed",
             SourceError::Oversize { .. } => "oversize",
             SourceError::Io { .. } => "io",
             SourceError::Corrupt { .. } => "corrupt",
         }
+    }
+}
+
+fn excerpt_suffix(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body:?}")
     }
 }
 

@@ -1,6 +1,8 @@
 //! The embedded default source: vehicles moving around circular routes, one full
-//! `FeedMessage` snapshot per tick, optionally with malformed entities (a fraction of them, or
-//! exactly one "poison" entity after a delay, as in the story).
+//! `FeedMessage` snapshot per tick with a vehicle position and a trip update (arrival
+//! predictions for its next stops) per vehicle and a few service alerts, optionally with
+//! malformed vehicle positions (a fraction of them, or exactly one "poison" entity after a
+//! delay, as in the story). Each malformation breaks a rule the GTFS-realtime reference states.
 
 use std::f64::consts::TAU;
 use std::time::{Duration, Instant};
@@ -11,16 +13,23 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::Ingest;
+use crate::generated::transit_realtime::translated_string::Translation;
+use crate::generated::transit_realtime::trip_update::{StopTimeEvent, StopTimeUpdate};
 use crate::generated::transit_realtime::{
-    FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
-    VehiclePosition,
+    Alert, EntitySelector, FeedEntity, FeedHeader, FeedMessage, Position, TimeRange,
+    TranslatedString, TripDescriptor, TripUpdate, VehicleDescriptor, VehiclePosition,
 };
 
-/// `synthetic://?vehicles=40&routes=4&rate=10&malformed_rate=0.0&poison_after=3s&poison_stream_route=R1&limit=0&seed=1`
+/// `synthetic://?vehicles=40&routes=4&trip_updates=true&alerts=2&rate=10&malformed_rate=0.0&poison_after=3s&poison_stream_route=R1&limit=0&seed=1`
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyntheticConfig {
     pub vehicles: u32,
     pub routes: u32,
+    /// A trip update per vehicle.
+    pub trip_updates: bool,
+    /// Service alerts per message: the first concerns the whole agency, the others one route
+    /// each (R1, R2, ...).
+    pub alerts: u32,
     /// Feed messages per second.
     pub rate: f64,
     /// Fraction of entities made malformed.
@@ -40,6 +49,8 @@ impl Default for SyntheticConfig {
         Self {
             vehicles: 40,
             routes: 4,
+            trip_updates: true,
+            alerts: 2,
             rate: 10.0,
             malformed_rate: 0.0,
             poison_after: None,
@@ -67,6 +78,15 @@ impl SyntheticConfig {
                     cfg.routes = value.parse().map_err(|_| bad("not a whole number"))?;
                     if cfg.routes == 0 || cfg.routes > 10_000 {
                         return Err(bad("routes must be 1..=10000"));
+                    }
+                }
+                "trip_updates" => {
+                    cfg.trip_updates = value.parse().map_err(|_| bad("not true or false"))?;
+                }
+                "alerts" => {
+                    cfg.alerts = value.parse().map_err(|_| bad("not a whole number"))?;
+                    if cfg.alerts > 10_000 {
+                        return Err(bad("alerts must be 0..=10000"));
                     }
                 }
                 "rate" => {
@@ -100,12 +120,14 @@ impl SyntheticConfig {
     }
 }
 
-/// Ways the generator breaks an entity, each one a real-world feed bug.
+/// Ways the generator breaks a vehicle position, each one a real-world feed bug and a
+/// violation of a rule the GTFS-realtime reference states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Malformation {
     NanLatitude,
     LongitudeOutOfRange,
-    MissingVehicleId,
+    /// Neither a trip nor a vehicle descriptor: the position belongs to nothing.
+    NoDescriptor,
     /// An unparsable field, like the story's `int.Parse` on a bad value.
     UnparsableStartDate,
 }
@@ -114,7 +136,7 @@ impl Malformation {
     const ALL: [Malformation; 4] = [
         Self::NanLatitude,
         Self::LongitudeOutOfRange,
-        Self::MissingVehicleId,
+        Self::NoDescriptor,
         Self::UnparsableStartDate,
     ];
 
@@ -125,18 +147,17 @@ impl Malformation {
         match self {
             Self::NanLatitude => {
                 if let Some(p) = vp.position.as_mut() {
-                    p.latitude = f32::NAN;
+                    p.latitude = Some(f32::NAN);
                 }
             }
             Self::LongitudeOutOfRange => {
                 if let Some(p) = vp.position.as_mut() {
-                    p.longitude = 512.0;
+                    p.longitude = Some(512.0);
                 }
             }
-            Self::MissingVehicleId => {
-                if let Some(d) = vp.vehicle.as_mut() {
-                    d.id = None;
-                }
+            Self::NoDescriptor => {
+                vp.trip = None;
+                vp.vehicle = None;
             }
             Self::UnparsableStartDate => {
                 if let Some(t) = vp.trip.as_mut() {
@@ -180,7 +201,8 @@ impl Generator {
             .unwrap_or_else(|| "R1".into());
         let mut poisoned = !poison;
         let date = civil_date(now_secs);
-        let mut entities = Vec::with_capacity(self.cfg.vehicles as usize);
+        let mut entities = Vec::with_capacity(self.cfg.vehicles as usize * 2);
+        let mut trip_updates = Vec::with_capacity(self.cfg.vehicles as usize);
         for v in 0..self.cfg.vehicles {
             let route_index = v % self.cfg.routes;
             let route = format!("R{}", route_index + 1);
@@ -196,24 +218,27 @@ impl Generator {
                 + self.tick as f64 * 0.002;
             let (lat, lon) = (clat + ring * phase.sin(), clon + ring * 1.6 * phase.cos());
             let bearing = ((phase.to_degrees() + 360.0) % 360.0) as f32;
+            let trip = TripDescriptor {
+                trip_id: Some(format!("T{}-{v}", route_index + 1)),
+                route_id: Some(route.clone()),
+                start_date: Some(date.clone()),
+                ..Default::default()
+            };
+            if self.cfg.trip_updates {
+                trip_updates.push(trip_update(v, trip.clone(), now_secs, self.tick));
+            }
             let mut entity = FeedEntity {
                 id: format!("veh-{v}"),
-                is_deleted: None,
                 vehicle: Some(VehiclePosition {
-                    trip: Some(TripDescriptor {
-                        trip_id: Some(format!("T{}-{v}", route_index + 1)),
-                        route_id: Some(route.clone()),
-                        start_date: Some(date.clone()),
-                        ..Default::default()
-                    }),
+                    trip: Some(trip),
                     vehicle: Some(VehicleDescriptor {
                         id: Some(format!("V{v}")),
                         label: Some(format!("{} bus {v}", route)),
                         ..Default::default()
                     }),
                     position: Some(Position {
-                        latitude: lat as f32,
-                        longitude: lon as f32,
+                        latitude: Some(lat as f32),
+                        longitude: Some(lon as f32),
                         bearing: Some(bearing),
                         odometer: None,
                         speed: Some(8.0 + (v % 5) as f32),
@@ -221,6 +246,7 @@ impl Generator {
                     timestamp: Some(now_secs),
                     ..Default::default()
                 }),
+                ..Default::default()
             };
             if !poisoned && route == poison_route {
                 Malformation::UnparsableStartDate.apply(&mut entity);
@@ -232,6 +258,8 @@ impl Generator {
             }
             entities.push(entity);
         }
+        entities.append(&mut trip_updates);
+        entities.extend((0..self.cfg.alerts).map(|a| alert(a, self.cfg.routes, now_secs)));
         FeedMessage {
             header: FeedHeader {
                 gtfs_realtime_version: "2.0".into(),
@@ -241,6 +269,88 @@ impl Generator {
             },
             entity: entities,
         }
+    }
+}
+
+/// Stops a trip update predicts.
+const PREDICTED_STOPS: u32 = 3;
+
+/// Arrival predictions for the vehicle's next stops, a little late.
+fn trip_update(vehicle: u32, trip: TripDescriptor, now_secs: u64, tick: u64) -> FeedEntity {
+    let delay = ((tick + u64::from(vehicle)) % 180) as i32;
+    let next_stop = (tick / 50 + u64::from(vehicle)) % 20;
+    FeedEntity {
+        id: format!("trip-{vehicle}"),
+        trip_update: Some(TripUpdate {
+            trip: Some(trip),
+            vehicle: Some(VehicleDescriptor {
+                id: Some(format!("V{vehicle}")),
+                ..Default::default()
+            }),
+            stop_time_update: (0..PREDICTED_STOPS)
+                .map(|i| {
+                    let stop = next_stop as u32 + i;
+                    StopTimeUpdate {
+                        stop_sequence: Some(stop + 1),
+                        stop_id: Some(format!("S{stop}")),
+                        arrival: Some(StopTimeEvent {
+                            delay: Some(delay),
+                            time: Some(now_secs as i64 + 120 * i64::from(i + 1) + i64::from(delay)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }
+                })
+                .collect(),
+            timestamp: Some(now_secs),
+            delay: Some(delay),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Alert 0 concerns the whole agency, alert `n` route `R{n}` (wrapping over the routes).
+fn alert(n: u32, routes: u32, now_secs: u64) -> FeedEntity {
+    let (selector, text) = if n == 0 {
+        (
+            EntitySelector {
+                agency_id: Some("synthetic".into()),
+                ..Default::default()
+            },
+            "Service notice for all routes".to_string(),
+        )
+    } else {
+        let route = format!("R{}", (n - 1) % routes + 1);
+        let text = format!("Delays on {route}");
+        (
+            EntitySelector {
+                route_id: Some(route),
+                ..Default::default()
+            },
+            text,
+        )
+    };
+    let translated = |text: String| TranslatedString {
+        translation: vec![Translation {
+            text: Some(text),
+            language: Some("en".into()),
+        }],
+    };
+    FeedEntity {
+        id: format!("alert-{n}"),
+        alert: Some(Alert {
+            active_period: vec![TimeRange {
+                start: Some(now_secs.saturating_sub(600)),
+                end: Some(now_secs + 3600),
+            }],
+            informed_entity: vec![selector],
+            cause: Some(if n == 0 { 2 } else { 10 }),
+            effect: Some(if n == 0 { 7 } else { 3 }),
+            header_text: Some(translated(text)),
+            description_text: Some(translated("Synthetic alert from the test feed.".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -292,15 +402,33 @@ mod tests {
     use crate::channel::Item;
     use crate::spec::Filter;
 
+    fn prepare(msg: &FeedMessage) -> crate::feed::Prepared {
+        let item = Item::new(Bytes::from(msg.encode_to_vec()));
+        crate::feed::prepare(&Filter::default(), &item).unwrap()
+    }
+
     #[test]
-    fn clean_snapshots_prepare_without_quarantine() {
+    fn clean_snapshots_carry_all_three_kinds_without_quarantine() {
         let mut g = Generator::new(SyntheticConfig::default());
         let msg = g.next_message(1_795_837_200, false);
-        assert_eq!(msg.entity.len(), 40);
-        let item = Item::new(Bytes::from(msg.encode_to_vec()));
-        let p = crate::feed::prepare(&Filter::default(), &item).unwrap();
-        assert_eq!(p.update.vehicles.len(), 40);
+        assert_eq!(msg.entity.len(), 40 + 40 + 2);
+        let p = prepare(&msg);
         assert!(p.malformed.is_empty(), "{:?}", p.malformed);
+        let u = p.to_update();
+        assert_eq!(
+            (u.vehicles.len(), u.trip_updates.len(), u.alerts.len()),
+            (40, 40, 2)
+        );
+        assert_eq!(u.trip_updates[0].stop_time_updates.len(), 3);
+        // Alert 0 concerns the agency (every stream), alert 1 route R1.
+        assert_eq!(u.alerts[0].informed_entities[0].agency_id, "synthetic");
+        assert_eq!(u.alerts[1].informed_entities[0].route_id, "R1");
+        let bare = SyntheticConfig {
+            trip_updates: false,
+            alerts: 0,
+            ..Default::default()
+        };
+        assert_eq!(Generator::new(bare).next_message(1, false).entity.len(), 40);
     }
 
     #[test]
@@ -311,42 +439,47 @@ mod tests {
         };
         let mut g = Generator::new(cfg);
         let msg = g.next_message(1_795_837_200, true);
-        let item = Item::new(Bytes::from(msg.encode_to_vec()));
-        let p = crate::feed::prepare(&Filter::default(), &item).unwrap();
+        let p = prepare(&msg);
         assert_eq!(p.malformed.len(), 1);
-        assert_eq!(p.update.vehicles.len(), 39);
+        assert_eq!(p.to_update().vehicles.len(), 39);
         assert!(p.malformed[0].reason.contains("start_date"));
-        let bad = &msg.entity[p.malformed[0].index];
-        assert_eq!(
-            bad.vehicle
-                .as_ref()
-                .unwrap()
-                .trip
-                .as_ref()
-                .unwrap()
-                .route_id
-                .as_deref(),
-            Some("R3")
-        );
+        assert_eq!(p.malformed[0].route.as_deref(), Some("R3"));
     }
 
     #[test]
-    fn malformed_rate_breaks_about_that_fraction() {
+    fn malformed_rate_breaks_about_that_fraction_of_vehicles() {
         let cfg = SyntheticConfig {
             vehicles: 1000,
             malformed_rate: 0.25,
             ..Default::default()
         };
         let mut g = Generator::new(cfg);
-        let msg = g.next_message(1_795_837_200, false);
-        let item = Item::new(Bytes::from(msg.encode_to_vec()));
-        let p = crate::feed::prepare(&Filter::default(), &item).unwrap();
+        let p = prepare(&g.next_message(1_795_837_200, false));
         assert!(
             (150..350).contains(&p.malformed.len()),
             "{}",
             p.malformed.len()
         );
-        assert_eq!(p.malformed.len() + p.update.vehicles.len(), 1000);
+        let u = p.to_update();
+        assert_eq!(p.malformed.len() + u.vehicles.len(), 1000);
+        assert_eq!(u.trip_updates.len(), 1000);
+        // Every malformation breaks a rule the reference states, each named.
+        for kind in Malformation::ALL {
+            let mut e = g.next_message(1, false).entity.remove(0);
+            kind.apply(&mut e);
+            assert!(
+                crate::validate::entity(&e, crate::validate::Rules::ALL).is_err(),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_the_new_parameters() {
+        let cfg = SyntheticConfig::from_query("trip_updates=false&alerts=5").unwrap();
+        assert!(!cfg.trip_updates);
+        assert_eq!(cfg.alerts, 5);
+        assert!(SyntheticConfig::from_query("trip_updates=maybe").is_err());
     }
 
     #[test]

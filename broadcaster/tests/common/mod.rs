@@ -23,7 +23,6 @@ use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest}
 pub fn entity(vehicle: &str, route: &str, lat: f32, lon: f32) -> FeedEntity {
     FeedEntity {
         id: format!("e-{vehicle}"),
-        is_deleted: None,
         vehicle: Some(VehiclePosition {
             trip: Some(TripDescriptor {
                 trip_id: Some(format!("T-{vehicle}")),
@@ -36,8 +35,8 @@ pub fn entity(vehicle: &str, route: &str, lat: f32, lon: f32) -> FeedEntity {
                 ..Default::default()
             }),
             position: Some(Position {
-                latitude: lat,
-                longitude: lon,
+                latitude: Some(lat),
+                longitude: Some(lon),
                 bearing: Some(10.0),
                 odometer: None,
                 speed: Some(5.0),
@@ -45,6 +44,7 @@ pub fn entity(vehicle: &str, route: &str, lat: f32, lon: f32) -> FeedEntity {
             timestamp: Some(1_795_837_200),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 
@@ -266,4 +266,26 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `shared/gtfs-rt/`, the real captures: beside the workspace root or one of its ancestors
+/// (a worktree sits deeper than the main clone), or `STALLWATCH_GTFS_RT_DIR`. `None` (and a
+/// line saying the test is skipped) when it is nowhere.
+pub fn gtfs_rt_dir() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("STALLWATCH_GTFS_RT_DIR") {
+        return Some(dir.into());
+    }
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let found = workspace
+        .ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/gtfs-rt"))
+        .find(|d| d.join("recording.bin").is_file());
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: shared/gtfs-rt/ (the real GTFS-realtime captures) not found beside {} or its ancestors; set STALLWATCH_GTFS_RT_DIR",
+            workspace.display()
+        );
+    }
+    found
 }

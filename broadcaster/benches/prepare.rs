@@ -1,0 +1,375 @@
+//! Preparing one large feed message for many streams; prints tables. Run with
+//! `cargo bench -p transit-broadcaster --bench prepare`.
+//!
+//! 1. Prepare cost of a 2.8 MB message (2,497 trip updates, 53,897 stop time updates, as the
+//!    largest real feeds send) for 1 and for 16 streams, as a ratio to a bare
+//!    `FeedMessage::decode` of the same bytes in the same run. Each round takes a fresh item,
+//!    so the shared decode is paid every round, as in the broadcaster. The 16 streams are
+//!    prepared back to back on one thread (the worst case for sharing: no stream finds the
+//!    decoding already done by another core). "per-stream decoding" is what the broadcaster
+//!    did before: one decode (with validation and conversion) per stream.
+//! 2. End to end: that message pushed into a running broadcaster and delivered to 100
+//!    subscribers over real gRPC on loopback (10 connections); per message, the time from
+//!    receipt to the last subscriber's delivery; p50/p99/max.
+//!
+//! `BENCH_SCALE` (default 1.0) scales the round counts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use stallwatch_core::clock::now_us;
+use tonic::transport::Channel;
+use transit_broadcaster::channel::Item;
+use transit_broadcaster::feed;
+use transit_broadcaster::generated::transit_realtime::trip_update::{
+    StopTimeEvent, StopTimeUpdate,
+};
+use transit_broadcaster::generated::transit_realtime::{
+    FeedEntity, FeedHeader, FeedMessage, TripDescriptor, TripUpdate, VehicleDescriptor,
+};
+use transit_broadcaster::generated::transit_v1::SubscribeRequest;
+use transit_broadcaster::server::Config;
+use transit_broadcaster::source::SourceSpec;
+use transit_broadcaster::spec::{Filter, StreamSpec};
+
+const TRIP_UPDATES: usize = 2_497;
+const STOP_TIME_UPDATES: usize = 53_897;
+const ROUTES: usize = 120;
+const SUBSCRIBERS: usize = 100;
+const CONNECTIONS: usize = 10;
+
+fn scale() -> f64 {
+    std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}
+
+/// A message shaped like the largest real trip-update feeds: ~21.6 stop time updates per trip
+/// with arrival and departure predictions.
+fn big_feed() -> Bytes {
+    let mut remaining = STOP_TIME_UPDATES;
+    let entity = |i: usize, stops: usize| FeedEntity {
+        id: format!("{:07}-WKDY-{i}", 1_000_000 + i * 37),
+        trip_update: Some(TripUpdate {
+            trip: Some(TripDescriptor {
+                trip_id: Some(format!(
+                    "{:07}-WKDY-BLOCK{:04}",
+                    1_000_000 + i * 37,
+                    i % 900
+                )),
+                route_id: Some(format!("{}", 100 + i % ROUTES)),
+                direction_id: Some((i % 2) as u32),
+                start_date: Some("20240312".into()),
+                start_time: Some(format!("{:02}:{:02}:00", 5 + i % 19, i % 60)),
+                schedule_relationship: Some(0),
+            }),
+            vehicle: Some(VehicleDescriptor {
+                id: Some(format!("{}", 4000 + i)),
+                label: Some(format!("Bus {}", 4000 + i)),
+                ..Default::default()
+            }),
+            stop_time_update: (0..stops)
+                .map(|s| {
+                    let time = 1_710_268_628 + (s as i64) * 95 + (i as i64 % 300);
+                    StopTimeUpdate {
+                        stop_sequence: Some(s as u32 + 1),
+                        stop_id: Some(format!("ST{:06}", 1000 + (i * 7 + s * 13) % 9000)),
+                        arrival: Some(StopTimeEvent {
+                            delay: Some((s as i32 * 7) % 240 - 60),
+                            time: Some(time),
+                            uncertainty: Some(30),
+                            ..Default::default()
+                        }),
+                        departure: Some(StopTimeEvent {
+                            delay: Some((s as i32 * 7) % 240 - 60),
+                            time: Some(time + 20),
+                            uncertainty: Some(30),
+                            ..Default::default()
+                        }),
+                        schedule_relationship: Some(0),
+                    }
+                })
+                .collect(),
+            timestamp: Some(1_710_268_628),
+            delay: None,
+        }),
+        ..Default::default()
+    };
+    let entities = (0..TRIP_UPDATES)
+        .map(|i| {
+            let stops = remaining / (TRIP_UPDATES - i);
+            remaining -= stops;
+            entity(i, stops)
+        })
+        .collect();
+    FeedMessage {
+        header: FeedHeader {
+            gtfs_realtime_version: "2.0".into(),
+            incrementality: Some(0),
+            timestamp: Some(1_710_268_628),
+            feed_version: None,
+        },
+        entity: entities,
+    }
+    .encode_to_vec()
+    .into()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Median over `rounds` of `f` run on a fresh item each round.
+fn time_rounds(rounds: usize, payload: &Bytes, mut f: impl FnMut(&Item)) -> Duration {
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let item = Item::new(payload.clone());
+        let start = Instant::now();
+        f(&item);
+        times.push(start.elapsed());
+    }
+    median(times)
+}
+
+fn prepare_table(payload: &Bytes) {
+    let rounds = ((30.0 * scale()) as usize).max(3);
+    let route_filters: Vec<Filter> = (0..16)
+        .map(|s| {
+            let routes: Vec<String> = (0..ROUTES / 16)
+                .map(|r| format!("{}", 100 + s * (ROUTES / 16) + r))
+                .collect();
+            format!("s{s}=routes:{}", routes.join(","))
+                .parse::<StreamSpec>()
+                .unwrap()
+                .filter
+        })
+        .collect();
+    let unfiltered = vec![Filter::default(); 16];
+    // Interleave the measurements so machine load affects each alike.
+    let mut bare = Vec::new();
+    let mut one = Vec::new();
+    let mut sixteen = Vec::new();
+    let mut sixteen_routes = Vec::new();
+    let mut per_stream = Vec::new();
+    for _ in 0..3 {
+        let r = rounds.div_ceil(3);
+        bare.push(time_rounds(r, payload, |item| {
+            std::hint::black_box(FeedMessage::decode(item.payload.as_ref()).unwrap());
+        }));
+        one.push(time_rounds(r, payload, |item| {
+            std::hint::black_box(feed::prepare(&Filter::default(), item).unwrap());
+        }));
+        sixteen.push(time_rounds(r, payload, |item| {
+            for f in &unfiltered {
+                std::hint::black_box(feed::prepare(f, &item.clone()).unwrap());
+            }
+        }));
+        sixteen_routes.push(time_rounds(r, payload, |item| {
+            for f in &route_filters {
+                std::hint::black_box(feed::prepare(f, &item.clone()).unwrap());
+            }
+        }));
+        // What each stream's dispatcher did before: its own decode of the payload.
+        per_stream.push(time_rounds(r.div_ceil(4), payload, |item| {
+            for _ in 0..16 {
+                std::hint::black_box(feed::decode(&item.payload).unwrap());
+            }
+        }));
+    }
+    let (bare, one, sixteen, sixteen_routes, per_stream) = (
+        median(bare),
+        median(one),
+        median(sixteen),
+        median(sixteen_routes),
+        median(per_stream),
+    );
+    let ratio = |d: Duration| d.as_secs_f64() / bare.as_secs_f64();
+    println!("\n### 1. Prepare cost of one large message (median of {rounds} rounds each)\n");
+    println!("| what | time | vs bare decode |");
+    println!("|---|---:|---:|");
+    println!("| bare `FeedMessage::decode` | {} | 1.00x |", ms(bare));
+    println!(
+        "| prepare, 1 stream (decode, validate, convert, encode once) | {} | {:.2}x |",
+        ms(one),
+        ratio(one)
+    );
+    println!(
+        "| prepare, 16 unfiltered streams | {} | {:.2}x |",
+        ms(sixteen),
+        ratio(sixteen)
+    );
+    println!(
+        "| prepare, 16 streams of 7 routes each | {} | {:.2}x |",
+        ms(sixteen_routes),
+        ratio(sixteen_routes)
+    );
+    println!(
+        "| per-stream decoding, 16 streams (before) | {} | {:.2}x |",
+        ms(per_stream),
+        ratio(per_stream)
+    );
+    println!(
+        "\ntarget: 16 streams <= 1.5x the bare decode: {} (unfiltered {:.2}x, route-filtered {:.2}x)",
+        if ratio(sixteen).max(ratio(sixteen_routes)) <= 1.5 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        ratio(sixteen),
+        ratio(sixteen_routes)
+    );
+}
+
+/// Only the sequence number and receive time of each update (protobuf skips the rest).
+#[derive(Clone, PartialEq, prost::Message)]
+struct UpdateHeader {
+    #[prost(uint64, tag = "2")]
+    seq: u64,
+    #[prost(uint64, tag = "4")]
+    received_at_us: u64,
+}
+
+async fn subscribe_light(channel: Channel) -> tonic::Streaming<UpdateHeader> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+    grpc.ready().await.expect("channel ready");
+    let codec = tonic_prost::ProstCodec::<SubscribeRequest, UpdateHeader>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/stallwatch.transit.v1.TransitBroadcaster/Subscribe",
+    );
+    grpc.server_streaming(
+        tonic::Request::new(SubscribeRequest {
+            stream: "all".into(),
+            ..Default::default()
+        }),
+        path,
+        codec,
+    )
+    .await
+    .expect("subscribe")
+    .into_inner()
+}
+
+fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn end_to_end(payload: &Bytes) {
+    let messages = ((20.0 * scale()) as u64).max(3);
+    let server_rt = runtime(2, "bench-server");
+    let client_rt = runtime(2, "bench-clients");
+    let running = server_rt
+        .block_on(transit_broadcaster::start(Config {
+            channel_capacity: 4,
+            subscriber_queue: 4,
+            admin_addr: None,
+            ..Config::loopback(SourceSpec::Manual)
+        }))
+        .expect("start broadcaster");
+    let addr = running.grpc_addr;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64, u64)>();
+    client_rt.block_on(async {
+        let mut channels = Vec::new();
+        for _ in 0..CONNECTIONS {
+            channels.push(
+                Channel::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .tcp_nodelay(true)
+                    .initial_stream_window_size(8 << 20)
+                    .initial_connection_window_size(32 << 20)
+                    .connect()
+                    .await
+                    .expect("connect"),
+            );
+        }
+        for i in 0..SUBSCRIBERS {
+            let mut updates = subscribe_light(channels[i % CONNECTIONS].clone()).await;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(u)) = updates.message().await {
+                    let _ = tx.send((i as u64, u.seq, now_us()));
+                }
+            });
+        }
+    });
+    let stream = running.stream("all").unwrap();
+    while stream.hub.subscriber_count() < SUBSCRIBERS {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ingest = running.ingest();
+    let mut latencies = Vec::new();
+    for seq in 1..=messages {
+        let received_at = now_us();
+        ingest.push(payload.clone());
+        let mut got = 0;
+        let mut last = received_at;
+        while got < SUBSCRIBERS {
+            let (_, s, at) = rx.blocking_recv().expect("subscribers alive");
+            if s == seq {
+                got += 1;
+                last = last.max(at);
+            }
+        }
+        latencies.push(Duration::from_micros(last - received_at));
+        // Let the machine settle between messages: this measures one message's delivery.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lagged = stream.hub.lagged_total();
+    server_rt.block_on(running.shutdown());
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "\n### 2. End to end: one message to {SUBSCRIBERS} subscribers ({CONNECTIONS} connections), {messages} messages\n"
+    );
+    println!("| receipt to last delivery | p50 | p99 | max |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| {:.1} MB update | {} | {} | {} |",
+        payload.len() as f64 / 1e6,
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(*latencies.last().unwrap())
+    );
+    println!("(lagged updates: {lagged}; clients decode seq and receive time only)");
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let payload = big_feed();
+    let decoded = feed::decode(&payload).unwrap();
+    let stops: usize = FeedMessage::decode(payload.as_ref())
+        .unwrap()
+        .entity
+        .iter()
+        .map(|e| {
+            e.trip_update
+                .as_ref()
+                .map_or(0, |t| t.stop_time_update.len())
+        })
+        .sum();
+    println!("# transit-broadcaster prepare benchmark");
+    println!(
+        "message: {} bytes, {} trip updates, {stops} stop time updates; our update encodes to {} bytes; {} CPUs shared with whatever else runs",
+        payload.len(),
+        decoded.carried.len(),
+        decoded.body.len(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = Arc::new(());
+    prepare_table(&payload);
+    end_to_end(&payload);
+}

@@ -1,0 +1,380 @@
+//! One raw feed message decoded, validated and converted once, shared by every stream.
+//!
+//! Each stream's dispatcher used to decode the same payload itself; a 2.8 MB message then cost
+//! one full decode per stream. Now the first dispatcher to take a message decodes it
+//! ([`crate::channel::Item::decoded`]) and every other stream reuses the result: each carried
+//! entity is converted to its typed `stallwatch.transit.v1` message and encoded once, as the
+//! `StreamUpdate` field it becomes, so a stream's update is a concatenation of those encodings
+//! (an unfiltered stream's is the whole [`DecodedFeed::body`], shared, not copied).
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+
+use crate::convert;
+use crate::generated::transit_realtime::{FeedEntity, FeedMessage};
+use crate::validate;
+
+/// Feed messages larger than this are refused before decoding.
+pub const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
+
+/// `StreamUpdate` field numbers of the entity kinds.
+const VEHICLES_FIELD: u32 = 7;
+const TRIP_UPDATES_FIELD: u32 = 8;
+const ALERTS_FIELD: u32 = 9;
+const DELETED_FIELD: u32 = 10;
+/// `FeedMessage.header`.
+const FEED_HEADER_FIELD: u32 = 1;
+/// `FeedMessage.entity`.
+const FEED_ENTITY_FIELD: u32 = 2;
+
+/// Why a whole feed message was set aside.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PrepareError {
+    #[error("feed message of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge { size: usize, max: usize },
+    #[error("not a GTFS-realtime FeedMessage: {0}")]
+    Decode(String),
+    /// Strict (legacy) preparation only: one bad entity fails the whole message.
+    #[error("entity {index} ({id:?}): {reason}")]
+    Entity {
+        index: usize,
+        id: String,
+        reason: String,
+    },
+}
+
+impl PrepareError {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PrepareError::TooLarge { .. } => "too_large",
+            PrepareError::Decode(_) => "decode",
+            PrepareError::Entity { .. } => "entity",
+        }
+    }
+}
+
+/// The entity kinds a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntityKind {
+    Vehicle,
+    TripUpdate,
+    Alert,
+    /// `is_deleted`: carried as the id to delete.
+    Deleted,
+}
+
+impl EntityKind {
+    pub const ALL: [EntityKind; 4] = [Self::Vehicle, Self::TripUpdate, Self::Alert, Self::Deleted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vehicle => "vehicle",
+            Self::TripUpdate => "trip_update",
+            Self::Alert => "alert",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// Which routes an entity concerns, for `routes:` filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteScope {
+    /// A vehicle's or trip update's trip's route (`None`: the feed named none).
+    Route(Option<String>),
+    /// An alert: the routes its informed entities name (directly or through their trip), and
+    /// whether one of them names neither a route nor a trip (a whole agency, a stop, a route
+    /// type): without static GTFS that could concern any route, so every stream carries it.
+    Alert {
+        routes: Vec<String>,
+        everywhere: bool,
+    },
+    /// Deletions go to every stream: a subscriber ignores ids it does not hold.
+    Everywhere,
+}
+
+/// One entity a stream may carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Carried {
+    /// Index in the feed message.
+    pub index: usize,
+    pub id: String,
+    pub kind: EntityKind,
+    pub scope: RouteScope,
+    /// WGS-84 degrees, for vehicles that have a position.
+    pub position: Option<(f64, f64)>,
+    /// Its `StreamUpdate` field in [`DecodedFeed::body`].
+    pub field: Range<usize>,
+    /// Its original `FeedEntity` encoding in [`DecodedFeed::payload`].
+    pub raw: Range<usize>,
+}
+
+/// One entity that breaks a rule of the GTFS-realtime reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MalformedEntity {
+    pub index: usize,
+    pub id: String,
+    /// Names the field and the rule.
+    pub reason: String,
+    /// The route it is on, when the feed says: a stream that does not carry that route is not
+    /// concerned by it.
+    pub route: Option<String>,
+    /// The entity's original bytes, for the quarantine excerpt.
+    pub raw: Bytes,
+}
+
+/// A feed message, decoded once.
+#[derive(Debug, Clone)]
+pub struct DecodedFeed {
+    pub payload: Bytes,
+    pub feed_timestamp: u64,
+    /// `stallwatch.transit.v1.Incrementality`, the GTFS number.
+    pub incrementality: i32,
+    pub gtfs_realtime_version: String,
+    /// In feed order; an entity that (against the reference's advice) populates several kinds
+    /// is carried once per kind.
+    pub carried: Vec<Carried>,
+    pub malformed: Vec<MalformedEntity>,
+    /// Entities whose id an earlier entity of the same message already had. Not an error:
+    /// real feeds do it (a vehicle and its trip update under one id).
+    pub duplicate_ids: u64,
+    /// Entities with none of the kinds carried (shapes, stops, trip modifications, or empty).
+    pub not_carried: u64,
+    /// Every carried entity's `StreamUpdate` field, in feed order.
+    pub body: Bytes,
+}
+
+impl DecodedFeed {
+    /// The concatenated fields of `carried[i]` for each `i`, in order.
+    pub fn fields_of(&self, indices: impl Iterator<Item = usize>) -> Bytes {
+        let mut out = BytesMut::new();
+        for i in indices {
+            out.extend_from_slice(&self.body[self.carried[i].field.clone()]);
+        }
+        out.freeze()
+    }
+
+    /// `StreamUpdate.raw_entities` fields for `carried[i]` for each `i`. An entity carried
+    /// under several kinds appears once.
+    pub fn raw_fields_of(&self, indices: impl Iterator<Item = usize>) -> Bytes {
+        let mut out = Vec::new();
+        let mut last = None;
+        for i in indices {
+            let c = &self.carried[i];
+            if last == Some(c.index) {
+                continue;
+            }
+            last = Some(c.index);
+            let raw = crate::generated::transit_v1::RawEntity {
+                entity_id: c.id.clone(),
+                feed_entity: self.payload[c.raw.clone()].to_vec(),
+            };
+            prost::encoding::message::encode(RAW_ENTITIES_FIELD, &raw, &mut out);
+        }
+        out.into()
+    }
+}
+
+/// `StreamUpdate.raw_entities`.
+const RAW_ENTITIES_FIELD: u32 = 13;
+
+/// Decodes, validates and converts `payload`.
+pub fn decode(payload: &Bytes) -> Result<DecodedFeed, PrepareError> {
+    if payload.len() > MAX_FEED_BYTES {
+        return Err(PrepareError::TooLarge {
+            size: payload.len(),
+            max: MAX_FEED_BYTES,
+        });
+    }
+    let msg = FeedMessage::decode(payload.as_ref())
+        .map_err(|e| PrepareError::Decode(describe_decode_error(payload, &e)))?;
+    let (raw, has_header) = entity_ranges(payload)?;
+    if !has_header {
+        return Err(PrepareError::Decode(
+            "FeedMessage.header: missing (required)".into(),
+        ));
+    }
+    if raw.len() != msg.entity.len() {
+        return Err(PrepareError::Decode(format!(
+            "{} entities decoded but {} entity fields found",
+            msg.entity.len(),
+            raw.len()
+        )));
+    }
+    let mut feed = DecodedFeed {
+        payload: payload.clone(),
+        feed_timestamp: msg.header.timestamp.unwrap_or(0),
+        incrementality: msg.header.incrementality.unwrap_or(0),
+        gtfs_realtime_version: msg.header.gtfs_realtime_version,
+        carried: Vec::with_capacity(msg.entity.len()),
+        malformed: Vec::new(),
+        duplicate_ids: 0,
+        not_carried: 0,
+        body: Bytes::new(),
+    };
+    // Converted messages encode to about the size of their GTFS encoding.
+    let mut body = Vec::with_capacity(payload.len() + payload.len() / 8);
+    let rules = validate::Rules::for_version(&feed.gtfs_realtime_version);
+    let mut seen: HashSet<String> = HashSet::with_capacity(msg.entity.len());
+    for (index, (entity, raw)) in msg.entity.into_iter().zip(raw).enumerate() {
+        if !seen.insert(entity.id.clone()) {
+            feed.duplicate_ids += 1;
+        }
+        if let Err(reason) = validate::entity(&entity, rules) {
+            feed.malformed.push(MalformedEntity {
+                index,
+                route: route_of(&entity),
+                id: entity.id,
+                reason,
+                raw: payload.slice(raw),
+            });
+            continue;
+        }
+        let before = feed.carried.len();
+        carry(index, entity, raw, &mut body, &mut feed.carried);
+        if feed.carried.len() == before {
+            feed.not_carried += 1;
+        }
+    }
+    feed.body = body.into();
+    Ok(feed)
+}
+
+fn route_of(e: &FeedEntity) -> Option<String> {
+    let trip = e
+        .vehicle
+        .as_ref()
+        .and_then(|v| v.trip.as_ref())
+        .or_else(|| e.trip_update.as_ref().and_then(|t| t.trip.as_ref()))?;
+    trip.route_id.clone()
+}
+
+/// Converts a valid entity and appends its fields to `body`.
+fn carry(
+    index: usize,
+    entity: FeedEntity,
+    raw: Range<usize>,
+    body: &mut Vec<u8>,
+    carried: &mut Vec<Carried>,
+) {
+    let FeedEntity {
+        id,
+        is_deleted,
+        trip_update,
+        vehicle,
+        alert,
+    } = entity;
+    let mut push = |kind, scope, position, body: &mut Vec<u8>, start: usize, id: &str| {
+        carried.push(Carried {
+            index,
+            id: id.to_string(),
+            kind,
+            scope,
+            position,
+            field: start..body.len(),
+            raw: raw.clone(),
+        });
+    };
+    if is_deleted == Some(true) {
+        let start = body.len();
+        prost::encoding::string::encode(DELETED_FIELD, &id, body);
+        push(
+            EntityKind::Deleted,
+            RouteScope::Everywhere,
+            None,
+            body,
+            start,
+            &id,
+        );
+        return;
+    }
+    if let Some(vp) = vehicle {
+        let v = convert::vehicle(id.clone(), vp);
+        let start = body.len();
+        prost::encoding::message::encode(VEHICLES_FIELD, &v, body);
+        let scope = RouteScope::Route(v.trip.as_ref().map(|t| t.route_id.clone()));
+        let position = v.has_position.then_some((v.latitude, v.longitude));
+        push(EntityKind::Vehicle, scope, position, body, start, &id);
+    }
+    if let Some(tu) = trip_update {
+        let t = convert::trip_update(id.clone(), tu);
+        let start = body.len();
+        prost::encoding::message::encode(TRIP_UPDATES_FIELD, &t, body);
+        let scope = RouteScope::Route(t.trip.as_ref().map(|t| t.route_id.clone()));
+        push(EntityKind::TripUpdate, scope, None, body, start, &id);
+    }
+    if let Some(a) = alert {
+        let a = convert::alert(id.clone(), a);
+        let start = body.len();
+        prost::encoding::message::encode(ALERTS_FIELD, &a, body);
+        let mut routes = Vec::new();
+        let mut everywhere = false;
+        for sel in &a.informed_entities {
+            let route = Some(sel.route_id.as_str())
+                .filter(|r| !r.is_empty())
+                .or_else(|| {
+                    sel.trip
+                        .as_ref()
+                        .map(|t| t.route_id.as_str())
+                        .filter(|r| !r.is_empty())
+                });
+            match route {
+                Some(r) => routes.push(r.to_string()),
+                None if sel.trip.is_none() => everywhere = true,
+                // A trip named by its id alone: its route is not known here.
+                None => {}
+            }
+        }
+        let scope = RouteScope::Alert { routes, everywhere };
+        push(EntityKind::Alert, scope, None, body, start, &id);
+    }
+}
+
+/// The byte range of each `FeedMessage.entity` in `payload`, in order, and whether the
+/// message has a header.
+fn entity_ranges(payload: &[u8]) -> Result<(Vec<Range<usize>>, bool), PrepareError> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    let mut buf = payload;
+    let mut ranges = Vec::new();
+    let mut has_header = false;
+    let err = |e: prost::DecodeError| PrepareError::Decode(e.to_string());
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).map_err(err)?;
+        if tag == FEED_ENTITY_FIELD && wire_type == WireType::LengthDelimited {
+            let len = decode_varint(&mut buf).map_err(err)? as usize;
+            if len > buf.len() {
+                return Err(PrepareError::Decode("entity field is truncated".into()));
+            }
+            let start = payload.len() - buf.len();
+            ranges.push(start..start + len);
+            buf = &buf[len..];
+        } else {
+            has_header |= tag == FEED_HEADER_FIELD;
+            skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(err)?;
+        }
+    }
+    Ok((ranges, has_header))
+}
+
+/// prost's error plus what the bytes look like, so an HTML error page or a text body served
+/// as a feed is named as such.
+fn describe_decode_error(payload: &[u8], e: &prost::DecodeError) -> String {
+    let head = &payload[..payload.len().min(80)];
+    let text = std::str::from_utf8(head).ok().filter(|s| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| !c.is_control() || c.is_ascii_whitespace())
+    });
+    match text {
+        Some(t) => format!(
+            "{e}; the {} bytes are text, not protobuf: {:?}",
+            payload.len(),
+            t.trim()
+        ),
+        None if payload.is_empty() => format!("{e} (empty message)"),
+        None => format!("{e} ({} bytes)", payload.len()),
+    }
+}
