@@ -133,6 +133,11 @@ impl Drift {
         lock(&self.dirty).remove(owner)
     }
 
+    /// Whether `owner` drifted, leaving the mark in place.
+    pub fn is_dirty(&self, owner: &str) -> bool {
+        lock(&self.dirty).contains(owner)
+    }
+
     /// Marks `owner` dirty again (its re-apply failed).
     pub fn mark(&self, owner: &str) {
         lock(&self.dirty).insert(owner.to_string());

@@ -212,6 +212,11 @@ async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
         ctx.drift.forget(&target.key);
         return Ok(Action::await_change());
     }
+    if ctx.drift.is_dirty(&target.key) && !still_exists(&target, ts).await? {
+        ctx.track_in_flight(&target.key, false);
+        ctx.drift.forget(&target.key);
+        return Ok(Action::await_change());
+    }
     let mut ts = ts.clone();
 
     // Validate (pure). An invalid spec is reported and waits for a change.
@@ -339,6 +344,17 @@ async fn report_invalid(
         publish(ctx, ts, true, "InvalidSpec", "Validate", msg).await;
     }
     Ok(())
+}
+
+/// Whether this TransitStream (same uid) is still on the API server and not being deleted.
+/// Asked before a drift re-apply only: the cache lags the API server, and the drift may be the
+/// garbage collector deleting the objects of a TransitStream that is already gone; re-applying
+/// them would recreate, under a dead owner, what the collector just deleted.
+async fn still_exists(target: &Target, ts: &TransitStream) -> Result<bool> {
+    let live = target.api.get_opt(&target.name).await?;
+    Ok(live.is_some_and(|l| {
+        l.metadata.uid == ts.metadata.uid && l.metadata.deletion_timestamp.is_none()
+    }))
 }
 
 fn build_desired(ctx: &Context, ts: &TransitStream) -> builders::Desired {

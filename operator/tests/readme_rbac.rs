@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use transit_operator::rbac::{LEADER_ELECTION, OPERATOR};
+use transit_operator::rbac::{LEADER_ELECTION, OPERATOR, WEBHOOK, WEBHOOK_CERTS};
 
 type Triple = (String, String, String);
 
@@ -56,6 +56,8 @@ fn the_readme_rbac_table_is_what_the_operator_uses() {
     let used: BTreeSet<Triple> = OPERATOR
         .iter()
         .chain(LEADER_ELECTION)
+        .chain(WEBHOOK)
+        .chain(WEBHOOK_CERTS)
         .flat_map(|r| r.triples())
         .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
         .collect();

@@ -429,11 +429,14 @@ async fn deleting_the_transitstream_garbage_collects_everything() {
     ts.delete("demo", &DeleteParams::background())
         .await
         .unwrap();
+    // The garbage collector learns about new resource types (our CRD) by re-reading discovery
+    // every 30 s, and retries owners it cannot map with backoff: on a fresh control plane the
+    // first collection can take more than 30 s (measured: up to ~45 s on a loaded machine).
     for (kind, object) in owned("demo") {
         let api = api_for(&client, &ns, kind);
         eventually(
             &format!("{kind}/{object} garbage-collected"),
-            Duration::from_secs(30),
+            Duration::from_secs(120),
             || async { api.get_opt(&object).await.ok()?.is_none().then_some(()) },
         )
         .await;
