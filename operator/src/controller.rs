@@ -170,15 +170,43 @@ pub async fn run_controller(
     let ctx = make_ctx(pods.clone(), streams.clone());
     let drift = ctx.drift.clone();
     let deployments = api::<Deployment>(&client, &scope);
-    let ready_streams = streams.clone();
-    let ready_pods = pods.clone();
+    report_ready_when_synced(streams.clone(), pods.clone(), ready);
+    let owners = streams.clone();
+    let controller = Controller::for_stream(ts_stream, streams)
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(16)
+                .debounce(Duration::from_millis(50)),
+        )
+        .owns(
+            deployments,
+            watcher::Config::default().labels(MANAGED_SELECTOR),
+        );
+    with_owned_triggers(controller, &client, &scope, &drift, &owners)
+        .watches_stream(pod_stream, |pod| pod_to_stream(&pod))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(resource = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Sends `true` on `ready` once both caches have synced (in the background).
+fn report_ready_when_synced(
+    streams: Store<TransitStream>,
+    pods: Store<Pod>,
+    ready: watch::Sender<bool>,
+) {
     tokio::spawn(async move {
         // Re-poll with a fresh future each time: a waiter registered before the store's
         // first InitDone was seen to miss the wake-up.
         loop {
             let both = async {
-                ready_streams.wait_until_ready().await.is_ok()
-                    && ready_pods.wait_until_ready().await.is_ok()
+                streams.wait_until_ready().await.is_ok() && pods.wait_until_ready().await.is_ok()
             };
             match tokio::time::timeout(Duration::from_millis(200), both).await {
                 Ok(true) => {
@@ -191,68 +219,29 @@ pub async fn run_controller(
             }
         }
     });
-    let owners = streams.clone();
-    Controller::for_stream(ts_stream, streams)
-        .with_config(
-            ControllerConfig::default()
-                .concurrency(16)
-                .debounce(Duration::from_millis(50)),
-        )
-        .owns(
-            deployments,
-            watcher::Config::default().labels(MANAGED_SELECTOR),
-        )
-        // Every other owned kind: a deletion or someone else's change is re-applied at once.
-        .owns_stream(owned_trigger::<Service>(
-            &client,
-            &scope,
-            drift.clone(),
-            owners.clone(),
-        ))
-        .owns_stream(owned_trigger::<ConfigMap>(
-            &client,
-            &scope,
-            drift.clone(),
-            owners.clone(),
-        ))
-        .owns_stream(owned_trigger::<Secret>(
-            &client,
-            &scope,
-            drift.clone(),
-            owners.clone(),
-        ))
-        .owns_stream(owned_trigger::<ServiceAccount>(
-            &client,
-            &scope,
-            drift.clone(),
-            owners.clone(),
-        ))
-        .owns_stream(owned_trigger::<Role>(
-            &client,
-            &scope,
-            drift.clone(),
-            owners.clone(),
-        ))
-        .owns_stream(owned_trigger::<RoleBinding>(
-            &client,
-            &scope,
-            drift.clone(),
-            owners.clone(),
-        ))
+}
+
+/// Every owned kind but Deployments: a deletion or someone else's change is re-applied at once.
+fn with_owned_triggers(
+    controller: Controller<TransitStream>,
+    client: &Client,
+    scope: &Scope,
+    drift: &Arc<Drift>,
+    owners: &Store<TransitStream>,
+) -> Controller<TransitStream> {
+    let d = || drift.clone();
+    let o = || owners.clone();
+    controller
+        .owns_stream(owned_trigger::<Service>(client, scope, d(), o()))
+        .owns_stream(owned_trigger::<ConfigMap>(client, scope, d(), o()))
+        .owns_stream(owned_trigger::<Secret>(client, scope, d(), o()))
+        .owns_stream(owned_trigger::<ServiceAccount>(client, scope, d(), o()))
+        .owns_stream(owned_trigger::<Role>(client, scope, d(), o()))
+        .owns_stream(owned_trigger::<RoleBinding>(client, scope, d(), o()))
         .owns_stream(owned_trigger::<PersistentVolumeClaim>(
-            &client,
-            &scope,
-            drift.clone(),
-            owners.clone(),
+            client,
+            scope,
+            d(),
+            o(),
         ))
-        .watches_stream(pod_stream, |pod| pod_to_stream(&pod))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(resource = %obj, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
-            }
-        })
-        .await;
 }

@@ -116,17 +116,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     tracing::info!(identity = %identity, "leading; starting the controller");
     ready_tx.send_replace(false);
 
-    let scope = if config.namespace.is_empty() {
-        Scope::All
-    } else {
-        Scope::Namespace(config.namespace.clone())
-    };
-    let settings = Settings {
-        default_image: config.default_image.clone(),
-        max_concurrent_remediations: config.max_concurrent_remediations,
-        reconcile_timeout: config.reconcile_timeout,
-        instance: Some(identity),
-    };
+    let scope = scope(&config);
+    let settings = settings(&config, identity);
     let shutdown = until_stopped_or_deposed(stop_rx.clone(), lead_rx);
     let ctl_client = client.clone();
     run_controller(
@@ -147,7 +138,35 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         shutdown,
     )
     .await;
-    let stopping = *stop_rx.borrow();
+    stop_elector(*stop_rx.borrow(), elector_task).await
+}
+
+/// Which namespace(s) the controller watches: all when `namespace` is empty.
+fn scope(config: &Config) -> Scope {
+    if config.namespace.is_empty() {
+        Scope::All
+    } else {
+        Scope::Namespace(config.namespace.clone())
+    }
+}
+
+/// The reconciler's settings, with this replica's lease identity as its instance.
+fn settings(config: &Config, identity: String) -> Settings {
+    Settings {
+        default_image: config.default_image.clone(),
+        max_concurrent_remediations: config.max_concurrent_remediations,
+        reconcile_timeout: config.reconcile_timeout,
+        instance: Some(identity),
+    }
+}
+
+/// After the controller ended: on a shutdown signal the elector is awaited (it releases the
+/// lease) and the run is `Ok`; otherwise the lease was lost, the elector is aborted and the
+/// run fails.
+async fn stop_elector(
+    stopping: bool,
+    elector_task: Option<tokio::task::JoinHandle<()>>,
+) -> Result<(), RunError> {
     if let Some(t) = elector_task {
         if stopping {
             let _ = t.await;

@@ -52,19 +52,36 @@ fn client_params(
 
 /// Generates everything into `dir`.
 pub(crate) fn generate(dir: &Path) -> Result<CertFiles, Error> {
-    let files = CertFiles {
-        ca_cert: dir.join("ca.crt"),
-        ca_key: dir.join("ca.key"),
-        serving_cert: dir.join("apiserver.crt"),
-        serving_key: dir.join("apiserver.key"),
-        admin_cert: dir.join("admin.crt"),
-        admin_key: dir.join("admin.key"),
-        kcm_cert: dir.join("kcm.crt"),
-        kcm_key: dir.join("kcm.key"),
-        sa_key: dir.join("sa.key"),
-        sa_pub: dir.join("sa.pub"),
-    };
+    let files = CertFiles::in_dir(dir);
+    let ca = write_ca(&files)?;
+    write_serving(&files, &ca)?;
+    write_clients(&files, &ca)?;
+    // ServiceAccount tokens are signed ES256; the API server accepts EC keys as well as RSA.
+    let sa = KeyPair::generate().map_err(cert_err)?;
+    write(&files.sa_key, &sa.serialize_pem())?;
+    write(&files.sa_pub, &sa.public_key_pem())?;
+    Ok(files)
+}
 
+impl CertFiles {
+    fn in_dir(dir: &Path) -> Self {
+        CertFiles {
+            ca_cert: dir.join("ca.crt"),
+            ca_key: dir.join("ca.key"),
+            serving_cert: dir.join("apiserver.crt"),
+            serving_key: dir.join("apiserver.key"),
+            admin_cert: dir.join("admin.crt"),
+            admin_key: dir.join("admin.key"),
+            kcm_cert: dir.join("kcm.crt"),
+            kcm_key: dir.join("kcm.key"),
+            sa_key: dir.join("sa.key"),
+            sa_pub: dir.join("sa.pub"),
+        }
+    }
+}
+
+/// The self-signed CA, written out and returned to sign the rest.
+fn write_ca(files: &CertFiles) -> Result<CertifiedIssuer<'static, KeyPair>, Error> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -80,7 +97,11 @@ pub(crate) fn generate(dir: &Path) -> Result<CertFiles, Error> {
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(cert_err)?;
     write(&files.ca_cert, &ca.pem())?;
     write(&files.ca_key, &ca_key_pem)?;
+    Ok(ca)
+}
 
+/// The API server's serving certificate.
+fn write_serving(files: &CertFiles, ca: &CertifiedIssuer<'static, KeyPair>) -> Result<(), Error> {
     // Serving: loopback plus the in-cluster names, in case anything resolves them.
     let mut serving = CertificateParams::new(vec![
         "localhost".to_string(),
@@ -101,10 +122,14 @@ pub(crate) fn generate(dir: &Path) -> Result<CertFiles, Error> {
     ];
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_key = KeyPair::generate().map_err(cert_err)?;
-    let cert = serving.signed_by(&serving_key, &ca).map_err(cert_err)?;
+    let cert = serving.signed_by(&serving_key, ca).map_err(cert_err)?;
     write(&files.serving_cert, &cert.pem())?;
     write(&files.serving_key, &serving_key.serialize_pem())?;
+    Ok(())
+}
 
+/// Client certificates: the admin (system:masters) and the controller manager.
+fn write_clients(files: &CertFiles, ca: &CertifiedIssuer<'static, KeyPair>) -> Result<(), Error> {
     for (common_name, org, cert_path, key_path) in [
         (
             "stallwatch-envtest-admin",
@@ -121,15 +146,10 @@ pub(crate) fn generate(dir: &Path) -> Result<CertFiles, Error> {
     ] {
         let key = KeyPair::generate().map_err(cert_err)?;
         let cert = client_params(common_name, org)?
-            .signed_by(&key, &ca)
+            .signed_by(&key, ca)
             .map_err(cert_err)?;
         write(cert_path, &cert.pem())?;
         write(key_path, &key.serialize_pem())?;
     }
-
-    // ServiceAccount tokens are signed ES256; the API server accepts EC keys as well as RSA.
-    let sa = KeyPair::generate().map_err(cert_err)?;
-    write(&files.sa_key, &sa.serialize_pem())?;
-    write(&files.sa_pub, &sa.public_key_pem())?;
-    Ok(files)
+    Ok(())
 }

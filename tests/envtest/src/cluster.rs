@@ -106,76 +106,19 @@ impl ControlPlane {
         let certs = certs::generate(&root)?;
         let mut procs = Vec::new();
 
-        let etcd_port = free_port();
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let mut etcd = Command::new(bin.join("etcd"));
-        etcd.arg("--name=envtest")
-            .arg(format!("--data-dir={}", root.join("etcd").display()))
-            .arg(format!("--listen-client-urls={etcd_url}"))
-            .arg(format!("--advertise-client-urls={etcd_url}"))
-            .arg(format!(
-                "--listen-peer-urls=http://127.0.0.1:{}",
-                free_port()
-            ))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
-                free_port()
-            ))
-            .arg(format!(
-                "--listen-metrics-urls=http://127.0.0.1:{}",
-                free_port()
-            ))
-            .arg("--quota-backend-bytes=4294967296")
-            .arg("--unsafe-no-fsync")
-            .arg("--log-level=warn");
+        let etcd_url = format!("http://127.0.0.1:{}", free_port());
+        let etcd = etcd_command(bin, &root, &etcd_url);
         procs.push(group.spawn("etcd", etcd, &root.join("etcd.log"))?);
-        // etcd's peer port must match its initial cluster; give it its own advertise URL.
-        let http = reqwest::Client::new();
-        let health = format!("{etcd_url}/health");
-        wait_for("etcd", Duration::from_secs(30), &mut procs, || {
-            let http = http.clone();
-            let health = health.clone();
-            async move {
-                match http.get(&health).send().await {
-                    Ok(r) => r
-                        .text()
-                        .await
-                        .is_ok_and(|t| t.contains("\"health\":\"true\"")),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await?;
+        wait_for_etcd(&etcd_url, &mut procs).await?;
 
         let port = free_port();
         let server = format!("https://127.0.0.1:{port}");
-        let p = |path: &Path| path.display().to_string();
-        let mut apiserver = Command::new(bin.join("kube-apiserver"));
-        apiserver
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={port}"))
-            .arg(format!("--etcd-servers={etcd_url}"))
-            .arg("--authorization-mode=Node,RBAC")
-            .arg(format!("--client-ca-file={}", p(&certs.ca_cert)))
-            .arg(format!("--tls-cert-file={}", p(&certs.serving_cert)))
-            .arg(format!("--tls-private-key-file={}", p(&certs.serving_key)))
-            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!("--service-account-key-file={}", p(&certs.sa_pub)))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                p(&certs.sa_key)
-            ))
-            .arg("--service-cluster-ip-range=10.96.0.0/16")
-            .arg("--endpoint-reconciler-type=none")
-            .arg("--profiling=false")
-            .arg(format!("--cert-dir={}", p(&root.join("apiserver-certs"))));
+        let apiserver = apiserver_command(bin, &root, port, &etcd_url, &certs);
         procs.push(group.spawn(
             "kube-apiserver",
             apiserver,
             &root.join("kube-apiserver.log"),
         )?);
-
         let admin_kubeconfig = root.join("admin.kubeconfig");
         write(
             &admin_kubeconfig,
@@ -186,24 +129,7 @@ impl ControlPlane {
             ),
         )?;
         let admin = client_from(&admin_kubeconfig).await?;
-        wait_for(
-            "kube-apiserver",
-            Duration::from_secs(60),
-            &mut procs,
-            || {
-                let admin = admin.clone();
-                async move {
-                    let req = http::Request::get("/readyz")
-                        .body(Vec::new())
-                        .expect("a request");
-                    admin
-                        .request_text(req)
-                        .await
-                        .is_ok_and(|t| t.trim() == "ok")
-                }
-            },
-        )
-        .await?;
+        wait_for_apiserver(&admin, &mut procs).await?;
 
         let kcm_kubeconfig = root.join("kcm.kubeconfig");
         write(
@@ -214,26 +140,7 @@ impl ControlPlane {
                 json!({"client-certificate": certs.kcm_cert, "client-key": certs.kcm_key}),
             ),
         )?;
-        let mut kcm = Command::new(bin.join("kube-controller-manager"));
-        kcm.arg(format!("--kubeconfig={}", p(&kcm_kubeconfig)))
-            .arg(format!(
-                "--authentication-kubeconfig={}",
-                p(&kcm_kubeconfig)
-            ))
-            .arg(format!("--authorization-kubeconfig={}", p(&kcm_kubeconfig)))
-            .arg("--use-service-account-credentials=true")
-            .arg(format!("--root-ca-file={}", p(&certs.ca_cert)))
-            .arg(format!(
-                "--service-account-private-key-file={}",
-                p(&certs.sa_key)
-            ))
-            .arg(format!("--cluster-signing-cert-file={}", p(&certs.ca_cert)))
-            .arg(format!("--cluster-signing-key-file={}", p(&certs.ca_key)))
-            .arg("--controllers=*")
-            .arg("--leader-elect=false")
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", free_port()))
-            .arg("--service-cluster-ip-range=10.96.0.0/16");
+        let kcm = controller_manager_command(bin, &kcm_kubeconfig, &certs);
         procs.push(group.spawn(
             "kube-controller-manager",
             kcm,
@@ -407,4 +314,126 @@ pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// etcd serving clients on `etcd_url`, its data under `root`.
+fn etcd_command(bin: &Path, root: &Path, etcd_url: &str) -> Command {
+    let mut etcd = Command::new(bin.join("etcd"));
+    etcd.arg("--name=envtest")
+        .arg(format!("--data-dir={}", root.join("etcd").display()))
+        .arg(format!("--listen-client-urls={etcd_url}"))
+        .arg(format!("--advertise-client-urls={etcd_url}"))
+        // etcd's peer port must match its initial cluster; give it its own advertise URL.
+        .arg(format!(
+            "--listen-peer-urls=http://127.0.0.1:{}",
+            free_port()
+        ))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+            free_port()
+        ))
+        .arg(format!(
+            "--listen-metrics-urls=http://127.0.0.1:{}",
+            free_port()
+        ))
+        .arg("--quota-backend-bytes=4294967296")
+        .arg("--unsafe-no-fsync")
+        .arg("--log-level=warn");
+    etcd
+}
+
+/// Waits until etcd's `/health` says healthy (or one of `procs` exits).
+async fn wait_for_etcd(etcd_url: &str, procs: &mut [Proc]) -> Result<(), Error> {
+    let http = reqwest::Client::new();
+    let health = format!("{etcd_url}/health");
+    wait_for("etcd", Duration::from_secs(30), procs, || {
+        let http = http.clone();
+        let health = health.clone();
+        async move {
+            match http.get(&health).send().await {
+                Ok(r) => r
+                    .text()
+                    .await
+                    .is_ok_and(|t| t.contains("\"health\":\"true\"")),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+/// kube-apiserver on loopback `port`, backed by etcd at `etcd_url`.
+fn apiserver_command(
+    bin: &Path,
+    root: &Path,
+    port: u16,
+    etcd_url: &str,
+    certs: &CertFiles,
+) -> Command {
+    let p = path_arg;
+    let mut apiserver = Command::new(bin.join("kube-apiserver"));
+    apiserver
+        .arg("--bind-address=127.0.0.1")
+        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg(format!("--etcd-servers={etcd_url}"))
+        .arg("--authorization-mode=Node,RBAC")
+        .arg(format!("--client-ca-file={}", p(&certs.ca_cert)))
+        .arg(format!("--tls-cert-file={}", p(&certs.serving_cert)))
+        .arg(format!("--tls-private-key-file={}", p(&certs.serving_key)))
+        .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+        .arg(format!("--service-account-key-file={}", p(&certs.sa_pub)))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            p(&certs.sa_key)
+        ))
+        .arg("--service-cluster-ip-range=10.96.0.0/16")
+        .arg("--endpoint-reconciler-type=none")
+        .arg("--profiling=false")
+        .arg(format!("--cert-dir={}", p(&root.join("apiserver-certs"))));
+    apiserver
+}
+
+/// Waits until the API server's `/readyz` answers `ok` to the admin (or one of `procs` exits).
+async fn wait_for_apiserver(admin: &Client, procs: &mut [Proc]) -> Result<(), Error> {
+    wait_for("kube-apiserver", Duration::from_secs(60), procs, || {
+        let admin = admin.clone();
+        async move {
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("a request");
+            admin
+                .request_text(req)
+                .await
+                .is_ok_and(|t| t.trim() == "ok")
+        }
+    })
+    .await
+}
+
+/// kube-controller-manager with every controller, signing with the envtest CA.
+fn controller_manager_command(bin: &Path, kubeconfig: &Path, certs: &CertFiles) -> Command {
+    let p = path_arg;
+    let mut kcm = Command::new(bin.join("kube-controller-manager"));
+    kcm.arg(format!("--kubeconfig={}", p(kubeconfig)))
+        .arg(format!("--authentication-kubeconfig={}", p(kubeconfig)))
+        .arg(format!("--authorization-kubeconfig={}", p(kubeconfig)))
+        .arg("--use-service-account-credentials=true")
+        .arg(format!("--root-ca-file={}", p(&certs.ca_cert)))
+        .arg(format!(
+            "--service-account-private-key-file={}",
+            p(&certs.sa_key)
+        ))
+        .arg(format!("--cluster-signing-cert-file={}", p(&certs.ca_cert)))
+        .arg(format!("--cluster-signing-key-file={}", p(&certs.ca_key)))
+        .arg("--controllers=*")
+        .arg("--leader-elect=false")
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={}", free_port()))
+        .arg("--service-cluster-ip-range=10.96.0.0/16");
+    kcm
 }

@@ -292,59 +292,15 @@ pub async fn run_pod(
         .unwrap_or("443")
         .to_string();
 
-    let mut ports = BTreeMap::new();
-    for key in [
-        "BROADCASTER_GRPC_ADDR",
-        "BROADCASTER_HTTP_ADDR",
-        "BROADCASTER_ADMIN_ADDR",
-        "SIDECAR_INGEST_ADDR",
-        "SIDECAR_HTTP_ADDR",
-    ] {
-        ports.insert(key.to_string(), free_port());
-    }
-    // What the pod's containers share on localhost, rewired to the chosen ports.
-    let mut wiring: BTreeMap<String, String> = ports
-        .iter()
-        .map(|(k, p)| (k.clone(), format!("127.0.0.1:{p}")))
-        .collect();
-    wiring.insert(
-        "SIDECAR_ADMIN_ADDR".into(),
-        format!("{ip}:{SIDECAR_ADMIN_PORT}"),
-    );
-    wiring.insert(
-        "BROADCASTER_REPORT_URL".into(),
-        format!(
-            "http://127.0.0.1:{}/v1/reports",
-            ports["SIDECAR_INGEST_ADDR"]
-        ),
-    );
-    wiring.insert(
-        "SIDECAR_BROADCASTER_ADMIN_URL".into(),
-        format!("http://127.0.0.1:{}", ports["BROADCASTER_ADMIN_ADDR"]),
-    );
+    let ports = pod_ports();
+    let wiring = localhost_wiring(&ports, &ip);
 
     let spec = pod.spec.as_ref().expect("a pod spec");
     let bins = bin_dir();
     let mut procs = Vec::new();
     for c in &spec.containers {
         let (program, env) = container_env(client, pod, c, &ip, &volume_dirs).await;
-        let program = overrides
-            .programs
-            .iter()
-            .find(|(container, _)| *container == c.name)
-            .map(|(_, p)| p.clone())
-            .or(program)
-            .unwrap_or_else(|| panic!("container {} has no command", c.name));
-        let exe = bins.join(
-            Path::new(&program)
-                .file_name()
-                .unwrap_or_else(|| panic!("container {} has no command", c.name)),
-        );
-        assert!(
-            exe.exists(),
-            "{} is missing: run `cargo build --workspace --bins` first",
-            exe.display()
-        );
+        let exe = container_exe(&bins, overrides, c, program);
         let mut cmd = Command::new(&exe);
         cmd.args(c.args.iter().flatten())
             .env_clear()
@@ -381,6 +337,72 @@ pub async fn run_pod(
         root,
         ports,
     }
+}
+
+/// A free local port for each listening address the broadcaster and sidecar take from env.
+fn pod_ports() -> BTreeMap<String, u16> {
+    let mut ports = BTreeMap::new();
+    for key in [
+        "BROADCASTER_GRPC_ADDR",
+        "BROADCASTER_HTTP_ADDR",
+        "BROADCASTER_ADMIN_ADDR",
+        "SIDECAR_INGEST_ADDR",
+        "SIDECAR_HTTP_ADDR",
+    ] {
+        ports.insert(key.to_string(), free_port());
+    }
+    ports
+}
+
+/// What the pod's containers share on localhost, rewired to the chosen ports.
+fn localhost_wiring(ports: &BTreeMap<String, u16>, ip: &str) -> BTreeMap<String, String> {
+    let mut wiring: BTreeMap<String, String> = ports
+        .iter()
+        .map(|(k, p)| (k.clone(), format!("127.0.0.1:{p}")))
+        .collect();
+    wiring.insert(
+        "SIDECAR_ADMIN_ADDR".into(),
+        format!("{ip}:{SIDECAR_ADMIN_PORT}"),
+    );
+    wiring.insert(
+        "BROADCASTER_REPORT_URL".into(),
+        format!(
+            "http://127.0.0.1:{}/v1/reports",
+            ports["SIDECAR_INGEST_ADDR"]
+        ),
+    );
+    wiring.insert(
+        "SIDECAR_BROADCASTER_ADMIN_URL".into(),
+        format!("http://127.0.0.1:{}", ports["BROADCASTER_ADMIN_ADDR"]),
+    );
+    wiring
+}
+
+/// The workspace binary a container runs: its override, else its command's file name.
+fn container_exe(
+    bins: &Path,
+    overrides: &Overrides,
+    c: &Container,
+    program: Option<String>,
+) -> PathBuf {
+    let program = overrides
+        .programs
+        .iter()
+        .find(|(container, _)| *container == c.name)
+        .map(|(_, p)| p.clone())
+        .or(program)
+        .unwrap_or_else(|| panic!("container {} has no command", c.name));
+    let exe = bins.join(
+        Path::new(&program)
+            .file_name()
+            .unwrap_or_else(|| panic!("container {} has no command", c.name)),
+    );
+    assert!(
+        exe.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        exe.display()
+    );
+    exe
 }
 
 /// The program and environment of one container, with container paths made local.
