@@ -8,7 +8,7 @@
 //!
 //! let ts = TransitStream::test("demo").namespace("transit").uid("ts-uid").build();
 //! assert_eq!(ts.metadata.generation, Some(1));
-//! assert!(ts.spec.source.synthetic.is_some());
+//! assert!(ts.spec.source.is_some_and(|s| s.synthetic.is_some()));
 //! ```
 
 use crate::{Source, StreamSpec, SyntheticSource, TransitStream, TransitStreamSpec};
