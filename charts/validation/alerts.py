@@ -181,8 +181,8 @@ def check_sources() -> None:
     for port in ("metrics", "sidecar-http"):
         require(f'named_port("{port}"' in builders,
                 f"operator/src/builders.rs names no container port {port!r}")
-    labels = (ROOT / "crds" / "src" / "lib.rs").read_text()
-    require(f'"{STREAM_POD_LABEL}"' in labels, f"crds/src/lib.rs does not define {STREAM_POD_LABEL}")
+    labels = "\n".join(f.read_text() for f in sorted((ROOT / "crds" / "src").rglob("*.rs")))
+    require(f'"{STREAM_POD_LABEL}"' in labels, f"crds/src does not define {STREAM_POD_LABEL}")
 
 
 def rule_exprs(chart: helm.Chart) -> dict[str, str]:
