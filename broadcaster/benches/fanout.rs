@@ -15,6 +15,9 @@
 //! machine's cores are shared by everything, nats-server included. `BENCH_SCALE` (default 1.0)
 //! scales the message counts. Without `nats-server` on PATH the NATS column says so.
 
+#[path = "common/light_subscribe.rs"]
+mod light_subscribe;
+use light_subscribe::subscribe_light;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,27 +195,6 @@ struct UpdateHeader {
     received_at_us: u64,
 }
 
-/// Subscribes with a client that decodes only [`UpdateHeader`].
-async fn subscribe_light(channel: Channel) -> tonic::Streaming<UpdateHeader> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("channel ready");
-    let codec = tonic_prost::ProstCodec::<SubscribeRequest, UpdateHeader>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/stallwatch.transit.v1.TransitBroadcaster/Subscribe",
-    );
-    grpc.server_streaming(
-        tonic::Request::new(SubscribeRequest {
-            stream: "all".into(),
-            ..Default::default()
-        }),
-        path,
-        codec,
-    )
-    .await
-    .expect("subscribe")
-    .into_inner()
-}
-
 /// One subscriber count's results.
 #[derive(Default)]
 struct Row {
@@ -297,7 +279,7 @@ async fn grpc_round(
         let channel = channels[i % channels.len()].clone();
         let results = results.clone();
         tasks.push(client_rt.spawn(async move {
-            let mut updates = subscribe_light(channel).await;
+            let mut updates = subscribe_light::<UpdateHeader>(channel, 4 << 20).await;
             let mut r = SubResult {
                 latencies_us: Vec::with_capacity(messages as usize),
                 ..Default::default()

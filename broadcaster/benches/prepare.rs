@@ -14,6 +14,9 @@
 //!
 //! `BENCH_SCALE` (default 1.0) scales the round counts.
 
+#[path = "common/light_subscribe.rs"]
+mod light_subscribe;
+use light_subscribe::subscribe_light;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +32,6 @@ use transit_broadcaster::generated::transit_realtime::trip_update::{
 use transit_broadcaster::generated::transit_realtime::{
     FeedEntity, FeedHeader, FeedMessage, TripDescriptor, TripUpdate, VehicleDescriptor,
 };
-use transit_broadcaster::generated::transit_v1::SubscribeRequest;
 use transit_broadcaster::server::Config;
 use transit_broadcaster::source::SourceSpec;
 use transit_broadcaster::spec::{Filter, StreamSpec};
@@ -237,26 +239,6 @@ struct UpdateHeader {
     received_at_us: u64,
 }
 
-async fn subscribe_light(channel: Channel) -> tonic::Streaming<UpdateHeader> {
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
-    grpc.ready().await.expect("channel ready");
-    let codec = tonic_prost::ProstCodec::<SubscribeRequest, UpdateHeader>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/stallwatch.transit.v1.TransitBroadcaster/Subscribe",
-    );
-    grpc.server_streaming(
-        tonic::Request::new(SubscribeRequest {
-            stream: "all".into(),
-            ..Default::default()
-        }),
-        path,
-        codec,
-    )
-    .await
-    .expect("subscribe")
-    .into_inner()
-}
-
 fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -295,7 +277,8 @@ fn end_to_end(payload: &Bytes) {
             );
         }
         for i in 0..SUBSCRIBERS {
-            let mut updates = subscribe_light(channels[i % CONNECTIONS].clone()).await;
+            let mut updates =
+                subscribe_light::<UpdateHeader>(channels[i % CONNECTIONS].clone(), 64 << 20).await;
             let tx = tx.clone();
             tokio::spawn(async move {
                 while let Ok(Some(u)) = updates.message().await {

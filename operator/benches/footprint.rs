@@ -21,17 +21,9 @@ use stallwatch_testkit::TransitStreamExt as _;
 use transit_operator::builders::{self, BuildContext};
 use transit_operator::run::{Caches, Scope, cache_streams};
 
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
+#[path = "footprint/common.rs"]
+mod common;
+use common::{Footprint, print_table, rss_kib};
 
 fn managed_fields(manager: &str) -> Value {
     // Real objects carry a few KiB of managedFields; the operator drops them in its caches.
@@ -252,43 +244,23 @@ async fn main() {
     let slim: &Pod = &pod_store.state()[0];
     let slim_pod = serde_json::to_vec(slim).unwrap().len();
 
-    println!(
-        "operator cache footprint (mock API, {} TransitStreams, {} pods)",
-        ts_store.len(),
-        pod_store.len()
-    );
-    println!("| measure                         | value        |");
-    println!("|---------------------------------|--------------|");
-    println!("| TransitStream JSON as served     | {:>9} B  |", sample_ts);
-    println!(
-        "| Pod JSON as served               | {:>9} B  |",
-        sample_pod
-    );
-    println!("| Pod JSON as cached (slimmed)     | {:>9} B  |", slim_pod);
-    println!(
-        "| RSS before caches                | {:>8.1} MiB |",
-        baseline as f64 / 1024.0
-    );
-    println!(
-        "| RSS with caches filled           | {:>8.1} MiB |",
-        rss as f64 / 1024.0
-    );
-    println!(
-        "| peak RSS (VmHWM, during lists)   | {:>8.1} MiB |",
-        peak as f64 / 1024.0
-    );
-    println!(
-        "| time to fill the caches          | {:>8.0} ms  |",
-        filled.as_secs_f64() * 1000.0
-    );
-    println!("| target                           |   < 32 MiB   |");
-    println!(
-        "result: {}",
-        if rss < 32 * 1024 {
-            "RSS within target"
-        } else {
-            "RSS ABOVE target"
-        }
+    print_table(
+        &format!(
+            "operator cache footprint (mock API, {} TransitStreams, {} pods)",
+            ts_store.len(),
+            pod_store.len()
+        ),
+        &[
+            ("TransitStream JSON as served", format!("{sample_ts:>9} B ")),
+            ("Pod JSON as served", format!("{sample_pod:>9} B ")),
+            ("Pod JSON as cached (slimmed)", format!("{slim_pod:>9} B ")),
+        ],
+        &Footprint {
+            baseline_kib: baseline,
+            rss_kib: rss,
+            peak_kib: peak,
+            filled,
+        },
     );
     driver.abort();
     let _ = server.kill();

@@ -19,25 +19,18 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
-use stallwatch_crds::{Source, StreamSpec, SyntheticSource, TransitStream, TransitStreamSpec};
+use stallwatch_crds::TransitStream;
 use stallwatch_envtest::{ControlPlane, apply, assets};
+use stallwatch_testkit::TransitStreamExt as _;
 use transit_operator::builders::{self, BuildContext};
 use transit_operator::run::{Caches, Scope, cache_streams};
 
+#[path = "footprint/common.rs"]
+mod common;
+use common::{Footprint, print_table, rss_kib};
+
 const NAMESPACES: usize = 50;
 const PARALLEL: usize = 16;
-
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -47,21 +40,11 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn stream(i: usize) -> TransitStream {
-    let mut spec = TransitStreamSpec::with_source(Source {
-        synthetic: Some(SyntheticSource::default()),
-        ..Source::default()
-    });
-    spec.streams = ["all", "downtown", "airport"]
-        .iter()
-        .map(|n| StreamSpec {
-            name: (*n).into(),
-            routes: vec!["R1".into(), "R2".into()],
-            bbox: None,
-        })
-        .collect();
-    let mut ts = TransitStream::new(&format!("stream-{i:04}"), spec);
-    ts.metadata.namespace = Some(format!("ns-{}", i % NAMESPACES));
-    ts
+    TransitStream::test(&format!("stream-{i:04}"))
+        .namespace(&format!("ns-{}", i % NAMESPACES))
+        .generation(None::<i64>)
+        .streams(["all", "downtown", "airport"], &["R1", "R2"])
+        .build()
 }
 
 fn stream_status(name: &str) -> Value {
@@ -268,37 +251,19 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss = rss_kib("VmRSS:");
     let peak = rss_kib("VmHWM:");
-    println!(
-        "operator cache footprint (real kube-apiserver, {} TransitStreams, {} pods)",
-        ts_store.len(),
-        pod_store.len()
-    );
-    println!("| measure                         | value        |");
-    println!("|---------------------------------|--------------|");
-    println!(
-        "| RSS before caches                | {:>8.1} MiB |",
-        baseline as f64 / 1024.0
-    );
-    println!(
-        "| RSS with caches filled           | {:>8.1} MiB |",
-        rss as f64 / 1024.0
-    );
-    println!(
-        "| peak RSS (VmHWM, during lists)   | {:>8.1} MiB |",
-        peak as f64 / 1024.0
-    );
-    println!(
-        "| time to fill the caches          | {:>8.0} ms  |",
-        filled.as_secs_f64() * 1000.0
-    );
-    println!("| target                           |   < 32 MiB   |");
-    println!(
-        "result: {}",
-        if rss < 32 * 1024 {
-            "RSS within target"
-        } else {
-            "RSS ABOVE target"
-        }
+    print_table(
+        &format!(
+            "operator cache footprint (real kube-apiserver, {} TransitStreams, {} pods)",
+            ts_store.len(),
+            pod_store.len()
+        ),
+        &[],
+        &Footprint {
+            baseline_kib: baseline,
+            rss_kib: rss,
+            peak_kib: peak,
+            filled,
+        },
     );
     driver.abort();
     drop(child.stdin.take());

@@ -21,16 +21,7 @@ pub fn tail(path: &Path, lines: usize) -> String {
 /// The first line of a JSON log (`--log-format json`) whose message contains `needle`: its
 /// timestamp (ms since the epoch) and message.
 pub fn find_log(path: &Path, needle: &str) -> Option<(u64, String)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find_map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        let msg = v["fields"]["message"].as_str()?;
-        if !msg.contains(needle) {
-            return None;
-        }
-        let ts: jiff::Timestamp = v["timestamp"].as_str()?.parse().ok()?;
-        Some((ts.as_millisecond() as u64, line.to_string()))
-    })
+    find_log_after(path, needle, 0)
 }
 
 /// Like [`find_log`], the first matching line logged at or after `after_ms`.

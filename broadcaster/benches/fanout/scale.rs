@@ -239,7 +239,7 @@ pub async fn run(subscribers: usize, measure: Duration) -> ScaleResult {
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut updates = subscribe_scale(channel).await;
+            let mut updates = super::subscribe_light::<ScaleHeader>(channel, 4 << 20).await;
             subscribed.fetch_add(1, Ordering::SeqCst);
             let mut t = ClientTally::default();
             let mut last_seq = None;
@@ -311,26 +311,6 @@ pub async fn run(subscribers: usize, measure: Duration) -> ScaleResult {
         result.latencies_us.extend(t.latencies_us);
     }
     result
-}
-
-async fn subscribe_scale(channel: Channel) -> tonic::Streaming<ScaleHeader> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("channel ready");
-    let codec = tonic_prost::ProstCodec::<SubscribeRequest, ScaleHeader>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/stallwatch.transit.v1.TransitBroadcaster/Subscribe",
-    );
-    grpc.server_streaming(
-        tonic::Request::new(SubscribeRequest {
-            stream: "all".into(),
-            ..Default::default()
-        }),
-        path,
-        codec,
-    )
-    .await
-    .expect("subscribe")
-    .into_inner()
 }
 
 /// Runs the same load against `nats-server` (already running as `server`, pid `pid`): one

@@ -1,0 +1,55 @@
+//! What both footprint benches share: reading this process's memory and printing the table.
+
+use std::time::Duration;
+
+/// The operator's RSS target with 1,000 TransitStreams and 2,000 pods cached.
+const TARGET_KIB: u64 = 32 * 1024;
+
+/// A `/proc/self/status` field in KiB (`VmRSS:`, `VmHWM:`), 0 if unreadable.
+pub fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One run's memory: before the caches, with them filled, the peak, and how long filling took.
+pub struct Footprint {
+    pub baseline_kib: u64,
+    pub rss_kib: u64,
+    pub peak_kib: u64,
+    pub filled: Duration,
+}
+
+/// Prints the table: `extra` rows (measure, value) first, then the memory rows and the verdict.
+pub fn print_table(title: &str, extra: &[(&str, String)], f: &Footprint) {
+    let mib = |kib: u64| format!("{:>8.1} MiB", kib as f64 / 1024.0);
+    println!("{title}");
+    println!("| measure                         | value        |");
+    println!("|---------------------------------|--------------|");
+    let mut rows: Vec<(&str, String)> = extra.to_vec();
+    rows.extend([
+        ("RSS before caches", mib(f.baseline_kib)),
+        ("RSS with caches filled", mib(f.rss_kib)),
+        ("peak RSS (VmHWM, during lists)", mib(f.peak_kib)),
+        (
+            "time to fill the caches",
+            format!("{:>8.0} ms ", f.filled.as_secs_f64() * 1000.0),
+        ),
+        ("target", format!("  < {} MiB  ", TARGET_KIB / 1024)),
+    ]);
+    for (measure, value) in rows {
+        println!("| {measure:<32} | {value} |");
+    }
+    let verdict = if f.rss_kib < TARGET_KIB {
+        "RSS within target"
+    } else {
+        "RSS ABOVE target"
+    };
+    println!("result: {verdict}");
+}
