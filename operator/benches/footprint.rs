@@ -240,6 +240,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss = rss_kib("VmRSS:");
     let peak = rss_kib("VmHWM:");
+    let anon = rss_kib("RssAnon:");
+    let file = rss_kib("RssFile:");
     // What one cached pod still holds after slimming.
     let slim: &Pod = &pod_store.state()[0];
     let slim_pod = serde_json::to_vec(slim).unwrap().len();
@@ -259,6 +261,8 @@ async fn main() {
             baseline_kib: baseline,
             rss_kib: rss,
             peak_kib: peak,
+            anon_kib: anon,
+            file_kib: file,
             filled,
         },
     );

@@ -206,8 +206,18 @@ async fn populate(streams: usize, per: usize) {
     drop(plane);
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let flavor = std::env::var("FOOTPRINT_FLAVOR").unwrap_or_default();
+    let rt = match flavor.as_str() {
+        "current" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        "multi1" => tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
+    .unwrap();
+    rt.block_on(amain());
+}
+
+async fn amain() {
     let streams = env_usize("FOOTPRINT_STREAMS", 1000);
     let per = env_usize("FOOTPRINT_PODS_PER_STREAM", 2);
     if std::env::var("FOOTPRINT_ROLE").as_deref() == Ok("populate") {
@@ -251,6 +261,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss = rss_kib("VmRSS:");
     let peak = rss_kib("VmHWM:");
+    let anon = rss_kib("RssAnon:");
+    let file = rss_kib("RssFile:");
     print_table(
         &format!(
             "operator cache footprint (real kube-apiserver, {} TransitStreams, {} pods)",
@@ -262,6 +274,8 @@ async fn main() {
             baseline_kib: baseline,
             rss_kib: rss,
             peak_kib: peak,
+            anon_kib: anon,
+            file_kib: file,
             filled,
         },
     );

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use transit_operator::run::{Config, WebhookConfig, run};
+use transit_operator::run::{Config, DEFAULT_WORKER_THREADS, WebhookConfig, run, runtime};
 use transit_operator::webhook::registration::CertSource;
 use transit_operator::webhook::tls::serving_names;
 
@@ -71,6 +71,11 @@ struct RunArgs {
     /// Bound on one reconcile (API and sidecar calls included).
     #[arg(long, env = "RECONCILE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     reconcile_timeout: Duration,
+    /// Runtime worker threads besides the main one (which polls the controller); each costs
+    /// memory (a malloc arena), see `operator/README.md`.
+    #[arg(long, env = "WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS,
+          value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    worker_threads: usize,
     #[command(flatten)]
     webhook: WebhookArgs,
 }
@@ -146,8 +151,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
@@ -164,8 +168,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_tracing(cli.log_format);
+            let workers = args.worker_threads;
             let config = (*args).into_config()?;
-            Ok(run(config).await?)
+            Ok(runtime(workers)?.block_on(run(config))?)
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct Footprint {
     pub baseline_kib: u64,
     pub rss_kib: u64,
     pub peak_kib: u64,
+    /// Of `rss_kib`: the heap and other anonymous memory, and mapped files (code, libraries).
+    pub anon_kib: u64,
+    pub file_kib: u64,
     pub filled: Duration,
 }
 
@@ -36,6 +39,8 @@ pub fn print_table(title: &str, extra: &[(&str, String)], f: &Footprint) {
     rows.extend([
         ("RSS before caches", mib(f.baseline_kib)),
         ("RSS with caches filled", mib(f.rss_kib)),
+        ("  of which anonymous (RssAnon)", mib(f.anon_kib)),
+        ("  of which files (RssFile)", mib(f.file_kib)),
         ("peak RSS (VmHWM, during lists)", mib(f.peak_kib)),
         (
             "time to fill the caches",
