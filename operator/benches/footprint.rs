@@ -9,21 +9,18 @@
 //! runtime, reflectors and caches.
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use serde_json::{Value, json};
 use stallwatch_crds::TransitStream;
 use stallwatch_testkit::TransitStreamExt as _;
 use transit_operator::builders::{self, BuildContext};
-use transit_operator::run::{Caches, Scope, cache_streams};
 
 #[path = "footprint/common.rs"]
 mod common;
-use common::{Footprint, print_table, rss_kib};
+use common::{fill_caches, on_operator_runtime, print_table, rss_kib};
 
 fn managed_fields(manager: &str) -> Value {
     // Real objects carry a few KiB of managedFields; the operator drops them in its caches.
@@ -178,8 +175,21 @@ async fn serve_mock(streams: usize, per: usize) {
     axum::serve(listener, app).await.unwrap();
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+fn main() {
+    if std::env::var("FOOTPRINT_ROLE").as_deref() == Ok("server") {
+        let (streams, per) = sizes();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(serve_mock(streams, per));
+        return;
+    }
+    on_operator_runtime(measure());
+}
+
+/// TransitStreams, and pods per TransitStream.
+fn sizes() -> (usize, usize) {
     let streams: usize = std::env::var("FOOTPRINT_STREAMS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -188,10 +198,12 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    if std::env::var("FOOTPRINT_ROLE").as_deref() == Ok("server") {
-        serve_mock(streams, per).await;
-        return;
-    }
+    (streams, per)
+}
+
+/// The operator side: fill the caches from the mock and print the table.
+async fn measure() {
+    let (streams, per) = sizes();
     let template = {
         let ts: TransitStream = serde_json::from_value(stream_json(0)).unwrap();
         let d = builders::deployment(
@@ -223,25 +235,8 @@ async fn main() {
     let baseline = rss_kib("VmRSS:");
     let config = kube::Config::new(format!("http://{}", addr.trim()).parse().unwrap());
     let client = Client::try_from(config).unwrap();
-    let started = Instant::now();
-    let (ts_stream, pod_stream, ts_store, pod_store) =
-        cache_streams(&client, &Scope::All, Caches::new());
-    let driver = tokio::spawn(async move {
-        let a = ts_stream.for_each(|_| async {});
-        let b = pod_stream.for_each(|_| async {});
-        futures::join!(a, b);
-    });
-    ts_store.wait_until_ready().await.unwrap();
-    pod_store.wait_until_ready().await.unwrap();
-    while ts_store.len() < streams || pod_store.len() < streams * per {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let filled = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss = rss_kib("VmRSS:");
-    let peak = rss_kib("VmHWM:");
-    let anon = rss_kib("RssAnon:");
-    let file = rss_kib("RssFile:");
+    let (footprint, cached_streams, pod_store) =
+        fill_caches(&client, streams, streams * per, baseline).await;
     // What one cached pod still holds after slimming.
     let slim: &Pod = &pod_store.state()[0];
     let slim_pod = serde_json::to_vec(slim).unwrap().len();
@@ -249,7 +244,7 @@ async fn main() {
     print_table(
         &format!(
             "operator cache footprint (mock API, {} TransitStreams, {} pods)",
-            ts_store.len(),
+            cached_streams,
             pod_store.len()
         ),
         &[
@@ -257,16 +252,8 @@ async fn main() {
             ("Pod JSON as served", format!("{sample_pod:>9} B ")),
             ("Pod JSON as cached (slimmed)", format!("{slim_pod:>9} B ")),
         ],
-        &Footprint {
-            baseline_kib: baseline,
-            rss_kib: rss,
-            peak_kib: peak,
-            anon_kib: anon,
-            file_kib: file,
-            filled,
-        },
+        &footprint,
     );
-    driver.abort();
     let _ = server.kill();
     let _ = server.wait();
 }

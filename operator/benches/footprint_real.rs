@@ -23,11 +23,10 @@ use stallwatch_crds::TransitStream;
 use stallwatch_envtest::{ControlPlane, apply, assets};
 use stallwatch_testkit::TransitStreamExt as _;
 use transit_operator::builders::{self, BuildContext};
-use transit_operator::run::{Caches, Scope, cache_streams};
 
 #[path = "footprint/common.rs"]
 mod common;
-use common::{Footprint, print_table, rss_kib};
+use common::{fill_caches, on_operator_runtime, print_table, rss_kib};
 
 const NAMESPACES: usize = 50;
 const PARALLEL: usize = 16;
@@ -207,23 +206,21 @@ async fn populate(streams: usize, per: usize) {
 }
 
 fn main() {
-    let flavor = std::env::var("FOOTPRINT_FLAVOR").unwrap_or_default();
-    let rt = match flavor.as_str() {
-        "current" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        "multi1" => tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build(),
-        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-    }
-    .unwrap();
-    rt.block_on(amain());
-}
-
-async fn amain() {
-    let streams = env_usize("FOOTPRINT_STREAMS", 1000);
-    let per = env_usize("FOOTPRINT_PODS_PER_STREAM", 2);
     if std::env::var("FOOTPRINT_ROLE").as_deref() == Ok("populate") {
-        populate(streams, per).await;
+        let streams = env_usize("FOOTPRINT_STREAMS", 1000);
+        let per = env_usize("FOOTPRINT_PODS_PER_STREAM", 2);
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(populate(streams, per));
         return;
     }
+    on_operator_runtime(measure());
+}
+
+/// The operator side: fill the caches from the populated control plane and print the table.
+async fn measure() {
+    let streams = env_usize("FOOTPRINT_STREAMS", 1000);
+    let per = env_usize("FOOTPRINT_PODS_PER_STREAM", 2);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .env("FOOTPRINT_ROLE", "populate")
         .stdin(std::process::Stdio::piped())
@@ -244,42 +241,17 @@ async fn amain() {
     };
     let baseline = rss_kib("VmRSS:");
     let client = client_from(kubeconfig).await;
-    let started = Instant::now();
-    let (ts_stream, pod_stream, ts_store, pod_store) =
-        cache_streams(&client, &Scope::All, Caches::new());
-    let driver = tokio::spawn(async move {
-        let a = ts_stream.for_each(|_| async {});
-        let b = pod_stream.for_each(|_| async {});
-        futures::join!(a, b);
-    });
-    ts_store.wait_until_ready().await.unwrap();
-    pod_store.wait_until_ready().await.unwrap();
-    while ts_store.len() < streams || pod_store.len() < streams * per {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let filled = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss = rss_kib("VmRSS:");
-    let peak = rss_kib("VmHWM:");
-    let anon = rss_kib("RssAnon:");
-    let file = rss_kib("RssFile:");
+    let (footprint, cached_streams, pod_store) =
+        fill_caches(&client, streams, streams * per, baseline).await;
     print_table(
         &format!(
             "operator cache footprint (real kube-apiserver, {} TransitStreams, {} pods)",
-            ts_store.len(),
+            cached_streams,
             pod_store.len()
         ),
         &[],
-        &Footprint {
-            baseline_kib: baseline,
-            rss_kib: rss,
-            peak_kib: peak,
-            anon_kib: anon,
-            file_kib: file,
-            filled,
-        },
+        &footprint,
     );
-    driver.abort();
     drop(child.stdin.take());
     let _ = child.wait();
 }

@@ -74,8 +74,8 @@ struct RunArgs {
     /// Runtime worker threads besides the main one (which polls the controller); each costs
     /// memory (a malloc arena), see `operator/README.md`.
     #[arg(long, env = "WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS,
-          value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
-    worker_threads: usize,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
     #[command(flatten)]
     webhook: WebhookArgs,
 }

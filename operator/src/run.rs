@@ -23,7 +23,9 @@ use crate::webhook::server::{
 
 // The controller's wiring lived here before start-up did; tests and the footprint bench still
 // name it through this path.
-pub use crate::controller::{Caches, LIST_PAGE_SIZE, Scope, cache_streams, run_controller};
+pub use crate::controller::{
+    Caches, LIST_PAGE_SIZE, POD_LIST_PAGE_SIZE, Scope, cache_streams, run_controller,
+};
 
 /// Worker threads of the operator's runtime unless told otherwise (`--worker-threads`).
 ///
@@ -32,12 +34,12 @@ pub use crate::controller::{Caches, LIST_PAGE_SIZE, Scope, cache_streams, run_co
 /// worker) from waiting behind a relist. Each more thread costs a glibc malloc arena whose
 /// freed list pages the others cannot reuse: 2 workers measured +6 MiB RSS with 1,000
 /// TransitStreams on a real API server (`benches/footprint_real.rs`, `operator/README.md`).
-pub const DEFAULT_WORKER_THREADS: usize = 1;
+pub const DEFAULT_WORKER_THREADS: u16 = 1;
 
 /// The Tokio runtime `transit-operator run` and the footprint benches run on.
-pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+pub fn runtime(worker_threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads.max(1))
+        .worker_threads(usize::from(worker_threads.max(1)))
         .enable_all()
         .build()
 }
