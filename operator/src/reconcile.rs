@@ -1023,7 +1023,7 @@ pub fn managed_pods_selector() -> String {
 /// uid, the TransitStream label, the opt-out annotation, the deletion timestamp, the
 /// `DispatchHealthy` condition and the pod IP. Built anew rather than stripped, so fields a
 /// real API server adds (`ownerReferences`, `hostIP`, `startTime`, `qosClass`, the other
-/// labels...) never reach the cache: 2,000 cached pods measured 2 MiB less that way.
+/// labels...) never reach the cache (368 B of JSON per cached pod instead of 713).
 pub fn slim_pod(pod: &mut Pod) {
     let meta = std::mem::take(&mut pod.metadata);
     let keep_only = |map: Option<BTreeMap<String, String>>, key: &str| {
