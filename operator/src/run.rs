@@ -29,10 +29,10 @@ pub use crate::controller::{
 
 /// Worker threads of the operator's runtime unless told otherwise (`--worker-threads`).
 ///
-/// One is enough: the work waits on the API server, and the controller, which `run` polls on
-/// the runtime's own thread, keeps the lease renewals and HTTP endpoints (spawned, on the
-/// worker) from waiting behind a relist. Each more thread costs a glibc malloc arena whose
-/// freed list pages the others cannot reuse: 2 workers measured +6 MiB RSS with 1,000
+/// One is enough: the work waits on the API server, and `block_on` polls [`run`] (so the
+/// controller) on the main thread, so the lease renewals and HTTP endpoints, spawned onto the
+/// worker, never wait behind a relist. Each more thread costs a glibc malloc arena whose freed
+/// list pages the others cannot reuse: 2 workers measured +6 MiB RSS with 1,000
 /// TransitStreams on a real API server (`benches/footprint_real.rs`, `operator/README.md`).
 pub const DEFAULT_WORKER_THREADS: u16 = 1;
 
