@@ -9,7 +9,8 @@
 //!    `none` (target < 1 s), and for reference `minidump` / `full` against a process of
 //!    100 MiB RSS.
 //! 3. Steady RSS of the real `transit-sidecar` binary with 50 streams reporting 4×/s, scraped
-//!    every second. Target < 8 MiB.
+//!    every second. Target < 8 MiB. Printed with RssAnon / RssFile / RssShmem and the biggest
+//!    mappings from /proc/PID/smaps, which say where the rest goes.
 //!
 //! Environment: `BENCH_RSS_SECS` (default 60), `BENCH_SKIP` (comma list of `detect`,
 //! `bundle`, `rss`).
