@@ -9,7 +9,8 @@
 //!    `none` (target < 1 s), and for reference `minidump` / `full` against a process of
 //!    100 MiB RSS.
 //! 3. Steady RSS of the real `transit-sidecar` binary with 50 streams reporting 4×/s, scraped
-//!    every second. Target < 8 MiB.
+//!    every second. Target < 8 MiB. Printed with RssAnon / RssFile / RssShmem and the biggest
+//!    mappings from /proc/PID/smaps, which say where the rest goes.
 //!
 //! Environment: `BENCH_RSS_SECS` (default 60), `BENCH_SKIP` (comma list of `detect`,
 //! `bundle`, `rss`).
@@ -242,11 +243,7 @@ fn big_process() -> Option<std::process::Child> {
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status_kib(pid, "VmRSS:")
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
@@ -258,11 +255,47 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 fn hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident KiB per mapping kind of `pid` from /proc/PID/smaps, biggest first: a file's
+/// mappings are summed per permission (`r-xp` code, `r--p` read-only data, `rw-p` data), all
+/// anonymous ones without a name are one `[anon]` row (heap arenas, thread stacks).
+fn smaps_breakdown(pid: u32) -> Vec<(String, u64)> {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return Vec::new();
+    };
+    let mut totals: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A mapping's header is "start-end perms offset dev inode [path]".
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            let perms = fields.get(1).copied().unwrap_or("");
+            current = match fields.get(5) {
+                Some(path) if path.starts_with('/') => {
+                    let file = path.rsplit('/').next().unwrap_or(path);
+                    format!("{file} {perms}")
+                }
+                Some(name) => (*name).to_owned(),
+                None => "[anon]".to_owned(),
+            };
+        } else if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            *totals.entry(current.clone()).or_default() += kib;
+        }
+    }
+    let mut rows: Vec<(String, u64)> = totals.into_iter().filter(|(_, kib)| *kib > 0).collect();
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+    rows
 }
 
 async fn bundle_durability() {
@@ -455,6 +488,9 @@ async fn steady_rss() {
     let hwm = hwm_kib(pid).unwrap_or(0);
     let anon = status_kib(pid, "RssAnon:").unwrap_or(0);
     let file = status_kib(pid, "RssFile:").unwrap_or(0);
+    let shmem = status_kib(pid, "RssShmem:").unwrap_or(0);
+    let threads = status_kib(pid, "Threads:").unwrap_or(0);
+    let mappings = smaps_breakdown(pid);
     header(&format!(
         "Steady RSS of {bin}: 50 streams x 4 reports/s ({body_len} B each), /metrics + /v1/status every 1 s, {secs} s"
     ));
@@ -470,10 +506,15 @@ async fn steady_rss() {
         hwm as f64 / 1024.0
     );
     println!(
-        "at the end: RssAnon (heap, stacks) {:.1} MiB + RssFile (code and read-only data of the binary and libc, shared, reclaimable) {:.1} MiB",
+        "at the end: RssAnon (heap, stacks) {:.2} MiB + RssFile (code and read-only data of the binary and libc, shared, reclaimable) {:.2} MiB + RssShmem {:.2} MiB; {threads} threads",
         anon as f64 / 1024.0,
-        file as f64 / 1024.0
+        file as f64 / 1024.0,
+        shmem as f64 / 1024.0,
     );
+    println!("\n| mapping (/proc/PID/smaps, at the end) | Rss KiB |\n|---|---:|");
+    for (name, kib) in mappings.iter().take(12) {
+        println!("| {name} | {kib} |");
+    }
     let _ = child.kill();
     let _ = child.wait();
 }

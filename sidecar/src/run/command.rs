@@ -41,10 +41,12 @@ pub(super) fn exit_code(result: Result<(), RunError>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Two worker threads are plenty for a sidecar and keep its footprint small.
+/// One thread runs every task: a sidecar's work is a few small requests a second, and the
+/// slow parts (fsync, process dumps, bundle listing) go to the blocking pool. Worker threads
+/// would each add a stack and a malloc arena, and the multi-thread scheduler is the only user
+/// of libm (`pow`), whose loading alone keeps ~0.5 MiB resident.
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(4)
         .enable_all()
         .build()
