@@ -169,7 +169,11 @@ pub fn spawn_server(grpc_port: u16, http_port: u16, rate: f64) -> std::process::
             "--report-url",
             "",
             "--source",
-            &format!("synthetic://?vehicles={SYNTHETIC_VEHICLES}&rate={rate}"),
+            // Vehicles only: the synthetic source's default trip updates and alerts would
+            // triple the update past the 1 KiB.
+            &format!(
+                "synthetic://?vehicles={SYNTHETIC_VEHICLES}&trip_updates=false&alerts=0&rate={rate}"
+            ),
         ])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
