@@ -7,7 +7,8 @@
 //! 2. Reporting overhead: peak throughput with reports on (to a local fake sidecar, 250 ms)
 //!    vs off, alternated in the same run.
 //! 3. Memory per idle subscriber: RSS delta of a real `transit-broadcaster serve` process over
-//!    1,000 idle subscribers (and 10,000 over their own connections).
+//!    1,000 idle subscribers on 10 and on 1,000 connections, 10,000 on their own connections,
+//!    and 1,000 connections without a subscriber (`memory.rs`).
 //! 4. Scale: 1,000 and 10,000 subscribers of a real `transit-broadcaster serve` process at one
 //!    ~1 KiB update per second, each on its own HTTP/2 connection (`scale.rs`).
 //!
@@ -34,11 +35,12 @@ use transit_broadcaster::generated::transit_realtime::{
     FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
     VehiclePosition,
 };
-use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
-use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest};
+use transit_broadcaster::generated::transit_v1::StreamUpdate;
 use transit_broadcaster::server::{Config, Running};
 use transit_broadcaster::source::SourceSpec;
 
+#[path = "fanout/memory.rs"]
+mod memory;
 #[path = "fanout/scale.rs"]
 mod scale;
 
@@ -534,76 +536,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn memory_per_idle_subscriber(
-    client_rt: &tokio::runtime::Runtime,
-    connections: usize,
-    subscribers: usize,
-) -> (u64, u64, f64) {
-    let grpc_port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_transit-broadcaster"))
-        .args([
-            "serve",
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc_port}"),
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--report-url",
-            "",
-            "--source",
-            "synthetic://?rate=0.001",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start transit-broadcaster");
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_err() {
-        assert!(Instant::now() < deadline, "broadcaster did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], grpc_port).into();
-    let (before, after) = client_rt.block_on(async move {
-        // Warm up one connection and subscriber so lazy one-time allocations are not counted.
-        let warm = grpc_channels(addr, 1).await;
-        let mut c = TransitBroadcasterClient::new(warm[0].clone());
-        let _warm_stream = c
-            .subscribe(SubscribeRequest {
-                stream: "all".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = rss_kib(pid);
-        let channels = scale::connect_many(addr, connections).await;
-        let mut streams = Vec::with_capacity(subscribers);
-        for i in 0..subscribers {
-            let mut c = TransitBroadcasterClient::new(channels[i % channels.len()].clone());
-            streams.push(
-                c.subscribe(SubscribeRequest {
-                    stream: "all".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner(),
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let after = rss_kib(pid);
-        drop(streams);
-        (before, after)
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / subscribers as f64;
-    (before, after, per)
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful either.
     if std::env::args().any(|a| a == "--list") {
@@ -858,22 +790,7 @@ fn main() {
 
     // 3. Memory per idle subscriber.
     if section("memory") {
-        println!("## 3. Memory per idle subscriber (RSS of a `transit-broadcaster serve` process)");
-        println!();
-        println!(
-            "| connections | idle subscribers | RSS before | RSS with them | per subscriber |"
-        );
-        println!("|---:|---:|---:|---:|---:|");
-        scale::raise_fd_limit();
-        for (connections, subscribers) in [(10, 1000), (1000, 1000), (10_000, 10_000)] {
-            let (before, after, per) =
-                memory_per_idle_subscriber(&client_rt, connections, subscribers);
-            println!(
-                "| {connections} | {subscribers} | {before} KiB | {after} KiB | {:.1} KiB |",
-                per / 1024.0
-            );
-        }
-        println!();
+        memory::run(&client_rt);
     }
 
     // 4. Scale.
