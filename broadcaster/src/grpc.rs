@@ -286,6 +286,7 @@ mod server {
     use tonic::{Request, Response, Status};
 
     use super::{SERVICE_NAME, TransitService, UpdateStream};
+    use crate::batching::SmallFrames;
     use crate::generated::transit_v1::{ListStreamsRequest, ListStreamsResponse, SubscribeRequest};
 
     /// `StreamUpdate.missed`'s field number.
@@ -430,7 +431,9 @@ mod server {
             match req.uri().path() {
                 "/stallwatch.transit.v1.TransitBroadcaster/Subscribe" => Box::pin(async move {
                     let mut grpc = tonic::server::Grpc::new(UpdateCodec);
-                    Ok(grpc.server_streaming(SubscribeSvc(inner), req).await)
+                    let response = grpc.server_streaming(SubscribeSvc(inner), req).await;
+                    // Updates as frames h2 batches per connection (`batching`).
+                    Ok(response.map(|body| tonic::body::Body::new(SmallFrames::new(body))))
                 }),
                 "/stallwatch.transit.v1.TransitBroadcaster/ListStreams" => Box::pin(async move {
                     let codec =

@@ -56,6 +56,7 @@
 //! script, no protoc needed).
 #![forbid(unsafe_code)]
 
+pub(crate) mod batching;
 pub mod channel;
 pub mod convert;
 pub mod decoded;
