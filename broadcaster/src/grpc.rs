@@ -286,7 +286,6 @@ mod server {
     use tonic::{Request, Response, Status};
 
     use super::{SERVICE_NAME, TransitService, UpdateStream};
-    use crate::batching::SmallFrames;
     use crate::generated::transit_v1::{ListStreamsRequest, ListStreamsResponse, SubscribeRequest};
 
     /// `StreamUpdate.missed`'s field number.
@@ -431,9 +430,7 @@ mod server {
             match req.uri().path() {
                 "/stallwatch.transit.v1.TransitBroadcaster/Subscribe" => Box::pin(async move {
                     let mut grpc = tonic::server::Grpc::new(UpdateCodec);
-                    let response = grpc.server_streaming(SubscribeSvc(inner), req).await;
-                    // Updates as frames h2 batches per connection (`batching`).
-                    Ok(response.map(|body| tonic::body::Body::new(SmallFrames::new(body))))
+                    Ok(grpc.server_streaming(SubscribeSvc(inner), req).await)
                 }),
                 "/stallwatch.transit.v1.TransitBroadcaster/ListStreams" => Box::pin(async move {
                     let codec =

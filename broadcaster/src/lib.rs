@@ -56,7 +56,6 @@
 //! script, no protoc needed).
 #![forbid(unsafe_code)]
 
-pub(crate) mod batching;
 pub mod channel;
 pub mod convert;
 pub mod decoded;

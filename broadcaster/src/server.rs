@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use stallwatch_core::client::ReportClient;
 use stallwatch_core::taskdump::TaskKind;
 use tokio::runtime::Handle;
@@ -18,7 +17,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_server::{Health, HealthServer};
 
-use crate::batching::BatchingIo;
 use crate::dispatcher::{
     Backoff, DispatcherEnv, HangFault, PrepareFn, Spawner, default_prepare, run_dispatcher,
     supervise,
@@ -534,9 +532,8 @@ fn serve_grpc(
         // TcpIncoming sets TCP_NODELAY on every accepted socket (`Server::tcp_nodelay` only
         // applies to listeners tonic binds itself): without it Nagle's algorithm holds back
         // small updates for milliseconds at moderate rates.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .map(|conn| conn.map(BatchingIo::new));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
