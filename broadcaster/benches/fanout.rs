@@ -3,7 +3,8 @@
 //! 1. Fan-out over real gRPC on loopback, ~1 KiB updates, 1 / 100 / 1,000 subscribers:
 //!    deliveries/s at peak and p50/p99 latency at half and a tenth of peak, side by side in the same run
 //!    with a real `nats-server` fanning the same payloads to the same number of async-nats
-//!    subscribers (spread over the same number of connections).
+//!    subscribers (spread over the same number of connections); server CPU per delivery at
+//!    peak and at each paced load (paced, updates reach a subscriber one at a time).
 //! 2. Reporting overhead: peak throughput with reports on (to a local fake sidecar, 250 ms)
 //!    vs off, alternated in the same run.
 //! 3. Memory per idle subscriber: RSS delta of a real `transit-broadcaster serve` process over
@@ -678,21 +679,32 @@ fn main() {
             "## 1b. Latency, send to client receipt, paced at a fraction of each system's own peak"
         );
         println!();
-        println!("| subscribers | load | gRPC p50 / p99 | NATS p50 / p99 |");
-        println!("|---:|---:|---:|---:|");
+        println!(
+            "| subscribers | load | gRPC p50 / p99 | NATS p50 / p99 | server CPU per delivery gRPC / NATS |"
+        );
+        println!("|---:|---:|---:|---:|---:|");
         let lat = |r: Option<&Round>| {
             r.map_or("n/a".to_string(), |r| {
                 format!("{:.2} / {:.2} ms", r.percentile(0.5), r.percentile(0.99))
             })
         };
+        // Paced, updates reach each subscriber one at a time: compare with 1a's CPU per
+        // delivery at peak, where queued updates go out together.
+        let cpu = |r: Option<&Round>| {
+            r.map_or("n/a".to_string(), |r| {
+                format!("{:.1} µs", r.cpu_per_delivery_us())
+            })
+        };
         for row in &rows {
             for (i, fraction) in latency_fractions().iter().enumerate() {
                 println!(
-                    "| {} | {:.0}% of peak | {} | {} |",
+                    "| {} | {:.0}% of peak | {} | {} | {} / {} |",
                     row.subs,
                     fraction * 100.0,
                     lat(row.grpc_latency.get(i)),
                     lat(row.nats_latency.get(i)),
+                    cpu(row.grpc_latency.get(i)),
+                    cpu(row.nats_latency.get(i)),
                 );
             }
         }
