@@ -15,6 +15,7 @@ sent, field by field. Waits are for conditions, bounded by ``WAIT``; nothing ass
 import argparse
 import json
 import queue
+import socket
 import struct
 import sys
 import threading
@@ -357,20 +358,20 @@ def scenario_subscribe(grpc, channel, args):
     }
 
 
-def established_connections(port):
-    """This machine's TCP connections to `port` (the client ends), from /proc/net/tcp."""
+def established_connections(addr):
+    """This machine's established TCP connections to `addr`, an IPv4 HOST:PORT (the client
+    ends), from /proc/net/tcp and, as an IPv4-mapped address (C-core's dual-stack sockets),
+    /proc/net/tcp6."""
+    host, port = addr.rsplit(":", 1)
+    # The kernel prints each 32-bit word of the address in host (little-endian) order.
+    ipv4 = f"{int.from_bytes(socket.inet_aton(host), 'little'):08X}"
+    remotes = {f"{ipv4}:{int(port):04X}", f"0000000000000000FFFF0000{ipv4}:{int(port):04X}"}
     n = 0
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
-            if remote_port == port and cols[3] == "01":  # 01: ESTABLISHED
-                n += 1
+        with open(path) as f:
+            for row in f.read().splitlines()[1:]:
+                cols = row.split()
+                n += cols[2] in remotes and cols[3] == "01"  # 01: ESTABLISHED
     return n
 
 
@@ -413,7 +414,7 @@ def scenario_multiplex(grpc, channel, args):
         ):
             break
         time.sleep(0.05)
-    connections = established_connections(args.port)
+    connections = established_connections(args.addr)
     stop.set()
     for c in calls:
         c.cancel()
@@ -599,20 +600,28 @@ def lagged_total(http_addr, stream):
 
 def scenario_slow_reader(grpc, channel, args):
     """A reader that stops iterating, on its own channel with a small HTTP/2 window, next to a
-    fast one on another channel: the fast one keeps receiving while the server skips updates
-    for the slow one, and the slow one, resumed, is told what it missed."""
-    small_window = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16 * 1024)]
-    slow_channel = grpc.insecure_channel(args.addr, options=small_window)
+    fast one on another channel (`--shared-connection`: on the same HTTP/2 connection, where
+    only the slow stream's window may close): the fast one keeps receiving while the server
+    skips updates for the slow one, and the slow one, resumed, is told what it missed."""
+    # Its own connection (grpcio shares one between channels to the same target otherwise),
+    # whose HTTP/2 window stays small, so the server soon has to hold its updates back.
+    slow_options = [
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", 16 * 1024),
+    ]
+    slow_channel = grpc.insecure_channel(args.addr, options=slow_options)
     slow = slow_channel.unary_stream(SUBSCRIBE)(subscribe_request(args.stream), timeout=RPC_DEADLINE)
     slow_ledger = SeqLedger("slow")
     slow_ledger.add(stream_update(next(slow)))
     lagged_before = lagged_total(args.http_addr, args.stream)
-    fast = channel.unary_stream(SUBSCRIBE)(subscribe_request(args.stream), timeout=RPC_DEADLINE)
+    fast_channel = slow_channel if args.shared_connection else channel
+    fast = fast_channel.unary_stream(SUBSCRIBE)(subscribe_request(args.stream), timeout=RPC_DEADLINE)
     fast_ledger = SeqLedger("fast")
-    # The slow reader does not iterate until the server has skipped updates for it; the fast
-    # one reads the whole time.
+    # The slow reader does not iterate until the server has skipped `--count` updates for it
+    # (those the fast one was told it missed are not its); the fast one reads the whole time.
     deadline = time.monotonic() + WAIT
-    while lagged_total(args.http_addr, args.stream) - lagged_before < args.count:
+    while lagged_total(args.http_addr, args.stream) - lagged_before - fast_ledger.missed < args.count:
         check(
             time.monotonic() < deadline,
             f"the server never skipped updates for the slow reader; fast: {fast_ledger.summary()}",
@@ -620,6 +629,10 @@ def scenario_slow_reader(grpc, channel, args):
         for _ in range(5):
             fast_ledger.add(stream_update(next(fast)))
     fast_during_stall = fast_ledger.summary()
+    # The scenario's channel's and the slow channel's, in both modes: a third would mean the
+    # fast call did not share the slow one's connection, or the slow one the scenario's.
+    connections = established_connections(args.addr)
+    check(connections == 2, f"{connections} TCP connections, want 2")
     check(
         fast_during_stall["updates"] >= args.count,
         f"the fast reader got {fast_during_stall['updates']} updates while the server skipped "
@@ -638,7 +651,12 @@ def scenario_slow_reader(grpc, channel, args):
     slow.cancel()
     fast.cancel()
     slow_channel.close()
-    return {"fast_during_stall": fast_during_stall, "fast": fast_ledger.summary(), "slow": slow_ledger.summary()}
+    return {
+        "connections": connections,
+        "fast_during_stall": fast_during_stall,
+        "fast": fast_ledger.summary(),
+        "slow": slow_ledger.summary(),
+    }
 
 
 SCENARIOS = {
@@ -711,6 +729,11 @@ def main():
     parser.add_argument("--vehicles", type=int, default=40, help="the synthetic feed's vehicles")
     parser.add_argument("--count", type=int, default=10, help="updates to read (per subscriber)")
     parser.add_argument("--subscribers", type=int, default=4)
+    parser.add_argument(
+        "--shared-connection",
+        action="store_true",
+        help="slow-reader: the fast reader on the slow one's connection",
+    )
     args = parser.parse_args()
     try:
         if args.scenario == "codec-self-test":
@@ -718,7 +741,6 @@ def main():
         else:
             import grpc  # here: the codec self-test runs without grpcio
 
-            args.port = int(args.addr.rsplit(":", 1)[1])
             with grpc.insecure_channel(args.addr) as channel:
                 grpc.channel_ready_future(channel).result(timeout=WAIT)
                 summary = SCENARIOS[args.scenario](grpc, channel, args)

@@ -302,20 +302,14 @@ fn sigterm_ends_a_grpcio_subscribe_with_unavailable() {
     assert!(server.log_text().contains("SIGTERM received"));
 }
 
-#[test]
-fn a_slow_reader_does_not_hold_up_a_fast_one() {
-    // A short subscriber queue and a faster feed: the slow reader's queue fills in seconds.
+/// Runs the slow-reader scenario (`extra`: client options) and checks what both readers got.
+fn slow_reader(extra: &[&str]) {
+    // A faster feed: the slow reader's queue (64) fills in a few seconds.
+    let feed = "synthetic://?rate=50&vehicles=8";
     let Some(s) = run(
         "slow-reader",
-        &[
-            "--source",
-            "synthetic://?rate=50&vehicles=8",
-            "--report-url",
-            "",
-            "--subscriber-queue",
-            "8",
-        ],
-        &["--count", "20"],
+        &["--source", feed, "--report-url", ""],
+        &[&["--count", "20"], extra].concat(),
     ) else {
         return;
     };
@@ -327,4 +321,18 @@ fn a_slow_reader_does_not_hold_up_a_fast_one() {
     assert_eq!(fast["missed"], fast["gaps"], "{s}");
     assert!(slow["missed"].as_u64().unwrap() > 0, "{s}");
     assert_eq!(slow["missed"], slow["gaps"], "{s}");
+    assert_eq!(
+        s["connections"], 2,
+        "the scenario's channel and the slow one's: {s}"
+    );
+}
+
+#[test]
+fn a_slow_reader_does_not_hold_up_a_fast_one_on_another_connection() {
+    slow_reader(&[]);
+}
+
+#[test]
+fn a_slow_reader_does_not_hold_up_a_fast_one_on_the_same_connection() {
+    slow_reader(&["--shared-connection"]);
 }
