@@ -35,8 +35,8 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 REFLECTION = "/grpc.reflection.{}.ServerReflection/ServerReflectionInfo"
 
+# grpc.health.v1.HealthCheckResponse.ServingStatus
 SERVING = 1
-NOT_SERVING = 2
 SERVICE_UNKNOWN = 3
 
 
@@ -276,14 +276,14 @@ class SeqLedger:
         }
 
 
-def read_until_balanced(calls, ledger, at_least, deadline, decode=stream_update):
+def read_until_balanced(calls, ledger, at_least, deadline):
     """Reads `calls` until `ledger` holds `at_least` updates and its missed/gap totals agree."""
     while len(ledger.seqs) < at_least or not ledger.balanced():
         check(
             time.monotonic() < deadline,
             f"{ledger.name}: missed never accounted for the gaps: {ledger.summary()}",
         )
-        ledger.add(decode(next(calls)))
+        ledger.add(stream_update(next(calls)))
 
 
 def synthetic_update_checks(u, args):
@@ -380,7 +380,9 @@ def scenario_multiplex(grpc, channel, args):
     sub = channel.unary_stream(SUBSCRIBE)
     list_streams = channel.unary_unary(LIST_STREAMS)
     health = channel.unary_unary(HEALTH_CHECK)
-    calls = [sub(subscribe_request(args.stream), timeout=RPC_DEADLINE) for _ in range(args.subscribers)]
+    calls = [
+        sub(subscribe_request(args.stream), timeout=RPC_DEADLINE) for _ in range(args.subscribers)
+    ]
     ledgers = [SeqLedger(f"subscriber {i}") for i in range(len(calls))]
     errors = []
     stop = threading.Event()
@@ -403,7 +405,10 @@ def scenario_multiplex(grpc, channel, args):
     # While they stream: ListStreams sees every one of them, health answers on the same channel.
     while True:
         check(not errors, f"a subscriber failed: {errors}")
-        check(time.monotonic() < deadline, f"streams never all flowed: {[l.summary() for l in ledgers]}")
+        check(
+            time.monotonic() < deadline,
+            f"streams never all flowed: {[l.summary() for l in ledgers]}",
+        )
         streams = list_streams_response(list_streams(b"", timeout=RPC_DEADLINE))
         whole = health_status(health(enc_str(1, ""), timeout=RPC_DEADLINE))
         api = health_status(health(enc_str(1, SERVICE), timeout=RPC_DEADLINE))
@@ -436,7 +441,9 @@ def scenario_multiplex(grpc, channel, args):
 def scenario_errors(grpc, channel, args):
     sub = channel.unary_stream(SUBSCRIBE)
     out = {}
-    out["unknown_stream"] = rpc_error(grpc, lambda: next(sub(subscribe_request("nope"), timeout=RPC_DEADLINE)))
+    out["unknown_stream"] = rpc_error(
+        grpc, lambda: next(sub(subscribe_request("nope"), timeout=RPC_DEADLINE))
+    )
     code, details = out["unknown_stream"]
     check(code == "NOT_FOUND", f"unknown stream: {code} {details!r}")
     check('no stream "nope"' in details and args.stream in details, f"message {details!r}")
@@ -445,22 +452,36 @@ def scenario_errors(grpc, channel, args):
         ("bbox_latitude_out_of_range", (-95.0, 13.0, 40.0, 14.0)),
         ("bbox_nan", (float("nan"), 13.0, 40.0, 14.0)),
     ]:
-        out[name] = rpc_error(grpc, lambda b=box: next(sub(subscribe_request(args.stream, bbox=b), timeout=RPC_DEADLINE)))
+        out[name] = rpc_error(
+            grpc,
+            lambda b=box: next(sub(subscribe_request(args.stream, bbox=b), timeout=RPC_DEADLINE)),
+        )
         code, details = out[name]
         check(code == "INVALID_ARGUMENT" and "bbox" in details, f"{name}: {code} {details!r}")
     for name, path in [
         ("unknown_method", f"/{SERVICE}/Unsubscribe"),
         ("unknown_service", "/stallwatch.transit.v1.Nope/Subscribe"),
     ]:
-        out[name] = rpc_error(grpc, lambda p=path: channel.unary_unary(p)(b"", timeout=RPC_DEADLINE))
+        out[name] = rpc_error(
+            grpc, lambda p=path: channel.unary_unary(p)(b"", timeout=RPC_DEADLINE)
+        )
         check(out[name][0] == "UNIMPLEMENTED", f"{name}: {out[name]}")
     # An unknown health service name: NOT_FOUND from Check (grpc.health.v1).
-    out["health_unknown"] = rpc_error(grpc, lambda: channel.unary_unary(HEALTH_CHECK)(enc_str(1, "nope"), timeout=RPC_DEADLINE))
-    check(out["health_unknown"][0] == "NOT_FOUND", f"health of an unknown service: {out['health_unknown']}")
+    out["health_unknown"] = rpc_error(
+        grpc, lambda: channel.unary_unary(HEALTH_CHECK)(enc_str(1, "nope"), timeout=RPC_DEADLINE)
+    )
+    check(
+        out["health_unknown"][0] == "NOT_FOUND",
+        f"health of an unknown service: {out['health_unknown']}",
+    )
     # The errors left the channel (and its one connection) usable.
     streams = list_streams_response(channel.unary_unary(LIST_STREAMS)(b"", timeout=RPC_DEADLINE))
     check(args.stream in streams, f"ListStreams after the errors: {streams}")
-    check(stream_update(next(sub(subscribe_request(args.stream), timeout=RPC_DEADLINE)))["stream"] == args.stream, "subscribe after the errors")
+    check(
+        stream_update(next(sub(subscribe_request(args.stream), timeout=RPC_DEADLINE)))["stream"]
+        == args.stream,
+        "subscribe after the errors",
+    )
     return out
 
 
@@ -494,7 +515,7 @@ def scenario_health_watch(grpc, channel, args):
 
 
 def reflection_request(**field):
-    (name, value), = field.items()
+    ((name, value),) = field.items()
     number = {"file_containing_symbol": 4, "list_services": 7}[name]
     return enc_str(number, value)
 
@@ -508,12 +529,17 @@ def scenario_reflection(grpc, channel, args):
             while (item := requests.get()) is not None:
                 yield item
 
-        call = channel.stream_stream(REFLECTION.format(version))(request_iter(), timeout=RPC_DEADLINE)
+        call = channel.stream_stream(REFLECTION.format(version))(
+            request_iter(), timeout=RPC_DEADLINE
+        )
         # Bidi: each request is answered before the next goes out on the same stream.
         requests.put(reflection_request(list_services=""))
         listed = fields(last(fields(next(call)), 6, b""))
         services = sorted(as_str(fields(s), 1) for s in listed.get(1, []))
-        check(SERVICE in services and "grpc.health.v1.Health" in services, f"{version} lists {services}")
+        check(
+            SERVICE in services and "grpc.health.v1.Health" in services,
+            f"{version} lists {services}",
+        )
         requests.put(reflection_request(file_containing_symbol=SERVICE))
         descriptors = fields(last(fields(next(call)), 4, b"")).get(1, [])
         check(descriptors, f"{version}: no file descriptor for {SERVICE}")
@@ -611,17 +637,23 @@ def scenario_slow_reader(grpc, channel, args):
         ("grpc.http2.lookahead_bytes", 16 * 1024),
     ]
     slow_channel = grpc.insecure_channel(args.addr, options=slow_options)
-    slow = slow_channel.unary_stream(SUBSCRIBE)(subscribe_request(args.stream), timeout=RPC_DEADLINE)
+    slow = slow_channel.unary_stream(SUBSCRIBE)(
+        subscribe_request(args.stream), timeout=RPC_DEADLINE
+    )
     slow_ledger = SeqLedger("slow")
     slow_ledger.add(stream_update(next(slow)))
     lagged_before = lagged_total(args.http_addr, args.stream)
     fast_channel = slow_channel if args.shared_connection else channel
-    fast = fast_channel.unary_stream(SUBSCRIBE)(subscribe_request(args.stream), timeout=RPC_DEADLINE)
+    fast = fast_channel.unary_stream(SUBSCRIBE)(
+        subscribe_request(args.stream), timeout=RPC_DEADLINE
+    )
     fast_ledger = SeqLedger("fast")
     # The slow reader does not iterate until the server has skipped `--count` updates for it
     # (those the fast one was told it missed are not its); the fast one reads the whole time.
     deadline = time.monotonic() + WAIT
-    while lagged_total(args.http_addr, args.stream) - lagged_before - fast_ledger.missed < args.count:
+    while (
+        lagged_total(args.http_addr, args.stream) - lagged_before - fast_ledger.missed < args.count
+    ):
         check(
             time.monotonic() < deadline,
             f"the server never skipped updates for the slow reader; fast: {fast_ledger.summary()}",
@@ -681,24 +713,47 @@ def codec_self_test():
     check(
         subscribe_request("a", ["R1"], (1.0, 2.0, 3.0, 4.0), True)
         == b"\x0a\x01a\x12\x02R1\x1a\x24"
-        + b"".join(bytes([n << 3 | 1]) + struct.pack("<d", x) for n, x in zip((1, 2, 3, 4), (1.0, 2.0, 3.0, 4.0)))
+        + b"".join(
+            bytes([n << 3 | 1]) + struct.pack("<d", x)
+            for n, x in zip((1, 2, 3, 4), (1.0, 2.0, 3.0, 4.0))
+        )
         + b"\x20\x01",
         "SubscribeRequest with routes, bbox and raw",
     )
     vehicle_bytes = (
-        enc_str(1, "veh-0") + enc_str(2, "V0") + enc_str(5, "R1") + enc_double(6, 52.5)
-        + tag(8, FIXED32) + struct.pack("<f", 10.0) + tag(11, VARINT) + b"\x01"
+        enc_str(1, "veh-0")
+        + enc_str(2, "V0")
+        + enc_str(5, "R1")
+        + enc_double(6, 52.5)
+        + tag(8, FIXED32)
+        + struct.pack("<f", 10.0)
+        + tag(11, VARINT)
+        + b"\x01"
     )
+    # stream, seq 7, a vehicle, version, missed 2, then seq 9 again: the last one wins.
     update = (
-        b"\x0a\x03all" + b"\x10\x07" + tag(7, LEN) + varint(len(vehicle_bytes)) + vehicle_bytes
-        + b"\x62\x032.0" + b"\x28\x02" + b"\x10\x09"  # missed 2, then seq 9 again: last wins
+        b"\x0a\x03all"
+        + b"\x10\x07"
+        + tag(7, LEN)
+        + varint(len(vehicle_bytes))
+        + vehicle_bytes
+        + b"\x62\x032.0"
+        + b"\x28\x02"
+        + b"\x10\x09"
     )
     u = stream_update(update)
     check(u["stream"] == "all" and u["seq"] == 9 and u["missed"] == 2, f"update head: {u}")
     check(u["gtfs_realtime_version"] == "2.0", f"version: {u}")
     v = u["vehicles"][0]
     check(
-        (v["entity_id"], v["vehicle_id"], v["route_id"], v["latitude"], v["bearing"], v["has_position"])
+        (
+            v["entity_id"],
+            v["vehicle_id"],
+            v["route_id"],
+            v["latitude"],
+            v["bearing"],
+            v["has_position"],
+        )
         == ("veh-0", "V0", "R1", 52.5, 10.0, True),
         f"vehicle: {v}",
     )
