@@ -36,13 +36,20 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt_install prometheus
 fi
 
-if [ -f charts/requirements.txt ]; then
+# Python tools in .venv: chart validation (charts/requirements.txt) and the broadcaster's
+# grpcio interop tests (broadcaster/tests/requirements.txt), resolved together in one pip run.
+# The stamp is the hash of every file, so changing any of them reinstalls.
+requirements=()
+for f in charts/requirements.txt broadcaster/tests/requirements.txt; do
+  if [ -f "$f" ]; then requirements+=("$f"); fi
+done
+if [ ${#requirements[@]} -gt 0 ]; then
   stamp=.venv/.requirements.sha256
-  want=$(sha256sum charts/requirements.txt | cut -d' ' -f1)
+  want=$(sha256sum "${requirements[@]}" | sha256sum | cut -d' ' -f1)
   if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: creating .venv with charts/requirements.txt"
+    echo "setup: creating .venv with ${requirements[*]}"
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r charts/requirements.txt
+    .venv/bin/pip install -q --disable-pip-version-check "${requirements[@]/#/--requirement=}"
     echo "$want" > "$stamp"
   fi
 fi

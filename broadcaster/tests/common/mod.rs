@@ -1,5 +1,8 @@
-//! Helpers shared by the integration tests: feeds, a fake sidecar, gRPC clients, waiting.
+//! Helpers shared by the integration tests: feeds, a fake sidecar, gRPC clients, waiting, the
+//! real binary as a process (`binary`).
 #![allow(dead_code)]
+
+pub mod binary;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
