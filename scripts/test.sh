@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 scripts/setup.sh
+# setup.sh installed nats-server and grpcio: a test that cannot find them fails, not skips.
+export STALLWATCH_REQUIRE_TEST_TOOLS=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

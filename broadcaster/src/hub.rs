@@ -58,9 +58,15 @@ impl PreparedUpdate {
 
 pub type SharedUpdate = Arc<PreparedUpdate>;
 
+/// A queued update and how many this subscriber missed just before it.
+type Queued = (SharedUpdate, u64);
+
 #[derive(Debug)]
 struct Slot {
-    tx: mpsc::Sender<SharedUpdate>,
+    tx: mpsc::Sender<Queued>,
+    /// Updates skipped since the last one that made it into the queue. It rides on the next
+    /// queued update, so the count lands right after the gap in seq, not on an older update
+    /// that was already waiting.
     missed: AtomicU64,
 }
 
@@ -121,8 +127,14 @@ impl Hub {
         {
             let subs = self.subscribers.read().unwrap_or_else(|e| e.into_inner());
             for (id, slot) in subs.iter() {
-                match slot.tx.try_send(update.clone()) {
-                    Ok(()) => outcome.delivered += 1,
+                let missed = slot.missed.load(Ordering::Relaxed);
+                match slot.tx.try_send((update.clone(), missed)) {
+                    Ok(()) => {
+                        if missed > 0 {
+                            slot.missed.fetch_sub(missed, Ordering::Relaxed);
+                        }
+                        outcome.delivered += 1;
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         slot.missed.fetch_add(1, Ordering::Relaxed);
                         outcome.lagged += 1;
@@ -180,7 +192,7 @@ impl Hub {
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,
-    rx: mpsc::Receiver<SharedUpdate>,
+    rx: mpsc::Receiver<Queued>,
     slot: Arc<Slot>,
     hub: Weak<Hub>,
 }
@@ -193,8 +205,7 @@ impl Subscription {
     /// The next update and how many this subscriber missed before it. `None` once the hub
     /// is gone.
     pub async fn recv(&mut self) -> Option<(SharedUpdate, u64)> {
-        let update = self.rx.recv().await?;
-        Some((update, self.slot.missed.swap(0, Ordering::Relaxed)))
+        self.rx.recv().await
     }
 
     /// Polling form of [`Subscription::recv`].
@@ -202,9 +213,7 @@ impl Subscription {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<(SharedUpdate, u64)>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|u| u.map(|u| (u, self.slot.missed.swap(0, Ordering::Relaxed))))
+        self.rx.poll_recv(cx)
     }
 
     /// Updates waiting in this subscriber's queue.
@@ -242,13 +251,30 @@ mod tests {
             let (u, missed) = fast.recv().await.unwrap();
             assert_eq!((u.seq, missed), (seq, 0));
         }
-        // The slow one got the first two, missed three.
+        // The slow one got the first two and missed three; it learns that with the first
+        // update after the gap (seq 6), not with the ones queued before it.
         let (u, missed) = slow.recv().await.unwrap();
-        assert_eq!((u.seq, missed), (1, 3));
+        assert_eq!((u.seq, missed), (1, 0));
         let (u, missed) = slow.recv().await.unwrap();
         assert_eq!((u.seq, missed), (2, 0));
         assert_eq!(hub.lagged_total(), 3);
         assert_eq!(hub.delivered_total(), 5 + 2);
+        hub.publish(&update(6));
+        let (u, missed) = slow.recv().await.unwrap();
+        assert_eq!((u.seq, missed), (6, 3));
+        // A second gap while the first one's update still waits: each count stays with its
+        // own gap.
+        hub.publish(&update(7));
+        hub.publish(&update(8));
+        hub.publish(&update(9));
+        let (u, missed) = slow.recv().await.unwrap();
+        assert_eq!((u.seq, missed), (7, 0));
+        hub.publish(&update(10));
+        let got: Vec<_> = [slow.recv().await.unwrap(), slow.recv().await.unwrap()]
+            .iter()
+            .map(|(u, m)| (u.seq, *m))
+            .collect();
+        assert_eq!(got, vec![(8, 0), (10, 1)]);
     }
 
     #[tokio::test]

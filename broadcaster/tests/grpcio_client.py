@@ -239,26 +239,29 @@ def health_status(buf):
 
 class SeqLedger:
     """One subscriber's updates in order: seq strictly increasing, and every update skipped
-    (a gap in seq) owned up to by a `missed` count. A server may report `missed` with the
-    update before or after the gap, so the two totals are compared once caught up."""
+    (a gap in seq) owned up to by the `missed` count of the update right after the gap
+    ("missed since its previous update", as the proto says)."""
 
     def __init__(self, name):
         self.name = name
         self.seqs = []
         self.missed = 0
         self.gaps = 0
-        # Updates whose `missed` exceeds the gap just before them: the count came ahead of
-        # the gap it is for (today's hub reports it with the oldest queued update).
-        self.missed_ahead_of_gap = 0
 
     def add(self, update):
         seq = update["seq"]
         if self.seqs:
             prev = self.seqs[-1]
             check(seq > prev, f"{self.name}: seq {seq} after {prev}: not strictly increasing")
-            self.gaps += seq - prev - 1
-            if update["missed"] > seq - prev - 1:
-                self.missed_ahead_of_gap += 1
+            gap = seq - prev - 1
+            self.gaps += gap
+            check(
+                update["missed"] == gap,
+                f"{self.name}: seq {seq} after {prev} says missed={update['missed']}, gap {gap}",
+            )
+        else:
+            # A subscriber's queue starts empty: nothing can be missed before its first update.
+            check(update["missed"] == 0, f"{self.name}: first update says missed: {update}")
         self.seqs.append(seq)
         self.missed += update["missed"]
 
@@ -272,7 +275,6 @@ class SeqLedger:
             "last_seq": self.seqs[-1] if self.seqs else None,
             "missed": self.missed,
             "gaps": self.gaps,
-            "missed_ahead_of_gap": self.missed_ahead_of_gap,
         }
 
 
@@ -764,15 +766,21 @@ def codec_self_test():
             continue
         raise Failed(f"{bad!r} decoded")
     ledger = SeqLedger("t")
-    for seq, missed in [(1, 0), (2, 3), (3, 0), (6, 0)]:
+    for seq, missed in [(1, 0), (2, 0), (5, 2), (6, 0)]:
         ledger.add({"seq": seq, "missed": missed})
-    check((ledger.gaps, ledger.missed) == (2, 3), f"ledger: {ledger.summary()}")
-    check(not ledger.balanced(), "3 missed for a gap of 2 balanced")
+    check((ledger.gaps, ledger.missed) == (2, 2), f"ledger: {ledger.summary()}")
+    check(ledger.balanced(), "missed 2 at a gap of 2 not balanced")
+    for wrong in [{"seq": 6, "missed": 0}, {"seq": 8, "missed": 0}, {"seq": 7, "missed": 1}]:
+        try:
+            ledger.add(wrong)
+        except Failed:
+            continue
+        raise Failed(f"{wrong} accepted after seq 6")
     try:
-        ledger.add({"seq": 6, "missed": 0})
+        SeqLedger("u").add({"seq": 3, "missed": 1})
     except Failed:
         return {"ok": True}
-    raise Failed("a repeated seq was accepted")
+    raise Failed("a first update with missed accepted")
 
 
 def main():
