@@ -111,11 +111,10 @@ impl Hub {
         self.subscribers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, slot.clone());
+            .insert(id, slot);
         Subscription {
             id,
             rx,
-            slot,
             hub: Arc::downgrade(self),
         }
     }
@@ -193,7 +192,6 @@ impl Hub {
 pub struct Subscription {
     id: u64,
     rx: mpsc::Receiver<Queued>,
-    slot: Arc<Slot>,
     hub: Weak<Hub>,
 }
 
