@@ -20,6 +20,7 @@ use prost::Message;
 use crate::channel::Item;
 pub use crate::decoded::{
     Carried, DecodedFeed, EntityKind, MAX_FEED_BYTES, MalformedEntity, PrepareError, RouteScope,
+    Text,
 };
 use crate::generated::transit_v1::StreamUpdate;
 use crate::spec::Filter;
@@ -140,9 +141,9 @@ impl Prepared {
 pub fn selects(filter: &Filter, c: &Carried) -> bool {
     let route_ok = match (&filter.routes, &c.scope) {
         (None, _) | (_, RouteScope::Everywhere) => true,
-        (Some(set), RouteScope::Route(r)) => r.as_ref().is_some_and(|r| set.contains(r)),
+        (Some(set), RouteScope::Route(r)) => r.as_ref().is_some_and(|r| set.contains(r.as_str())),
         (Some(set), RouteScope::Alert { routes, everywhere }) => {
-            *everywhere || routes.iter().any(|r| set.contains(r))
+            *everywhere || routes.iter().any(|r| set.contains(r.as_str()))
         }
     };
     let bbox_ok = match (&filter.bbox, c.kind) {

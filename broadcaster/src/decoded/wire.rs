@@ -1,0 +1,257 @@
+//! Protobuf wire format, read in place and written by hand, for [`super::transcode`].
+//!
+//! Reading borrows from the input (no `String` per field). Anything the fast path does not
+//! decide exactly like prost (any wire error, groups, a field prost would merge) is a
+//! [`Stop::Fallback`]: the whole message then goes through prost, which decides it.
+//! Writing produces exactly prost's bytes for our proto3-style fields: defaults left out,
+//! `optional` fields written when present, minimal varints, fields in tag order (the caller's job).
+
+use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
+
+/// Why the fast path stopped on an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// Leave the whole message to prost (its error, or its merge of repeated fields).
+    Fallback,
+    /// The entity breaks a GTFS-realtime rule; prost and `validate` name it.
+    Invalid,
+}
+
+pub(super) type Step<T = ()> = Result<T, Stop>;
+
+/// One field's value, borrowed from the message.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+    Fixed32(u32),
+}
+
+impl<'a> Value<'a> {
+    pub fn u64(self) -> Step<u64> {
+        match self {
+            Value::Varint(v) => Ok(v),
+            _ => Err(Stop::Fallback),
+        }
+    }
+
+    /// prost's `uint32` and `int32`/enum decodes truncate the varint.
+    pub fn u32(self) -> Step<u32> {
+        self.u64().map(|v| v as u32)
+    }
+
+    pub fn i32(self) -> Step<i32> {
+        self.u64().map(|v| v as i32)
+    }
+
+    pub fn i64(self) -> Step<i64> {
+        self.u64().map(|v| v as i64)
+    }
+
+    pub fn bool(self) -> Step<bool> {
+        self.u64().map(|v| v != 0)
+    }
+
+    pub fn f32(self) -> Step<f32> {
+        match self {
+            Value::Fixed32(v) => Ok(f32::from_bits(v)),
+            _ => Err(Stop::Fallback),
+        }
+    }
+
+    pub fn f64(self) -> Step<f64> {
+        match self {
+            Value::Fixed64(v) => Ok(f64::from_bits(v)),
+            _ => Err(Stop::Fallback),
+        }
+    }
+
+    pub fn message(self) -> Step<&'a [u8]> {
+        match self {
+            Value::Bytes(b) => Ok(b),
+            _ => Err(Stop::Fallback),
+        }
+    }
+
+    /// Text: prost refuses a string field that is not UTF-8.
+    pub fn str(self) -> Step<&'a str> {
+        std::str::from_utf8(self.message()?).map_err(|_| Stop::Fallback)
+    }
+}
+
+/// The fields of one message, in wire order.
+pub(super) fn fields(buf: &[u8]) -> Fields<'_> {
+    Fields { buf }
+}
+
+pub(super) struct Fields<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn read(&mut self) -> Step<(u32, Value<'a>)> {
+        let fallback = |_| Stop::Fallback;
+        let (tag, wire_type) = decode_key(&mut self.buf).map_err(fallback)?;
+        let value = match wire_type {
+            WireType::Varint => Value::Varint(decode_varint(&mut self.buf).map_err(fallback)?),
+            WireType::SixtyFourBit => Value::Fixed64(u64::from_le_bytes(
+                self.take(8)?.try_into().map_err(|_| Stop::Fallback)?,
+            )),
+            WireType::ThirtyTwoBit => Value::Fixed32(u32::from_le_bytes(
+                self.take(4)?.try_into().map_err(|_| Stop::Fallback)?,
+            )),
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut self.buf).map_err(fallback)?;
+                Value::Bytes(self.take(usize::try_from(len).map_err(|_| Stop::Fallback)?)?)
+            }
+            // Groups are deprecated and absent from GTFS-realtime; prost's skipping of them
+            // has a depth limit that depends on where they sit, so prost decides.
+            WireType::StartGroup | WireType::EndGroup => return Err(Stop::Fallback),
+        };
+        Ok((tag, value))
+    }
+
+    fn take(&mut self, n: usize) -> Step<&'a [u8]> {
+        if n > self.buf.len() {
+            return Err(Stop::Fallback);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Step<(u32, Value<'a>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let item = self.read();
+        if item.is_err() {
+            self.buf = &[];
+        }
+        Some(item)
+    }
+}
+
+/// Sets a singular message field; a second occurrence is one prost would merge.
+pub(super) fn once<'a>(slot: &mut Option<&'a [u8]>, value: Value<'a>) -> Step {
+    if slot.replace(value.message()?).is_some() {
+        return Err(Stop::Fallback);
+    }
+    Ok(())
+}
+
+/// Appends our fields to an update body.
+pub(super) struct Writer<'o> {
+    pub out: &'o mut Vec<u8>,
+}
+
+impl Writer<'_> {
+    /// A proto3 `string`: left out when empty.
+    pub fn str(&mut self, tag: u32, s: &str) {
+        if !s.is_empty() {
+            self.bytes(tag, s.as_bytes());
+        }
+    }
+
+    /// A length-delimited field, written even when empty (`repeated string` elements).
+    pub fn bytes(&mut self, tag: u32, b: &[u8]) {
+        encode_key(tag, WireType::LengthDelimited, self.out);
+        encode_varint(b.len() as u64, self.out);
+        self.out.extend_from_slice(b);
+    }
+
+    pub fn varint(&mut self, tag: u32, v: u64) {
+        encode_key(tag, WireType::Varint, self.out);
+        encode_varint(v, self.out);
+    }
+
+    /// A proto3 `uint64`: left out when 0.
+    pub fn u64(&mut self, tag: u32, v: u64) {
+        if v != 0 {
+            self.varint(tag, v);
+        }
+    }
+
+    /// A proto3 `int32`/enum: left out when 0; negative values take ten bytes, as in prost.
+    pub fn i32(&mut self, tag: u32, v: i32) {
+        if v != 0 {
+            self.varint(tag, v as i64 as u64);
+        }
+    }
+
+    pub fn opt_u32(&mut self, tag: u32, v: Option<u32>) {
+        if let Some(v) = v {
+            self.varint(tag, u64::from(v));
+        }
+    }
+
+    pub fn opt_u64(&mut self, tag: u32, v: Option<u64>) {
+        if let Some(v) = v {
+            self.varint(tag, v);
+        }
+    }
+
+    pub fn opt_i32(&mut self, tag: u32, v: Option<i32>) {
+        if let Some(v) = v {
+            self.varint(tag, v as i64 as u64);
+        }
+    }
+
+    pub fn opt_i64(&mut self, tag: u32, v: Option<i64>) {
+        if let Some(v) = v {
+            self.varint(tag, v as u64);
+        }
+    }
+
+    pub fn bool(&mut self, tag: u32, v: bool) {
+        if v {
+            self.varint(tag, 1);
+        }
+    }
+
+    /// A proto3 `double`: left out when it equals 0 (so -0.0 too, as prost does).
+    pub fn f64(&mut self, tag: u32, v: f64) {
+        if v != 0.0 {
+            self.opt_f64(tag, Some(v));
+        }
+    }
+
+    pub fn opt_f64(&mut self, tag: u32, v: Option<f64>) {
+        if let Some(v) = v {
+            encode_key(tag, WireType::SixtyFourBit, self.out);
+            self.out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    pub fn opt_f32(&mut self, tag: u32, v: Option<f32>) {
+        if let Some(v) = v {
+            encode_key(tag, WireType::ThirtyTwoBit, self.out);
+            self.out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// A message field written by `body`. Its length is not known before, so one byte is
+    /// set aside for it and the body moved up if it needs more (bodies of 128 bytes or more).
+    pub fn message<T>(&mut self, tag: u32, body: impl FnOnce(&mut Writer<'_>) -> T) -> T {
+        encode_key(tag, WireType::LengthDelimited, self.out);
+        let at = self.out.len();
+        self.out.push(0);
+        let result = body(&mut Writer { out: self.out });
+        let len = self.out.len() - at - 1;
+        if len < 0x80 {
+            self.out[at] = len as u8;
+        } else {
+            let mut prefix = [0u8; 10];
+            let mut slot = &mut prefix[..];
+            encode_varint(len as u64, &mut slot);
+            let n = 10 - slot.len();
+            self.out.splice(at..at + 1, prefix[..n].iter().copied());
+        }
+        result
+    }
+}
