@@ -276,8 +276,9 @@ pub fn decode_direct(payload: &Bytes) -> Option<DecodedFeed> {
         not_carried: 0,
         body: Bytes::new(),
     };
-    // Our fields encode to about the size of the producer's.
-    let mut body = Vec::with_capacity(payload.len() + payload.len() / 8);
+    // Our fields encode to about the size of the producer's, a little more for small entities
+    // (each of our messages repeats the entity id): one allocation, no regrowth.
+    let mut body = Vec::with_capacity(payload.len() + payload.len() / 4 + 64);
     let mut ids = Vec::with_capacity(entities);
     let mut index = 0;
     for field in wire::fields(payload) {

@@ -6,7 +6,7 @@
 //! Writing produces exactly prost's bytes for our proto3-style fields: defaults left out,
 //! `optional` fields written when present, minimal varints, fields in tag order (the caller's job).
 
-use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_varint};
+use prost::encoding::WireType;
 
 /// Why the fast path stopped on an entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,7 @@ pub(super) enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    #[inline]
     pub fn u64(self) -> Step<u64> {
         match self {
             Value::Varint(v) => Ok(v),
@@ -37,22 +38,27 @@ impl<'a> Value<'a> {
     }
 
     /// prost's `uint32` and `int32`/enum decodes truncate the varint.
+    #[inline]
     pub fn u32(self) -> Step<u32> {
         self.u64().map(|v| v as u32)
     }
 
+    #[inline]
     pub fn i32(self) -> Step<i32> {
         self.u64().map(|v| v as i32)
     }
 
+    #[inline]
     pub fn i64(self) -> Step<i64> {
         self.u64().map(|v| v as i64)
     }
 
+    #[inline]
     pub fn bool(self) -> Step<bool> {
         self.u64().map(|v| v != 0)
     }
 
+    #[inline]
     pub fn f32(self) -> Step<f32> {
         match self {
             Value::Fixed32(v) => Ok(f32::from_bits(v)),
@@ -60,6 +66,7 @@ impl<'a> Value<'a> {
         }
     }
 
+    #[inline]
     pub fn f64(self) -> Step<f64> {
         match self {
             Value::Fixed64(v) => Ok(f64::from_bits(v)),
@@ -67,6 +74,7 @@ impl<'a> Value<'a> {
         }
     }
 
+    #[inline]
     pub fn message(self) -> Step<&'a [u8]> {
         match self {
             Value::Bytes(b) => Ok(b),
@@ -75,6 +83,7 @@ impl<'a> Value<'a> {
     }
 
     /// Text: prost refuses a string field that is not UTF-8.
+    #[inline]
     pub fn str(self) -> Step<&'a str> {
         std::str::from_utf8(self.message()?).map_err(|_| Stop::Fallback)
     }
@@ -90,28 +99,63 @@ pub(super) struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     fn read(&mut self) -> Step<(u32, Value<'a>)> {
-        let fallback = |_| Stop::Fallback;
-        let (tag, wire_type) = decode_key(&mut self.buf).map_err(fallback)?;
-        let value = match wire_type {
-            WireType::Varint => Value::Varint(decode_varint(&mut self.buf).map_err(fallback)?),
-            WireType::SixtyFourBit => Value::Fixed64(u64::from_le_bytes(
-                self.take(8)?.try_into().map_err(|_| Stop::Fallback)?,
-            )),
-            WireType::ThirtyTwoBit => Value::Fixed32(u32::from_le_bytes(
-                self.take(4)?.try_into().map_err(|_| Stop::Fallback)?,
-            )),
-            WireType::LengthDelimited => {
-                let len = decode_varint(&mut self.buf).map_err(fallback)?;
-                Value::Bytes(self.take(usize::try_from(len).map_err(|_| Stop::Fallback)?)?)
+        // prost's `decode_key`: a key above u32::MAX, wire type 6 or 7, or tag 0 is an error.
+        let key = self.varint()?;
+        let tag = u32::try_from(key >> 3).map_err(|_| Stop::Fallback)?;
+        if tag == 0 || key > u64::from(u32::MAX) {
+            return Err(Stop::Fallback);
+        }
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => Value::Fixed64(u64::from_le_bytes(self.array()?)),
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| Stop::Fallback)?;
+                Value::Bytes(self.take(len)?)
             }
-            // Groups are deprecated and absent from GTFS-realtime; prost's skipping of them
-            // has a depth limit that depends on where they sit, so prost decides.
-            WireType::StartGroup | WireType::EndGroup => return Err(Stop::Fallback),
+            5 => Value::Fixed32(u32::from_le_bytes(self.array()?)),
+            // Groups (3, 4) are deprecated and absent from GTFS-realtime; prost's skipping of
+            // them has a depth limit that depends on where they sit, so prost decides. 6 and 7
+            // are no wire type.
+            _ => return Err(Stop::Fallback),
         };
         Ok((tag, value))
     }
 
+    #[inline]
+    fn varint(&mut self) -> Step<u64> {
+        match self.buf.first() {
+            Some(&b) if b < 0x80 => {
+                self.buf = &self.buf[1..];
+                Ok(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    /// A varint as prost reads one: at most ten bytes, the tenth at most 1.
+    fn long_varint(&mut self) -> Step<u64> {
+        let mut value = 0u64;
+        for (i, &b) in self.buf.iter().take(10).enumerate() {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                if i == 9 && b > 1 {
+                    break;
+                }
+                self.buf = &self.buf[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(Stop::Fallback)
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Step<[u8; N]> {
+        self.take(N)?.try_into().map_err(|_| Stop::Fallback)
+    }
+
+    #[inline]
     fn take(&mut self, n: usize) -> Step<&'a [u8]> {
         if n > self.buf.len() {
             return Err(Stop::Fallback);
@@ -125,6 +169,7 @@ impl<'a> Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = Step<(u32, Value<'a>)>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.buf.is_empty() {
             return None;
@@ -150,8 +195,37 @@ pub(super) struct Writer<'o> {
     pub out: &'o mut Vec<u8>,
 }
 
+/// A varint as prost writes one (minimal): its bytes and how many.
+fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        bytes[n] = v as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    bytes[n] = v as u8;
+    (bytes, n + 1)
+}
+
+#[inline]
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+    } else {
+        let (bytes, n) = varint_bytes(v);
+        out.extend_from_slice(&bytes[..n]);
+    }
+}
+
+#[inline]
+fn put_key(out: &mut Vec<u8>, tag: u32, wire_type: WireType) {
+    put_varint(out, u64::from(tag << 3 | wire_type as u32));
+}
+
 impl Writer<'_> {
     /// A proto3 `string`: left out when empty.
+    #[inline]
     pub fn str(&mut self, tag: u32, s: &str) {
         if !s.is_empty() {
             self.bytes(tag, s.as_bytes());
@@ -159,18 +233,21 @@ impl Writer<'_> {
     }
 
     /// A length-delimited field, written even when empty (`repeated string` elements).
+    #[inline]
     pub fn bytes(&mut self, tag: u32, b: &[u8]) {
-        encode_key(tag, WireType::LengthDelimited, self.out);
-        encode_varint(b.len() as u64, self.out);
+        put_key(self.out, tag, WireType::LengthDelimited);
+        put_varint(self.out, b.len() as u64);
         self.out.extend_from_slice(b);
     }
 
+    #[inline]
     pub fn varint(&mut self, tag: u32, v: u64) {
-        encode_key(tag, WireType::Varint, self.out);
-        encode_varint(v, self.out);
+        put_key(self.out, tag, WireType::Varint);
+        put_varint(self.out, v);
     }
 
     /// A proto3 `uint64`: left out when 0.
+    #[inline]
     pub fn u64(&mut self, tag: u32, v: u64) {
         if v != 0 {
             self.varint(tag, v);
@@ -178,36 +255,42 @@ impl Writer<'_> {
     }
 
     /// A proto3 `int32`/enum: left out when 0; negative values take ten bytes, as in prost.
+    #[inline]
     pub fn i32(&mut self, tag: u32, v: i32) {
         if v != 0 {
             self.varint(tag, v as i64 as u64);
         }
     }
 
+    #[inline]
     pub fn opt_u32(&mut self, tag: u32, v: Option<u32>) {
         if let Some(v) = v {
             self.varint(tag, u64::from(v));
         }
     }
 
+    #[inline]
     pub fn opt_u64(&mut self, tag: u32, v: Option<u64>) {
         if let Some(v) = v {
             self.varint(tag, v);
         }
     }
 
+    #[inline]
     pub fn opt_i32(&mut self, tag: u32, v: Option<i32>) {
         if let Some(v) = v {
             self.varint(tag, v as i64 as u64);
         }
     }
 
+    #[inline]
     pub fn opt_i64(&mut self, tag: u32, v: Option<i64>) {
         if let Some(v) = v {
             self.varint(tag, v as u64);
         }
     }
 
+    #[inline]
     pub fn bool(&mut self, tag: u32, v: bool) {
         if v {
             self.varint(tag, 1);
@@ -215,22 +298,25 @@ impl Writer<'_> {
     }
 
     /// A proto3 `double`: left out when it equals 0 (so -0.0 too, as prost does).
+    #[inline]
     pub fn f64(&mut self, tag: u32, v: f64) {
         if v != 0.0 {
             self.opt_f64(tag, Some(v));
         }
     }
 
+    #[inline]
     pub fn opt_f64(&mut self, tag: u32, v: Option<f64>) {
         if let Some(v) = v {
-            encode_key(tag, WireType::SixtyFourBit, self.out);
+            put_key(self.out, tag, WireType::SixtyFourBit);
             self.out.extend_from_slice(&v.to_le_bytes());
         }
     }
 
+    #[inline]
     pub fn opt_f32(&mut self, tag: u32, v: Option<f32>) {
         if let Some(v) = v {
-            encode_key(tag, WireType::ThirtyTwoBit, self.out);
+            put_key(self.out, tag, WireType::ThirtyTwoBit);
             self.out.extend_from_slice(&v.to_le_bytes());
         }
     }
@@ -238,7 +324,7 @@ impl Writer<'_> {
     /// A message field written by `body`. Its length is not known before, so one byte is
     /// set aside for it and the body moved up if it needs more (bodies of 128 bytes or more).
     pub fn message<T>(&mut self, tag: u32, body: impl FnOnce(&mut Writer<'_>) -> T) -> T {
-        encode_key(tag, WireType::LengthDelimited, self.out);
+        put_key(self.out, tag, WireType::LengthDelimited);
         let at = self.out.len();
         self.out.push(0);
         let result = body(&mut Writer { out: self.out });
@@ -246,10 +332,7 @@ impl Writer<'_> {
         if len < 0x80 {
             self.out[at] = len as u8;
         } else {
-            let mut prefix = [0u8; 10];
-            let mut slot = &mut prefix[..];
-            encode_varint(len as u64, &mut slot);
-            let n = 10 - slot.len();
+            let (prefix, n) = varint_bytes(len as u64);
             self.out.splice(at..at + 1, prefix[..n].iter().copied());
         }
         result
