@@ -192,6 +192,21 @@ pub struct DecodedFeed {
 }
 
 impl DecodedFeed {
+    /// A stream's update header: every `StreamUpdate` field but the entities (and `missed`,
+    /// which the sender appends), written as prost would.
+    pub fn head(&self, stream: &str, seq: u64, received_at_us: u64, quarantined: u32) -> Bytes {
+        let mut out = Vec::with_capacity(48 + stream.len() + self.gtfs_realtime_version.len());
+        let mut w = wire::Writer { out: &mut out };
+        w.str(1, stream);
+        w.u64(2, seq);
+        w.u64(3, self.feed_timestamp);
+        w.u64(4, received_at_us);
+        w.u64(6, u64::from(quarantined));
+        w.i32(11, self.incrementality);
+        w.str(12, &self.gtfs_realtime_version);
+        out.into()
+    }
+
     /// The concatenated fields of `carried[i]` for each `i`, in order.
     pub fn fields_of(&self, indices: impl Iterator<Item = usize>) -> Bytes {
         let mut out = BytesMut::new();

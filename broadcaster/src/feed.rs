@@ -114,19 +114,12 @@ pub struct Prepared {
 impl Prepared {
     /// The update's header fields (everything but the entities), encoded.
     pub fn head(&self, stream: &str, seq: u64) -> Bytes {
-        let feed = &self.view.feed;
-        StreamUpdate {
-            stream: stream.to_string(),
+        self.view.feed.head(
+            stream,
             seq,
-            feed_timestamp: feed.feed_timestamp,
-            received_at_us: self.received_at_us,
-            quarantined_entities: self.malformed.len() as u32,
-            incrementality: feed.incrementality,
-            gtfs_realtime_version: feed.gtfs_realtime_version.clone(),
-            ..Default::default()
-        }
-        .encode_to_vec()
-        .into()
+            self.received_at_us,
+            self.malformed.len() as u32,
+        )
     }
 
     /// The typed update (tests and tools; the dispatcher never builds it).

@@ -441,3 +441,98 @@ fn text_that_is_not_utf8_refuses_the_message_on_both_paths() {
     assert!(decode(&bad).is_err());
     assert!(decode_direct(&Bytes::from(payload)).is_some());
 }
+
+/// The real captures beside the workspace (`shared/gtfs-rt/`, or `STALLWATCH_GTFS_RT_DIR`).
+fn gtfs_rt_dir() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("STALLWATCH_GTFS_RT_DIR") {
+        return Some(dir.into());
+    }
+    let found = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/gtfs-rt"))
+        .find(|d| d.join("feeds").is_dir());
+    if found.is_none() {
+        println!("SKIPPED: shared/gtfs-rt/ not found; set STALLWATCH_GTFS_RT_DIR");
+    }
+    found
+}
+
+fn files(dir: &std::path::Path) -> Vec<(String, Bytes)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap().into()))
+        .collect()
+}
+
+/// Every real capture takes the direct path (none falls back to prost) with the reference's
+/// result; the bad captures are refused by both.
+#[test]
+fn real_captures_take_the_direct_path_with_the_reference_result() {
+    let Some(dir) = gtfs_rt_dir() else {
+        return;
+    };
+    let feeds = files(&dir.join("feeds"));
+    assert_eq!(feeds.len(), 20);
+    for (name, payload) in &feeds {
+        let reference = decode_with_prost(payload).unwrap();
+        let direct = decode_direct(payload).unwrap_or_else(|| panic!("{name}: fell back"));
+        assert_same(&direct, &reference).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(direct.malformed.is_empty(), "{name}");
+    }
+    for (name, payload) in files(&dir.join("bad")) {
+        assert!(decode_direct(&payload).is_none(), "{name}");
+        assert_eq!(decode(&payload).err(), decode_with_prost(&payload).err());
+        assert!(decode(&payload).is_err(), "{name}");
+    }
+}
+
+/// The update header is written as prost writes the same `StreamUpdate`.
+#[test]
+fn the_head_is_prosts_encoding() {
+    let mut feed = decode(&Bytes::from(
+        FeedMessage {
+            header: FeedHeader {
+                gtfs_realtime_version: "2.0".into(),
+                ..Default::default()
+            },
+            entity: vec![],
+        }
+        .encode_to_vec(),
+    ))
+    .unwrap();
+    for (stream, seq, received, quarantined, incrementality, timestamp) in [
+        ("all", 1, 1_700_000_000_000_000, 0, 0, 0),
+        ("", 0, 0, 3, 1, 1_700_000_000),
+        (
+            "a-much-longer-stream-name",
+            u64::MAX,
+            5,
+            u32::MAX,
+            -1,
+            u64::MAX,
+        ),
+    ] {
+        feed.incrementality = incrementality;
+        feed.feed_timestamp = timestamp;
+        let expected = StreamUpdate {
+            stream: stream.into(),
+            seq,
+            feed_timestamp: timestamp,
+            received_at_us: received,
+            quarantined_entities: quarantined,
+            incrementality,
+            gtfs_realtime_version: "2.0".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(
+            feed.head(stream, seq, received, quarantined)[..],
+            expected[..]
+        );
+    }
+}
