@@ -99,9 +99,10 @@ impl EntityKind {
 pub struct Text(Bytes);
 
 impl Text {
-    /// `text`, which must lie within `within` (or be empty), shared with it.
-    fn within(within: &Bytes, text: &str) -> Self {
-        Self(within.slice_ref(text.as_bytes()))
+    /// `text` (UTF-8, checked by the caller), which must lie within `within` (or be
+    /// empty), shared with it.
+    fn within(within: &Bytes, text: &[u8]) -> Self {
+        Self(within.slice_ref(text))
     }
 
     pub fn as_str(&self) -> &str {
@@ -279,6 +280,7 @@ pub fn decode_direct(payload: &Bytes) -> Option<DecodedFeed> {
         }
     }
     let (version, incrementality, timestamp) = transcode::header(header?).ok()?;
+    let version = std::str::from_utf8(version).ok()?;
     let rules = Rules::for_version(version);
     let mut feed = DecodedFeed {
         payload: payload.clone(),
@@ -363,7 +365,7 @@ fn carry_direct(
     if e.id.is_empty() {
         return Err(wire::Stop::Invalid);
     }
-    let text = |s: &str| Text::within(at.payload, s);
+    let text = |s: &[u8]| Text::within(at.payload, s);
     let mut push = |kind, scope, position, field: Range<usize>| {
         carried.push(Carried {
             index: at.index,
@@ -382,7 +384,7 @@ fn carry_direct(
             FeedEntity::decode(&at.payload[at.raw.clone()]).map_err(|_| wire::Stop::Fallback)?;
         }
         let start = w.out.len();
-        w.bytes(DELETED_FIELD, e.id.as_bytes());
+        w.bytes(DELETED_FIELD, e.id);
         push(
             EntityKind::Deleted,
             RouteScope::Everywhere,

@@ -14,7 +14,7 @@ use crate::validate::{self, Rules};
 /// One `FeedEntity`, its parts still encoded.
 #[derive(Debug, Default)]
 pub(super) struct Entity<'a> {
-    pub id: &'a str,
+    pub id: &'a [u8],
     pub is_deleted: Option<bool>,
     pub trip_update: Option<&'a [u8]>,
     pub vehicle: Option<&'a [u8]>,
@@ -25,7 +25,7 @@ pub(super) fn entity(buf: &[u8]) -> Step<Entity<'_>> {
     let mut e = Entity::default();
     for field in fields(buf) {
         match field? {
-            (1, v) => e.id = v.str()?,
+            (1, v) => e.id = v.text()?,
             (2, v) => e.is_deleted = Some(v.bool()?),
             (3, v) => once(&mut e.trip_update, v)?,
             (4, v) => once(&mut e.vehicle, v)?,
@@ -37,20 +37,25 @@ pub(super) fn entity(buf: &[u8]) -> Step<Entity<'_>> {
 }
 
 /// `FeedHeader`: (gtfs_realtime_version, incrementality, timestamp).
-pub(super) fn header(buf: &[u8]) -> Step<(&str, Option<i32>, Option<u64>)> {
-    let (mut version, mut incrementality, mut timestamp) = ("", None, None);
+pub(super) fn header(buf: &[u8]) -> Step<(&[u8], Option<i32>, Option<u64>)> {
+    let (mut version, mut incrementality, mut timestamp) = (&[][..], None, None);
     for field in fields(buf) {
         match field? {
-            (1, v) => version = v.str()?,
+            (1, v) => version = v.text()?,
             (2, v) => incrementality = Some(v.i32()?),
             (3, v) => timestamp = Some(v.u64()?),
             (4, v) => {
-                v.str()?;
+                v.text()?;
             }
             _ => {}
         }
     }
     Ok((version, incrementality, timestamp))
+}
+
+/// Text already checked as UTF-8 (by `Value::text`), as a `str` for the parsers.
+fn str_of(text: &[u8]) -> Option<&str> {
+    std::str::from_utf8(text).ok()
 }
 
 fn invalid_unless(ok: bool) -> Step {
@@ -59,11 +64,11 @@ fn invalid_unless(ok: bool) -> Step {
 
 #[derive(Debug, Default)]
 struct Trip<'a> {
-    trip_id: Option<&'a str>,
-    route_id: Option<&'a str>,
+    trip_id: Option<&'a [u8]>,
+    route_id: Option<&'a [u8]>,
     direction_id: Option<u32>,
-    start_time: Option<&'a str>,
-    start_date: Option<&'a str>,
+    start_time: Option<&'a [u8]>,
+    start_date: Option<&'a [u8]>,
     schedule_relationship: Option<i32>,
 }
 
@@ -72,40 +77,40 @@ fn trip(buf: &[u8]) -> Step<Trip<'_>> {
     let mut t = Trip::default();
     for field in fields(buf) {
         match field? {
-            (1, v) => t.trip_id = Some(v.str()?),
-            (5, v) => t.route_id = Some(v.str()?),
+            (1, v) => t.trip_id = Some(v.text()?),
+            (5, v) => t.route_id = Some(v.text()?),
             (6, v) => t.direction_id = Some(v.u32()?),
-            (2, v) => t.start_time = Some(v.str()?),
-            (3, v) => t.start_date = Some(v.str()?),
+            (2, v) => t.start_time = Some(v.text()?),
+            (3, v) => t.start_date = Some(v.text()?),
             (4, v) => t.schedule_relationship = Some(v.i32()?),
             _ => {}
         }
     }
     if let Some(date) = t.start_date {
-        invalid_unless(validate::parse_start_date(date).is_ok())?;
+        invalid_unless(str_of(date).is_some_and(|d| validate::parse_start_date(d).is_ok()))?;
     }
     if let Some(time) = t.start_time {
-        invalid_unless(validate::parse_start_time(time).is_ok())?;
+        invalid_unless(str_of(time).is_some_and(|t| validate::parse_start_time(t).is_ok()))?;
     }
     Ok(t)
 }
 
 /// `stallwatch.transit.v1.Trip`.
 fn write_trip(w: &mut Writer<'_>, t: &Trip<'_>) {
-    w.str(1, t.trip_id.unwrap_or(""));
-    w.str(2, t.route_id.unwrap_or(""));
+    w.text(1, t.trip_id.unwrap_or(b""));
+    w.text(2, t.route_id.unwrap_or(b""));
     w.opt_u32(3, t.direction_id);
-    w.str(4, t.start_time.unwrap_or(""));
-    w.str(5, t.start_date.unwrap_or(""));
+    w.text(4, t.start_time.unwrap_or(b""));
+    w.text(5, t.start_date.unwrap_or(b""));
     w.opt_i32(6, t.schedule_relationship);
 }
 
 /// A `VehicleDescriptor`: (id, label, license_plate).
-fn vehicle_descriptor(buf: &[u8]) -> Step<[&str; 3]> {
-    let mut d = [""; 3];
+fn vehicle_descriptor(buf: &[u8]) -> Step<[&[u8]; 3]> {
+    let mut d = [&[][..]; 3];
     for field in fields(buf) {
         match field? {
-            (tag @ 1..=3, v) => d[tag as usize - 1] = v.str()?,
+            (tag @ 1..=3, v) => d[tag as usize - 1] = v.text()?,
             (4, v) => {
                 v.i32()?;
             }
@@ -118,7 +123,7 @@ fn vehicle_descriptor(buf: &[u8]) -> Step<[&str; 3]> {
 /// What a `routes:` or `bbox:` filter needs of a vehicle.
 pub(super) struct VehicleScope<'a> {
     /// `Some` when the vehicle has a trip (its route, or "" when the trip names none).
-    pub route: Option<&'a str>,
+    pub route: Option<&'a [u8]>,
     pub position: Option<(f64, f64)>,
 }
 
@@ -155,13 +160,13 @@ fn position(buf: &[u8]) -> Step<Position> {
 /// A `VehiclePosition` as the `StreamUpdate.vehicles` message (`convert::vehicle`).
 pub(super) fn vehicle<'a>(
     w: &mut Writer<'_>,
-    entity_id: &str,
+    entity_id: &[u8],
     buf: &'a [u8],
     rules: Rules,
 ) -> Step<VehicleScope<'a>> {
     let (mut trip_buf, mut descriptor_buf, mut position_buf) = (None, None, None);
     let mut current_stop_sequence = None;
-    let mut stop_id = "";
+    let mut stop_id: &[u8] = b"";
     let (mut current_status, mut congestion_level, mut occupancy_status) = (None, None, None);
     let (mut timestamp, mut occupancy_percentage) = (None, None);
     for field in fields(buf) {
@@ -170,7 +175,7 @@ pub(super) fn vehicle<'a>(
             (8, v) => once(&mut descriptor_buf, v)?,
             (2, v) => once(&mut position_buf, v)?,
             (3, v) => current_stop_sequence = Some(v.u32()?),
-            (7, v) => stop_id = v.str()?,
+            (7, v) => stop_id = v.text()?,
             (4, v) => current_status = Some(v.i32()?),
             (5, v) => timestamp = Some(v.u64()?),
             (6, v) => congestion_level = Some(v.i32()?),
@@ -182,7 +187,7 @@ pub(super) fn vehicle<'a>(
     invalid_unless(!rules.semantic || trip_buf.is_some() || descriptor_buf.is_some())?;
     let trip = trip_buf.map(trip).transpose()?;
     let [vehicle_id, label, license_plate] =
-        descriptor_buf.map_or(Ok([""; 3]), vehicle_descriptor)?;
+        descriptor_buf.map_or(Ok([&[][..]; 3]), vehicle_descriptor)?;
     let position = position_buf.map(position).transpose()?;
     let at = position.as_ref().map(|p| {
         (
@@ -191,11 +196,11 @@ pub(super) fn vehicle<'a>(
         )
     });
     let (latitude, longitude) = at.unwrap_or((0.0, 0.0));
-    w.str(1, entity_id);
-    w.str(2, vehicle_id);
-    w.str(3, label);
-    w.str(4, trip.as_ref().and_then(|t| t.trip_id).unwrap_or(""));
-    w.str(5, trip.as_ref().and_then(|t| t.route_id).unwrap_or(""));
+    w.text(1, entity_id);
+    w.text(2, vehicle_id);
+    w.text(3, label);
+    w.text(4, trip.as_ref().and_then(|t| t.trip_id).unwrap_or(b""));
+    w.text(5, trip.as_ref().and_then(|t| t.route_id).unwrap_or(b""));
     w.f64(6, latitude);
     w.f64(7, longitude);
     w.opt_f32(8, position.as_ref().and_then(|p| p.bearing));
@@ -206,15 +211,15 @@ pub(super) fn vehicle<'a>(
         w.message(12, |w| write_trip(w, t));
     }
     w.opt_u32(13, current_stop_sequence);
-    w.str(14, stop_id);
+    w.text(14, stop_id);
     w.opt_i32(15, current_status);
     w.opt_i32(16, congestion_level);
     w.opt_i32(17, occupancy_status);
     w.opt_u32(18, occupancy_percentage);
     w.opt_f64(19, position.as_ref().and_then(|p| p.odometer));
-    w.str(20, license_plate);
+    w.text(20, license_plate);
     Ok(VehicleScope {
-        route: trip.map(|t| t.route_id.unwrap_or("")),
+        route: trip.map(|t| t.route_id.unwrap_or(b"")),
         position: at,
     })
 }
@@ -223,10 +228,10 @@ pub(super) fn vehicle<'a>(
 /// returns the route scope (as [`VehicleScope::route`]).
 pub(super) fn trip_update<'a>(
     w: &mut Writer<'_>,
-    entity_id: &str,
+    entity_id: &[u8],
     buf: &'a [u8],
     rules: Rules,
-) -> Step<Option<&'a str>> {
+) -> Step<Option<&'a [u8]>> {
     let (mut trip_buf, mut descriptor_buf) = (None, None);
     let (mut timestamp, mut delay) = (None, None);
     for field in fields(buf) {
@@ -243,13 +248,13 @@ pub(super) fn trip_update<'a>(
     }
     let trip = trip(trip_buf.ok_or(Stop::Invalid)?)?;
     let descriptor = descriptor_buf.map(vehicle_descriptor).transpose()?;
-    w.str(1, entity_id);
+    w.text(1, entity_id);
     w.message(2, |w| write_trip(w, &trip));
     if let Some([id, label, license_plate]) = descriptor {
         w.message(3, |w| {
-            w.str(1, id);
-            w.str(2, label);
-            w.str(3, license_plate);
+            w.text(1, id);
+            w.text(2, label);
+            w.text(3, license_plate);
         });
     }
     for field in fields(buf) {
@@ -259,7 +264,7 @@ pub(super) fn trip_update<'a>(
     }
     w.u64(5, timestamp.unwrap_or(0));
     w.opt_i32(6, delay);
-    Ok(Some(trip.route_id.unwrap_or("")))
+    Ok(Some(trip.route_id.unwrap_or(b"")))
 }
 
 fn stop_time_update(w: &mut Writer<'_>, buf: &[u8], rules: Rules) -> Step {
@@ -268,7 +273,7 @@ fn stop_time_update(w: &mut Writer<'_>, buf: &[u8], rules: Rules) -> Step {
     for field in fields(buf) {
         match field? {
             (1, v) => stop_sequence = Some(v.u32()?),
-            (4, v) => stop_id = Some(v.str()?),
+            (4, v) => stop_id = Some(v.text()?),
             (2, v) => once(&mut arrival, v)?,
             (3, v) => once(&mut departure, v)?,
             (5, v) => schedule_relationship = Some(v.i32()?),
@@ -279,7 +284,7 @@ fn stop_time_update(w: &mut Writer<'_>, buf: &[u8], rules: Rules) -> Step {
     let arrival = arrival.map(|b| stop_time_event(b, rules)).transpose()?;
     let departure = departure.map(|b| stop_time_event(b, rules)).transpose()?;
     w.opt_u32(1, stop_sequence);
-    w.str(2, stop_id.unwrap_or(""));
+    w.text(2, stop_id.unwrap_or(b""));
     for (tag, event) in [(3, arrival), (4, departure)] {
         if let Some([delay, time, uncertainty, scheduled_time]) = event {
             w.message(tag, |w| {
@@ -312,7 +317,7 @@ fn stop_time_event(buf: &[u8], rules: Rules) -> Step<[Option<i64>; 4]> {
 /// What a `routes:` filter needs of an alert (see [`crate::decoded::RouteScope::Alert`]).
 #[derive(Debug, Default)]
 pub(super) struct AlertScope<'a> {
-    pub routes: Vec<&'a str>,
+    pub routes: Vec<&'a [u8]>,
     pub everywhere: bool,
 }
 
@@ -324,7 +329,7 @@ const DEFAULT_SEVERITY: i32 = 1;
 /// An `Alert` as the `StreamUpdate.alerts` message (`convert::alert`).
 pub(super) fn alert<'a>(
     w: &mut Writer<'_>,
-    entity_id: &str,
+    entity_id: &[u8],
     buf: &'a [u8],
     rules: Rules,
 ) -> Step<AlertScope<'a>> {
@@ -350,7 +355,7 @@ pub(super) fn alert<'a>(
         }
     }
     invalid_unless(!rules.semantic || informed > 0)?;
-    w.str(1, entity_id);
+    w.text(1, entity_id);
     for field in fields(buf) {
         if let (1, v) = field? {
             w.message(2, |w| time_range(w, v.message()?))?;
@@ -397,11 +402,11 @@ fn entity_selector<'a>(
     let (mut route_type, mut direction_id, mut trip_buf) = (None, None, None);
     for field in fields(buf) {
         match field? {
-            (1, v) => agency_id = Some(v.str()?),
-            (2, v) => route_id = Some(v.str()?),
+            (1, v) => agency_id = Some(v.text()?),
+            (2, v) => route_id = Some(v.text()?),
             (3, v) => route_type = Some(v.i32()?),
             (4, v) => once(&mut trip_buf, v)?,
-            (5, v) => stop_id = Some(v.str()?),
+            (5, v) => stop_id = Some(v.text()?),
             (6, v) => direction_id = Some(v.u32()?),
             _ => {}
         }
@@ -418,13 +423,13 @@ fn entity_selector<'a>(
         )?;
         invalid_unless(direction_id.is_none() || route_id.is_some())?;
     }
-    w.str(1, agency_id.unwrap_or(""));
-    w.str(2, route_id.unwrap_or(""));
+    w.text(1, agency_id.unwrap_or(b""));
+    w.text(2, route_id.unwrap_or(b""));
     w.opt_i32(3, route_type);
     if let Some(t) = &trip {
         w.message(4, |w| write_trip(w, t));
     }
-    w.str(5, stop_id.unwrap_or(""));
+    w.text(5, stop_id.unwrap_or(b""));
     w.opt_u32(6, direction_id);
     let route = route_id.filter(|r| !r.is_empty()).or_else(|| {
         trip.as_ref()
@@ -448,19 +453,19 @@ fn translated_string(w: &mut Writer<'_>, tag: u32, buf: &[u8], rules: Rules) -> 
             let (mut text, mut language) = (None, None);
             for field in fields(v.message()?) {
                 match field? {
-                    (1, v) => text = Some(v.str()?),
-                    (2, v) => language = Some(v.str()?),
+                    (1, v) => text = Some(v.text()?),
+                    (2, v) => language = Some(v.text()?),
                     _ => {}
                 }
             }
             let text = text.ok_or(Stop::Invalid)?;
-            let language = language.unwrap_or("");
+            let language = language.unwrap_or(b"");
             if language.is_empty() {
                 unspecified += 1;
             }
             w.message(tag, |w| {
-                w.str(1, text);
-                w.str(2, language);
+                w.text(1, text);
+                w.text(2, language);
             });
         }
     }

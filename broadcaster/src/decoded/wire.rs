@@ -82,10 +82,17 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// Text: prost refuses a string field that is not UTF-8.
+    /// A string field's bytes, checked as prost checks them: prost refuses a string that
+    /// is not UTF-8. Kept as bytes (no `str` needed to copy them out), so the common ASCII
+    /// case is checked inline and the full check runs only on the rest.
     #[inline]
-    pub fn str(self) -> Step<&'a str> {
-        std::str::from_utf8(self.message()?).map_err(|_| Stop::Fallback)
+    pub fn text(self) -> Step<&'a [u8]> {
+        let b = self.message()?;
+        if b.is_ascii() || std::str::from_utf8(b).is_ok() {
+            Ok(b)
+        } else {
+            Err(Stop::Fallback)
+        }
     }
 }
 
@@ -209,13 +216,15 @@ fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
 }
 
 #[inline]
-fn put_varint(out: &mut Vec<u8>, v: u64) {
-    if v < 0x80 {
-        out.push(v as u8);
-    } else {
-        let (bytes, n) = varint_bytes(v);
-        out.extend_from_slice(&bytes[..n]);
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    if v >= 0x80 {
+        out.reserve(10);
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
     }
+    out.push(v as u8);
 }
 
 #[inline]
@@ -227,8 +236,14 @@ impl Writer<'_> {
     /// A proto3 `string`: left out when empty.
     #[inline]
     pub fn str(&mut self, tag: u32, s: &str) {
+        self.text(tag, s.as_bytes());
+    }
+
+    /// A proto3 `string` from bytes checked as UTF-8: left out when empty.
+    #[inline]
+    pub fn text(&mut self, tag: u32, s: &[u8]) {
         if !s.is_empty() {
-            self.bytes(tag, s.as_bytes());
+            self.bytes(tag, s);
         }
     }
 
