@@ -7,7 +7,7 @@
 //! `StreamUpdate` field it becomes, so a stream's update is a concatenation of those encodings
 //! (an unfiltered stream's is the whole [`DecodedFeed::body`], shared, not copied).
 //!
-//! Two paths give the same result. [`decode`] takes the direct one ([`transcode`]: the
+//! Two paths give the same result. [`decode`] takes the direct one (`transcode`: the
 //! producer's bytes read in place and our fields written by hand, no prost structs, no string
 //! copies); whatever it does not decide exactly like prost (a wire error, a field prost would
 //! merge, an invalid entity's error text) goes to [`decode_with_prost`], the reference path:
@@ -106,7 +106,7 @@ impl Text {
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("Text is built from a str")
+        std::str::from_utf8(&self.0).expect("Text holds UTF-8, checked when built")
     }
 }
 
