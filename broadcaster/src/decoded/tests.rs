@@ -321,6 +321,82 @@ fn feed() -> BoxedStrategy<Bytes> {
         .boxed()
 }
 
+/// What producers add to an entity that prost's own encoding never has: unknown fields and
+/// extensions (skipped), a scalar field repeated (the last one counts), a message field repeated
+/// (prost merges the two: the direct path leaves those to prost).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Extra {
+    UnknownVarint,
+    UnknownBytes,
+    Fixed32Extension,
+    SecondId,
+    SecondIsDeleted,
+    SecondVehicle,
+}
+
+impl Extra {
+    fn append(self, out: &mut Vec<u8>) {
+        use prost::encoding::{bool, bytes, fixed32, string, uint64};
+        match self {
+            Extra::UnknownVarint => uint64::encode(1001, &7, out),
+            Extra::UnknownBytes => bytes::encode(1002, &vec![1, 2, 3], out),
+            Extra::Fixed32Extension => fixed32::encode(1003, &9, out),
+            Extra::SecondId => string::encode(1, &"b".to_string(), out),
+            Extra::SecondIsDeleted => bool::encode(2, &false, out),
+            Extra::SecondVehicle => {
+                let v = VehiclePosition {
+                    vehicle: Some(VehicleDescriptor {
+                        label: Some("merged".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                prost::encoding::message::encode(4, &v, out)
+            }
+        }
+    }
+}
+
+/// A feed whose entities carry [`Extra`]s, written field by field; and whether any of them is
+/// one prost merges.
+fn feed_with_extras() -> BoxedStrategy<(Bytes, bool)> {
+    let extra = prop_oneof![
+        Just(Extra::UnknownVarint),
+        Just(Extra::UnknownBytes),
+        Just(Extra::Fixed32Extension),
+        Just(Extra::SecondId),
+        Just(Extra::SecondIsDeleted),
+        Just(Extra::SecondVehicle),
+    ];
+    (
+        prop_oneof![Just("2.0"), Just("1.0")],
+        proptest::collection::vec((entity(), proptest::collection::vec(extra, 0..3)), 0..5),
+    )
+        .prop_map(|(version, entities)| {
+            let mut out = FeedMessage {
+                header: FeedHeader {
+                    gtfs_realtime_version: version.to_string(),
+                    ..Default::default()
+                },
+                entity: vec![],
+            }
+            .encode_to_vec();
+            let mut merges = false;
+            for (entity, extras) in entities {
+                let mut bytes = entity.encode_to_vec();
+                let mut vehicles = usize::from(entity.vehicle.is_some());
+                for extra in extras {
+                    extra.append(&mut bytes);
+                    vehicles += usize::from(extra == Extra::SecondVehicle);
+                }
+                merges |= vehicles > 1;
+                prost::encoding::bytes::encode(2, &bytes, &mut out);
+            }
+            (Bytes::from(out), merges)
+        })
+        .boxed()
+}
+
 fn assert_same(direct: &DecodedFeed, reference: &DecodedFeed) -> Result<(), TestCaseError> {
     prop_assert_eq!(&direct.carried, &reference.carried);
     prop_assert_eq!(&direct.malformed, &reference.malformed);
@@ -344,7 +420,7 @@ fn assert_same(direct: &DecodedFeed, reference: &DecodedFeed) -> Result<(), Test
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn the_direct_path_equals_the_reference_path_on_arbitrary_feeds(payload in feed()) {
@@ -352,6 +428,18 @@ proptest! {
         // A message prost encoded itself has nothing prost would merge: the direct path takes it.
         let direct = decode_direct(&payload).expect("the direct path takes canonical messages");
         assert_same(&direct, &reference)?;
+    }
+
+    #[test]
+    fn unknown_and_repeated_fields_are_read_as_prost_reads_them(
+        (payload, merges) in feed_with_extras(),
+    ) {
+        let reference = decode_with_prost(&payload).expect("valid protobuf");
+        match decode_direct(&payload) {
+            Some(direct) => assert_same(&direct, &reference)?,
+            None => prop_assert!(merges, "fell back without a field prost merges"),
+        }
+        prop_assert_eq!(decode(&payload).unwrap().body, reference.body);
     }
 
     #[test]
