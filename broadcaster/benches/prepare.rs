@@ -12,7 +12,17 @@
 //!    subscribers over real gRPC on loopback (10 connections); per message, the time from
 //!    receipt to the last subscriber's delivery; p50/p99/max.
 //!
-//! `BENCH_SCALE` (default 1.0) scales the round counts.
+//! 0. Per-message cost of each stage, for the fan-out bench's ~1 KiB feed, each real capture
+//!    in `shared/gtfs-rt/feeds/` and the 2.8 MB message: the reference path's stages (prost
+//!    decode, `validate`, `convert`, prost encode: each measured as the cumulative prefix, the
+//!    stage is the difference) beside the direct path (`decoded::decode_direct`: the same result
+//!    in one pass, stages fused) and the whole `feed::prepare` of one stream.
+//!
+//! `BENCH_SCALE` (default 1.0) scales the round counts; `BENCH_PREPARE_SECTIONS=stages,large,e2e`
+//! picks sections (default: all). `BENCH_PREPARE_CALLGRIND=N` only runs N decodes of the 1 KiB
+//! feed on each path (`decode_with_prost`, `decode_direct`, `feed::prepare`), for
+//! `valgrind --tool=callgrind`: their inclusive instruction counts divided by N are the
+//! noise-free per-message costs (`BENCH_PREPARE_FEED=path` decodes that file instead).
 
 #[path = "common/light_subscribe.rs"]
 mod light_subscribe;
@@ -30,11 +40,13 @@ use transit_broadcaster::generated::transit_realtime::trip_update::{
     StopTimeEvent, StopTimeUpdate,
 };
 use transit_broadcaster::generated::transit_realtime::{
-    FeedEntity, FeedHeader, FeedMessage, TripDescriptor, TripUpdate, VehicleDescriptor,
+    FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, TripUpdate, VehicleDescriptor,
+    VehiclePosition,
 };
 use transit_broadcaster::server::Config;
 use transit_broadcaster::source::SourceSpec;
 use transit_broadcaster::spec::{Filter, StreamSpec};
+use transit_broadcaster::{convert, decoded, validate};
 
 const TRIP_UPDATES: usize = 2_497;
 const STOP_TIME_UPDATES: usize = 53_897;
@@ -118,6 +130,201 @@ fn big_feed() -> Bytes {
     }
     .encode_to_vec()
     .into()
+}
+
+/// The fan-out bench's feed: vehicles until our update encodes to about 1 KiB.
+fn feed_1kib() -> Bytes {
+    let entity = |i: usize| FeedEntity {
+        id: format!("veh-{i}"),
+        vehicle: Some(VehiclePosition {
+            trip: Some(TripDescriptor {
+                trip_id: Some(format!("T1-{i}")),
+                route_id: Some("R1".into()),
+                ..Default::default()
+            }),
+            vehicle: Some(VehicleDescriptor {
+                id: Some(format!("V{i}")),
+                label: Some(format!("bus {i}")),
+                ..Default::default()
+            }),
+            position: Some(Position {
+                latitude: Some(52.5),
+                longitude: Some(13.4),
+                bearing: Some(90.0),
+                odometer: None,
+                speed: Some(8.0),
+            }),
+            timestamp: Some(1_795_837_200),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (1..)
+        .map(|n| -> Bytes {
+            FeedMessage {
+                header: FeedHeader {
+                    gtfs_realtime_version: "2.0".into(),
+                    incrementality: None,
+                    timestamp: Some(1_795_837_200),
+                    feed_version: None,
+                },
+                entity: (0..n).map(entity).collect(),
+            }
+            .encode_to_vec()
+            .into()
+        })
+        .find(|b| feed::decode(b).unwrap().body.len() >= 960)
+        .unwrap()
+}
+
+/// The real captures beside the workspace (or `STALLWATCH_GTFS_RT_DIR`), by name.
+fn real_captures() -> Vec<(String, Bytes)> {
+    let dir = std::env::var_os("STALLWATCH_GTFS_RT_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .map(|a| a.join("shared/gtfs-rt"))
+                .find(|d| d.join("feeds").is_dir())
+        });
+    let Some(dir) = dir else {
+        println!("(real captures: shared/gtfs-rt/ not found; set STALLWATCH_GTFS_RT_DIR)");
+        return Vec::new();
+    };
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("feeds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, Bytes::from(std::fs::read(&p).unwrap()))
+        })
+        .collect()
+}
+
+/// Median time per call of `f`, in batches of about 5 ms, interleaved by the caller.
+fn per_call(iters: usize, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_secs_f64() / iters as f64
+}
+
+/// The reference path cut after each stage; `upto` 4 is the whole `decode_with_prost`.
+fn reference_upto(payload: &Bytes, upto: u8) {
+    if upto == 4 {
+        std::hint::black_box(decoded::decode_with_prost(payload).unwrap());
+        return;
+    }
+    let msg = FeedMessage::decode(payload.as_ref()).unwrap();
+    if upto == 1 {
+        std::hint::black_box(msg);
+        return;
+    }
+    let rules = validate::Rules::for_version(&msg.header.gtfs_realtime_version);
+    let valid: Vec<FeedEntity> = msg
+        .entity
+        .into_iter()
+        .filter(|e| validate::entity(e, rules).is_ok())
+        .collect();
+    if upto == 2 {
+        std::hint::black_box(valid);
+        return;
+    }
+    for e in valid {
+        let id = e.id;
+        if let Some(v) = e.vehicle {
+            std::hint::black_box(convert::vehicle(id.clone(), v));
+        }
+        if let Some(t) = e.trip_update {
+            std::hint::black_box(convert::trip_update(id.clone(), t));
+        }
+        if let Some(a) = e.alert {
+            std::hint::black_box(convert::alert(id, a));
+        }
+    }
+}
+
+fn us(seconds: f64) -> String {
+    format!("{:.2}", seconds * 1e6)
+}
+
+fn stages_table(feeds: &[(String, Bytes)]) {
+    println!(
+        "\n### 0. Per-message cost by stage (µs per message, median of 5 interleaved batches)\n"
+    );
+    println!(
+        "Reference path: prost decode, `validate`, `convert` (prost structs to ours), prost encode (with the entity byte ranges and the bookkeeping); each stage measured as the cumulative prefix, the stage is the difference. Direct path: `decoded::decode_direct`, the same result in one pass. Prepare: `feed::prepare` of one unfiltered stream on a fresh item (decode + selection + head).\n"
+    );
+    println!(
+        "| feed | bytes | entities | decode | validate | convert | encode | reference total | direct | prepare (direct) | reference / direct |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, payload) in feeds {
+        let entities = FeedMessage::decode(payload.as_ref()).unwrap().entity.len();
+        // About 5 ms per batch.
+        let probe = per_call(3, || reference_upto(payload, 4));
+        let iters = ((0.005 / probe.max(1e-7)) * scale()).clamp(3.0, 200_000.0) as usize;
+        let mut samples: [Vec<f64>; 6] = Default::default();
+        for _ in 0..5 {
+            for upto in 1..=4u8 {
+                samples[upto as usize - 1].push(per_call(iters, || reference_upto(payload, upto)));
+            }
+            samples[4].push(per_call(iters, || {
+                std::hint::black_box(decoded::decode_direct(payload).unwrap());
+            }));
+            samples[5].push(per_call(iters, || {
+                let item = Item::new(payload.clone());
+                std::hint::black_box(feed::prepare(&Filter::default(), &item).unwrap());
+            }));
+        }
+        let m: Vec<f64> = samples
+            .into_iter()
+            .map(|mut v| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect();
+        println!(
+            "| {name} | {} | {entities} | {} | {} | {} | {} | {} | {} | {} | {:.1}x |",
+            payload.len(),
+            us(m[0]),
+            us(m[1] - m[0]),
+            us(m[2] - m[1]),
+            us(m[3] - m[2]),
+            us(m[3]),
+            us(m[4]),
+            us(m[5]),
+            m[3] / m[4]
+        );
+    }
+}
+
+/// `BENCH_PREPARE_CALLGRIND=N`: N decodes of each path, nothing else.
+fn callgrind_runs(n: usize) {
+    let payload = match std::env::var_os("BENCH_PREPARE_FEED") {
+        Some(path) => Bytes::from(std::fs::read(path).expect("BENCH_PREPARE_FEED")),
+        None => feed_1kib(),
+    };
+    for _ in 0..n {
+        std::hint::black_box(decoded::decode_with_prost(&payload).unwrap());
+    }
+    for _ in 0..n {
+        std::hint::black_box(decoded::decode_direct(&payload).unwrap());
+    }
+    for _ in 0..n {
+        let item = Item::new(payload.clone());
+        std::hint::black_box(feed::prepare(&Filter::default(), &item).unwrap());
+    }
+    println!("{n} decodes of a {}-byte feed on each path", payload.len());
+}
+
+fn section(name: &str) -> bool {
+    std::env::var("BENCH_PREPARE_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -332,6 +539,13 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if let Some(n) = std::env::var("BENCH_PREPARE_CALLGRIND")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        callgrind_runs(n);
+        return;
+    }
     let payload = big_feed();
     let decoded = feed::decode(&payload).unwrap();
     let stops: usize = FeedMessage::decode(payload.as_ref())
@@ -353,6 +567,19 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let _ = Arc::new(());
-    prepare_table(&payload);
-    end_to_end(&payload);
+    if section("stages") {
+        let mut feeds = vec![("fan-out bench feed (~1 KiB)".to_string(), feed_1kib())];
+        feeds.extend(real_captures());
+        feeds.push((
+            "2.8 MB trip updates (section 1's)".to_string(),
+            payload.clone(),
+        ));
+        stages_table(&feeds);
+    }
+    if section("large") {
+        prepare_table(&payload);
+    }
+    if section("e2e") {
+        end_to_end(&payload);
+    }
 }

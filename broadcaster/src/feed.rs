@@ -20,6 +20,7 @@ use prost::Message;
 use crate::channel::Item;
 pub use crate::decoded::{
     Carried, DecodedFeed, EntityKind, MAX_FEED_BYTES, MalformedEntity, PrepareError, RouteScope,
+    Text,
 };
 use crate::generated::transit_v1::StreamUpdate;
 use crate::spec::Filter;
@@ -113,19 +114,12 @@ pub struct Prepared {
 impl Prepared {
     /// The update's header fields (everything but the entities), encoded.
     pub fn head(&self, stream: &str, seq: u64) -> Bytes {
-        let feed = &self.view.feed;
-        StreamUpdate {
-            stream: stream.to_string(),
+        self.view.feed.head(
+            stream,
             seq,
-            feed_timestamp: feed.feed_timestamp,
-            received_at_us: self.received_at_us,
-            quarantined_entities: self.malformed.len() as u32,
-            incrementality: feed.incrementality,
-            gtfs_realtime_version: feed.gtfs_realtime_version.clone(),
-            ..Default::default()
-        }
-        .encode_to_vec()
-        .into()
+            self.received_at_us,
+            self.malformed.len() as u32,
+        )
     }
 
     /// The typed update (tests and tools; the dispatcher never builds it).
@@ -140,9 +134,9 @@ impl Prepared {
 pub fn selects(filter: &Filter, c: &Carried) -> bool {
     let route_ok = match (&filter.routes, &c.scope) {
         (None, _) | (_, RouteScope::Everywhere) => true,
-        (Some(set), RouteScope::Route(r)) => r.as_ref().is_some_and(|r| set.contains(r)),
+        (Some(set), RouteScope::Route(r)) => r.as_ref().is_some_and(|r| set.contains(r.as_str())),
         (Some(set), RouteScope::Alert { routes, everywhere }) => {
-            *everywhere || routes.iter().any(|r| set.contains(r))
+            *everywhere || routes.iter().any(|r| set.contains(r.as_str()))
         }
     };
     let bbox_ok = match (&filter.bbox, c.kind) {

@@ -234,8 +234,11 @@ pub fn parse_start_date(s: &str) -> Result<(u32, u32, u32), String> {
 
 /// GTFS times are `HH:MM:SS` (`H:MM:SS` accepted); hours past 24 are trips after midnight.
 pub fn parse_start_time(s: &str) -> Result<u32, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let [h, m, sec] = parts[..] else {
+    // No `Vec` of parts: every trip of every message goes through here.
+    let mut parts = s.split(':');
+    let (Some(h), Some(m), Some(sec), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err("expected HH:MM:SS".into());
     };
     let num = |p: &str, max_len: usize| -> Result<u32, String> {
