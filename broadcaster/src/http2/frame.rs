@@ -96,7 +96,7 @@ pub fn put_data(
 ) {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut left = total;
-    let mut parts = parts.iter().map(|p| *p).filter(|p| !p.is_empty());
+    let mut parts = parts.iter().copied().filter(|p| !p.is_empty());
     let mut current: &[u8] = parts.next().unwrap_or(&[]);
     loop {
         let chunk = left.min(max_frame.max(1));
@@ -124,7 +124,13 @@ pub fn put_data(
 }
 
 /// A header block as one HEADERS frame and, past `max_frame`, CONTINUATION frames.
-pub fn put_headers(dst: &mut Vec<u8>, stream_id: u32, block: &[u8], max_frame: usize, end_stream: bool) {
+pub fn put_headers(
+    dst: &mut Vec<u8>,
+    stream_id: u32,
+    block: &[u8],
+    max_frame: usize,
+    end_stream: bool,
+) {
     let mut chunks = block.chunks(max_frame.max(1)).peekable();
     let mut first = true;
     if block.is_empty() {
@@ -151,11 +157,23 @@ pub fn put_headers(dst: &mut Vec<u8>, stream_id: u32, block: &[u8], max_frame: u
 }
 
 pub fn put_window_update(dst: &mut Vec<u8>, stream_id: u32, increment: u32) {
-    put_frame(dst, kind::WINDOW_UPDATE, 0, stream_id, &increment.to_be_bytes());
+    put_frame(
+        dst,
+        kind::WINDOW_UPDATE,
+        0,
+        stream_id,
+        &increment.to_be_bytes(),
+    );
 }
 
 pub fn put_rst_stream(dst: &mut Vec<u8>, stream_id: u32, reason: Reason) {
-    put_frame(dst, kind::RST_STREAM, 0, stream_id, &(reason as u32).to_be_bytes());
+    put_frame(
+        dst,
+        kind::RST_STREAM,
+        0,
+        stream_id,
+        &(reason as u32).to_be_bytes(),
+    );
 }
 
 pub fn put_goaway(dst: &mut Vec<u8>, last_stream_id: u32, reason: Reason, debug: &str) {
@@ -199,7 +217,7 @@ pub struct SettingsError {
 
 /// Parses a SETTINGS payload (RFC 9113 section 6.5.2); unknown identifiers are ignored.
 pub fn parse_settings(payload: &[u8]) -> Result<PeerSettings, SettingsError> {
-    if payload.len() % 6 != 0 {
+    if !payload.len().is_multiple_of(6) {
         return Err(SettingsError {
             reason: Reason::FrameSizeError,
             why: "SETTINGS length is not a multiple of 6",

@@ -63,7 +63,10 @@ fn a_long_header_block_continues_and_only_the_last_frame_ends_headers() {
     put_headers(&mut buf, 1, &block, 16, true);
     let frames = headers_of(&buf);
     let kinds: Vec<u8> = frames.iter().map(|(h, _)| h.kind).collect();
-    assert_eq!(kinds, vec![kind::HEADERS, kind::CONTINUATION, kind::CONTINUATION]);
+    assert_eq!(
+        kinds,
+        vec![kind::HEADERS, kind::CONTINUATION, kind::CONTINUATION]
+    );
     assert_eq!(frames[0].0.flags, flag::END_STREAM);
     assert_eq!(frames[1].0.flags, 0);
     assert_eq!(frames[2].0.flags, flag::END_HEADERS);
@@ -87,13 +90,22 @@ fn settings_are_checked_as_the_rfc_says() {
     );
     let reason = |p: &[u8]| parse_settings(p).unwrap_err().reason;
     assert_eq!(reason(&[0; 5]), Reason::FrameSizeError);
-    assert_eq!(reason(&entry(setting::ENABLE_PUSH, 2)), Reason::ProtocolError);
+    assert_eq!(
+        reason(&entry(setting::ENABLE_PUSH, 2)),
+        Reason::ProtocolError
+    );
     assert_eq!(
         reason(&entry(setting::INITIAL_WINDOW_SIZE, 1 << 31)),
         Reason::FlowControlError
     );
-    assert_eq!(reason(&entry(setting::MAX_FRAME_SIZE, 100)), Reason::ProtocolError);
-    assert_eq!(reason(&entry(setting::MAX_FRAME_SIZE, 1 << 24)), Reason::ProtocolError);
+    assert_eq!(
+        reason(&entry(setting::MAX_FRAME_SIZE, 100)),
+        Reason::ProtocolError
+    );
+    assert_eq!(
+        reason(&entry(setting::MAX_FRAME_SIZE, 1 << 24)),
+        Reason::ProtocolError
+    );
 }
 
 #[test]
@@ -118,7 +130,10 @@ fn goaway_and_rst_stream_carry_their_codes() {
     put_rst_stream(&mut buf, 3, Reason::RefusedStream);
     put_window_update(&mut buf, 0, 77);
     let frames = headers_of(&buf);
-    assert_eq!(frames[0].1, [&9u32.to_be_bytes()[..], &1u32.to_be_bytes(), b"bad"].concat());
+    assert_eq!(
+        frames[0].1,
+        [&9u32.to_be_bytes()[..], &1u32.to_be_bytes(), b"bad"].concat()
+    );
     assert_eq!(frames[1].1, 7u32.to_be_bytes());
     assert_eq!(frames[2].1, 77u32.to_be_bytes());
 }

@@ -47,9 +47,15 @@ fn malformed_requests_are_refused_with_a_reason() {
             [vec![(":method", "GET")], grpc_request()].concat(),
             "duplicate pseudo-header :method",
         ),
-        ([grpc_request(), vec![("connection", "close")]].concat(), "connection-specific"),
+        (
+            [grpc_request(), vec![("connection", "close")]].concat(),
+            "connection-specific",
+        ),
         ([grpc_request(), vec![("Upper", "x")]].concat(), "uppercase"),
-        ([vec![(":protocol", "x")], grpc_request()].concat(), "unknown pseudo-header"),
+        (
+            [vec![(":protocol", "x")], grpc_request()].concat(),
+            "unknown pseudo-header",
+        ),
     ];
     for (fields, why) in cases {
         match decode(&fields) {
@@ -100,7 +106,10 @@ fn a_broken_block_is_a_compression_error() {
 fn responses_use_static_status_200_and_decode_back() {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-message", HeaderValue::from_static("no%20such%20stream"));
+    headers.insert(
+        "grpc-message",
+        HeaderValue::from_static("no%20such%20stream"),
+    );
     headers.insert("connection", HeaderValue::from_static("close"));
     let mut out = Vec::new();
     encode_response(&mut out, 200, &headers);

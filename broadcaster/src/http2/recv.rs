@@ -4,7 +4,9 @@
 use bytes::Bytes;
 
 use super::conn::{Conn, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, PendingHeaders, Phase};
-use super::frame::{self, DEFAULT_MAX_FRAME_SIZE, FrameHeader, HEADER_LEN, PREFACE, Reason, flag, kind};
+use super::frame::{
+    self, DEFAULT_MAX_FRAME_SIZE, FrameHeader, HEADER_LEN, PREFACE, Reason, flag, kind,
+};
 use super::headers::{self, HeadError, RequestHead};
 use super::stream::{State, Stream};
 use super::subscribe::{self, RequestProgress};
@@ -52,7 +54,8 @@ impl Conn {
             if end > buf.len() {
                 break;
             }
-            if let Err(ConnError(reason, why)) = self.on_frame(header, &buf[pos + HEADER_LEN..end]) {
+            if let Err(ConnError(reason, why)) = self.on_frame(header, &buf[pos + HEADER_LEN..end])
+            {
                 self.connection_error(reason, &why);
             }
             pos = end;
@@ -160,7 +163,11 @@ impl Conn {
             return conn_err(Reason::ProtocolError, "PRIORITY on stream 0");
         }
         if payload.len() != 5 {
-            self.stream_error(h.stream_id, Reason::FrameSizeError, "PRIORITY is not 5 bytes");
+            self.stream_error(
+                h.stream_id,
+                Reason::FrameSizeError,
+                "PRIORITY is not 5 bytes",
+            );
         }
         // Priorities are deprecated (RFC 9113 section 5.3.2) and ignored.
         Ok(())
@@ -224,7 +231,10 @@ impl Conn {
     fn on_data(&mut self, h: FrameHeader, payload: &[u8]) -> Result<(), ConnError> {
         self.check_not_idle(h.stream_id, "DATA")?;
         if self.recv_window.receive(payload.len()).is_err() {
-            return conn_err(Reason::FlowControlError, "DATA beyond the connection window");
+            return conn_err(
+                Reason::FlowControlError,
+                "DATA beyond the connection window",
+            );
         }
         let Some(data) = frame::unpad(&h, payload) else {
             return conn_err(Reason::ProtocolError, "DATA padding longer than the frame");
@@ -244,7 +254,11 @@ impl Conn {
         }
         if stream.recv.receive(payload.len()).is_err() {
             self.release(id, payload.len());
-            self.stream_error(id, Reason::FlowControlError, "DATA beyond the stream window");
+            self.stream_error(
+                id,
+                Reason::FlowControlError,
+                "DATA beyond the stream window",
+            );
             return Ok(());
         }
         let end_stream = h.has(flag::END_STREAM);
@@ -265,7 +279,10 @@ impl Conn {
                 } else {
                     self.release(id, payload.len());
                 }
-                if end_stream && let Some(State::Bridge(bridged)) = self.streams.get_mut(&id).map(|s| &mut s.state) {
+                if end_stream
+                    && let Some(State::Bridge(bridged)) =
+                        self.streams.get_mut(&id).map(|s| &mut s.state)
+                {
                     bridged.body = None;
                 }
             }
@@ -279,17 +296,26 @@ impl Conn {
             return conn_err(Reason::ProtocolError, "HEADERS on stream 0");
         }
         let Some(mut fragment) = frame::unpad(&h, payload) else {
-            return conn_err(Reason::ProtocolError, "HEADERS padding longer than the frame");
+            return conn_err(
+                Reason::ProtocolError,
+                "HEADERS padding longer than the frame",
+            );
         };
         if h.has(flag::PRIORITY) {
             let Some((priority, rest)) = fragment.split_at_checked(5) else {
                 return conn_err(Reason::FrameSizeError, "HEADERS too short for its priority");
             };
-            let dependency = u32::from_be_bytes([priority[0], priority[1], priority[2], priority[3]]) & frame::MAX_WINDOW;
+            let dependency =
+                u32::from_be_bytes([priority[0], priority[1], priority[2], priority[3]])
+                    & frame::MAX_WINDOW;
             if dependency == h.stream_id {
                 // Read the block anyway: the HPACK state must stay in step.
                 let _ = self.hpack.decode_with_cb(rest, |_, _| {});
-                self.stream_error(h.stream_id, Reason::ProtocolError, "stream depends on itself");
+                self.stream_error(
+                    h.stream_id,
+                    Reason::ProtocolError,
+                    "stream depends on itself",
+                );
                 return Ok(());
             }
             fragment = rest;
@@ -330,8 +356,11 @@ impl Conn {
         if self.streams.contains_key(&id) {
             return self.on_trailers(id, block.end_stream);
         }
-        if id % 2 == 0 {
-            return conn_err(Reason::ProtocolError, "a client opened an even-numbered stream");
+        if id.is_multiple_of(2) {
+            return conn_err(
+                Reason::ProtocolError,
+                "a client opened an even-numbered stream",
+            );
         }
         if id <= self.last_stream_id {
             return conn_err(Reason::StreamClosed, "HEADERS on a closed stream");
@@ -342,7 +371,11 @@ impl Conn {
             return Ok(());
         }
         if self.streams.len() >= MAX_CONCURRENT_STREAMS {
-            self.stream_error(id, Reason::RefusedStream, "over SETTINGS_MAX_CONCURRENT_STREAMS");
+            self.stream_error(
+                id,
+                Reason::RefusedStream,
+                "over SETTINGS_MAX_CONCURRENT_STREAMS",
+            );
             return Ok(());
         }
         match decoded {
@@ -362,7 +395,11 @@ impl Conn {
             return Ok(());
         };
         if !end_stream || stream.remote_closed {
-            self.stream_error(id, Reason::ProtocolError, "a second header block without END_STREAM");
+            self.stream_error(
+                id,
+                Reason::ProtocolError,
+                "a second header block without END_STREAM",
+            );
             return Ok(());
         }
         stream.remote_closed = true;
@@ -384,7 +421,13 @@ impl Conn {
             }
             State::SubscribeRequest { body: Vec::new() }
         } else {
-            match bridge::start(&self.services.routes, head, end_stream, id, self.shared.clone()) {
+            match bridge::start(
+                &self.services.routes,
+                head,
+                end_stream,
+                id,
+                self.shared.clone(),
+            ) {
                 Ok(bridged) => State::Bridge(Box::new(bridged)),
                 Err(e) => {
                     self.stream_error(id, Reason::ProtocolError, &format!("bad request: {e}"));
@@ -421,11 +464,9 @@ impl Conn {
         };
         let opened = match subscribe::request_progress(body, stream.remote_closed) {
             Ok(RequestProgress::Incomplete) => return,
-            Ok(RequestProgress::Message(message)) => subscribe::open(
-                &self.services.transit,
-                &message,
-                &self.peer.to_string(),
-            ),
+            Ok(RequestProgress::Message(message)) => {
+                subscribe::open(&self.services.transit, &message, &self.peer.to_string())
+            }
             Err(status) => Err(status),
         };
         match opened {
@@ -446,7 +487,10 @@ impl Conn {
 /// The request checks tonic makes before a call: gRPC content type, identity encoding.
 fn check_grpc_request(head: &RequestHead) -> Result<(), tonic::Status> {
     if head.method != "POST" {
-        return Err(tonic::Status::internal(format!("gRPC requires POST, not {}", head.method)));
+        return Err(tonic::Status::internal(format!(
+            "gRPC requires POST, not {}",
+            head.method
+        )));
     }
     let content_type = head
         .headers

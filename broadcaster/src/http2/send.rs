@@ -187,7 +187,13 @@ fn blocked(out: &Out) -> Outcome {
 
 /// Frames the message straight from its parts when the windows allow all of it; otherwise
 /// joins it and sends what they allow.
-fn write_message(id: u32, message: &WireUpdate, send: &mut SendWindow, pending: &mut Bytes, out: &mut Out) {
+fn write_message(
+    id: u32,
+    message: &WireUpdate,
+    send: &mut SendWindow,
+    pending: &mut Bytes,
+    out: &mut Out,
+) {
     let len = message.len();
     if len <= send.available() && len <= out.window.available() {
         frame::put_data(&mut out.buf, id, &message.parts(), out.max_frame, false);
@@ -209,7 +215,10 @@ fn send_pending(id: u32, send: &mut SendWindow, pending: &mut Bytes, out: &mut O
     if pending.is_empty() {
         return true;
     }
-    let n = pending.len().min(send.available()).min(out.window.available());
+    let n = pending
+        .len()
+        .min(send.available())
+        .min(out.window.available());
     if n > 0 {
         frame::put_data(&mut out.buf, id, &[&pending[..n]], out.max_frame, false);
         send.consume(n);

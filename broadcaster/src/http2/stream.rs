@@ -22,7 +22,9 @@ pub(super) struct Stream {
 
 pub(super) enum State {
     /// A Subscribe request whose message is still arriving.
-    SubscribeRequest { body: Vec<u8> },
+    SubscribeRequest {
+        body: Vec<u8>,
+    },
     /// An open subscription, polled when its waker fires.
     Subscribe(Box<SubscriberStream>),
     Bridge(Box<Bridged>),

@@ -40,7 +40,11 @@ fn bad_request_bodies_get_the_status_tonic_gives() {
     huge.extend_from_slice(&((MAX_REQUEST_MESSAGE + 1) as u32).to_be_bytes());
     let status = request_progress(&huge, false).unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange);
-    assert!(status.message().contains("too large"), "{}", status.message());
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
 }
 
 #[test]
