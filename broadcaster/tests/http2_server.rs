@@ -655,3 +655,26 @@ async fn window_settings_apply_to_open_streams_and_large_updates_split_at_max_fr
     assert!(frames.iter().all(|&n| n <= 16_384), "{frames:?}");
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn request_bytes_a_reset_stream_left_unconsumed_go_back_to_the_connection_window() {
+    let running = start(GrpcServer::Lean).await;
+    let mut raw = Raw::connect(running.grpc_addr).await;
+    // Each round: a bridged request whose 48 KB body the service has not read yet when the
+    // client resets it. Without giving that back, the second round would overrun the
+    // connection's 64 KiB window.
+    for id in [1u32, 3, 5] {
+        raw.request(id, "/grpc.health.v1.Health/Check", &[], 0)
+            .await;
+        for _ in 0..3 {
+            raw.send(DATA, 0, id, &[0; 16_000]).await;
+        }
+        raw.send(RST_STREAM, 0, id, &8u32.to_be_bytes()).await;
+    }
+    raw.send(PING, 0, 0, b"alive!!!").await;
+    let pong = raw
+        .until("PING ACK", |f| f.kind == PING || f.kind == GOAWAY)
+        .await;
+    assert_eq!(pong.kind, PING, "{pong:?}");
+    running.shutdown().await;
+}

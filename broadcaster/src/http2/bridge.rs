@@ -66,6 +66,8 @@ pub struct Bridged {
     pub events: mpsc::Receiver<BridgeEvent>,
     task: tokio::task::AbortHandle,
     pub head_sent: bool,
+    /// Request bytes handed to the service and not yet consumed by it.
+    pub unconsumed: usize,
 }
 
 impl Drop for Bridged {
@@ -110,6 +112,7 @@ pub fn start(
         events,
         task: task.abort_handle(),
         head_sent: false,
+        unconsumed: 0,
     })
 }
 

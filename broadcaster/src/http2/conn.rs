@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use super::Services;
 use super::flow::{RecvWindow, SendWindow};
 use super::frame::{self, DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, Reason};
-use super::stream::Stream;
+use super::stream::{State, Stream};
 use super::wake::ReadyShared;
 
 /// Reads go through a stack buffer of this size.
@@ -284,9 +284,16 @@ impl Conn {
         Poll::Ready(Ok(()))
     }
 
-    /// Gives the peer back the window a bridged service consumed.
+    /// Gives the peer back the window a bridged service consumed. A stream already removed
+    /// gave back all it had when it was removed.
     fn apply_consumed(&mut self) {
         for (stream_id, n) in self.shared.take_consumed() {
+            let Some(stream) = self.streams.get_mut(&stream_id) else {
+                continue;
+            };
+            if let State::Bridge(bridged) = &mut stream.state {
+                bridged.unconsumed = bridged.unconsumed.saturating_sub(n);
+            }
             self.release(stream_id, n);
         }
     }
@@ -316,7 +323,22 @@ impl Conn {
     pub(super) fn stream_error(&mut self, stream_id: u32, reason: Reason, why: &str) {
         tracing::debug!(peer = %self.peer, stream_id, ?reason, "HTTP/2 stream error: {why}");
         frame::put_rst_stream(&mut self.out.buf, stream_id, reason);
-        self.streams.remove(&stream_id);
+        self.remove_stream(stream_id);
+    }
+
+    /// Drops a stream (ending its subscription or aborting its bridged request). Request
+    /// bytes its service never consumed are given back to the connection's window, or a
+    /// peer could starve the connection by sending what a unary call leaves unread.
+    pub(super) fn remove_stream(&mut self, stream_id: u32) {
+        let Some(stream) = self.streams.remove(&stream_id) else {
+            return;
+        };
+        if let State::Bridge(bridged) = &stream.state
+            && bridged.unconsumed > 0
+            && let Some(increment) = self.recv_window.release(bridged.unconsumed)
+        {
+            frame::put_window_update(&mut self.out.buf, 0, increment);
+        }
     }
 
     pub(super) fn new_stream_windows(&self) -> (SendWindow, RecvWindow) {

@@ -179,7 +179,7 @@ impl Conn {
         }
         self.check_not_idle(h.stream_id, "RST_STREAM")?;
         // Dropping the stream ends its subscription or aborts its bridged request.
-        self.streams.remove(&h.stream_id);
+        self.remove_stream(h.stream_id);
         Ok(())
     }
 
@@ -275,6 +275,7 @@ impl Conn {
                 {
                     // Window for these bytes comes back when the service consumes them.
                     let _ = tx.send(Bytes::copy_from_slice(data));
+                    bridged.unconsumed += data.len();
                     self.release(id, padding);
                 } else {
                     self.release(id, payload.len());
@@ -477,7 +478,7 @@ impl Conn {
             }
             Err(status) => {
                 let remote_closed = stream.remote_closed;
-                self.streams.remove(&id);
+                self.remove_stream(id);
                 send::respond_status(&mut self.out, id, &status, false, remote_closed);
             }
         }

@@ -52,9 +52,7 @@ impl Conn {
                     self.ready.push_front(id);
                     return true;
                 }
-                Outcome::Ended => {
-                    self.streams.remove(&id);
-                }
+                Outcome::Ended => self.remove_stream(id),
             }
         }
         false
