@@ -678,3 +678,26 @@ async fn request_bytes_a_reset_stream_left_unconsumed_go_back_to_the_connection_
     assert_eq!(pong.kind, PING, "{pong:?}");
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_header_table_size_is_acknowledged_with_a_size_update_in_the_next_block() {
+    let running = start(GrpcServer::Lean).await;
+    // SETTINGS_HEADER_TABLE_SIZE 0: the next header block must start with a size update.
+    let mut raw = Raw::connect_with(running.grpc_addr, &[(1, 0)]).await;
+    raw.subscribe(1, &request("all")).await;
+    let first = raw.until("HEADERS", |f| f.kind == HEADERS).await;
+    assert_eq!(first.payload[0], 0x20, "{:?}", first.payload);
+    let mut decoder = loona_hpack::Decoder::new();
+    decoder.set_max_allowed_table_size(0);
+    let fields = decoder.decode(&first.payload).unwrap();
+    assert_eq!(fields[0], (b":status".to_vec(), b"200".to_vec()));
+    raw.subscribe(3, &request("nope")).await;
+    let second = raw
+        .until("HEADERS", |f| f.kind == HEADERS && f.stream_id == 3)
+        .await;
+    assert_eq!(
+        second.payload[0], 0x88,
+        "only the first block carries the update"
+    );
+    running.shutdown().await;
+}

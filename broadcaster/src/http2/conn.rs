@@ -51,6 +51,9 @@ pub(super) struct Out {
     pub window: SendWindow,
     /// The peer's SETTINGS_MAX_FRAME_SIZE.
     pub max_frame: usize,
+    /// The peer changed SETTINGS_HEADER_TABLE_SIZE: the next header block must start with
+    /// a dynamic table size update (RFC 7541 section 4.2).
+    pub table_size_update: bool,
 }
 
 impl Out {
@@ -60,6 +63,16 @@ impl Out {
 
     pub fn full(&self) -> bool {
         self.unwritten() >= HIGH_WATER
+    }
+
+    /// An empty header block, or one that starts with the size update the peer is owed. We
+    /// never index, so the table size we announce is 0, within any limit the peer sets.
+    pub fn new_header_block(&mut self) -> Vec<u8> {
+        let mut block = Vec::new();
+        if std::mem::take(&mut self.table_size_update) {
+            block.push(super::headers::TABLE_SIZE_UPDATE_TO_0);
+        }
+        block
     }
 }
 
@@ -126,6 +139,7 @@ impl Conn {
                 written: 0,
                 window: SendWindow::new(DEFAULT_WINDOW),
                 max_frame: DEFAULT_MAX_FRAME_SIZE as usize,
+                table_size_update: false,
             },
             streams: HashMap::new(),
             last_stream_id: 0,

@@ -185,6 +185,7 @@ pub fn put_goaway(dst: &mut Vec<u8>, last_stream_id: u32, reason: Reason, debug:
 
 /// SETTINGS identifiers we send or act on.
 pub mod setting {
+    pub const HEADER_TABLE_SIZE: u16 = 0x1;
     pub const ENABLE_PUSH: u16 = 0x2;
     pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
     pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
@@ -203,6 +204,7 @@ pub fn put_settings(dst: &mut Vec<u8>, settings: &[(u16, u32)]) {
 /// The peer's settings that change what we send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PeerSettings {
+    pub header_table_size: Option<u32>,
     pub initial_window: Option<u32>,
     pub max_frame_size: Option<u32>,
 }
@@ -250,6 +252,7 @@ pub fn parse_settings(payload: &[u8]) -> Result<PeerSettings, SettingsError> {
                 });
             }
             setting::MAX_FRAME_SIZE => out.max_frame_size = Some(value),
+            setting::HEADER_TABLE_SIZE => out.header_table_size = Some(value),
             _ => {}
         }
     }

@@ -78,12 +78,14 @@ fn settings_are_checked_as_the_rfc_says() {
     let ok = [
         entry(setting::INITIAL_WINDOW_SIZE, 1_000),
         entry(setting::MAX_FRAME_SIZE, 20_000),
+        entry(setting::HEADER_TABLE_SIZE, 0),
         entry(0x99, 1),
     ]
     .concat();
     assert_eq!(
         parse_settings(&ok),
         Ok(PeerSettings {
+            header_table_size: Some(0),
             initial_window: Some(1_000),
             max_frame_size: Some(20_000)
         })

@@ -121,6 +121,8 @@ fn is_connection_specific(name: &HeaderName, value: &[u8]) -> bool {
         || (name == header::TE && value != b"trailers")
 }
 
+/// A dynamic table size update to 0 (RFC 7541 section 6.3).
+pub const TABLE_SIZE_UPDATE_TO_0: u8 = 0x20;
 /// `:status 200` from the static table (index 8).
 const STATUS_200: u8 = 0x88;
 /// `:status` as an indexed name for a literal without indexing (4-bit prefix).

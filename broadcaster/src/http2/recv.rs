@@ -109,6 +109,9 @@ impl Conn {
         if let Some(size) = settings.max_frame_size {
             self.out.max_frame = size as usize;
         }
+        if settings.header_table_size.is_some() {
+            self.out.table_size_update = true;
+        }
         if let Some(initial) = settings.initial_window {
             let delta = i64::from(initial) - i64::from(self.peer_initial_window);
             self.peer_initial_window = initial;

@@ -146,7 +146,7 @@ fn next_bridge_event(
     match bridged.events.poll_recv(cx) {
         Poll::Pending => Step::Pending,
         Poll::Ready(Some(BridgeEvent::Head(parts))) => {
-            let mut block = Vec::new();
+            let mut block = out.new_header_block();
             headers::encode_response(&mut block, parts.status.as_u16(), &parts.headers);
             // gRPC's trailers-only response (a status in the headers) ends the stream.
             let trailers_only = parts.headers.contains_key("grpc-status");
@@ -232,7 +232,7 @@ fn send_pending(id: u32, send: &mut SendWindow, pending: &mut Bytes, out: &mut O
 
 /// `:status 200`, `content-type: application/grpc`: a gRPC response's headers.
 pub(super) fn respond_grpc_head(out: &mut Out, id: u32) {
-    let mut block = Vec::new();
+    let mut block = out.new_header_block();
     headers::encode_response(&mut block, 200, &grpc_content_type());
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, false);
 }
@@ -263,7 +263,7 @@ pub(super) fn respond_status(
     if status.add_header(&mut fields).is_err() {
         fields.insert("grpc-status", http::HeaderValue::from_static("13"));
     }
-    let mut block = Vec::new();
+    let mut block = out.new_header_block();
     if head_sent {
         headers::encode_fields(&mut block, &fields);
     } else {
@@ -275,14 +275,14 @@ pub(super) fn respond_status(
 
 /// An HTTP error response (no gRPC): the header list was too large.
 pub(super) fn respond_http_status(out: &mut Out, id: u32, status: u16, remote_closed: bool) {
-    let mut block = Vec::new();
+    let mut block = out.new_header_block();
     headers::encode_response(&mut block, status, &HeaderMap::new());
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
     finish(out, id, remote_closed);
 }
 
 fn put_trailers(out: &mut Out, id: u32, trailers: &HeaderMap) {
-    let mut block = Vec::new();
+    let mut block = out.new_header_block();
     headers::encode_fields(&mut block, trailers);
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
 }
