@@ -27,6 +27,8 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(super) const HIGH_WATER: usize = 128 * 1024;
 /// Rounds of read/serve/write per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 8;
+/// Passes over the ready list before a write: later wakes wait for the next poll.
+const SERVE_PASSES: usize = 4;
 /// Streams a client may open at once (REFUSED_STREAM past it).
 pub(super) const MAX_CONCURRENT_STREAMS: usize = 1024;
 /// Our SETTINGS_MAX_HEADER_LIST_SIZE.
@@ -181,8 +183,7 @@ impl Conn {
             }
             if !self.closing && !self.dead {
                 self.apply_consumed();
-                self.shared.take_ready(&mut self.ready);
-                more |= self.serve_ready();
+                more |= self.serve_woken();
             }
             if self.dead {
                 return Poll::Ready(());
@@ -205,6 +206,22 @@ impl Conn {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Serves the woken streams, and those woken meanwhile (a publish wakes a connection's
+    /// streams one after another), so that they go out in the same write. Returns whether
+    /// some are left for after a write.
+    fn serve_woken(&mut self) -> bool {
+        for _ in 0..SERVE_PASSES {
+            self.shared.take_ready(&mut self.ready);
+            if self.ready.is_empty() {
+                return false;
+            }
+            if self.serve_ready() {
+                return true;
+            }
+        }
+        false
     }
 
     /// At shutdown: GOAWAY now; Subscribe streams end by themselves with UNAVAILABLE.
