@@ -123,6 +123,42 @@ pub fn put_data(
     }
 }
 
+/// Like [`put_data`] without END_STREAM, but when `open` is the offset of the DATA frame that
+/// ends `dst` (this stream's, started by an earlier call) and it has room, the bytes join it:
+/// consecutive messages of a stream go out in as few frames as `max_frame` allows, so the
+/// peer handles one frame per ~15 updates at peak, not one per update. `open` is updated to
+/// the frame that ends `dst`, or `None` when that one is full.
+pub fn append_data(
+    dst: &mut Vec<u8>,
+    open: &mut Option<usize>,
+    stream_id: u32,
+    parts: &[&[u8]],
+    max_frame: usize,
+) {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let max_frame = max_frame.max(1);
+    if let Some(at) = *open
+        && let Some(len) = dst
+            .get(at..at + 3)
+            .map(|b| u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize)
+        && at + HEADER_LEN + len == dst.len()
+        && len + total <= max_frame
+    {
+        for part in parts {
+            dst.extend_from_slice(part);
+        }
+        let len = ((len + total) as u32).to_be_bytes();
+        dst[at..at + 3].copy_from_slice(&len[1..]);
+        return;
+    }
+    let before = dst.len();
+    put_data(dst, stream_id, parts, max_frame, false);
+    let frames = total.div_ceil(max_frame).max(1);
+    let last = before + (frames - 1) * (HEADER_LEN + max_frame);
+    let last_len = dst.len() - last - HEADER_LEN;
+    *open = (last_len < max_frame).then_some(last);
+}
+
 /// A header block as one HEADERS frame and, past `max_frame`, CONTINUATION frames.
 pub fn put_headers(
     dst: &mut Vec<u8>,

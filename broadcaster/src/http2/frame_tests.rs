@@ -139,3 +139,47 @@ fn goaway_and_rst_stream_carry_their_codes() {
     assert_eq!(frames[1].1, 7u32.to_be_bytes());
     assert_eq!(frames[2].1, 77u32.to_be_bytes());
 }
+
+#[test]
+fn appended_messages_share_frames_up_to_the_max_frame_size() {
+    let mut buf = Vec::new();
+    let mut open = None;
+    append_data(&mut buf, &mut open, 1, &[&[1; 6]], 16);
+    append_data(&mut buf, &mut open, 1, &[&[2; 4], &[3; 2]], 16);
+    // 12 bytes in one frame; 6 more do not fit: a message that fits a frame of its own is
+    // not split to fill the open one.
+    append_data(&mut buf, &mut open, 1, &[&[4; 6]], 16);
+    let frames = headers_of(&buf);
+    let lens: Vec<u32> = frames.iter().map(|(h, _)| h.len).collect();
+    assert_eq!(lens, vec![12, 6]);
+    // Something else written after the open frame: the next message starts a new one.
+    put_window_update(&mut buf, 0, 1);
+    append_data(&mut buf, &mut open, 1, &[&[5; 2]], 16);
+    // A message larger than a frame: split, and the short last frame stays open.
+    append_data(&mut buf, &mut open, 1, &[&[6; 20]], 16);
+    append_data(&mut buf, &mut open, 1, &[&[7; 4]], 16);
+    let frames = headers_of(&buf);
+    let lens: Vec<u32> = frames.iter().map(|(h, _)| h.len).collect();
+    assert_eq!(lens, vec![12, 6, 4, 2, 16, 8]);
+    let data: Vec<u8> = frames
+        .iter()
+        .filter(|(h, _)| h.kind == kind::DATA)
+        .flat_map(|(_, p)| p.clone())
+        .collect();
+    let expected = [
+        vec![1; 6],
+        vec![2; 4],
+        vec![3; 2],
+        vec![4; 6],
+        vec![5; 2],
+        vec![6; 20],
+        vec![7; 4],
+    ]
+    .concat();
+    assert_eq!(data, expected);
+    assert!(
+        frames
+            .iter()
+            .all(|(h, _)| h.flags == 0 && (h.kind != kind::DATA || h.stream_id == 1))
+    );
+}

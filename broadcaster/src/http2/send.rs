@@ -70,6 +70,8 @@ fn serve_stream(id: u32, stream: &mut Stream, out: &mut Out) -> Outcome {
     } = stream;
     let waker = waker_ref(waker);
     let mut cx = Context::from_waker(&waker);
+    // This stream's DATA frame that ends the buffer, which its next message may join.
+    let mut open = None;
     loop {
         if !send_pending(id, send, pending, out) {
             return blocked(out);
@@ -85,7 +87,9 @@ fn serve_stream(id: u32, stream: &mut Stream, out: &mut Out) -> Outcome {
         }
         let step = match state {
             State::SubscribeRequest { .. } => return Outcome::Idle,
-            State::Subscribe(updates) => next_update(id, updates, send, pending, out, &mut cx),
+            State::Subscribe(updates) => {
+                next_update(id, updates, send, pending, out, &mut open, &mut cx)
+            }
             State::Bridge(bridged) => next_bridge_event(id, bridged, send, pending, out, &mut cx),
         };
         match step {
@@ -122,12 +126,13 @@ fn next_update(
     send: &mut SendWindow,
     pending: &mut Bytes,
     out: &mut Out,
+    open: &mut Option<usize>,
     cx: &mut Context<'_>,
 ) -> Step {
     match Pin::new(updates).poll_next(cx) {
         Poll::Pending => Step::Pending,
         Poll::Ready(Some(Ok(update))) => {
-            write_message(id, &WireUpdate::new(update), send, pending, out);
+            write_message(id, &WireUpdate::new(update), send, pending, out, open);
             Step::Continue
         }
         Poll::Ready(Some(Err(status))) => Step::End(Some(status)),
@@ -183,22 +188,24 @@ fn blocked(out: &Out) -> Outcome {
     }
 }
 
-/// Frames the message straight from its parts when the windows allow all of it; otherwise
-/// joins it and sends what they allow.
+/// Frames the message straight from its parts (into the stream's open frame when it fits)
+/// when the windows allow all of it; otherwise joins it and sends what they allow.
 fn write_message(
     id: u32,
     message: &WireUpdate,
     send: &mut SendWindow,
     pending: &mut Bytes,
     out: &mut Out,
+    open: &mut Option<usize>,
 ) {
     let len = message.len();
     if len <= send.available() && len <= out.window.available() {
-        frame::put_data(&mut out.buf, id, &message.parts(), out.max_frame, false);
+        frame::append_data(&mut out.buf, open, id, &message.parts(), out.max_frame);
         send.consume(len);
         out.window.consume(len);
         return;
     }
+    *open = None;
     *pending = message.to_bytes();
     send_pending(id, send, pending, out);
 }
