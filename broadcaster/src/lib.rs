@@ -31,7 +31,7 @@
 //!
 //! ```text
 //! server ──> grpc, http, http2, engine (and the pipeline modules it wires together)
-//! http2 ──> grpc       http ──> metrics ──> engine        grpc ──> engine
+//! http2 ──> grpc, generated       http ──> metrics ──> engine        grpc ──> engine
 //! engine ──> dispatcher, source, stream, reporter, tasks, quarantine
 //! dispatcher, source ──> stream, feed
 //! stream ──> channel, hub, quarantine, spec, feed
