@@ -1,5 +1,9 @@
 //! Broadcaster benchmarks; prints tables. Run with `cargo bench -p transit-broadcaster`.
 //!
+//! Every gRPC row is measured for both HTTP/2 servers of the gRPC listener, `gRPC-lean` (ours,
+//! the default) and `gRPC-tonic` (hyper/h2), in the same run (`BENCH_GRPC_SERVERS=lean`
+//! narrows it); ratios to nats-server come first.
+//!
 //! 1. Fan-out over real gRPC on loopback, ~1 KiB updates, 1 / 100 / 1,000 subscribers:
 //!    deliveries/s at peak and p50/p99 latency at half and a tenth of peak, side by side in the same run
 //!    with a real `nats-server` fanning the same payloads to the same number of async-nats
@@ -37,7 +41,7 @@ use transit_broadcaster::generated::transit_realtime::{
     VehiclePosition,
 };
 use transit_broadcaster::generated::transit_v1::StreamUpdate;
-use transit_broadcaster::server::{Config, Running};
+use transit_broadcaster::server::{Config, GrpcServer, Running};
 use transit_broadcaster::source::SourceSpec;
 
 #[path = "fanout/memory.rs"]
@@ -78,6 +82,22 @@ fn scale_subscriber_counts() -> Vec<usize> {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1000, 10_000])
+}
+
+/// The gRPC servers measured side by side (`BENCH_GRPC_SERVERS=lean,tonic`, the default).
+fn grpc_servers() -> Vec<GrpcServer> {
+    std::env::var("BENCH_GRPC_SERVERS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![GrpcServer::Lean, GrpcServer::Tonic])
+}
+
+/// A gRPC server's name in the tables.
+fn system_name(server: GrpcServer) -> &'static str {
+    match server {
+        GrpcServer::Lean => "gRPC-lean",
+        GrpcServer::Tonic => "gRPC-tonic",
+    }
 }
 
 fn section(name: &str) -> bool {
@@ -198,14 +218,18 @@ struct UpdateHeader {
     received_at_us: u64,
 }
 
-/// One subscriber count's results.
-#[derive(Default)]
+/// One system's results at one subscriber count: peak, then one round per latency fraction.
+struct SystemRow {
+    system: &'static str,
+    peak: Round,
+    latency: Vec<Round>,
+}
+
+/// One subscriber count's results: each gRPC server, then NATS when it ran.
 struct Row {
     subs: usize,
-    grpc: Option<Round>,
-    grpc_latency: Vec<Round>,
-    nats: Option<Round>,
-    nats_latency: Vec<Round>,
+    grpc: Vec<SystemRow>,
+    nats: Option<SystemRow>,
 }
 
 /// Per-subscriber receive loop result.
@@ -494,7 +518,11 @@ fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn start_broadcaster(server_rt: &tokio::runtime::Runtime, report_url: Option<String>) -> Running {
+fn start_broadcaster(
+    server_rt: &tokio::runtime::Runtime,
+    report_url: Option<String>,
+    grpc_server: GrpcServer,
+) -> Running {
     server_rt
         .block_on(transit_broadcaster::start(Config {
             // Deep enough to hold a whole peak round, so the benchmark measures fan-out rather
@@ -503,6 +531,7 @@ fn start_broadcaster(server_rt: &tokio::runtime::Runtime, report_url: Option<Str
             subscriber_queue: 1 << 16,
             report_url,
             admin_addr: None,
+            grpc_server,
             ..Config::loopback(SourceSpec::Manual)
         }))
         .expect("start broadcaster")
@@ -577,146 +606,14 @@ fn main() {
 
     // 1. Fan-out.
     if section("fanout") {
-        let running = start_broadcaster(&server_rt, None);
-        let mut rows = Vec::new();
-        for (round_id, &subs) in subscriber_counts().iter().enumerate() {
-            let messages = ((DELIVERIES_PER_ROUND * scale) / subs as f64).max(50.0) as u64;
-            let mut row = Row {
-                subs,
-                ..Default::default()
-            };
-            let peak = client_rt.block_on(grpc_round(
-                &running,
-                client_rt.handle(),
-                subs,
-                messages,
-                None,
-                &feed,
-            ));
-            for &fraction in &latency_fractions() {
-                let rate = peak.rate() / subs as f64 * fraction;
-                let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
-                row.grpc_latency.push(client_rt.block_on(grpc_round(
-                    &running,
-                    client_rt.handle(),
-                    subs,
-                    n,
-                    Some(rate),
-                    &feed,
-                )));
-            }
-            row.grpc = Some(peak);
-            if let Some(nats) = &nats {
-                let mut id = round_id as u64 * 10;
-                let peak = client_rt.block_on(nats_round(
-                    nats,
-                    client_rt.handle(),
-                    subs,
-                    messages,
-                    None,
-                    &template,
-                    id,
-                ));
-                for &fraction in &latency_fractions() {
-                    id += 1;
-                    let rate = peak.rate() / subs as f64 * fraction;
-                    let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
-                    row.nats_latency.push(client_rt.block_on(nats_round(
-                        nats,
-                        client_rt.handle(),
-                        subs,
-                        n,
-                        Some(rate),
-                        &template,
-                        id,
-                    )));
-                }
-                row.nats = Some(peak);
-            }
-            rows.push(row);
-        }
-        println!("## 1a. Fan-out throughput over loopback, ~1 KiB updates (peak)");
-        println!();
-        println!(
-            "| subscribers | gRPC deliveries/s | delivered | NATS deliveries/s | delivered | gRPC/NATS | server CPU per delivery gRPC / NATS | server CPU gRPC/NATS | client CPU per delivery gRPC / NATS |"
+        fanout(
+            &server_rt,
+            &client_rt,
+            nats.as_ref(),
+            &feed,
+            &template,
+            scale,
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        let pct = |r: &Round| format!("{:.1}%", 100.0 * r.deliveries as f64 / r.expected as f64);
-        for row in &rows {
-            let g = row.grpc.as_ref().unwrap();
-            let (nrate, ndel, ratio, ncpu, cpu_ratio, nclient) = match &row.nats {
-                Some(n) => (
-                    format!("{:.0}", n.rate()),
-                    pct(n),
-                    format!("{:.2}x", g.rate() / n.rate()),
-                    format!("{:.1} µs", n.cpu_per_delivery_us()),
-                    format!(
-                        "{:.2}x",
-                        g.cpu_per_delivery_us() / n.cpu_per_delivery_us().max(1e-9)
-                    ),
-                    format!("{:.1} µs", n.client_cpu_per_delivery_us()),
-                ),
-                None => (
-                    "n/a".into(),
-                    "n/a".into(),
-                    "n/a".into(),
-                    "n/a".into(),
-                    "n/a".into(),
-                    "n/a".into(),
-                ),
-            };
-            println!(
-                "| {} | {:.0} | {} | {nrate} | {ndel} | {ratio} | {:.1} µs / {ncpu} | {cpu_ratio} | {:.1} µs / {nclient} |",
-                row.subs,
-                g.rate(),
-                pct(g),
-                g.cpu_per_delivery_us(),
-                g.client_cpu_per_delivery_us(),
-            );
-        }
-        println!();
-        println!(
-            "## 1b. Latency, send to client receipt, paced at a fraction of each system's own peak"
-        );
-        println!();
-        println!(
-            "| subscribers | load | gRPC p50 / p99 | NATS p50 / p99 | server CPU per delivery gRPC / NATS |"
-        );
-        println!("|---:|---:|---:|---:|---:|");
-        let lat = |r: Option<&Round>| {
-            r.map_or("n/a".to_string(), |r| {
-                format!("{:.2} / {:.2} ms", r.percentile(0.5), r.percentile(0.99))
-            })
-        };
-        // Paced, updates reach each subscriber one at a time: compare with 1a's CPU per
-        // delivery at peak, where queued updates go out together.
-        let cpu = |r: Option<&Round>| {
-            r.map_or("n/a".to_string(), |r| {
-                format!("{:.1} µs", r.cpu_per_delivery_us())
-            })
-        };
-        for row in &rows {
-            for (i, fraction) in latency_fractions().iter().enumerate() {
-                println!(
-                    "| {} | {:.0}% of peak | {} | {} | {} / {} |",
-                    row.subs,
-                    fraction * 100.0,
-                    lat(row.grpc_latency.get(i)),
-                    lat(row.nats_latency.get(i)),
-                    cpu(row.grpc_latency.get(i)),
-                    cpu(row.nats_latency.get(i)),
-                );
-            }
-        }
-        println!();
-        let stream = running.stream("all").unwrap();
-        println!(
-            "(broadcaster totals: lagged {} updates for slow subscribers, channel dropped-oldest {})",
-            stream.hub.lagged_total(),
-            stream.report().dropped_oldest_total
-        );
-        println!();
-        server_rt.block_on(running.shutdown());
     }
 
     // 2. Reporting overhead.
@@ -727,7 +624,8 @@ fn main() {
         let mut by_mode: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for i in 0..14 {
             let on = i % 2 == 1;
-            let running = start_broadcaster(&server_rt, on.then(|| url.clone()));
+            let running =
+                start_broadcaster(&server_rt, on.then(|| url.clone()), GrpcServer::default());
             // Let a few reports go out before measuring.
             std::thread::sleep(Duration::from_millis(600));
             let r = client_rt.block_on(grpc_round(
@@ -775,7 +673,7 @@ fn main() {
             reports.load(Ordering::Relaxed)
         );
         // The direct cost: build and send reports back to back.
-        let running = start_broadcaster(&server_rt, None);
+        let running = start_broadcaster(&server_rt, None, GrpcServer::default());
         let client =
             stallwatch_core::client::ReportClient::new(url.clone(), Duration::from_secs(2))
                 .unwrap();
@@ -811,7 +709,10 @@ fn main() {
         let results: Vec<_> = scale_subscriber_counts()
             .into_iter()
             .map(|subs| {
-                let grpc = client_rt.block_on(scale::run(subs, measure));
+                let grpc = grpc_servers()
+                    .into_iter()
+                    .map(|server| client_rt.block_on(scale::run(server, subs, measure)))
+                    .collect::<Vec<_>>();
                 let nats = nats.as_ref().map(|n| {
                     client_rt.block_on(scale::run_nats(n.0.id(), n.1, subs, measure, &template))
                 });
@@ -820,4 +721,167 @@ fn main() {
             .collect();
         scale::print(&results);
     }
+}
+
+/// Section 1: every gRPC server and nats-server at each subscriber count, in the same run.
+fn fanout(
+    server_rt: &tokio::runtime::Runtime,
+    client_rt: &tokio::runtime::Runtime,
+    nats: Option<&NatsServer>,
+    feed: &Bytes,
+    template: &StreamUpdate,
+    scale: f64,
+) {
+    let servers: Vec<(GrpcServer, Running)> = grpc_servers()
+        .into_iter()
+        .map(|server| (server, start_broadcaster(server_rt, None, server)))
+        .collect();
+    // A discarded round per server first: whichever system ran first measured up to half its
+    // peak rate otherwise (cold allocator, first connections).
+    for (_, running) in &servers {
+        client_rt.block_on(grpc_round(
+            running,
+            client_rt.handle(),
+            100,
+            500,
+            None,
+            feed,
+        ));
+    }
+    let mut rows = Vec::new();
+    for (round_id, &subs) in subscriber_counts().iter().enumerate() {
+        let messages = ((DELIVERIES_PER_ROUND * scale) / subs as f64).max(50.0) as u64;
+        let mut row = Row {
+            subs,
+            grpc: Vec::new(),
+            nats: None,
+        };
+        for (server, running) in &servers {
+            let run = |n, rate| {
+                client_rt.block_on(grpc_round(running, client_rt.handle(), subs, n, rate, feed))
+            };
+            let peak = run(messages, None);
+            let latency = latency_fractions()
+                .iter()
+                .map(|&fraction| {
+                    let rate = peak.rate() / subs as f64 * fraction;
+                    let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
+                    run(n, Some(rate))
+                })
+                .collect();
+            row.grpc.push(SystemRow {
+                system: system_name(*server),
+                peak,
+                latency,
+            });
+        }
+        if let Some(nats) = nats {
+            let mut id = round_id as u64 * 10;
+            let peak = client_rt.block_on(nats_round(
+                nats,
+                client_rt.handle(),
+                subs,
+                messages,
+                None,
+                template,
+                id,
+            ));
+            let mut latency = Vec::new();
+            for &fraction in &latency_fractions() {
+                id += 1;
+                let rate = peak.rate() / subs as f64 * fraction;
+                let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
+                latency.push(client_rt.block_on(nats_round(
+                    nats,
+                    client_rt.handle(),
+                    subs,
+                    n,
+                    Some(rate),
+                    template,
+                    id,
+                )));
+            }
+            row.nats = Some(SystemRow {
+                system: "NATS",
+                peak,
+                latency,
+            });
+        }
+        rows.push(row);
+    }
+    print_fanout(&rows);
+    for (server, running) in servers {
+        let stream = running.stream("all").unwrap();
+        println!(
+            "({} totals: lagged {} updates for slow subscribers, channel dropped-oldest {})",
+            system_name(server),
+            stream.hub.lagged_total(),
+            stream.report().dropped_oldest_total
+        );
+        server_rt.block_on(running.shutdown());
+    }
+    println!();
+}
+
+fn print_fanout(rows: &[Row]) {
+    println!("## 1a. Fan-out throughput over loopback, ~1 KiB updates (peak)");
+    println!();
+    println!(
+        "| subscribers | system | deliveries/s vs NATS | server CPU per delivery vs NATS | deliveries/s | delivered | server CPU per delivery | client CPU per delivery |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    let pct = |r: &Round| format!("{:.1}%", 100.0 * r.deliveries as f64 / r.expected as f64);
+    let ratio = |a: f64, b: Option<f64>| {
+        b.map_or("n/a".to_string(), |b| format!("{:.2}x", a / b.max(1e-9)))
+    };
+    for row in rows {
+        let nats = row.nats.as_ref().map(|n| &n.peak);
+        for sys in row.grpc.iter().chain(&row.nats) {
+            let r = &sys.peak;
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {} | {:.1} µs | {:.1} µs |",
+                row.subs,
+                sys.system,
+                ratio(r.rate(), nats.map(Round::rate)),
+                ratio(
+                    r.cpu_per_delivery_us(),
+                    nats.map(Round::cpu_per_delivery_us)
+                ),
+                r.rate(),
+                pct(r),
+                r.cpu_per_delivery_us(),
+                r.client_cpu_per_delivery_us(),
+            );
+        }
+    }
+    println!();
+    println!(
+        "## 1b. Latency, send to client receipt, paced at a fraction of each system's own peak"
+    );
+    println!();
+    println!("| subscribers | load | system | p99 vs NATS | p50 / p99 | server CPU per delivery |");
+    println!("|---:|---:|---|---:|---:|---:|");
+    // Paced, updates reach each subscriber one at a time: compare with 1a's CPU per delivery
+    // at peak, where queued updates go out together.
+    for row in rows {
+        for (i, fraction) in latency_fractions().iter().enumerate() {
+            let nats = row.nats.as_ref().and_then(|n| n.latency.get(i));
+            for sys in row.grpc.iter().chain(&row.nats) {
+                let Some(r) = sys.latency.get(i) else {
+                    continue;
+                };
+                println!(
+                    "| {} | {:.0}% of peak | {} | {} | {:.2} / {:.2} ms | {:.1} µs |",
+                    row.subs,
+                    fraction * 100.0,
+                    sys.system,
+                    ratio(r.percentile(0.99), nats.map(|n| n.percentile(0.99))),
+                    r.percentile(0.5),
+                    r.percentile(0.99),
+                    r.cpu_per_delivery_us(),
+                );
+            }
+        }
+    }
+    println!();
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use transit_broadcaster::fault::{FaultConfig, FaultMode};
-use transit_broadcaster::server::Config;
+use transit_broadcaster::server::{Config, GrpcServer};
 use transit_broadcaster::source::{SourceOptions, SourceSpec};
 use transit_broadcaster::spec::StreamSpec;
 use transit_broadcaster::subscribe::SubscribeOptions;
@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// On SIGTERM, how long to wait for subscribers to be told and connections to close.
     #[arg(long, env = "BROADCASTER_SHUTDOWN_GRACE", default_value = "5s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// The gRPC listener's HTTP/2 server: lean (ours) or tonic (hyper/h2).
+    #[arg(long, env = "BROADCASTER_GRPC_SERVER", default_value = "lean")]
+    grpc_server: GrpcServer,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +168,7 @@ impl ServeArgs {
             },
             stuck_after: self.stuck_after,
             shutdown_grace: self.shutdown_grace,
+            grpc_server: self.grpc_server,
             ..Config::default()
         }
     }

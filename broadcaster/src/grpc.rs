@@ -71,7 +71,7 @@ fn subscriber_filter(req: &SubscribeRequest) -> Result<Filter, Status> {
 /// One subscriber's response stream. Written by hand (rather than with `unfold` and
 /// `select!`) so an idle subscriber is a few hundred bytes and each update costs one poll of
 /// its queue: the shutdown future is registered once, not once per update.
-struct SubscriberStream {
+pub(crate) struct SubscriberStream {
     subscription: crate::hub::Subscription,
     _registration: crate::tasks::Registration,
     shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
@@ -127,18 +127,16 @@ impl Stream for SubscriberStream {
 pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<OutgoingUpdate, Status>> + Send>>;
 
 impl TransitService {
-    pub async fn subscribe(
+    /// The transport-neutral part of `Subscribe`, used by both gRPC servers: validate the
+    /// request and open the subscriber's stream. `peer` names the client in the task dump.
+    pub(crate) fn open_subscription(
         &self,
-        request: Request<SubscribeRequest>,
-    ) -> Result<Response<UpdateStream>, Status> {
+        req: &SubscribeRequest,
+        peer: &str,
+    ) -> Result<SubscriberStream, Status> {
         if self.shutdown.is_cancelled() {
             return Err(shutting_down());
         }
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let req = request.into_inner();
         let stream = self.engine.stream(&req.stream).ok_or_else(|| {
             Status::not_found(format!(
                 "no stream {:?}; configured: {}",
@@ -151,7 +149,7 @@ impl TransitService {
                     .join(", ")
             ))
         })?;
-        let filter = subscriber_filter(&req)?;
+        let filter = subscriber_filter(req)?;
         let subscription = stream.hub.subscribe();
         let registration = self.engine.registry().register(
             format!("subscriber/{}/{}", stream.name(), subscription.id()),
@@ -161,14 +159,25 @@ impl TransitService {
                 "gRPC subscriber from {peer}; polled by its connection task"
             )),
         );
-        let updates = SubscriberStream {
+        Ok(SubscriberStream {
             subscription,
             _registration: registration,
             shutdown: Box::pin(self.shutdown.clone().cancelled_owned()),
             filter,
             raw: req.include_raw_entities,
             done: false,
-        };
+        })
+    }
+
+    pub async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let updates = self.open_subscription(request.get_ref(), &peer)?;
         Ok(Response::new(Box::pin(updates)))
     }
 

@@ -16,6 +16,8 @@
 //! - [`server`]: [`Config`], binding the listeners, spawning every task, serving, [`Running`]
 //!   and its shutdown; [`start`] reads as its steps.
 //! - [`grpc`]: `stallwatch.transit.v1.TransitBroadcaster`, gRPC health and reflection.
+//! - `http2`: our own HTTP/2 server for the gRPC listener (`--grpc-server lean`, the
+//!   default): Subscribe served inside each connection's task, the rest bridged to tonic.
 //! - `http`: `/metrics` (from `metrics`), `/healthz`, and the loopback admin API on its own
 //!   thread.
 //! - `reporter`: the heartbeat to the sidecar (`stallwatch.report.v1`), independent of the
@@ -28,8 +30,8 @@
 //! The module graph has no cycles; each module imports only modules below it:
 //!
 //! ```text
-//! server ──> grpc, http, engine (and the pipeline modules it wires together)
-//! http ──> metrics ──> engine        grpc ──> engine
+//! server ──> grpc, http, http2, engine (and the pipeline modules it wires together)
+//! http2 ──> grpc, generated       http ──> metrics ──> engine        grpc ──> engine
 //! engine ──> dispatcher, source, stream, reporter, tasks, quarantine
 //! dispatcher, source ──> stream, feed
 //! stream ──> channel, hub, quarantine, spec, feed
@@ -66,6 +68,7 @@ pub mod feed;
 pub mod generated;
 pub mod grpc;
 pub(crate) mod http;
+mod http2;
 pub(crate) mod hub;
 pub(crate) mod metrics;
 pub mod quarantine;
@@ -80,4 +83,4 @@ pub mod util;
 pub mod validate;
 
 pub use engine::Engine;
-pub use server::{Config, Running, StartError, start};
+pub use server::{Config, GrpcServer, Running, StartError, start};

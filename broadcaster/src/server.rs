@@ -56,6 +56,45 @@ pub struct Config {
     pub prepare: PrepareFn,
     /// How long SIGTERM waits for subscribers to be told and connections to close.
     pub shutdown_grace: Duration,
+    /// Which HTTP/2 server serves the gRPC listener.
+    pub grpc_server: GrpcServer,
+}
+
+/// The gRPC listener's HTTP/2 server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GrpcServer {
+    /// Our own (`http2`): Subscribe streams served inside each connection's task, updates
+    /// batched into one write per connection.
+    #[default]
+    Lean,
+    /// tonic's (hyper, h2).
+    Tonic,
+}
+
+impl GrpcServer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lean => "lean",
+            Self::Tonic => "tonic",
+        }
+    }
+}
+
+impl std::fmt::Display for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for GrpcServer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lean" => Ok(Self::Lean),
+            "tonic" => Ok(Self::Tonic),
+            other => Err(format!("unknown gRPC server {other:?} (lean | tonic)")),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -71,6 +110,7 @@ impl std::fmt::Debug for Config {
             .field("report_url", &self.report_url)
             .field("report_interval", &self.report_interval)
             .field("fault", &self.fault)
+            .field("grpc_server", &self.grpc_server)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +133,7 @@ impl Default for Config {
             backoff: Backoff::default(),
             prepare: default_prepare(),
             shutdown_grace: Duration::from_secs(5),
+            grpc_server: GrpcServer::default(),
         }
     }
 }
@@ -173,7 +214,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     }
     let shutdown = CancellationToken::new();
     let (health, health_service) = start_health(&engine, &shutdown);
-    let grpc = serve_grpc(&engine, listeners.grpc, health_service, &shutdown)?;
+    let grpc = serve_grpc(&engine, listeners.grpc, health_service, &shutdown, &config)?;
     let http = serve_http(&engine, listeners.http, &shutdown);
     let admin = listeners
         .admin
@@ -509,42 +550,43 @@ fn start_health(
     (task, health_service)
 }
 
-/// TransitBroadcaster, health and reflection (v1 and v1alpha) on the gRPC listener.
+/// TransitBroadcaster, health and reflection (v1 and v1alpha) on the gRPC listener, served
+/// by the configured HTTP/2 server.
 fn serve_grpc(
     engine: &Arc<Engine>,
     listener: tokio::net::TcpListener,
     health_service: HealthServer<impl Health>,
     shutdown: &CancellationToken,
+    config: &Config,
 ) -> Result<JoinHandle<()>, StartError> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::generated::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(StartError::Reflection)?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::generated::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(StartError::Reflection)?;
+    let (reflection, reflection_alpha) = reflection()?;
     let service = crate::grpc::TransitService::new(engine.clone(), shutdown.clone());
-    let shutdown = shutdown.clone();
-    let serve = async move {
-        // TcpIncoming sets TCP_NODELAY on every accepted socket (`Server::tcp_nodelay` only
-        // applies to listeners tonic binds itself): without it Nagle's algorithm holds back
-        // small updates for milliseconds at moderate rates.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let result = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_alpha)
-            .add_service(crate::grpc::transit_server(service))
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = result {
-            tracing::error!("gRPC server: {e}");
-        }
-    };
+    let serve: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        match config.grpc_server {
+            GrpcServer::Lean => {
+                let routes = tonic::service::Routes::new(health_service)
+                    .add_service(reflection)
+                    .add_service(reflection_alpha)
+                    .add_service(crate::grpc::transit_server(service.clone()));
+                Box::pin(crate::http2::serve(
+                    listener,
+                    crate::http2::Services {
+                        transit: service,
+                        routes,
+                        shutdown: shutdown.clone(),
+                        grace: config.shutdown_grace,
+                    },
+                ))
+            }
+            GrpcServer::Tonic => Box::pin(serve_tonic(
+                listener,
+                health_service,
+                reflection,
+                reflection_alpha,
+                service,
+                shutdown.clone(),
+            )),
+        };
     Ok(engine.registry().spawn(
         &Handle::current(),
         "server/grpc",
@@ -552,6 +594,55 @@ fn serve_grpc(
         None,
         serve,
     ))
+}
+
+type Reflection<T> = tonic_reflection::server::v1::ServerReflectionServer<T>;
+type ReflectionAlpha<T> = tonic_reflection::server::v1alpha::ServerReflectionServer<T>;
+
+/// Server reflection v1 and v1alpha over our protos and gRPC health's.
+fn reflection() -> Result<
+    (
+        Reflection<impl tonic_reflection::server::v1::ServerReflection>,
+        ReflectionAlpha<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    ),
+    StartError,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::generated::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(StartError::Reflection)?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::generated::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(StartError::Reflection)?;
+    Ok((v1, v1alpha))
+}
+
+/// tonic's server (hyper, h2): `--grpc-server tonic`.
+async fn serve_tonic(
+    listener: tokio::net::TcpListener,
+    health_service: HealthServer<impl Health>,
+    reflection: Reflection<impl tonic_reflection::server::v1::ServerReflection>,
+    reflection_alpha: ReflectionAlpha<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    service: crate::grpc::TransitService,
+    shutdown: CancellationToken,
+) {
+    // TcpIncoming sets TCP_NODELAY on every accepted socket (`Server::tcp_nodelay` only
+    // applies to listeners tonic binds itself): without it Nagle's algorithm holds back
+    // small updates for milliseconds at moderate rates.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(crate::grpc::transit_server(service))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = result {
+        tracing::error!("gRPC server: {e}");
+    }
 }
 
 /// `/metrics` and `/healthz` on the public HTTP listener.
@@ -585,6 +676,7 @@ fn log_serving(running: &Running, config: &Config) {
         source = config.source.kind(),
         streams = %config.streams.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "),
         instance = running.engine.instance(),
+        grpc_server = %config.grpc_server,
         "transit-broadcaster serving"
     );
 }

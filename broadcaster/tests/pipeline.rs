@@ -558,6 +558,11 @@ async fn hang_dispatcher_wedges_one_stream_while_the_others_flow() {
     for seq in 1..=10 {
         running.ingest().push(good_feed());
         assert_eq!(next_update(&mut sub_b).await.seq, seq);
+        if seq == 1 {
+            // b's update can arrive before a's dispatcher even ran on a loaded machine; the
+            // counts below need a to have taken the first item before the channel fills.
+            eventually("a took the first item", || a.report().dequeued_total == 1).await;
+        }
     }
     let ra = a.report();
     assert_eq!(ra.dequeued_total, 1, "took one item, then hung");

@@ -108,12 +108,23 @@ fn sigterm(child: &Child) {
 
 #[test]
 fn sigterm_ends_subscriber_streams_with_unavailable_and_exits_zero() {
-    let mut server = serve(&[
+    sigterm_ends_subscriber_streams(&[], "lean");
+}
+
+#[test]
+fn the_tonic_grpc_server_still_serves_and_shuts_down_the_same() {
+    sigterm_ends_subscriber_streams(&["--grpc-server", "tonic"], "tonic");
+}
+
+fn sigterm_ends_subscriber_streams(extra: &[&str], grpc_server: &str) {
+    let mut args = vec![
         "--source",
         "synthetic://?rate=20&vehicles=8",
         "--report-url",
         "",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut server = serve(&args);
     let mut sub = Command::new(BIN)
         .args([
             "subscribe",
@@ -162,6 +173,10 @@ fn sigterm_ends_subscriber_streams_with_unavailable_and_exits_zero() {
     );
     let log = server.log.lock().unwrap().join("\n");
     assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(
+        log.contains(&format!("\"grpc_server\":\"{grpc_server}\"")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -220,6 +235,7 @@ fn bad_options_are_refused_with_clear_errors() {
         (vec!["--source", "ftp://x"], "unsupported source scheme"),
         (vec!["--stream", "Bad_Name"], "DNS label"),
         (vec!["--fault", "explode"], "unknown fault mode"),
+        (vec!["--grpc-server", "hyper"], "unknown gRPC server"),
         (vec!["--channel-capacity", "0"], "channel-capacity"),
         (vec!["--report-interval", "soon"], "report-interval"),
         (

@@ -9,13 +9,14 @@ use std::time::Duration;
 use transit_broadcaster::generated::transit_v1::SubscribeRequest;
 use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
 
-use super::{free_port, rss_kib, scale};
+use super::{GrpcServer, free_port, grpc_servers, rss_kib, scale, system_name};
 
 /// (connections, idle subscribers spread over them). The row without subscribers is the
 /// connections' own cost.
 const ROWS: [(usize, usize); 4] = [(10, 1000), (1000, 0), (1000, 1000), (10_000, 10_000)];
 
 struct MemoryRow {
+    server: GrpcServer,
     connections: usize,
     subscribers: usize,
     before_kib: u64,
@@ -34,16 +35,25 @@ impl MemoryRow {
     }
 }
 
-/// Measures and prints every row.
+/// Measures and prints every row, for each gRPC server.
 pub fn run(client_rt: &tokio::runtime::Runtime) {
     println!("## 3. Memory per idle subscriber (RSS of a `transit-broadcaster serve` process)");
     println!();
-    println!("| connections | idle subscribers | RSS before | RSS with them | per subscriber |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| connections | idle subscribers | server | RSS before | RSS with them | per subscriber |"
+    );
+    println!("|---:|---:|---|---:|---:|---:|");
     scale::raise_fd_limit();
     let rows: Vec<MemoryRow> = ROWS
         .iter()
-        .map(|&(connections, subscribers)| measure(client_rt, connections, subscribers))
+        .flat_map(|&(connections, subscribers)| {
+            grpc_servers()
+                .into_iter()
+                .map(move |server| (server, connections, subscribers))
+        })
+        .map(|(server, connections, subscribers)| {
+            measure(client_rt, server, connections, subscribers)
+        })
         .collect();
     for r in &rows {
         let per = if r.subscribers == 0 {
@@ -52,8 +62,12 @@ pub fn run(client_rt: &tokio::runtime::Runtime) {
             format!("{:.1} KiB", r.per_kib())
         };
         println!(
-            "| {} | {} | {} KiB | {} KiB | {per} |",
-            r.connections, r.subscribers, r.before_kib, r.after_kib
+            "| {} | {} | {} | {} KiB | {} KiB | {per} |",
+            r.connections,
+            r.subscribers,
+            system_name(r.server),
+            r.before_kib,
+            r.after_kib
         );
     }
     println!();
@@ -63,12 +77,13 @@ pub fn run(client_rt: &tokio::runtime::Runtime) {
 /// spread over them.
 fn measure(
     client_rt: &tokio::runtime::Runtime,
+    server: GrpcServer,
     connections: usize,
     subscribers: usize,
 ) -> MemoryRow {
     let (grpc_port, http_port) = (free_port(), free_port());
     // One update per 1,000 s: the subscribers stay idle.
-    let mut child = scale::spawn_server(grpc_port, http_port, 0.001);
+    let mut child = scale::spawn_server(server, grpc_port, http_port, 0.001);
     let pid = child.id();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], grpc_port).into();
     let subscribe = |channel| async move {
@@ -97,6 +112,7 @@ fn measure(
     let _ = child.kill();
     let _ = child.wait();
     MemoryRow {
+        server,
         connections,
         subscribers,
         before_kib,

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use transit_broadcaster::generated::transit_v1::SubscribeRequest;
 use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
 
-use super::{free_port, rss_kib};
+use super::{GrpcServer, free_port, rss_kib};
 
 /// Vehicles in the synthetic feed: its prepared update then encodes to about 1 KiB (printed).
 const SYNTHETIC_VEHICLES: u32 = 11;
@@ -156,10 +156,17 @@ pub async fn connect_many(addr: std::net::SocketAddr, n: usize) -> Vec<Channel> 
 }
 
 /// Starts `transit-broadcaster serve` with the synthetic source at `rate` updates/s.
-pub fn spawn_server(grpc_port: u16, http_port: u16, rate: f64) -> std::process::Child {
+pub fn spawn_server(
+    server: GrpcServer,
+    grpc_port: u16,
+    http_port: u16,
+    rate: f64,
+) -> std::process::Child {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_transit-broadcaster"))
         .args([
             "serve",
+            "--grpc-server",
+            server.as_str(),
             "--grpc-addr",
             &format!("127.0.0.1:{grpc_port}"),
             "--http-addr",
@@ -198,11 +205,11 @@ struct ClientTally {
 
 /// Runs `subscribers` subscribers against a fresh server process for `measure` after they are
 /// all subscribed (plus a settling second).
-pub async fn run(subscribers: usize, measure: Duration) -> ScaleResult {
+pub async fn run(server: GrpcServer, subscribers: usize, measure: Duration) -> ScaleResult {
     let fd_limit = raise_fd_limit();
     let connections = subscribers.min(fd_limit.saturating_sub(SPARE_FDS).max(1) as usize);
     let (grpc_port, http_port) = (free_port(), free_port());
-    let mut child = spawn_server(grpc_port, http_port, 1.0);
+    let mut child = spawn_server(server, grpc_port, http_port, 1.0);
     let pid = child.id();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], grpc_port).into();
 
@@ -292,7 +299,7 @@ pub async fn run(subscribers: usize, measure: Duration) -> ScaleResult {
     let _ = child.kill();
     let _ = child.wait();
     let mut result = ScaleResult {
-        system: "gRPC",
+        system: super::system_name(server),
         subscribers,
         connections: connections + 1,
         fd_limit,
@@ -453,18 +460,37 @@ pub async fn run_nats(
     result
 }
 
-/// Prints section 4's table: rows in pairs (gRPC, then NATS when it ran) per subscriber count.
-pub fn print(results: &[(ScaleResult, Option<ScaleResult>)]) {
+/// Prints section 4's table: rows per subscriber count, each gRPC server then NATS when it
+/// ran; ratios to NATS first.
+pub fn print(results: &[(Vec<ScaleResult>, Option<ScaleResult>)]) {
     println!(
         "## 4. Scale: one server process, 1 update/s to every subscriber, one connection each"
     );
+    println!();
+    println!(
+        "| subscribers | system | p99 / NATS | RSS per subscriber / NATS | server CPU / NATS |"
+    );
+    println!("|---:|---|---:|---:|---:|");
+    for (grpc, n) in results {
+        let Some(n) = n else { continue };
+        for g in grpc {
+            println!(
+                "| {} | {} | {:.2}x | {:.2}x | {:.2}x |",
+                g.subscribers,
+                g.system,
+                g.percentile(0.99) / n.percentile(0.99),
+                g.per_subscriber_kib() / n.per_subscriber_kib(),
+                g.server_cpu_pct / n.server_cpu_pct.max(1e-9),
+            );
+        }
+    }
     println!();
     println!(
         "| subscribers | system | real connections | update | p50 / p99 / max | deliveries/s | gaps + missed (clients) | lagged (server) | server RSS per subscriber | server CPU | connect time |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (grpc, nats) in results {
-        for r in std::iter::once(grpc).chain(nats) {
+        for r in grpc.iter().chain(nats) {
             println!(
                 "| {} | {} | {} | {} B | {:.2} / {:.2} / {:.2} ms | {:.0} | {} + {} | {} | {:.1} KiB | {:.0}% of a core | {:.1} s |",
                 r.subscribers,
@@ -484,23 +510,7 @@ pub fn print(results: &[(ScaleResult, Option<ScaleResult>)]) {
             );
         }
     }
-    println!();
-    println!(
-        "| subscribers | p99 gRPC/NATS | RSS per subscriber gRPC/NATS | server CPU gRPC/NATS |"
-    );
-    println!("|---:|---:|---:|---:|");
-    for (g, n) in results {
-        if let Some(n) = n {
-            println!(
-                "| {} | {:.2}x | {:.2}x | {:.2}x |",
-                g.subscribers,
-                g.percentile(0.99) / n.percentile(0.99),
-                g.per_subscriber_kib() / n.per_subscriber_kib(),
-                g.server_cpu_pct / n.server_cpu_pct.max(1e-9),
-            );
-        }
-    }
-    if let Some((r, _)) = results.first() {
+    if let Some(r) = results.first().and_then(|(g, _)| g.first()) {
         println!();
         println!(
             "(open-file soft limit {} after raising it to the hard limit; \"real connections\" includes the warm-up or publisher connection; both servers are child processes (the broadcaster with its default runtime and the synthetic source, nats-server with the bench's publisher), the load generator shares the 2 CPUs on a 2-thread runtime; latency is the server's receipt (gRPC) or the publisher's send (NATS) timestamp to the client's receipt, same clock; RSS per subscriber is (server RSS with every subscriber connected, receiving 1 update/s) - (RSS before they connected), divided by subscribers)",

@@ -1,0 +1,302 @@
+//! Serving ready streams into the connection's one write buffer: updates and bridged
+//! responses framed as DATA (split at the peer's SETTINGS_MAX_FRAME_SIZE) under the
+//! connection and stream send windows; headers and trailers. A stream without window is
+//! simply not drained: its hub queue fills and the hub counts it as lagged.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures::Stream as _;
+use futures::task::waker_ref;
+use http::HeaderMap;
+use tonic::Status;
+
+use super::bridge::{BridgeEvent, Bridged};
+use super::conn::{Conn, Out};
+use super::flow::SendWindow;
+use super::frame::{self, Reason};
+use super::headers;
+use super::stream::{State, Stream};
+use super::subscribe::WireUpdate;
+use crate::grpc::SubscriberStream;
+
+/// What serving a stream came to.
+enum Outcome {
+    /// Nothing more now: it waits for its waker or its own window.
+    Idle,
+    /// It waits for the connection's window.
+    BlockedOnConn,
+    /// The write buffer is full: serve it again after a write.
+    Full,
+    /// Its response ended (trailers or RST_STREAM are in the buffer).
+    Ended,
+}
+
+impl Conn {
+    /// Serves the ready streams. Returns whether some are left for after a write.
+    pub(super) fn serve_ready(&mut self) -> bool {
+        while let Some(id) = self.ready.pop_front() {
+            if self.out.full() {
+                self.ready.push_front(id);
+                return true;
+            }
+            let Some(stream) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            stream.waker.clear();
+            match serve_stream(id, stream, &mut self.out) {
+                Outcome::Idle => {}
+                Outcome::BlockedOnConn => self.blocked_on_conn.push(id),
+                Outcome::Full => {
+                    self.ready.push_front(id);
+                    return true;
+                }
+                Outcome::Ended => self.remove_stream(id),
+            }
+        }
+        false
+    }
+}
+
+fn serve_stream(id: u32, stream: &mut Stream, out: &mut Out) -> Outcome {
+    let Stream {
+        send,
+        pending,
+        waker,
+        state,
+        remote_closed,
+        ..
+    } = stream;
+    let waker = waker_ref(waker);
+    let mut cx = Context::from_waker(&waker);
+    // This stream's DATA frame that ends the buffer, which its next message may join.
+    let mut open = None;
+    loop {
+        if !send_pending(id, send, pending, out) {
+            return blocked(out);
+        }
+        if out.full() {
+            return Outcome::Full;
+        }
+        if send.available() == 0 {
+            return Outcome::Idle;
+        }
+        if out.window.available() == 0 {
+            return Outcome::BlockedOnConn;
+        }
+        let step = match state {
+            State::SubscribeRequest { .. } => return Outcome::Idle,
+            State::Subscribe(updates) => {
+                next_update(id, updates, send, pending, out, &mut open, &mut cx)
+            }
+            State::Bridge(bridged) => next_bridge_event(id, bridged, send, pending, out, &mut cx),
+        };
+        match step {
+            Step::Continue => {}
+            Step::Pending => return Outcome::Idle,
+            Step::End(status) => {
+                if let Some(status) = status {
+                    respond_status(out, id, &status, true, *remote_closed);
+                } else {
+                    finish(out, id, *remote_closed);
+                }
+                return Outcome::Ended;
+            }
+            Step::Reset => {
+                frame::put_rst_stream(&mut out.buf, id, Reason::InternalError);
+                return Outcome::Ended;
+            }
+        }
+    }
+}
+
+/// One step of a stream's response.
+enum Step {
+    Continue,
+    Pending,
+    /// The response ended: with these trailers to send (`None`: already sent).
+    End(Option<Status>),
+    Reset,
+}
+
+fn next_update(
+    id: u32,
+    updates: &mut SubscriberStream,
+    send: &mut SendWindow,
+    pending: &mut Bytes,
+    out: &mut Out,
+    open: &mut Option<usize>,
+    cx: &mut Context<'_>,
+) -> Step {
+    match Pin::new(updates).poll_next(cx) {
+        Poll::Pending => Step::Pending,
+        Poll::Ready(Some(Ok(update))) => {
+            write_message(id, &WireUpdate::new(update), send, pending, out, open);
+            Step::Continue
+        }
+        Poll::Ready(Some(Err(status))) => Step::End(Some(status)),
+        Poll::Ready(None) => Step::End(Some(Status::ok(""))),
+    }
+}
+
+fn next_bridge_event(
+    id: u32,
+    bridged: &mut Bridged,
+    send: &mut SendWindow,
+    pending: &mut Bytes,
+    out: &mut Out,
+    cx: &mut Context<'_>,
+) -> Step {
+    match bridged.events.poll_recv(cx) {
+        Poll::Pending => Step::Pending,
+        Poll::Ready(Some(BridgeEvent::Head(parts))) => {
+            let mut block = out.new_header_block();
+            headers::encode_response(&mut block, parts.status.as_u16(), &parts.headers);
+            // gRPC's trailers-only response (a status in the headers) ends the stream.
+            let trailers_only = parts.headers.contains_key("grpc-status");
+            frame::put_headers(&mut out.buf, id, &block, out.max_frame, trailers_only);
+            bridged.head_sent = true;
+            if trailers_only {
+                Step::End(None)
+            } else {
+                Step::Continue
+            }
+        }
+        Poll::Ready(Some(BridgeEvent::Data(data))) => {
+            write_bytes(id, data, send, pending, out);
+            Step::Continue
+        }
+        Poll::Ready(Some(BridgeEvent::Trailers(trailers))) => {
+            put_trailers(out, id, &trailers);
+            Step::End(None)
+        }
+        Poll::Ready(Some(BridgeEvent::Failed)) => Step::Reset,
+        Poll::Ready(None) if bridged.head_sent => {
+            frame::put_data(&mut out.buf, id, &[], out.max_frame, true);
+            Step::End(None)
+        }
+        Poll::Ready(None) => Step::Reset,
+    }
+}
+
+fn blocked(out: &Out) -> Outcome {
+    if out.window.available() == 0 {
+        Outcome::BlockedOnConn
+    } else {
+        Outcome::Idle
+    }
+}
+
+/// Frames the message straight from its parts (into the stream's open frame when it fits)
+/// when the windows allow all of it; otherwise joins it and sends what they allow.
+fn write_message(
+    id: u32,
+    message: &WireUpdate,
+    send: &mut SendWindow,
+    pending: &mut Bytes,
+    out: &mut Out,
+    open: &mut Option<usize>,
+) {
+    let len = message.len();
+    if len <= send.available() && len <= out.window.available() {
+        frame::append_data(&mut out.buf, open, id, &message.parts(), out.max_frame);
+        send.consume(len);
+        out.window.consume(len);
+        return;
+    }
+    *open = None;
+    *pending = message.to_bytes();
+    send_pending(id, send, pending, out);
+}
+
+fn write_bytes(id: u32, data: Bytes, send: &mut SendWindow, pending: &mut Bytes, out: &mut Out) {
+    *pending = data;
+    send_pending(id, send, pending, out);
+}
+
+/// Sends what the windows allow of `pending`. Returns whether nothing is left.
+fn send_pending(id: u32, send: &mut SendWindow, pending: &mut Bytes, out: &mut Out) -> bool {
+    if pending.is_empty() {
+        return true;
+    }
+    let n = pending
+        .len()
+        .min(send.available())
+        .min(out.window.available());
+    if n > 0 {
+        frame::put_data(&mut out.buf, id, &[&pending[..n]], out.max_frame, false);
+        send.consume(n);
+        out.window.consume(n);
+        pending.advance(n);
+    }
+    if pending.is_empty() {
+        *pending = Bytes::new();
+        return true;
+    }
+    false
+}
+
+/// `:status 200`, `content-type: application/grpc`: a gRPC response's headers.
+pub(super) fn respond_grpc_head(out: &mut Out, id: u32) {
+    let mut block = out.new_header_block();
+    headers::encode_response(&mut block, 200, &grpc_content_type());
+    frame::put_headers(&mut out.buf, id, &block, out.max_frame, false);
+}
+
+fn grpc_content_type() -> HeaderMap {
+    let mut map = HeaderMap::new();
+    map.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    map
+}
+
+/// Ends a gRPC response with `status`: as trailers after the headers, or (`head_sent` false)
+/// as a trailers-only response, exactly as tonic sends them.
+pub(super) fn respond_status(
+    out: &mut Out,
+    id: u32,
+    status: &Status,
+    head_sent: bool,
+    remote_closed: bool,
+) {
+    let mut fields = if head_sent {
+        HeaderMap::new()
+    } else {
+        grpc_content_type()
+    };
+    if status.add_header(&mut fields).is_err() {
+        fields.insert("grpc-status", http::HeaderValue::from_static("13"));
+    }
+    let mut block = out.new_header_block();
+    if head_sent {
+        headers::encode_fields(&mut block, &fields);
+    } else {
+        headers::encode_response(&mut block, 200, &fields);
+    }
+    frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
+    finish(out, id, remote_closed);
+}
+
+/// An HTTP error response (no gRPC): the header list was too large.
+pub(super) fn respond_http_status(out: &mut Out, id: u32, status: u16, remote_closed: bool) {
+    let mut block = out.new_header_block();
+    headers::encode_response(&mut block, status, &HeaderMap::new());
+    frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
+    finish(out, id, remote_closed);
+}
+
+fn put_trailers(out: &mut Out, id: u32, trailers: &HeaderMap) {
+    let mut block = out.new_header_block();
+    headers::encode_fields(&mut block, trailers);
+    frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
+}
+
+/// After our END_STREAM: a request still open is told to stop (RFC 9113 section 8.1).
+fn finish(out: &mut Out, id: u32, remote_closed: bool) {
+    if !remote_closed {
+        frame::put_rst_stream(&mut out.buf, id, Reason::NoError);
+    }
+}
