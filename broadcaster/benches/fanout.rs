@@ -24,11 +24,14 @@
 #[path = "common/light_subscribe.rs"]
 mod light_subscribe;
 use light_subscribe::subscribe_light;
+#[path = "common/vehicle_feed.rs"]
+mod vehicle_feed;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vehicle_feed::vehicle_feed;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -36,10 +39,6 @@ use prost::Message;
 use stallwatch_core::clock::now_us;
 use stallwatch_testkit::net::free_port;
 use tonic::transport::Channel;
-use transit_broadcaster::generated::transit_realtime::{
-    FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, VehicleDescriptor,
-    VehiclePosition,
-};
 use transit_broadcaster::generated::transit_v1::StreamUpdate;
 use transit_broadcaster::server::{Config, GrpcServer, Running};
 use transit_broadcaster::source::SourceSpec;
@@ -113,55 +112,19 @@ fn scale() -> f64 {
 
 /// A feed whose prepared update encodes to about 1 KiB.
 fn feed_for_1kib() -> (Bytes, usize) {
-    let entity = |i: usize| FeedEntity {
-        id: format!("veh-{i}"),
-        vehicle: Some(VehiclePosition {
-            trip: Some(TripDescriptor {
-                trip_id: Some(format!("T1-{i}")),
-                route_id: Some("R1".into()),
-                ..Default::default()
-            }),
-            vehicle: Some(VehicleDescriptor {
-                id: Some(format!("V{i}")),
-                label: Some(format!("bus {i}")),
-                ..Default::default()
-            }),
-            position: Some(Position {
-                latitude: Some(52.5),
-                longitude: Some(13.4),
-                bearing: Some(90.0),
-                odometer: None,
-                speed: Some(8.0),
-            }),
-            timestamp: Some(1_795_837_200),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut n = 1;
-    loop {
-        let feed = FeedMessage {
-            header: FeedHeader {
-                gtfs_realtime_version: "2.0".into(),
-                incrementality: None,
-                timestamp: Some(1_795_837_200),
-                feed_version: None,
-            },
-            entity: (0..n).map(entity).collect(),
-        };
-        let bytes = Bytes::from(feed.encode_to_vec());
-        let item = transit_broadcaster::channel::Item::new(bytes.clone());
-        let mut update = transit_broadcaster::feed::prepare(&Default::default(), &item)
-            .unwrap()
-            .to_update();
-        update.stream = "all".into();
-        update.seq = 1_000_000;
-        let size = update.encoded_len();
-        if size >= 1000 {
-            return (bytes, size);
-        }
-        n += 1;
-    }
+    (1..)
+        .map(|n| {
+            let bytes = vehicle_feed(n);
+            let item = transit_broadcaster::channel::Item::new(bytes.clone());
+            let mut update = transit_broadcaster::feed::prepare(&Default::default(), &item)
+                .unwrap()
+                .to_update();
+            update.stream = "all".into();
+            update.seq = 1_000_000;
+            (bytes, update.encoded_len())
+        })
+        .find(|(_, size)| *size >= 1000)
+        .unwrap()
 }
 
 /// A 1 KiB NATS payload: an encoded StreamUpdate carrying the sequence and send time.

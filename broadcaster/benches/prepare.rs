@@ -27,8 +27,11 @@
 #[path = "common/light_subscribe.rs"]
 mod light_subscribe;
 use light_subscribe::subscribe_light;
+#[path = "common/vehicle_feed.rs"]
+mod vehicle_feed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vehicle_feed::vehicle_feed;
 
 use bytes::Bytes;
 use prost::Message;
@@ -40,8 +43,7 @@ use transit_broadcaster::generated::transit_realtime::trip_update::{
     StopTimeEvent, StopTimeUpdate,
 };
 use transit_broadcaster::generated::transit_realtime::{
-    FeedEntity, FeedHeader, FeedMessage, Position, TripDescriptor, TripUpdate, VehicleDescriptor,
-    VehiclePosition,
+    FeedEntity, FeedHeader, FeedMessage, TripDescriptor, TripUpdate, VehicleDescriptor,
 };
 use transit_broadcaster::server::Config;
 use transit_broadcaster::source::SourceSpec;
@@ -134,45 +136,8 @@ fn big_feed() -> Bytes {
 
 /// The fan-out bench's feed: vehicles until our update encodes to about 1 KiB.
 fn feed_1kib() -> Bytes {
-    let entity = |i: usize| FeedEntity {
-        id: format!("veh-{i}"),
-        vehicle: Some(VehiclePosition {
-            trip: Some(TripDescriptor {
-                trip_id: Some(format!("T1-{i}")),
-                route_id: Some("R1".into()),
-                ..Default::default()
-            }),
-            vehicle: Some(VehicleDescriptor {
-                id: Some(format!("V{i}")),
-                label: Some(format!("bus {i}")),
-                ..Default::default()
-            }),
-            position: Some(Position {
-                latitude: Some(52.5),
-                longitude: Some(13.4),
-                bearing: Some(90.0),
-                odometer: None,
-                speed: Some(8.0),
-            }),
-            timestamp: Some(1_795_837_200),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     (1..)
-        .map(|n| -> Bytes {
-            FeedMessage {
-                header: FeedHeader {
-                    gtfs_realtime_version: "2.0".into(),
-                    incrementality: None,
-                    timestamp: Some(1_795_837_200),
-                    feed_version: None,
-                },
-                entity: (0..n).map(entity).collect(),
-            }
-            .encode_to_vec()
-            .into()
-        })
+        .map(vehicle_feed)
         .find(|b| feed::decode(b).unwrap().body.len() >= 960)
         .unwrap()
 }
