@@ -15,7 +15,8 @@
 //!    1,000 idle subscribers on 10 and on 1,000 connections, 10,000 on their own connections,
 //!    and 1,000 connections without a subscriber (`memory.rs`).
 //! 4. Scale: 1,000 and 10,000 subscribers of a real `transit-broadcaster serve` process at one
-//!    ~1 KiB update per second, each on its own HTTP/2 connection (`scale.rs`).
+//!    ~1 KiB update per second, each on its own HTTP/2 connection (`scale.rs`), beside
+//!    nats-server and a TCP floor (`floor.rs`), read by light clients (`scale_clients.rs`).
 //!
 //! The broadcaster runs in-process on its own 2-thread runtime; clients run on another; the
 //! machine's cores are shared by everything, nats-server included. `BENCH_SCALE` (default 1.0)
@@ -43,10 +44,14 @@ use transit_broadcaster::generated::transit_v1::StreamUpdate;
 use transit_broadcaster::server::{Config, GrpcServer, Running};
 use transit_broadcaster::source::SourceSpec;
 
+#[path = "fanout/floor.rs"]
+mod floor;
 #[path = "fanout/memory.rs"]
 mod memory;
 #[path = "fanout/scale.rs"]
 mod scale;
+#[path = "fanout/scale_clients.rs"]
+mod scale_clients;
 
 const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
@@ -68,7 +73,9 @@ const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
 const CLIENT_CONNECTION_WINDOW: u32 = 8 << 20;
 
 /// `BENCH_SUBSCRIBERS=100` runs one subscriber count; `BENCH_SECTIONS=fanout,overhead,memory,scale`
-/// picks sections (default: all); `BENCH_SCALE_SUBSCRIBERS=1000,10000` the scale section's counts.
+/// picks sections (default: all); `BENCH_SCALE_SUBSCRIBERS=1000,10000` the scale section's counts,
+/// `BENCH_SCALE_CLIENT=light|real` its load generator, `BENCH_SCALE_CONNECTIONS=100` caps its
+/// connections (the real clients then multiplex subscribers over them).
 fn subscriber_counts() -> Vec<usize> {
     std::env::var("BENCH_SUBSCRIBERS")
         .ok()
@@ -534,6 +541,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // The scale section's TCP floor runs this binary as its server process.
+    if let Some(record_len) = std::env::var(floor::RECORD_LEN_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        floor::serve(record_len);
+        return;
+    }
     let scale = scale();
     let server_rt = runtime(2, "bench-server");
     let client_rt = runtime(2, "bench-clients");
@@ -669,17 +684,33 @@ fn main() {
     // 4. Scale.
     if section("scale") {
         let measure = Duration::from_secs_f64((20.0 * scale).max(3.0));
+        let client = scale::ScaleClient::from_env();
         let results: Vec<_> = scale_subscriber_counts()
             .into_iter()
             .map(|subs| {
                 let grpc = grpc_servers()
                     .into_iter()
-                    .map(|server| client_rt.block_on(scale::run(server, subs, measure)))
+                    .map(|server| client_rt.block_on(scale::run(server, subs, measure, client)))
                     .collect::<Vec<_>>();
                 let nats = nats.as_ref().map(|n| {
-                    client_rt.block_on(scale::run_nats(n.0.id(), n.1, subs, measure, &template))
+                    client_rt.block_on(scale::run_nats(
+                        n.0.id(),
+                        n.1,
+                        subs,
+                        measure,
+                        &template,
+                        client,
+                    ))
                 });
-                (grpc, nats)
+                // One update as the gRPC server writes it: frame header, gRPC prefix, message.
+                let record_len = 9 + 5 + grpc.first().map_or(update_size, |g| g.update_size);
+                // The floor cannot multiplex: it runs only when every subscriber has its own
+                // connection.
+                let floor = grpc
+                    .first()
+                    .is_none_or(|g| g.connections > subs)
+                    .then(|| client_rt.block_on(scale::run_floor(subs, measure, record_len)));
+                (grpc, nats, floor)
             })
             .collect();
         scale::print(&results);

@@ -1,22 +1,29 @@
 //! Section 4: many subscribers on one broadcaster process. A real `transit-broadcaster serve`
 //! child process publishes one ~1 KiB update per second (the synthetic source) to N
 //! subscribers, each on its own HTTP/2 connection when the open-file limit allows (otherwise
-//! connections are shared, and the table says how many real connections the run held).
+//! the real clients share connections, and the table says how many real connections the run
+//! held). All N get the same update at the same instant: the worst case, a herd every second.
 //! Measured: latency from the broadcaster's receipt to each subscriber's receipt, sequence gaps
 //! and `missed` counts seen by the clients (lag), the server's own lag counter, the server's
-//! RSS per subscriber and its CPU use. The same load then goes to `nats-server` (one async-nats
-//! connection per subscriber) for a side-by-side row.
+//! RSS per subscriber and its CPU use. The same load then goes to `nats-server` and to the TCP
+//! floor (`floor.rs`: the same bytes written straight to each socket) for side-by-side rows.
+//! The load generator is `scale_clients`' light subscribers by default, so that at 10,000 the
+//! latency measured is the servers' more than the client's; `BENCH_SCALE_CLIENT=real` runs
+//! tonic's client and async-nats instead.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use stallwatch_core::clock::now_us;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use transit_broadcaster::generated::transit_v1::SubscribeRequest;
 use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::TransitBroadcasterClient;
 
+use super::scale_clients::{FloorReader, H2Subscriber, NatsSubscriber, ScaleHeader, UpdateSource};
 use super::{GrpcServer, free_port, rss_kib};
 
 /// Vehicles in the synthetic feed: its prepared update then encodes to about 1 KiB (printed).
@@ -26,20 +33,11 @@ const CONNECT_CONCURRENCY: usize = 128;
 /// Descriptors kept free for everything else in each process.
 const SPARE_FDS: u64 = 256;
 
-/// What a scale-test client decodes: sequence, receipt time and `missed`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ScaleHeader {
-    #[prost(uint64, tag = "2")]
-    seq: u64,
-    #[prost(uint64, tag = "4")]
-    received_at_us: u64,
-    #[prost(uint64, tag = "5")]
-    missed: u64,
-}
-
 /// One scale run's results.
 pub struct ScaleResult {
     pub system: &'static str,
+    /// The load generator's client (`light`, `tonic`, `async-nats`).
+    pub client: &'static str,
     pub subscribers: usize,
     pub connections: usize,
     pub fd_limit: u64,
@@ -195,6 +193,33 @@ pub fn spawn_server(
     child
 }
 
+/// Which subscribers the scale section runs (`BENCH_SCALE_CLIENT=light|real`, default light).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ScaleClient {
+    /// `scale_clients`' light HTTP/2 and NATS subscribers (several per connection only when
+    /// connections are capped).
+    Light,
+    /// tonic's client and async-nats.
+    Real,
+}
+
+impl ScaleClient {
+    pub fn from_env() -> Self {
+        match std::env::var("BENCH_SCALE_CLIENT").as_deref() {
+            Ok("real") => ScaleClient::Real,
+            _ => ScaleClient::Light,
+        }
+    }
+
+    fn name(self, system: &str) -> &'static str {
+        match (self, system) {
+            (ScaleClient::Light, _) => "light",
+            (ScaleClient::Real, "NATS") => "async-nats",
+            (ScaleClient::Real, _) => "tonic",
+        }
+    }
+}
+
 #[derive(Default)]
 struct ClientTally {
     deliveries: u64,
@@ -203,11 +228,158 @@ struct ClientTally {
     latencies_us: Vec<u64>,
 }
 
+/// Reads `source` until `stop`, tallying what arrives while `measuring`.
+async fn tally(
+    mut source: impl UpdateSource,
+    measuring: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> ClientTally {
+    let mut t = ClientTally::default();
+    let mut last_seq: Vec<Option<u64>> = Vec::new();
+    loop {
+        let (lane, u) = tokio::select! {
+            () = stop.cancelled() => break,
+            u = source.next_update() => match u {
+                Some(u) => u,
+                None => break,
+            },
+        };
+        if lane >= last_seq.len() {
+            last_seq.resize(lane + 1, None);
+        }
+        if measuring.load(Ordering::Relaxed) {
+            t.deliveries += 1;
+            t.latencies_us
+                .push(now_us().saturating_sub(u.received_at_us));
+            t.missed += u.missed;
+            if let Some(prev) = last_seq[lane] {
+                t.gaps += u.seq.saturating_sub(prev + 1);
+            }
+        }
+        last_seq[lane] = Some(u.seq);
+    }
+    t
+}
+
+/// Every subscriber task of one run and the switches they share.
+struct Subscribers {
+    measuring: Arc<AtomicBool>,
+    subscribed: Arc<AtomicU64>,
+    subscribers: u64,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<ClientTally>>,
+    connect_start: Instant,
+}
+
+impl Subscribers {
+    /// Spawns one task per entry of `lanes`; `open(i, lanes[i])` subscribes that many
+    /// subscribers for the i-th, at most `CONNECT_CONCURRENCY` tasks at a time.
+    fn spawn<S, F>(lanes: &[usize], open: impl Fn(usize, usize) -> F) -> Self
+    where
+        F: Future<Output = S> + Send + 'static,
+        S: UpdateSource + 'static,
+    {
+        let subscribers = Subscribers {
+            measuring: Arc::default(),
+            subscribed: Arc::default(),
+            subscribers: lanes.iter().sum::<usize>() as u64,
+            stop: CancellationToken::new(),
+            tasks: Vec::with_capacity(lanes.len()),
+            connect_start: Instant::now(),
+        };
+        let gate = Arc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
+        let tasks = lanes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let opening = open(i, n);
+                let (gate, measuring, subscribed, stop) = (
+                    gate.clone(),
+                    subscribers.measuring.clone(),
+                    subscribers.subscribed.clone(),
+                    subscribers.stop.clone(),
+                );
+                tokio::spawn(async move {
+                    let permit = gate.acquire_owned().await;
+                    let source = opening.await;
+                    drop(permit);
+                    subscribed.fetch_add(n as u64, Ordering::SeqCst);
+                    tally(source, measuring, stop).await
+                })
+            })
+            .collect();
+        Subscribers {
+            tasks,
+            ..subscribers
+        }
+    }
+
+    /// Waits until every subscriber is subscribed; returns how long that took since `spawn`.
+    async fn all_subscribed(&self) -> Duration {
+        while self.subscribed.load(Ordering::SeqCst) < self.subscribers {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.connect_start.elapsed()
+    }
+
+    /// After a settling second: server RSS, then `measure` of tallying with the server's CPU
+    /// use (% of one core) and the window's exact length.
+    async fn measure(&self, pid: u32, measure: Duration) -> (u64, f64, Duration) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_loaded_kib = rss_kib(pid);
+        let cpu_start = cpu_ticks(pid);
+        let start = Instant::now();
+        self.measuring.store(true, Ordering::SeqCst);
+        tokio::time::sleep(measure).await;
+        self.measuring.store(false, Ordering::SeqCst);
+        let measured = start.elapsed();
+        let cpu_pct = (cpu_ticks(pid) - cpu_start) as f64 / measured.as_secs_f64();
+        (rss_loaded_kib, cpu_pct, measured)
+    }
+
+    /// Stops every subscriber and adds up what they saw.
+    async fn finish(self, result: &mut ScaleResult) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let Ok(t) = task.await else { continue };
+            result.deliveries += t.deliveries;
+            result.gaps += t.gaps;
+            result.missed += t.missed;
+            result.latencies_us.extend(t.latencies_us);
+        }
+    }
+}
+
+/// How many connections `subscribers` may hold under the open-file limit (and under
+/// `BENCH_SCALE_CONNECTIONS`, which makes clients multiplex), and that limit.
+fn connection_budget(subscribers: usize) -> (usize, u64) {
+    let fd_limit = raise_fd_limit();
+    let cap = std::env::var("BENCH_SCALE_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    let connections = subscribers
+        .min(fd_limit.saturating_sub(SPARE_FDS).max(1) as usize)
+        .min(cap.max(1));
+    (connections, fd_limit)
+}
+
+/// `subscribers` spread as evenly as possible over `connections`.
+fn lanes(subscribers: usize, connections: usize) -> Vec<usize> {
+    (0..connections)
+        .map(|i| subscribers / connections + usize::from(i < subscribers % connections))
+        .collect()
+}
+
 /// Runs `subscribers` subscribers against a fresh server process for `measure` after they are
 /// all subscribed (plus a settling second).
-pub async fn run(server: GrpcServer, subscribers: usize, measure: Duration) -> ScaleResult {
-    let fd_limit = raise_fd_limit();
-    let connections = subscribers.min(fd_limit.saturating_sub(SPARE_FDS).max(1) as usize);
+pub async fn run(
+    server: GrpcServer,
+    subscribers: usize,
+    measure: Duration,
+    client: ScaleClient,
+) -> ScaleResult {
+    let (connections, fd_limit) = connection_budget(subscribers);
     let (grpc_port, http_port) = (free_port(), free_port());
     let mut child = spawn_server(server, grpc_port, http_port, 1.0);
     let pid = child.id();
@@ -234,72 +406,27 @@ pub async fn run(server: GrpcServer, subscribers: usize, measure: Duration) -> S
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before_kib = rss_kib(pid);
 
-    let connect_start = Instant::now();
-    let channels = connect_many(addr, connections).await;
-    let measuring = Arc::new(AtomicBool::new(false));
-    let subscribed = Arc::new(AtomicU64::new(0));
-    let tallies: Arc<Mutex<Vec<ClientTally>>> = Default::default();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut tasks = Vec::with_capacity(subscribers);
-    for i in 0..subscribers {
-        let channel = channels[i % channels.len()].clone();
-        let (measuring, subscribed, tallies, stop) = (
-            measuring.clone(),
-            subscribed.clone(),
-            tallies.clone(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut updates = super::subscribe_light::<ScaleHeader>(channel, 4 << 20).await;
-            subscribed.fetch_add(1, Ordering::SeqCst);
-            let mut t = ClientTally::default();
-            let mut last_seq = None;
-            loop {
-                let u = tokio::select! {
-                    () = stop.cancelled() => break,
-                    u = updates.message() => match u {
-                        Ok(Some(u)) => u,
-                        _ => break,
-                    },
-                };
-                if measuring.load(Ordering::Relaxed) {
-                    t.deliveries += 1;
-                    t.latencies_us
-                        .push(now_us().saturating_sub(u.received_at_us));
-                    t.missed += u.missed;
-                    if let Some(prev) = last_seq {
-                        t.gaps += u.seq.saturating_sub(prev + 1);
-                    }
-                }
-                last_seq = Some(u.seq);
-            }
-            tallies.lock().unwrap().push(t);
-        }));
-    }
-    while subscribed.load(Ordering::SeqCst) < subscribers as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let connect_time = connect_start.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_loaded_kib = rss_kib(pid);
-    let cpu_start = cpu_ticks(pid);
-    let start = Instant::now();
-    measuring.store(true, Ordering::SeqCst);
-    tokio::time::sleep(measure).await;
-    measuring.store(false, Ordering::SeqCst);
-    let measured = start.elapsed();
-    let server_cpu_pct = (cpu_ticks(pid) - cpu_start) as f64 / measured.as_secs_f64();
+    let mut channels = Vec::new();
+    let subs = match client {
+        ScaleClient::Light => {
+            Subscribers::spawn(&lanes(subscribers, connections), |_, n| async move {
+                H2Subscriber::subscribe(addr, n).await.expect("subscribe")
+            })
+        }
+        ScaleClient::Real => {
+            channels = connect_many(addr, connections).await;
+            Subscribers::spawn(&vec![1; subscribers], |i, _| {
+                let channel = channels[i % channels.len()].clone();
+                super::subscribe_light::<ScaleHeader>(channel, 4 << 20)
+            })
+        }
+    };
+    let connect_time = subs.all_subscribed().await;
+    let (rss_loaded_kib, server_cpu_pct, measured) = subs.measure(pid, measure).await;
     let lagged = server_lagged(http_port).await;
-    stop.cancel();
-    for t in tasks {
-        let _ = t.await;
-    }
-    drop(channels);
-    drop(warm_stream);
-    let _ = child.kill();
-    let _ = child.wait();
     let mut result = ScaleResult {
         system: super::system_name(server),
+        client: client.name("gRPC"),
         subscribers,
         connections: connections + 1,
         fd_limit,
@@ -315,17 +442,16 @@ pub async fn run(server: GrpcServer, subscribers: usize, measure: Duration) -> S
         server_cpu_pct,
         connect_time,
     };
-    for t in std::mem::take(&mut *tallies.lock().unwrap()) {
-        result.deliveries += t.deliveries;
-        result.gaps += t.gaps;
-        result.missed += t.missed;
-        result.latencies_us.extend(t.latencies_us);
-    }
+    subs.finish(&mut result).await;
+    drop(channels);
+    drop(warm_stream);
+    let _ = child.kill();
+    let _ = child.wait();
     result
 }
 
 /// Runs the same load against `nats-server` (already running as `server`, pid `pid`): one
-/// async-nats connection per subscriber, one publisher sending the same ~1 KiB `StreamUpdate`
+/// connection per subscriber, one async-nats publisher sending the same ~1 KiB `StreamUpdate`
 /// once a second with its send time.
 pub async fn run_nats(
     pid: u32,
@@ -333,69 +459,45 @@ pub async fn run_nats(
     subscribers: usize,
     measure: Duration,
     template: &transit_broadcaster::generated::transit_v1::StreamUpdate,
+    client: ScaleClient,
 ) -> ScaleResult {
-    let fd_limit = raise_fd_limit();
-    let connections = subscribers.min(fd_limit.saturating_sub(SPARE_FDS).max(1) as usize);
-    let url = format!("127.0.0.1:{port}");
+    let (connections, fd_limit) = connection_budget(subscribers);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let url = addr.to_string();
     let subject = format!("scale.{subscribers}");
     let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
     let rss_before_kib = rss_kib(pid);
-    let connect_start = Instant::now();
-    let clients: Vec<async_nats::Client> = futures::stream::iter(0..connections)
-        .map(|_| async_nats::connect(url.as_str()))
-        .buffer_unordered(CONNECT_CONCURRENCY)
-        .map(|c| c.expect("nats connect"))
-        .collect()
-        .await;
-    let measuring = Arc::new(AtomicBool::new(false));
-    let subscribed = Arc::new(AtomicU64::new(0));
-    let tallies: Arc<Mutex<Vec<ClientTally>>> = Default::default();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut tasks = Vec::with_capacity(subscribers);
-    for i in 0..subscribers {
-        let client = clients[i % clients.len()].clone();
-        let (measuring, subscribed, tallies, stop, subject) = (
-            measuring.clone(),
-            subscribed.clone(),
-            tallies.clone(),
-            stop.clone(),
-            subject.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut sub = client.subscribe(subject).await.expect("nats subscribe");
-            client.flush().await.expect("flush");
-            subscribed.fetch_add(1, Ordering::SeqCst);
-            let mut t = ClientTally::default();
-            let mut last_seq = None;
-            loop {
-                let msg = tokio::select! {
-                    () = stop.cancelled() => break,
-                    m = sub.next() => match m {
-                        Some(m) => m,
-                        None => break,
-                    },
-                };
-                let u: ScaleHeader = prost::Message::decode(msg.payload).expect("decode");
-                if measuring.load(Ordering::Relaxed) {
-                    t.deliveries += 1;
-                    t.latencies_us
-                        .push(now_us().saturating_sub(u.received_at_us));
-                    if let Some(prev) = last_seq {
-                        t.gaps += u.seq.saturating_sub(prev + 1);
-                    }
-                }
-                last_seq = Some(u.seq);
+    let mut clients = Vec::new();
+    let subs = match client {
+        ScaleClient::Light => Subscribers::spawn(&lanes(subscribers, connections), |_, n| {
+            let subject = subject.clone();
+            async move {
+                NatsSubscriber::subscribe(addr, &subject, n)
+                    .await
+                    .expect("nats subscribe")
             }
-            tallies.lock().unwrap().push(t);
-        }));
-    }
-    while subscribed.load(Ordering::SeqCst) < subscribers as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let connect_time = connect_start.elapsed();
-    // Let the server register every subscription, then publish once a second throughout.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let publishing = tokio_util::sync::CancellationToken::new();
+        }),
+        ScaleClient::Real => {
+            clients = futures::stream::iter(0..connections)
+                .map(|_| async_nats::connect(url.as_str()))
+                .buffer_unordered(CONNECT_CONCURRENCY)
+                .map(|c| c.expect("nats connect"))
+                .collect()
+                .await;
+            Subscribers::spawn(&vec![1; subscribers], |i, _| {
+                let (client, subject) = (clients[i % clients.len()].clone(), subject.clone());
+                async move {
+                    let sub = client.subscribe(subject).await.expect("nats subscribe");
+                    client.flush().await.expect("flush");
+                    sub
+                }
+            })
+        }
+    };
+    let connect_time = subs.all_subscribed().await;
+    // Publish once a second throughout; the settling second inside `measure` lets the first
+    // publication reach everybody before the window opens.
+    let publishing = CancellationToken::new();
     let publish_task = {
         let (publisher, subject, template, publishing) = (
             publisher.clone(),
@@ -419,24 +521,12 @@ pub async fn run_nats(
             }
         })
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_loaded_kib = rss_kib(pid);
-    let cpu_start = cpu_ticks(pid);
-    let start = Instant::now();
-    measuring.store(true, Ordering::SeqCst);
-    tokio::time::sleep(measure).await;
-    measuring.store(false, Ordering::SeqCst);
-    let measured = start.elapsed();
-    let server_cpu_pct = (cpu_ticks(pid) - cpu_start) as f64 / measured.as_secs_f64();
+    let (rss_loaded_kib, server_cpu_pct, measured) = subs.measure(pid, measure).await;
     publishing.cancel();
     let _ = publish_task.await;
-    stop.cancel();
-    for t in tasks {
-        let _ = t.await;
-    }
-    drop(clients);
     let mut result = ScaleResult {
         system: "NATS",
+        client: client.name("NATS"),
         subscribers,
         connections: connections + 1,
         fd_limit,
@@ -452,17 +542,55 @@ pub async fn run_nats(
         server_cpu_pct,
         connect_time,
     };
-    for t in std::mem::take(&mut *tallies.lock().unwrap()) {
-        result.deliveries += t.deliveries;
-        result.gaps += t.gaps;
-        result.latencies_us.extend(t.latencies_us);
-    }
+    subs.finish(&mut result).await;
+    drop(clients);
+    result
+}
+
+/// Runs the same load against the TCP floor (`floor.rs`): `record_len` bytes, the size of one
+/// update as the gRPC server writes it, once a second to every connection.
+pub async fn run_floor(subscribers: usize, measure: Duration, record_len: usize) -> ScaleResult {
+    let (connections, fd_limit) = connection_budget(subscribers);
+    let subscribers = subscribers.min(connections);
+    let (mut child, port) = super::floor::spawn(record_len);
+    let pid = child.id();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before_kib = rss_kib(pid);
+    let subs = Subscribers::spawn(&vec![1; subscribers], |_, _| async move {
+        FloorReader::connect(addr, record_len)
+            .await
+            .expect("connect to the floor server")
+    });
+    let connect_time = subs.all_subscribed().await;
+    let (rss_loaded_kib, server_cpu_pct, measured) = subs.measure(pid, measure).await;
+    let mut result = ScaleResult {
+        system: "TCP floor",
+        client: "light",
+        subscribers,
+        connections,
+        fd_limit,
+        update_size: record_len,
+        measured,
+        deliveries: 0,
+        gaps: 0,
+        missed: 0,
+        server_lagged: None,
+        latencies_us: Vec::new(),
+        rss_before_kib,
+        rss_loaded_kib,
+        server_cpu_pct,
+        connect_time,
+    };
+    subs.finish(&mut result).await;
+    let _ = child.kill();
+    let _ = child.wait();
     result
 }
 
 /// Prints section 4's table: rows per subscriber count, each gRPC server then NATS when it
 /// ran; ratios to NATS first.
-pub fn print(results: &[(Vec<ScaleResult>, Option<ScaleResult>)]) {
+pub fn print(results: &[(Vec<ScaleResult>, Option<ScaleResult>, Option<ScaleResult>)]) {
     println!(
         "## 4. Scale: one server process, 1 update/s to every subscriber, one connection each"
     );
@@ -471,9 +599,9 @@ pub fn print(results: &[(Vec<ScaleResult>, Option<ScaleResult>)]) {
         "| subscribers | system | p99 / NATS | RSS per subscriber / NATS | server CPU / NATS |"
     );
     println!("|---:|---|---:|---:|---:|");
-    for (grpc, n) in results {
+    for (grpc, n, floor) in results {
         let Some(n) = n else { continue };
-        for g in grpc {
+        for g in grpc.iter().chain(floor) {
             println!(
                 "| {} | {} | {:.2}x | {:.2}x | {:.2}x |",
                 g.subscribers,
@@ -486,15 +614,16 @@ pub fn print(results: &[(Vec<ScaleResult>, Option<ScaleResult>)]) {
     }
     println!();
     println!(
-        "| subscribers | system | real connections | update | p50 / p99 / max | deliveries/s | gaps + missed (clients) | lagged (server) | server RSS per subscriber | server CPU | connect time |"
+        "| subscribers | system | client | real connections | update | p50 / p99 / max | deliveries/s | gaps + missed (clients) | lagged (server) | server RSS per subscriber | server CPU | connect time |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (grpc, nats) in results {
-        for r in grpc.iter().chain(nats) {
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (grpc, nats, floor) in results {
+        for r in grpc.iter().chain(nats).chain(floor) {
             println!(
-                "| {} | {} | {} | {} B | {:.2} / {:.2} / {:.2} ms | {:.0} | {} + {} | {} | {:.1} KiB | {:.0}% of a core | {:.1} s |",
+                "| {} | {} | {} | {} | {} B | {:.2} / {:.2} / {:.2} ms | {:.0} | {} + {} | {} | {:.1} KiB | {:.0}% of a core | {:.1} s |",
                 r.subscribers,
                 r.system,
+                r.client,
                 r.connections,
                 r.update_size,
                 r.percentile(0.5),
@@ -510,10 +639,10 @@ pub fn print(results: &[(Vec<ScaleResult>, Option<ScaleResult>)]) {
             );
         }
     }
-    if let Some(r) = results.first().and_then(|(g, _)| g.first()) {
+    if let Some(r) = results.first().and_then(|(g, _, _)| g.first()) {
         println!();
         println!(
-            "(open-file soft limit {} after raising it to the hard limit; \"real connections\" includes the warm-up or publisher connection; both servers are child processes (the broadcaster with its default runtime and the synthetic source, nats-server with the bench's publisher), the load generator shares the 2 CPUs on a 2-thread runtime; latency is the server's receipt (gRPC) or the publisher's send (NATS) timestamp to the client's receipt, same clock; RSS per subscriber is (server RSS with every subscriber connected, receiving 1 update/s) - (RSS before they connected), divided by subscribers)",
+            "(open-file soft limit {} after raising it to the hard limit; \"real connections\" includes the warm-up or publisher connection; every server is a child process (the broadcaster with its default runtime and the synthetic source, nats-server with the bench's publisher, the TCP floor writing its records from 2 threads), the load generator shares the 2 CPUs on a 2-thread runtime; latency is the server's receipt (gRPC), the publisher's send (NATS) or the floor's send timestamp to the client's receipt, same clock; the floor's update is one gRPC update as written on the wire (HTTP/2 frame header + gRPC prefix + message); RSS per subscriber is (server RSS with every subscriber connected, receiving 1 update/s) - (RSS before they connected), divided by subscribers)",
             r.fd_limit
         );
     }
