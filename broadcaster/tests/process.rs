@@ -4,107 +4,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::binary::{Broadcaster, wait_exit};
 use common::*;
 use stallwatch_core::report::DispatcherState;
 use stallwatch_core::taskdump::TaskDump;
 use stallwatch_testkit::wait::{WAIT, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_transit-broadcaster");
-
-struct Server {
-    child: Child,
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn field(line: &serde_json::Value, name: &str) -> SocketAddr {
-    line["fields"][name]
-        .as_str()
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
-        .parse()
-        .unwrap()
-}
-
-/// Starts `serve` on ephemeral loopback ports and waits for its "serving" log line.
-fn serve(extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--log-format",
-            "json",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start transit-broadcaster");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["fields"]["message"] == "transit-broadcaster serving"
-                {
-                    let _ = tx.send(v);
-                }
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
-    let serving = rx
-        .recv_timeout(WAIT)
-        .unwrap_or_else(|_| panic!("no serving line; log: {:?}", log.lock().unwrap()));
-    Server {
-        child,
-        grpc: field(&serving, "grpc_addr"),
-        admin: field(&serving, "admin_addr"),
-        log,
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM failed");
-}
 
 #[test]
 fn sigterm_ends_subscriber_streams_with_unavailable_and_exits_zero() {
@@ -124,7 +33,7 @@ fn sigterm_ends_subscriber_streams(extra: &[&str], grpc_server: &str) {
         "",
     ];
     args.extend_from_slice(extra);
-    let mut server = serve(&args);
+    let mut server = Broadcaster::start(&args);
     let mut sub = Command::new(BIN)
         .args([
             "subscribe",
@@ -160,8 +69,8 @@ fn sigterm_ends_subscriber_streams(extra: &[&str], grpc_server: &str) {
         );
         assert!(v["alerts"][0]["header_text"][0]["text"].is_string());
     }
-    sigterm(&server.child);
-    let status = wait_exit(&mut server.child);
+    server.sigterm();
+    let status = server.wait_exit();
     assert!(status.success(), "server exit status {status:?}");
     let sub_status = wait_exit(&mut sub);
     let mut err = String::new();
@@ -171,7 +80,7 @@ fn sigterm_ends_subscriber_streams(extra: &[&str], grpc_server: &str) {
         err.contains("Unavailable") && err.contains("server shutting down"),
         "{err}"
     );
-    let log = server.log.lock().unwrap().join("\n");
+    let log = server.log_text();
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(
         log.contains(&format!("\"grpc_server\":\"{grpc_server}\"")),
@@ -181,7 +90,7 @@ fn sigterm_ends_subscriber_streams(extra: &[&str], grpc_server: &str) {
 
 #[test]
 fn subscribe_command_prints_a_count_of_text_lines() {
-    let server = serve(&[
+    let server = Broadcaster::start(&[
         "--source",
         "synthetic://?rate=50",
         "--report-url",
@@ -265,7 +174,7 @@ fn bad_options_are_refused_with_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_runtime_stops_reports_but_the_dump_still_answers() {
     let sidecar = FakeSidecar::start().await;
-    let server = serve(&[
+    let server = Broadcaster::start(&[
         "--report-url",
         &sidecar.url(),
         "--report-interval",
@@ -309,7 +218,7 @@ async fn block_runtime_stops_reports_but_the_dump_still_answers() {
         );
     }
     assert!(dump.backtrace.contains("block_this_worker") || dump.backtrace.contains("POLLING"));
-    let log = server.log.lock().unwrap().join("\n");
+    let log = server.log_text();
     assert!(log.contains("FAULT INJECTION ENABLED"), "{log}");
     assert!(log.contains("blocking every executor thread"), "{log}");
 }
@@ -317,7 +226,7 @@ async fn block_runtime_stops_reports_but_the_dump_still_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_unsupervised_reproduces_the_story_through_the_cli() {
     let sidecar = FakeSidecar::start().await;
-    let server = serve(&[
+    let server = Broadcaster::start(&[
         "--source",
         "synthetic://?rate=20&poison_after=500ms&poison_stream_route=R1",
         "--stream",

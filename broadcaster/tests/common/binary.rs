@@ -95,20 +95,22 @@ impl Broadcaster {
 
     /// Waits for the process to exit (at most [`WAIT`]).
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "transit-broadcaster did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child)
     }
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// Waits for `child` to exit (at most [`WAIT`]).
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
