@@ -15,8 +15,9 @@ use futures::Stream;
 use stallwatch_core::taskdump::TaskKind;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::grpc_health::HealthReporter;
 
 use crate::engine::Engine;
 use crate::generated::transit_v1::{
@@ -256,7 +257,7 @@ pub async fn run_health_updater(
                 if status == ServingStatus::NotServing && !stopping && log {
                     tracing::warn!(service = %name, "health: NOT_SERVING");
                 }
-                reporter.set_service_status(&name, status).await;
+                reporter.set(&name, status);
                 last.insert(name, status);
             }
         }
@@ -266,12 +267,14 @@ pub async fn run_health_updater(
     }
 }
 
-/// Builds the health reporter with every service name registered up front.
+/// Builds the health reporter and the `grpc.health.v1.Health` service reading from it.
 pub fn health() -> (
     HealthReporter,
-    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tonic_health::pb::health_server::HealthServer<crate::grpc_health::HealthService>,
 ) {
-    tonic_health::server::health_reporter()
+    let reporter = HealthReporter::default();
+    let service = reporter.service();
+    (reporter, service)
 }
 
 /// The TransitBroadcaster gRPC service.

@@ -15,7 +15,8 @@
 //!   (report, task dump, restart a stream). Imports no server.
 //! - [`server`]: [`Config`], binding the listeners, spawning every task, serving, [`Running`]
 //!   and its shutdown; [`start`] reads as its steps.
-//! - [`grpc`]: `stallwatch.transit.v1.TransitBroadcaster`, gRPC health and reflection.
+//! - [`grpc`]: `stallwatch.transit.v1.TransitBroadcaster`, gRPC health and reflection;
+//!   `grpc_health`: the `grpc.health.v1` service as its spec has it (Watch of an unknown name).
 //! - `http2`: our own HTTP/2 server for the gRPC listener (`--grpc-server lean`, the
 //!   default): Subscribe served inside each connection's task, the rest bridged to tonic.
 //! - `http`: `/metrics` (from `metrics`), `/healthz`, and the loopback admin API on its own
@@ -31,7 +32,7 @@
 //!
 //! ```text
 //! server ──> grpc, http, http2, engine (and the pipeline modules it wires together)
-//! http2 ──> grpc, generated       http ──> metrics ──> engine        grpc ──> engine
+//! http2 ──> grpc, generated       http ──> metrics ──> engine        grpc ──> engine, grpc_health
 //! engine ──> dispatcher, source, stream, reporter, tasks, quarantine
 //! dispatcher, source ──> stream, feed
 //! stream ──> channel, hub, quarantine, spec, feed
@@ -67,6 +68,7 @@ pub mod fault;
 pub mod feed;
 pub mod generated;
 pub mod grpc;
+pub(crate) mod grpc_health;
 pub(crate) mod http;
 mod http2;
 pub(crate) mod hub;

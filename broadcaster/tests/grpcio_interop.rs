@@ -253,6 +253,8 @@ fn health_watch_streams_serving() {
     ] {
         assert_eq!(s[name], 1, "{name} is SERVING: {s}");
     }
+    // grpc.health.v1: SERVICE_UNKNOWN on the open call, not an error status.
+    assert_eq!(s["unknown_service"], "SERVICE_UNKNOWN", "{s}");
 }
 
 #[test]
