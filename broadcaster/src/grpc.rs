@@ -273,6 +273,9 @@ pub fn health() -> (
     tonic_health::pb::health_server::HealthServer<crate::grpc_health::HealthService>,
 ) {
     let reporter = HealthReporter::default();
+    // The server as a whole serves from the start, as tonic-health had it; streams follow on
+    // the updater's first tick.
+    reporter.set("", ServingStatus::Serving);
     let service = reporter.service();
     (reporter, service)
 }
