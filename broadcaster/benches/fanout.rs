@@ -52,6 +52,8 @@ mod memory;
 mod scale;
 #[path = "fanout/scale_clients.rs"]
 mod scale_clients;
+#[path = "fanout/targets.rs"]
+mod targets;
 
 const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
@@ -583,15 +585,16 @@ fn main() {
     println!();
 
     // 1. Fan-out.
+    let mut fanout_rows = None;
     if section("fanout") {
-        fanout(
+        fanout_rows = Some(fanout(
             &server_rt,
             &client_rt,
             nats.as_ref(),
             &feed,
             &template,
             scale,
-        );
+        ));
     }
 
     // 2. Reporting overhead.
@@ -677,20 +680,21 @@ fn main() {
     }
 
     // 3. Memory per idle subscriber.
-    if section("memory") {
-        memory::run(&client_rt);
-    }
+    let memory_rows = section("memory").then(|| memory::run(&client_rt));
 
     // 4. Scale.
+    let mut scale_runs = None;
     if section("scale") {
         let measure = Duration::from_secs_f64((20.0 * scale).max(3.0));
         let client = scale::ScaleClient::from_env();
-        let results: Vec<_> = scale_subscriber_counts()
-            .into_iter()
-            .map(|subs| {
+        let mut results = Vec::new();
+        for subs in scale_subscriber_counts() {
+            for cap in scale::connection_caps() {
                 let grpc = grpc_servers()
                     .into_iter()
-                    .map(|server| client_rt.block_on(scale::run(server, subs, measure, client)))
+                    .map(|server| {
+                        client_rt.block_on(scale::run(server, subs, measure, client, cap))
+                    })
                     .collect::<Vec<_>>();
                 let nats = nats.as_ref().map(|n| {
                     client_rt.block_on(scale::run_nats(
@@ -700,21 +704,28 @@ fn main() {
                         measure,
                         &template,
                         client,
+                        cap,
                     ))
                 });
                 // One update as the gRPC server writes it: frame header, gRPC prefix, message.
                 let record_len = 9 + 5 + grpc.first().map_or(update_size, |g| g.update_size);
                 // The floor cannot multiplex: it runs only when every subscriber has its own
                 // connection.
-                let floor = grpc
-                    .first()
-                    .is_none_or(|g| g.connections > subs)
+                let floor = cap
+                    .is_none()
                     .then(|| client_rt.block_on(scale::run_floor(subs, measure, record_len)));
-                (grpc, nats, floor)
-            })
-            .collect();
+                results.push((grpc, nats, floor));
+            }
+        }
         scale::print(&results);
+        scale_runs = Some(results);
     }
+
+    targets::print(
+        fanout_rows.as_deref(),
+        memory_rows.as_deref(),
+        scale_runs.as_deref(),
+    );
 }
 
 /// Section 1: every gRPC server and nats-server at each subscriber count, in the same run.
@@ -725,7 +736,7 @@ fn fanout(
     feed: &Bytes,
     template: &StreamUpdate,
     scale: f64,
-) {
+) -> Vec<Row> {
     let servers: Vec<(GrpcServer, Running)> = grpc_servers()
         .into_iter()
         .map(|server| (server, start_broadcaster(server_rt, None, server)))
@@ -815,6 +826,7 @@ fn fanout(
         server_rt.block_on(running.shutdown());
     }
     println!();
+    rows
 }
 
 fn print_fanout(rows: &[Row]) {

@@ -15,17 +15,17 @@ use super::{GrpcServer, free_port, grpc_servers, rss_kib, scale, system_name};
 /// connections' own cost.
 const ROWS: [(usize, usize); 4] = [(10, 1000), (1000, 0), (1000, 1000), (10_000, 10_000)];
 
-struct MemoryRow {
-    server: GrpcServer,
-    connections: usize,
-    subscribers: usize,
+pub struct MemoryRow {
+    pub server: GrpcServer,
+    pub connections: usize,
+    pub subscribers: usize,
     before_kib: u64,
     after_kib: u64,
 }
 
 impl MemoryRow {
     /// The RSS added per subscriber, or per connection in a row without subscribers.
-    fn per_kib(&self) -> f64 {
+    pub fn per_kib(&self) -> f64 {
         let n = if self.subscribers == 0 {
             self.connections
         } else {
@@ -36,7 +36,7 @@ impl MemoryRow {
 }
 
 /// Measures and prints every row, for each gRPC server.
-pub fn run(client_rt: &tokio::runtime::Runtime) {
+pub fn run(client_rt: &tokio::runtime::Runtime) -> Vec<MemoryRow> {
     println!("## 3. Memory per idle subscriber (RSS of a `transit-broadcaster serve` process)");
     println!();
     println!(
@@ -71,6 +71,7 @@ pub fn run(client_rt: &tokio::runtime::Runtime) {
         );
     }
     println!();
+    rows
 }
 
 /// One row: `connections` connections to a fresh server, then `subscribers` idle subscribers
