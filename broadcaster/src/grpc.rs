@@ -69,6 +69,11 @@ fn subscriber_filter(req: &SubscribeRequest) -> Result<Filter, Status> {
     })
 }
 
+/// A subscriber's stream looks at the shutdown signal when its queue runs dry and at least
+/// once per this many updates: each look takes two locks that every subscriber shares (the
+/// token's and its `Notify`'s), a cost per update at peak otherwise.
+const SHUTDOWN_CHECK_EVERY: u32 = 32;
+
 /// One subscriber's response stream. Written by hand (rather than with `unfold` and
 /// `select!`) so an idle subscriber is a few hundred bytes and each update costs one poll of
 /// its queue: the shutdown future is registered once, not once per update.
@@ -76,10 +81,25 @@ pub(crate) struct SubscriberStream {
     subscription: crate::hub::Subscription,
     _registration: crate::tasks::Registration,
     shutdown: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Updates returned since the shutdown signal was last polled.
+    unchecked: u32,
     filter: Filter,
     /// Whether the subscriber asked for the original entity encodings.
     raw: bool,
     done: bool,
+}
+
+impl SubscriberStream {
+    /// Whether the server is shutting down; registers `cx` to be woken when it does.
+    fn poll_shutdown(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        use std::future::Future;
+        self.unchecked = 0;
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return true;
+        }
+        false
+    }
 }
 
 impl Stream for SubscriberStream {
@@ -89,23 +109,26 @@ impl Stream for SubscriberStream {
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        use std::future::Future;
         use std::task::Poll;
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
         }
-        if this.shutdown.as_mut().poll(cx).is_ready() {
-            this.done = true;
+        // A stream whose queue never runs dry still ends within this many updates.
+        if this.unchecked >= SHUTDOWN_CHECK_EVERY && this.poll_shutdown(cx) {
             return Poll::Ready(Some(Err(shutting_down())));
         }
         match this.subscription.poll_recv(cx) {
+            // Before sleeping the stream registers for the shutdown wake too; shutdown wakes
+            // it and finds the queue empty, so an idle subscriber hears of it at once.
+            Poll::Pending if this.poll_shutdown(cx) => Poll::Ready(Some(Err(shutting_down()))),
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 this.done = true;
                 Poll::Ready(None)
             }
             Poll::Ready(Some((prepared, missed))) => {
+                this.unchecked += 1;
                 let body = match &prepared.view {
                     // A subscriber with its own filter, or who wants raw entities, gets its
                     // own encoding of the entities; the rest share the stream's.
@@ -164,6 +187,7 @@ impl TransitService {
             subscription,
             _registration: registration,
             shutdown: Box::pin(self.shutdown.clone().cancelled_owned()),
+            unchecked: 0,
             filter,
             raw: req.include_raw_entities,
             done: false,
@@ -498,3 +522,7 @@ mod server {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "grpc_tests.rs"]
+mod tests;

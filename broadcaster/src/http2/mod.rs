@@ -10,7 +10,7 @@
 //! Modules: `frame` (frame encode/decode, SETTINGS), `headers` (HPACK decode with limits,
 //! response encoding), `flow` (windows), `wake` (per-stream wakers, the ready list),
 //! `conn` (the connection task's loop and I/O), `recv` (frame handling), `send` (serving
-//! ready streams), `stream`, `subscribe`, `bridge`.
+//! ready streams), `spare` (a write buffer kept per thread), `stream`, `subscribe`, `bridge`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,7 @@ mod frame;
 mod headers;
 mod recv;
 mod send;
+mod spare;
 mod stream;
 mod subscribe;
 mod wake;
