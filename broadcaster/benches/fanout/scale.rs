@@ -615,13 +615,18 @@ pub fn print(results: &[super::targets::ScaleRun]) {
     for (grpc, n, floor) in results {
         let Some(n) = n else { continue };
         for g in grpc.iter().chain(floor) {
+            // NATS's RSS barely moves with subscribers on shared connections: no ratio then.
+            let rss_ratio = if n.per_subscriber_kib() >= 0.1 {
+                format!("{:.2}x", g.per_subscriber_kib() / n.per_subscriber_kib())
+            } else {
+                "n/a".to_string()
+            };
             println!(
-                "| {} | {} | {} | {:.2}x | {:.2}x | {:.2}x |",
+                "| {} | {} | {} | {:.2}x | {rss_ratio} | {:.2}x |",
                 g.subscribers,
                 g.connections,
                 g.system,
                 g.percentile(0.99) / n.percentile(0.99),
-                g.per_subscriber_kib() / n.per_subscriber_kib(),
                 g.server_cpu_pct / n.server_cpu_pct.max(1e-9),
             );
         }
