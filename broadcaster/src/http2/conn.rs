@@ -24,7 +24,9 @@ use super::wake::ReadyShared;
 const READ_CHUNK: usize = 16 * 1024;
 /// Past this many unwritten bytes the connection stops serving streams and reading frames
 /// until the socket takes them: a slow socket turns into lag in the hub, not into memory.
-pub(super) const HIGH_WATER: usize = 128 * 1024;
+const HIGH_WATER: usize = 128 * 1024;
+// A connection's usual write buffer must fit the per-thread spare, or it is never kept.
+const _: () = assert!(super::spare::MAX_KEPT >= 4 * HIGH_WATER);
 /// Rounds of read/serve/write per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 8;
 /// Passes over the ready list before a write: later wakes wait for the next poll.

@@ -5,10 +5,10 @@
 
 use std::cell::Cell;
 
-use super::conn::HIGH_WATER;
-
-/// A buffer larger than this (a bridged response's big frames) is freed, not kept.
-const MAX_KEPT: usize = 4 * HIGH_WATER;
+/// A buffer larger than this (a bridged response's big frames) is freed, not kept. Four times
+/// the connection's write high-water mark (`conn.rs` checks that at compile time; this module
+/// imports nothing from `conn`, so the dependency runs one way).
+pub const MAX_KEPT: usize = 512 * 1024;
 
 thread_local! {
     static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
