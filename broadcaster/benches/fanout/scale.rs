@@ -59,6 +59,39 @@ pub struct ScaleResult {
 }
 
 impl ScaleResult {
+    /// A result with nothing tallied yet: `finish` adds the subscribers' counts.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        system: &'static str,
+        client: &'static str,
+        subscribers: usize,
+        connections: usize,
+        fd_limit: u64,
+        update_size: usize,
+        rss_before_kib: u64,
+        (rss_loaded_kib, server_cpu_pct, measured): (u64, f64, Duration),
+        connect_time: Duration,
+    ) -> Self {
+        ScaleResult {
+            system,
+            client,
+            subscribers,
+            connections,
+            fd_limit,
+            update_size,
+            measured,
+            deliveries: 0,
+            gaps: 0,
+            missed: 0,
+            server_lagged: None,
+            latencies_us: Vec::new(),
+            rss_before_kib,
+            rss_loaded_kib,
+            server_cpu_pct,
+            connect_time,
+        }
+    }
+
     pub fn percentile(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
@@ -434,26 +467,20 @@ pub async fn run(
         }
     };
     let connect_time = subs.all_subscribed().await;
-    let (rss_loaded_kib, server_cpu_pct, measured) = subs.measure(pid, measure).await;
+    let window = subs.measure(pid, measure).await;
     let lagged = server_lagged(http_port).await;
-    let mut result = ScaleResult {
-        system: super::system_name(server),
-        client: client.name("gRPC"),
+    let mut result = ScaleResult::new(
+        super::system_name(server),
+        client.name("gRPC"),
         subscribers,
-        connections: connections + 1,
+        connections + 1,
         fd_limit,
         update_size,
-        measured,
-        deliveries: 0,
-        gaps: 0,
-        missed: 0,
-        server_lagged: Some(lagged),
-        latencies_us: Vec::new(),
         rss_before_kib,
-        rss_loaded_kib,
-        server_cpu_pct,
+        window,
         connect_time,
-    };
+    );
+    result.server_lagged = Some(lagged);
     subs.finish(&mut result).await;
     drop(channels);
     drop(warm_stream);
@@ -534,27 +561,20 @@ pub async fn run_nats(
             }
         })
     };
-    let (rss_loaded_kib, server_cpu_pct, measured) = subs.measure(pid, measure).await;
+    let window = subs.measure(pid, measure).await;
     publishing.cancel();
     let _ = publish_task.await;
-    let mut result = ScaleResult {
-        system: "NATS",
-        client: client.name("NATS"),
+    let mut result = ScaleResult::new(
+        "NATS",
+        client.name("NATS"),
         subscribers,
-        connections: connections + 1,
+        connections + 1,
         fd_limit,
-        update_size: super::nats_payload(template, 1).len(),
-        measured,
-        deliveries: 0,
-        gaps: 0,
-        missed: 0,
-        server_lagged: None,
-        latencies_us: Vec::new(),
+        super::nats_payload(template, 1).len(),
         rss_before_kib,
-        rss_loaded_kib,
-        server_cpu_pct,
+        window,
         connect_time,
-    };
+    );
     subs.finish(&mut result).await;
     drop(clients);
     result
@@ -576,25 +596,18 @@ pub async fn run_floor(subscribers: usize, measure: Duration, record_len: usize)
             .expect("connect to the floor server")
     });
     let connect_time = subs.all_subscribed().await;
-    let (rss_loaded_kib, server_cpu_pct, measured) = subs.measure(pid, measure).await;
-    let mut result = ScaleResult {
-        system: "TCP floor",
-        client: "light",
+    let window = subs.measure(pid, measure).await;
+    let mut result = ScaleResult::new(
+        "TCP floor",
+        "light",
         subscribers,
         connections,
         fd_limit,
-        update_size: record_len,
-        measured,
-        deliveries: 0,
-        gaps: 0,
-        missed: 0,
-        server_lagged: None,
-        latencies_us: Vec::new(),
+        record_len,
         rss_before_kib,
-        rss_loaded_kib,
-        server_cpu_pct,
+        window,
         connect_time,
-    };
+    );
     subs.finish(&mut result).await;
     let _ = child.kill();
     let _ = child.wait();

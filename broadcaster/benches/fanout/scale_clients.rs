@@ -109,9 +109,12 @@ impl H2Subscriber {
         body.push(0);
         body.extend_from_slice(&(request.len() as u32).to_be_bytes());
         body.extend_from_slice(&request);
-        let headers = subscribe_headers(&addr.to_string());
+        let authority = addr.to_string();
+        // One encoder for the connection, as HPACK's dynamic table is the connection's.
+        let mut hpack = loona_hpack::Encoder::new();
         for lane in 0..lanes {
             let id = stream_id(lane);
+            let headers = hpack.encode(subscribe_headers(&authority));
             put_frame(&mut out, HEADERS, END_HEADERS, id, &headers);
             put_frame(&mut out, DATA, END_STREAM, id, &body);
         }
@@ -263,44 +266,19 @@ fn put_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]
     out.extend_from_slice(payload);
 }
 
-/// The request's header block: every field a literal without indexing and a new name, the
-/// simplest valid HPACK (RFC 7541 section 6.2.2).
-fn subscribe_headers(authority: &str) -> Vec<u8> {
-    let fields = [
-        (":method", "POST"),
-        (":scheme", "http"),
+/// The Subscribe request's header fields.
+fn subscribe_headers(authority: &str) -> [(&[u8], &[u8]); 6] {
+    [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
         (
-            ":path",
-            "/stallwatch.transit.v1.TransitBroadcaster/Subscribe",
+            b":path",
+            b"/stallwatch.transit.v1.TransitBroadcaster/Subscribe",
         ),
-        (":authority", authority),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ];
-    let mut block = Vec::with_capacity(160);
-    for (name, value) in fields {
-        block.push(0);
-        put_hpack_string(&mut block, name.as_bytes());
-        put_hpack_string(&mut block, value.as_bytes());
-    }
-    block
-}
-
-/// An HPACK string literal without Huffman coding: a 7-bit-prefix length, then the bytes.
-fn put_hpack_string(out: &mut Vec<u8>, s: &[u8]) {
-    let mut len = s.len();
-    if len < 127 {
-        out.push(len as u8);
-    } else {
-        out.push(127);
-        len -= 127;
-        while len >= 128 {
-            out.push((len % 128) as u8 | 0x80);
-            len /= 128;
-        }
-        out.push(len as u8);
-    }
-    out.extend_from_slice(s);
+        (b":authority", authority.as_bytes()),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+    ]
 }
 
 // ---------------------------------------------------------------- NATS
