@@ -305,18 +305,14 @@ async fn grpc_round(
     let (cpu_start, client_cpu_start) = (bench_server_cpu_ticks(), bench_clients_cpu_ticks());
     let start = Instant::now();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    for k in 0..messages {
-        // At peak, everything is pushed at once (the bench channel is deep enough to hold it
-        // all): the pipeline runs flat out and nothing spins waiting for it.
-        if let Some(p) = period {
-            let due = start + p.mul_f64(k as f64);
-            let now = Instant::now();
-            if due > now {
-                tokio::time::sleep(due - now).await;
-            }
+    // At peak, everything is pushed at once (the bench channel is deep enough to hold it all):
+    // the pipeline runs flat out and nothing spins waiting for it.
+    on_publisher_thread(|| async {
+        for k in 0..messages {
+            pace(start, period, k).await;
+            ingest.push(feed.clone());
         }
-        ingest.push(feed.clone());
-    }
+    });
     let deadline = tokio::time::sleep(Duration::from_secs(60));
     tokio::pin!(deadline);
     for t in tasks {
@@ -347,6 +343,36 @@ async fn grpc_round(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     round
+}
+
+/// Runs the publishing side of a round on a thread of its own, with its own runtime and
+/// timer, and waits for it. The upstream feed does not run on the subscribers' machine: on the
+/// bench's runtimes its timer fired late whenever the clients were busy, and the catch-up
+/// arrived as a burst (both systems alike).
+fn on_publisher_thread<T: Send, F: std::future::Future<Output = T>>(
+    publish: impl FnOnce() -> F + Send,
+) -> T {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("bench-publisher".into())
+            .spawn_scoped(scope, || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(publish())
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+}
+
+/// Waits until the `k`-th message of a round paced at `period` is due (at once at peak).
+async fn pace(start: Instant, period: Option<Duration>, k: u64) {
+    if let Some(p) = period {
+        tokio::time::sleep_until((start + p.mul_f64(k as f64)).into()).await;
+    }
 }
 
 // ---------------------------------------------------------------- NATS
@@ -433,24 +459,22 @@ async fn nats_round(
     }
     // Let the server register every subscription before publishing.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
     let (cpu_start, client_cpu_start) = (scale::cpu_ticks(pid), bench_clients_cpu_ticks());
-    let start = Instant::now();
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    for seq in 1..=messages {
-        if let Some(p) = period {
-            let due = start + p.mul_f64((seq - 1) as f64);
-            let now = Instant::now();
-            if due > now {
-                tokio::time::sleep(due - now).await;
-            }
+    let start = on_publisher_thread(|| async {
+        // The publisher's connection task lives on this thread's runtime too.
+        let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
+        let start = Instant::now();
+        for seq in 1..=messages {
+            pace(start, period, seq - 1).await;
+            publisher
+                .publish(subject.clone(), nats_payload(template, seq))
+                .await
+                .expect("publish");
         }
-        publisher
-            .publish(subject.clone(), nats_payload(template, seq))
-            .await
-            .expect("publish");
-    }
-    publisher.flush().await.expect("flush");
+        publisher.flush().await.expect("flush");
+        start
+    });
     let deadline = tokio::time::sleep(Duration::from_secs(60));
     tokio::pin!(deadline);
     for t in tasks {
