@@ -307,12 +307,13 @@ async fn grpc_round(
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
     // At peak, everything is pushed at once (the bench channel is deep enough to hold it all):
     // the pipeline runs flat out and nothing spins waiting for it.
-    on_publisher_thread(|| async {
+    publish_round(period, || async {
         for k in 0..messages {
             pace(start, period, k).await;
             ingest.push(feed.clone());
         }
-    });
+    })
+    .await;
     let deadline = tokio::time::sleep(Duration::from_secs(60));
     tokio::pin!(deadline);
     for t in tasks {
@@ -345,13 +346,19 @@ async fn grpc_round(
     round
 }
 
-/// Runs the publishing side of a round on a thread of its own, with its own runtime and
-/// timer, and waits for it. The upstream feed does not run on the subscribers' machine: on the
-/// bench's runtimes its timer fired late whenever the clients were busy, and the catch-up
-/// arrived as a burst (both systems alike).
-fn on_publisher_thread<T: Send, F: std::future::Future<Output = T>>(
+/// Runs the publishing side of a round. A paced round's publisher gets a thread of its own,
+/// with its own runtime and timer: the upstream feed does not run on the subscribers' machine,
+/// and on the bench's runtimes its timer fired late whenever the clients were busy, so the
+/// catch-up arrived as a burst (both systems alike). At peak it stays on the bench's runtime,
+/// where sharing the clients' CPU keeps it from outrunning them: a free-running publisher made
+/// nats-server cut its one subscriber off as a slow consumer.
+async fn publish_round<T: Send, F: std::future::Future<Output = T>>(
+    period: Option<Duration>,
     publish: impl FnOnce() -> F + Send,
 ) -> T {
+    if period.is_none() {
+        return publish().await;
+    }
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("bench-publisher".into())
@@ -461,7 +468,7 @@ async fn nats_round(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (cpu_start, client_cpu_start) = (scale::cpu_ticks(pid), bench_clients_cpu_ticks());
     let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let start = on_publisher_thread(|| async {
+    let start = publish_round(period, || async {
         // The publisher's connection task lives on this thread's runtime too.
         let publisher = async_nats::connect(url.as_str()).await.expect("publisher");
         let start = Instant::now();
@@ -474,7 +481,8 @@ async fn nats_round(
         }
         publisher.flush().await.expect("flush");
         start
-    });
+    })
+    .await;
     let deadline = tokio::time::sleep(Duration::from_secs(60));
     tokio::pin!(deadline);
     for t in tasks {
@@ -752,6 +760,18 @@ fn main() {
     );
 }
 
+/// Messages per second for a round paced at `fraction` of `peak`.
+fn paced_rate(peak: &Round, subs: usize, fraction: f64) -> f64 {
+    let rate = peak.rate() / subs as f64 * fraction;
+    assert!(
+        rate.is_finite() && rate > 0.0,
+        "the peak round delivered {} of {} updates: nothing to pace against",
+        peak.deliveries,
+        peak.expected
+    );
+    rate
+}
+
 /// Section 1: every gRPC server and nats-server at each subscriber count, in the same run.
 fn fanout(
     server_rt: &tokio::runtime::Runtime,
@@ -796,7 +816,7 @@ fn fanout(
             let latency = latency_fractions()
                 .iter()
                 .map(|&fraction| {
-                    let rate = peak.rate() / subs as f64 * fraction;
+                    let rate = paced_rate(&peak, subs, fraction);
                     let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
                     run(n, Some(rate))
                 })
@@ -821,7 +841,7 @@ fn fanout(
             let mut latency = Vec::new();
             for &fraction in &latency_fractions() {
                 id += 1;
-                let rate = peak.rate() / subs as f64 * fraction;
+                let rate = paced_rate(&peak, subs, fraction);
                 let n = ((rate * LATENCY_ROUND.as_secs_f64() * scale) as u64).max(20);
                 latency.push(client_rt.block_on(nats_round(
                     nats,
