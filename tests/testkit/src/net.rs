@@ -1,12 +1,73 @@
 //! Loopback ports for child servers.
+//!
+//! A port is chosen here, released, and bound again a moment later by a child process, so
+//! anything that grabs it in between makes the child fail with "Address already in use". Two
+//! things did: the kernel's own ephemeral ports (every outgoing connection of a test takes
+//! one, and `bind(:0)` draws from the same range), and another test of the same process being
+//! handed the same port. So ports come from below the ephemeral range, chosen at random, and a
+//! process never hands out the same port twice. Test binaries run one after another, so the
+//! process-wide record covers every concurrent caller.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::net::TcpListener;
+use std::sync::Mutex;
 
-/// A free loopback port: bound to :0, then released (good enough for a child server that
-/// binds it right away).
+/// The lowest port handed out: clear of the well-known and most registered service ports.
+const LOWEST: u16 = 10_000;
+/// Linux's default ephemeral range starts here (when `/proc` cannot be read).
+const DEFAULT_EPHEMERAL_START: u16 = 32_768;
+/// Random picks before giving up and letting the kernel choose.
+const TRIES: u32 = 1_000;
+
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A free loopback port, from below the kernel's ephemeral range, never the same twice in one
+/// process. Falls back to a kernel-chosen port if that range is exhausted or absent.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    let end = ephemeral_start();
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    if end > LOWEST {
+        let span = u64::from(end - LOWEST);
+        let random = RandomState::new();
+        for attempt in 0..TRIES {
+            let port = LOWEST + (random.hash_one(attempt) % span) as u16;
+            if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("cannot bind a loopback port")
+        .expect("cannot bind a loopback port");
+    handed_out.insert(port);
+    port
+}
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(DEFAULT_EPHEMERAL_START)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_bindable_below_the_ephemeral_range_and_never_repeat() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        let end = ephemeral_start();
+        for p in ports {
+            assert!((LOWEST..end).contains(&p), "{p} outside {LOWEST}..{end}");
+            TcpListener::bind(("127.0.0.1", p)).expect("still free");
+        }
+    }
 }
