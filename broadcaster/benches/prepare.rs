@@ -142,30 +142,18 @@ fn feed_1kib() -> Bytes {
         .unwrap()
 }
 
-/// The real captures beside the workspace (or `STALLWATCH_GTFS_RT_DIR`), by name.
+/// The real captures (`stallwatch_testkit::gtfs_rt`), by name.
 fn real_captures() -> Vec<(String, Bytes)> {
-    let dir = std::env::var_os("STALLWATCH_GTFS_RT_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .map(|a| a.join("shared/gtfs-rt"))
-                .find(|d| d.join("feeds").is_dir())
-        });
-    let Some(dir) = dir else {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(dir) = stallwatch_testkit::gtfs_rt::dir(manifest) else {
         println!("(real captures: shared/gtfs-rt/ not found; set STALLWATCH_GTFS_RT_DIR)");
         return Vec::new();
     };
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("feeds"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
+    stallwatch_testkit::gtfs_rt::files(&dir.join("feeds"))
         .into_iter()
-        .map(|p| {
+        .map(|(p, data)| {
             let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            (name, Bytes::from(std::fs::read(&p).unwrap()))
+            (name, Bytes::from(data))
         })
         .collect()
 }

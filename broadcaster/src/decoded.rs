@@ -171,6 +171,19 @@ pub struct MalformedEntity {
     pub raw: Bytes,
 }
 
+impl MalformedEntity {
+    /// The `index`-th entity of a feed, refused for `reason`; `raw` is its encoding.
+    fn new(index: usize, entity: FeedEntity, reason: String, raw: Bytes) -> Self {
+        MalformedEntity {
+            index,
+            route: route_of(&entity),
+            id: entity.id,
+            reason,
+            raw,
+        }
+    }
+}
+
 /// A feed message, decoded once.
 #[derive(Debug, Clone)]
 pub struct DecodedFeed {
@@ -330,13 +343,12 @@ pub fn decode_direct(payload: &Bytes) -> Option<DecodedFeed> {
                     );
                     return None;
                 };
-                feed.malformed.push(MalformedEntity {
+                feed.malformed.push(MalformedEntity::new(
                     index,
-                    route: route_of(&decoded),
-                    id: decoded.id,
+                    decoded,
                     reason,
-                    raw: payload.slice(raw),
-                });
+                    payload.slice(raw),
+                ));
             }
         }
         index += 1;
@@ -460,13 +472,12 @@ pub fn decode_with_prost(payload: &Bytes) -> Result<DecodedFeed, PrepareError> {
             feed.duplicate_ids += 1;
         }
         if let Err(reason) = validate::entity(&entity, rules) {
-            feed.malformed.push(MalformedEntity {
+            feed.malformed.push(MalformedEntity::new(
                 index,
-                route: route_of(&entity),
-                id: entity.id,
+                entity,
                 reason,
-                raw: payload.slice(raw),
-            });
+                payload.slice(raw),
+            ));
             continue;
         }
         let before = feed.carried.len();

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::binary::{Broadcaster, wait_exit};
+use common::binary::{Broadcaster, serve_command, wait_exit};
 use common::*;
 use stallwatch_core::report::DispatcherState;
 use stallwatch_core::taskdump::TaskDump;
@@ -152,19 +152,7 @@ fn bad_options_are_refused_with_clear_errors() {
             "not a configured stream",
         ),
     ] {
-        let out = Command::new(BIN)
-            .arg("serve")
-            .args([
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ])
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = serve_command().args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{args:?}: {err}");

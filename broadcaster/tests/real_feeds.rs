@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -124,16 +124,12 @@ async fn bad_captures_are_refused_whole_and_the_stream_keeps_serving() {
     let good = bytes::Bytes::from(
         std::fs::read(dir.join("feeds/caltrain-vehiclepositions-2023-11.pb")).unwrap(),
     );
-    let mut bad: Vec<PathBuf> = std::fs::read_dir(dir.join("bad"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    bad.sort();
+    let bad = stallwatch_testkit::gtfs_rt::files(&dir.join("bad"));
     assert_eq!(bad.len(), 2);
     let ingest = running.ingest();
     ingest.push(good.clone());
-    for path in &bad {
-        ingest.push(std::fs::read(path).unwrap().into());
+    for (_, data) in bad.iter() {
+        ingest.push(data.clone().into());
         ingest.push(good.clone());
     }
     for _ in 0..=bad.len() {

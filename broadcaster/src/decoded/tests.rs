@@ -530,15 +530,9 @@ fn text_that_is_not_utf8_refuses_the_message_on_both_paths() {
     assert!(decode_direct(&Bytes::from(payload)).is_some());
 }
 
-/// The real captures beside the workspace (`shared/gtfs-rt/`, or `STALLWATCH_GTFS_RT_DIR`).
+/// The real captures (`stallwatch_testkit::gtfs_rt`).
 fn gtfs_rt_dir() -> Option<std::path::PathBuf> {
-    if let Some(dir) = std::env::var_os("STALLWATCH_GTFS_RT_DIR") {
-        return Some(dir.into());
-    }
-    let found = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/gtfs-rt"))
-        .find(|d| d.join("feeds").is_dir());
+    let found = stallwatch_testkit::gtfs_rt::dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
     if found.is_none() {
         println!("SKIPPED: shared/gtfs-rt/ not found; set STALLWATCH_GTFS_RT_DIR");
     }
@@ -546,14 +540,9 @@ fn gtfs_rt_dir() -> Option<std::path::PathBuf> {
 }
 
 fn files(dir: &std::path::Path) -> Vec<(String, Bytes)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
+    stallwatch_testkit::gtfs_rt::files(dir)
         .into_iter()
-        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap().into()))
+        .map(|(p, data)| (p.display().to_string(), data.into()))
         .collect()
 }
 

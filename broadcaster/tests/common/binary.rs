@@ -26,6 +26,21 @@ impl Drop for Broadcaster {
     }
 }
 
+/// `transit-broadcaster serve` with every listener on an ephemeral loopback port.
+pub fn serve_command() -> Command {
+    let mut command = Command::new(BIN);
+    command.args([
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ]);
+    command
+}
+
 fn addr_field(line: &serde_json::Value, name: &str) -> SocketAddr {
     line["fields"][name]
         .as_str()
@@ -37,18 +52,8 @@ fn addr_field(line: &serde_json::Value, name: &str) -> SocketAddr {
 impl Broadcaster {
     /// Starts `serve` with `extra` options and waits for its "serving" log line.
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--log-format",
-                "json",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ])
+        let mut child = serve_command()
+            .args(["--log-format", "json"])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())

@@ -282,23 +282,15 @@ impl Drop for NatsServer {
     }
 }
 
-/// `shared/gtfs-rt/`, the real captures: beside the workspace root or one of its ancestors
-/// (a worktree sits deeper than the main clone), or `STALLWATCH_GTFS_RT_DIR`. `None` (and a
+/// `shared/gtfs-rt/`, the real captures (`stallwatch_testkit::gtfs_rt::dir`). `None` (and a
 /// line saying the test is skipped) when it is nowhere.
 pub fn gtfs_rt_dir() -> Option<std::path::PathBuf> {
-    if let Some(dir) = std::env::var_os("STALLWATCH_GTFS_RT_DIR") {
-        return Some(dir.into());
-    }
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let found = workspace
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join("shared/gtfs-rt"))
-        .find(|d| d.join("recording.bin").is_file());
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let found = stallwatch_testkit::gtfs_rt::dir(manifest);
     if found.is_none() {
         eprintln!(
             "SKIPPED: shared/gtfs-rt/ (the real GTFS-realtime captures) not found beside {} or its ancestors; set STALLWATCH_GTFS_RT_DIR",
-            workspace.display()
+            manifest.display()
         );
     }
     found

@@ -5,6 +5,7 @@
 //! - [`taskdump`]: a task dump shaped like the broadcaster's.
 //! - [`transit_stream`]: `TransitStream::test("demo")...build()` for a TransitStream as the
 //!   API server would store it.
+//! - [`gtfs_rt`]: where the real GTFS-realtime captures are, and reading them.
 //! - [`net`]: free loopback ports.
 //! - [`wait`]: `eventually(what, check)`, polling with one generous timeout.
 //! - `fake_api` and `harness` (feature `operator`): a fake Kubernetes API server (kube's
@@ -16,6 +17,7 @@
 //! `stallwatch-crds` always, `transit-operator` with feature `operator`. Their integration
 //! tests (`tests/*.rs`) and benches can.
 
+pub mod gtfs_rt;
 pub mod net;
 pub mod report;
 pub mod taskdump;
