@@ -17,8 +17,9 @@
 //!   and its shutdown; [`start`] reads as its steps.
 //! - [`grpc`]: `stallwatch.transit.v1.TransitBroadcaster`, gRPC health and reflection;
 //!   `grpc_health`: the `grpc.health.v1` service as its spec has it (Watch of an unknown name).
-//! - `http2`: our own HTTP/2 server for the gRPC listener (`--grpc-server lean`, the
-//!   default): Subscribe served inside each connection's task, the rest bridged to tonic.
+//! - `http2`: the gRPC listener on our own HTTP/2 server, the `lean-h2` crate
+//!   (`--grpc-server lean`, the default): Subscribe is its local stream, served inside each
+//!   connection's task; the rest is bridged to tonic.
 //! - `http`: `/metrics` (from `metrics`), `/healthz`, and the loopback admin API on its own
 //!   thread.
 //! - `reporter`: the heartbeat to the sidecar (`stallwatch.report.v1`), independent of the

@@ -4,7 +4,7 @@
 //! for every malformed-input rule, each followed by a check that other connections are served.
 
 mod common;
-#[path = "http2_server/raw.rs"]
+#[path = "../lean-h2/tests/support/raw.rs"]
 mod raw;
 
 use std::time::Duration;
@@ -20,10 +20,28 @@ use transit_broadcaster::generated::transit_v1::{
 use transit_broadcaster::source::SourceSpec;
 use transit_broadcaster::{Config, GrpcServer, Running};
 
+const SUBSCRIBE: &str = "/stallwatch.transit.v1.TransitBroadcaster/Subscribe";
+
+/// The raw client's Subscribe call.
+trait RawSubscribe {
+    async fn subscribe(&mut self, stream_id: u32, request: &SubscribeRequest);
+}
+
+impl RawSubscribe for Raw {
+    async fn subscribe(&mut self, stream_id: u32, request: &SubscribeRequest) {
+        self.call(
+            stream_id,
+            SUBSCRIBE,
+            &prost::Message::encode_to_vec(request),
+        )
+        .await;
+    }
+}
+
 async fn start(server: GrpcServer) -> Running {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
-        .with_env_filter("transit_broadcaster::http2=debug")
+        .with_env_filter("lean_h2=debug")
         .try_init();
     transit_broadcaster::start(Config {
         grpc_server: server,

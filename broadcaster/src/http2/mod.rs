@@ -1,37 +1,23 @@
-//! A lean HTTP/2 server (RFC 9113, HPACK per RFC 7541 decoded with `loona-hpack`) for the
-//! gRPC listener: `--grpc-server lean`, the default.
-//!
-//! Why not tonic's (hyper, h2): at 1,000 subscribers h2 writes each DATA frame with its own
-//! syscall and keeps about 23 KiB per idle subscriber; see `BENCHMARKS.md`, issue 14. Here one
-//! task serves a TCP connection: Subscribe streams are polled inside it, only when woken,
-//! and every ready update of every stream goes into one write buffer (`conn`, `send`);
-//! everything else is bridged to the tonic services (`bridge`).
-//!
-//! Modules: `frame` (frame encode/decode, SETTINGS), `headers` (HPACK decode with limits,
-//! response encoding), `flow` (windows), `wake` (per-stream wakers, the ready list),
-//! `conn` (the connection task's loop and I/O), `recv` (frame handling), `send` (serving
-//! ready streams), `spare` (a write buffer kept per thread), `stream`, `subscribe`, `bridge`.
+//! The gRPC listener on the lean HTTP/2 server (`lean-h2`, `--grpc-server lean`, the
+//! default): Subscribe is its local stream, served inside each connection's task; every other
+//! method (health, reflection, ListStreams, UNIMPLEMENTED for the rest) is bridged to the
+//! tonic services.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::Stream;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::codegen::Service as _;
 
-use crate::grpc::TransitService;
+use crate::grpc::{SubscriberStream, TransitService};
 
-mod bridge;
-mod conn;
-mod flow;
-mod frame;
-mod headers;
-mod recv;
-mod send;
-mod spare;
-mod stream;
 mod subscribe;
-mod wake;
+
+use subscribe::WireUpdate;
 
 /// What every connection serves.
 pub(crate) struct Services {
@@ -45,30 +31,61 @@ pub(crate) struct Services {
 
 /// Accepts connections until shutdown, then waits for them to close.
 pub(crate) async fn serve(listener: TcpListener, services: Services) {
-    let services = Arc::new(services);
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = services.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    // Without it Nagle's algorithm holds back small updates.
-                    if let Err(e) = socket.set_nodelay(true) {
-                        tracing::debug!(%peer, "TCP_NODELAY: {e}");
-                    }
-                    connections.spawn(conn::serve_connection(socket, peer, services.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!("gRPC accept failed: {e}");
-                    // Out of descriptors, typically: let connections close before retrying.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+    let options = lean_h2::Options {
+        shutdown: services.shutdown,
+        grace: services.grace,
+    };
+    let handler = Transit {
+        transit: services.transit,
+        routes: services.routes,
+    };
+    lean_h2::serve(listener, handler, options).await;
+}
+
+/// The broadcaster's side of the seam.
+struct Transit {
+    transit: TransitService,
+    routes: tonic::service::Routes,
+}
+
+impl lean_h2::Handler for Transit {
+    type Message = WireUpdate;
+    type Stream = Updates;
+
+    fn is_local(&self, path: &str) -> bool {
+        path == subscribe::PATH
     }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+
+    fn open(
+        &self,
+        _path: &str,
+        message: &[u8],
+        peer: SocketAddr,
+    ) -> Result<Updates, tonic::Status> {
+        subscribe::open(&self.transit, message, &peer.to_string()).map(Updates)
+    }
+
+    fn bridge(&self, request: http::Request<lean_h2::RequestBody>) -> lean_h2::BridgeFuture {
+        let mut routes = self.routes.clone();
+        let request = request.map(tonic::body::Body::new);
+        Box::pin(async move {
+            let Ok(response) = routes.call(request).await;
+            response
+        })
+    }
+}
+
+/// A subscription's updates as gRPC messages.
+pub(crate) struct Updates(SubscriberStream);
+
+impl Stream for Updates {
+    type Item = Result<WireUpdate, tonic::Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|item| item.map(|update| update.map(WireUpdate::new)))
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,8 @@
-//! Subscribe streams served inside the connection task: the request message is gathered
-//! from DATA frames, decoded and opened with the same transport-neutral step tonic's path
-//! uses ([`TransitService::open_subscription`]), and each update is framed straight into the
-//! connection's write buffer.
+//! Subscribe streams served inside the lean server's connection task: the request message
+//! (gathered by `lean-h2`) is decoded and opened with the same transport-neutral step tonic's
+//! path uses ([`TransitService::open_subscription`]), and each update is framed straight into
+//! the connection's write buffer from its parts ([`WireUpdate`]).
 
-use bytes::Bytes;
 use tonic::Status;
 
 use crate::generated::transit_v1::SubscribeRequest;
@@ -11,57 +10,9 @@ use crate::grpc::{OutgoingUpdate, SubscriberStream, TransitService};
 
 pub const PATH: &str = "/stallwatch.transit.v1.TransitBroadcaster/Subscribe";
 /// The gRPC length prefix: a compressed flag and a 4-byte big-endian length.
-pub const GRPC_PREFIX_LEN: usize = 5;
-/// The largest SubscribeRequest we take (route lists are short; tonic's default is 4 MiB,
-/// but the bytes sit on the heap of a connection until the message is complete).
-pub const MAX_REQUEST_MESSAGE: usize = 64 * 1024;
+const GRPC_PREFIX_LEN: usize = 5;
 /// `StreamUpdate.missed`'s field number.
 const MISSED_FIELD: u32 = 5;
-
-/// What the request bytes gathered so far amount to.
-#[derive(Debug)]
-pub enum RequestProgress {
-    /// Wait for more DATA.
-    Incomplete,
-    /// One whole message (compressed flag 0): its protobuf bytes.
-    Message(Bytes),
-}
-
-/// Checks the gRPC message framing of a Subscribe request body (RFC-like rules tonic applies:
-/// identity encoding only, a size limit).
-pub fn request_progress(body: &[u8], end_stream: bool) -> Result<RequestProgress, Status> {
-    let Some(prefix) = body.get(..GRPC_PREFIX_LEN) else {
-        return if end_stream {
-            Err(Status::internal("Missing request message."))
-        } else {
-            Ok(RequestProgress::Incomplete)
-        };
-    };
-    match prefix[0] {
-        0 => {}
-        1 => {
-            return Err(Status::unimplemented(
-                "message is compressed, but this server accepts identity only",
-            ));
-        }
-        flag => {
-            return Err(Status::internal(format!(
-                "protocol error: invalid compression flag: {flag} (valid flags are 0 and 1)"
-            )));
-        }
-    }
-    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-    if len > MAX_REQUEST_MESSAGE {
-        return Err(Status::out_of_range(format!(
-            "Error, decoded message length too large: found {len} bytes, the limit is: {MAX_REQUEST_MESSAGE} bytes"
-        )));
-    }
-    match body.get(GRPC_PREFIX_LEN..GRPC_PREFIX_LEN + len) {
-        Some(message) => Ok(RequestProgress::Message(Bytes::copy_from_slice(message))),
-        None if end_stream => Err(Status::internal("Missing request message.")),
-        None => Ok(RequestProgress::Incomplete),
-    }
-}
 
 /// Decodes the request and opens the subscription.
 pub fn open(
@@ -102,26 +53,19 @@ impl WireUpdate {
             update,
         }
     }
+}
 
-    pub fn len(&self) -> usize {
+impl lean_h2::Message for WireUpdate {
+    fn len(&self) -> usize {
         GRPC_PREFIX_LEN + self.update.head.len() + self.update.body.len() + self.missed_len
     }
 
-    pub fn parts(&self) -> [&[u8]; 4] {
+    fn parts(&self) -> [&[u8]; 4] {
         [
             &self.prefix,
             &self.update.head,
             &self.update.body,
             &self.missed[..self.missed_len],
         ]
-    }
-
-    /// The message as one buffer, for when flow control lets only part of it go now.
-    pub fn to_bytes(&self) -> Bytes {
-        let mut out = Vec::with_capacity(self.len());
-        for part in self.parts() {
-            out.extend_from_slice(part);
-        }
-        Bytes::from(out)
     }
 }

@@ -14,11 +14,11 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::Services;
-use super::flow::{RecvWindow, SendWindow};
-use super::frame::{self, DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, Reason};
-use super::stream::{State, Stream};
-use super::wake::ReadyShared;
+use crate::flow::{RecvWindow, SendWindow};
+use crate::frame::{self, DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, Reason};
+use crate::stream::{State, Stream};
+use crate::wake::ReadyShared;
+use crate::{Handler, Shared};
 
 /// Reads go through a stack buffer of this size.
 const READ_CHUNK: usize = 16 * 1024;
@@ -26,7 +26,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// until the socket takes them: a slow socket turns into lag in the hub, not into memory.
 const HIGH_WATER: usize = 128 * 1024;
 // A connection's usual write buffer must fit the per-thread spare, or it is never kept.
-const _: () = assert!(super::spare::MAX_KEPT >= 4 * HIGH_WATER);
+const _: () = assert!(crate::spare::MAX_KEPT >= 4 * HIGH_WATER);
 /// Rounds of read/serve/write per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 8;
 /// Passes over the ready list before a write: later wakes wait for the next poll.
@@ -74,7 +74,7 @@ impl Out {
     pub fn new_header_block(&mut self) -> Vec<u8> {
         let mut block = Vec::new();
         if std::mem::take(&mut self.table_size_update) {
-            block.push(super::headers::TABLE_SIZE_UPDATE_TO_0);
+            block.push(crate::headers::TABLE_SIZE_UPDATE_TO_0);
         }
         block
     }
@@ -88,17 +88,17 @@ pub(super) struct PendingHeaders {
     pub block: Vec<u8>,
 }
 
-pub(super) struct Conn {
+pub(super) struct Conn<H: Handler> {
     pub io: TcpStream,
     pub peer: SocketAddr,
-    pub services: Arc<Services>,
+    pub services: Arc<Shared<H>>,
     pub phase: Phase,
     pub hpack: loona_hpack::Decoder<'static>,
     /// An incomplete frame's bytes.
     pub partial: Vec<u8>,
     pub header_block: Option<PendingHeaders>,
     pub out: Out,
-    pub streams: HashMap<u32, Stream>,
+    pub streams: HashMap<u32, Stream<H>>,
     pub last_stream_id: u32,
     pub recv_window: RecvWindow,
     /// The peer's SETTINGS_INITIAL_WINDOW_SIZE.
@@ -120,16 +120,20 @@ pub(super) struct Conn {
 }
 
 /// Serves one connection until it closes.
-pub(super) async fn serve_connection(io: TcpStream, peer: SocketAddr, services: Arc<Services>) {
+pub(super) async fn serve_connection<H: Handler>(
+    io: TcpStream,
+    peer: SocketAddr,
+    services: Arc<Shared<H>>,
+) {
     let mut conn = Conn::new(io, peer, services);
     std::future::poll_fn(|cx| conn.poll(cx)).await;
 }
 
-impl Conn {
-    fn new(io: TcpStream, peer: SocketAddr, services: Arc<Services>) -> Self {
+impl<H: Handler> Conn<H> {
+    fn new(io: TcpStream, peer: SocketAddr, services: Arc<Shared<H>>) -> Self {
         let mut hpack = loona_hpack::Decoder::new();
         hpack.set_max_allowed_table_size(4096);
-        let shutdown = Box::pin(services.shutdown.clone().cancelled_owned());
+        let shutdown = Box::pin(services.options.shutdown.clone().cancelled_owned());
         let mut conn = Self {
             io,
             peer,
@@ -179,7 +183,7 @@ impl Conn {
         self.shared.register(cx.waker());
         for _ in 0..ROUNDS_PER_POLL {
             if self.out.buf.capacity() == 0 {
-                self.out.buf = super::spare::take();
+                self.out.buf = crate::spare::take();
             }
             self.poll_shutdown_signal(cx);
             let mut more = false;
@@ -236,7 +240,7 @@ impl Conn {
         }
         if self.shutdown.as_mut().poll(cx).is_ready() {
             frame::put_goaway(&mut self.out.buf, self.last_stream_id, Reason::NoError, "");
-            self.grace = Some(Box::pin(tokio::time::sleep(self.services.grace)));
+            self.grace = Some(Box::pin(tokio::time::sleep(self.services.options.grace)));
         }
     }
 
@@ -315,7 +319,7 @@ impl Conn {
             }
             self.out.written += n;
         }
-        super::spare::put(std::mem::take(&mut self.out.buf));
+        crate::spare::put(std::mem::take(&mut self.out.buf));
         self.out.written = 0;
         Poll::Ready(Ok(()))
     }

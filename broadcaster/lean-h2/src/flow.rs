@@ -1,6 +1,6 @@
 //! Flow-control windows (RFC 9113 section 5.2 and 6.9). Pure.
 
-use super::frame::MAX_WINDOW;
+use crate::frame::MAX_WINDOW;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FlowError {

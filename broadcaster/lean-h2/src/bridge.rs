@@ -1,5 +1,6 @@
-//! Every method but Subscribe (health incl. `Watch`, reflection v1 and v1alpha, `ListStreams`,
-//! unknown methods) is bridged to the tonic services: the request body is a channel the
+//! Every request but the local streams' (for the broadcaster: health incl. `Watch`,
+//! reflection, `ListStreams`, unknown methods) is bridged to the handler's HTTP service
+//! ([`crate::Handler::bridge`], tonic's routes): the request body is a channel the
 //! connection task feeds from DATA frames, and one task per request polls the response
 //! future and body and hands headers, data and trailers back to the connection task, which
 //! frames them under flow control. The channel back is small and bounded, so a response the
@@ -15,11 +16,10 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
-use tonic::codegen::Service;
-use tonic::service::Routes;
 
-use super::headers::RequestHead;
-use super::wake::ReadyShared;
+use crate::Handler;
+use crate::headers::RequestHead;
+use crate::wake::ReadyShared;
 
 /// What a bridged response hands the connection task, in order.
 #[derive(Debug)]
@@ -77,8 +77,8 @@ impl Drop for Bridged {
 }
 
 /// Builds the `http::Request` and spawns the task that serves it.
-pub fn start(
-    routes: &Routes,
+pub fn start<H: Handler>(
+    handler: &H,
     head: RequestHead,
     end_stream: bool,
     stream_id: u32,
@@ -103,10 +103,10 @@ pub fn start(
         .method(head.method.as_str())
         .uri(uri)
         .version(http::Version::HTTP_2)
-        .body(tonic::body::Body::new(body))?;
+        .body(body)?;
     *request.headers_mut() = head.headers;
     let (events_tx, events) = mpsc::channel(EVENTS_IN_FLIGHT);
-    let task = tokio::spawn(serve(routes.clone(), request, events_tx));
+    let task = tokio::spawn(serve(handler.bridge(request), events_tx));
     Ok(Bridged {
         body: (!end_stream).then_some(body_tx),
         events,
@@ -116,12 +116,8 @@ pub fn start(
     })
 }
 
-async fn serve(
-    mut routes: Routes,
-    request: http::Request<tonic::body::Body>,
-    events: mpsc::Sender<BridgeEvent>,
-) {
-    let Ok(response) = routes.call(request).await;
+async fn serve(response: crate::BridgeFuture, events: mpsc::Sender<BridgeEvent>) {
+    let response = response.await;
     let (parts, mut body) = response.into_parts();
     if events.send(BridgeEvent::Head(parts)).await.is_err() {
         return;

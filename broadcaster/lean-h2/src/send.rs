@@ -7,19 +7,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use futures::Stream as _;
 use futures::task::waker_ref;
 use http::HeaderMap;
 use tonic::Status;
 
-use super::bridge::{BridgeEvent, Bridged};
-use super::conn::{Conn, Out};
-use super::flow::SendWindow;
-use super::frame::{self, Reason};
-use super::headers;
-use super::stream::{State, Stream};
-use super::subscribe::WireUpdate;
-use crate::grpc::SubscriberStream;
+use crate::bridge::{BridgeEvent, Bridged};
+use crate::conn::{Conn, Out};
+use crate::flow::SendWindow;
+use crate::frame::{self, Reason};
+use crate::headers;
+use crate::stream::{State, Stream};
+use crate::{Handler, Message};
 
 /// What serving a stream came to.
 enum Outcome {
@@ -33,7 +31,7 @@ enum Outcome {
     Ended,
 }
 
-impl Conn {
+impl<H: Handler> Conn<H> {
     /// Serves the ready streams. Returns whether some are left for after a write.
     pub(super) fn serve_ready(&mut self) -> bool {
         while let Some(id) = self.ready.pop_front() {
@@ -59,7 +57,7 @@ impl Conn {
     }
 }
 
-fn serve_stream(id: u32, stream: &mut Stream, out: &mut Out) -> Outcome {
+fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> Outcome {
     let Stream {
         send,
         pending,
@@ -86,9 +84,9 @@ fn serve_stream(id: u32, stream: &mut Stream, out: &mut Out) -> Outcome {
             return Outcome::BlockedOnConn;
         }
         let step = match state {
-            State::SubscribeRequest { .. } => return Outcome::Idle,
-            State::Subscribe(updates) => {
-                next_update(id, updates, send, pending, out, &mut open, &mut cx)
+            State::LocalRequest { .. } => return Outcome::Idle,
+            State::Local(messages) => {
+                next_message(id, messages, send, pending, out, &mut open, &mut cx)
             }
             State::Bridge(bridged) => next_bridge_event(id, bridged, send, pending, out, &mut cx),
         };
@@ -120,19 +118,23 @@ enum Step {
     Reset,
 }
 
-fn next_update(
+fn next_message<S, M>(
     id: u32,
-    updates: &mut SubscriberStream,
+    messages: &mut S,
     send: &mut SendWindow,
     pending: &mut Bytes,
     out: &mut Out,
     open: &mut Option<usize>,
     cx: &mut Context<'_>,
-) -> Step {
-    match Pin::new(updates).poll_next(cx) {
+) -> Step
+where
+    S: futures::Stream<Item = Result<M, Status>> + Unpin,
+    M: Message,
+{
+    match Pin::new(messages).poll_next(cx) {
         Poll::Pending => Step::Pending,
-        Poll::Ready(Some(Ok(update))) => {
-            write_message(id, &WireUpdate::new(update), send, pending, out, open);
+        Poll::Ready(Some(Ok(message))) => {
+            write_message(id, &message, send, pending, out, open);
             Step::Continue
         }
         Poll::Ready(Some(Err(status))) => Step::End(Some(status)),
@@ -192,7 +194,7 @@ fn blocked(out: &Out) -> Outcome {
 /// when the windows allow all of it; otherwise joins it and sends what they allow.
 fn write_message(
     id: u32,
-    message: &WireUpdate,
+    message: &impl Message,
     send: &mut SendWindow,
     pending: &mut Bytes,
     out: &mut Out,
@@ -206,8 +208,17 @@ fn write_message(
         return;
     }
     *open = None;
-    *pending = message.to_bytes();
+    *pending = to_bytes(message);
     send_pending(id, send, pending, out);
+}
+
+/// The message as one buffer, for when flow control lets only part of it go now.
+fn to_bytes(message: &impl Message) -> Bytes {
+    let mut out = Vec::with_capacity(message.len());
+    for part in message.parts() {
+        out.extend_from_slice(part);
+    }
+    Bytes::from(out)
 }
 
 fn write_bytes(id: u32, data: Bytes, send: &mut SendWindow, pending: &mut Bytes, out: &mut Out) {

@@ -1,13 +1,12 @@
 //! A tiny raw HTTP/2 client: writes any frame, malformed ones included, and reads frames
-//! back, so each protocol rule of the lean server can be provoked.
+//! back, so each protocol rule of the lean server can be provoked. Shared by this crate's
+//! tests and the broadcaster's (`#[path]`), so it names no broadcaster type.
 
 use std::net::SocketAddr;
 
-use prost::Message;
 use stallwatch_testkit::wait::WAIT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use transit_broadcaster::generated::transit_v1::SubscribeRequest;
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const DATA: u8 = 0x0;
@@ -33,8 +32,6 @@ pub const STREAM_CLOSED: u32 = 0x5;
 pub const FRAME_SIZE_ERROR: u32 = 0x6;
 pub const REFUSED_STREAM: u32 = 0x7;
 pub const COMPRESSION_ERROR: u32 = 0x9;
-
-pub const SUBSCRIBE: &str = "/stallwatch.transit.v1.TransitBroadcaster/Subscribe";
 
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -181,15 +178,11 @@ impl Raw {
             .await;
     }
 
-    pub async fn subscribe(&mut self, stream_id: u32, request: &SubscribeRequest) {
-        self.request(stream_id, SUBSCRIBE, &[], 0).await;
-        self.send(
-            DATA,
-            END_STREAM,
-            stream_id,
-            &grpc_message(0, &request.encode_to_vec()),
-        )
-        .await;
+    /// A gRPC call with one request message (already encoded) that ends the request.
+    pub async fn call(&mut self, stream_id: u32, path: &str, message: &[u8]) {
+        self.request(stream_id, path, &[], 0).await;
+        self.send(DATA, END_STREAM, stream_id, &grpc_message(0, message))
+            .await;
     }
 }
 

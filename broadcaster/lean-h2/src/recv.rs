@@ -3,15 +3,15 @@
 
 use bytes::Bytes;
 
-use super::conn::{Conn, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, PendingHeaders, Phase};
-use super::frame::{
+use crate::conn::{Conn, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, PendingHeaders, Phase};
+use crate::frame::{
     self, DEFAULT_MAX_FRAME_SIZE, FrameHeader, HEADER_LEN, PREFACE, Reason, flag, kind,
 };
-use super::headers::{self, HeadError, RequestHead};
-use super::stream::{State, Stream};
-use super::subscribe::{self, RequestProgress};
-use super::wake::StreamWaker;
-use super::{bridge, send};
+use crate::grpc::{self, RequestProgress};
+use crate::headers::{self, HeadError, RequestHead};
+use crate::stream::{State, Stream};
+use crate::wake::StreamWaker;
+use crate::{Handler, bridge, send};
 
 /// A header block (HEADERS plus CONTINUATIONs) larger than this closes the connection; the
 /// header list limit is checked after decoding, this bounds what is buffered before.
@@ -24,7 +24,7 @@ fn conn_err(reason: Reason, why: impl Into<String>) -> Result<(), ConnError> {
     Err(ConnError(reason, why.into()))
 }
 
-impl Conn {
+impl<H: Handler> Conn<H> {
     /// Handles every complete frame in `buf`; returns how many bytes were used.
     pub(super) fn process(&mut self, buf: &[u8]) -> usize {
         let mut pos = 0;
@@ -197,7 +197,7 @@ impl Conn {
                     self.ready.extend(self.blocked_on_conn.drain(..));
                     Ok(())
                 }
-                Err(super::flow::FlowError::ZeroIncrement) => {
+                Err(crate::flow::FlowError::ZeroIncrement) => {
                     conn_err(Reason::ProtocolError, "WINDOW_UPDATE with a 0 increment")
                 }
                 Err(e) => conn_err(Reason::FlowControlError, e.to_string()),
@@ -209,7 +209,7 @@ impl Conn {
         };
         match stream.send.increase(increment) {
             Ok(()) => self.ready.push_back(h.stream_id),
-            Err(super::flow::FlowError::ZeroIncrement) => self.stream_error(
+            Err(crate::flow::FlowError::ZeroIncrement) => self.stream_error(
                 h.stream_id,
                 Reason::ProtocolError,
                 "WINDOW_UPDATE with a 0 increment",
@@ -267,10 +267,10 @@ impl Conn {
         let end_stream = h.has(flag::END_STREAM);
         stream.remote_closed |= end_stream;
         match &mut stream.state {
-            State::SubscribeRequest { body } => {
+            State::LocalRequest { body, .. } => {
                 body.extend_from_slice(data);
                 self.release(id, payload.len());
-                self.advance_subscribe_request(id);
+                self.advance_local_request(id);
             }
             State::Bridge(bridged) => {
                 if !data.is_empty()
@@ -290,7 +290,7 @@ impl Conn {
                     bridged.body = None;
                 }
             }
-            State::Subscribe(_) => self.release(id, payload.len()),
+            State::Local(_) => self.release(id, payload.len()),
         }
         Ok(())
     }
@@ -409,8 +409,8 @@ impl Conn {
         stream.remote_closed = true;
         match &mut stream.state {
             State::Bridge(bridged) => bridged.body = None,
-            State::SubscribeRequest { .. } => self.advance_subscribe_request(id),
-            State::Subscribe(_) => {}
+            State::LocalRequest { .. } => self.advance_local_request(id),
+            State::Local(_) => {}
         }
         Ok(())
     }
@@ -418,15 +418,18 @@ impl Conn {
     fn open_stream(&mut self, id: u32, head: RequestHead, end_stream: bool) {
         let (send, recv) = self.new_stream_windows();
         let waker = StreamWaker::new(id, self.shared.clone());
-        let state = if head.path == subscribe::PATH {
-            if let Err(status) = check_grpc_request(&head) {
+        let state = if self.services.handler.is_local(&head.path) {
+            if let Err(status) = grpc::check_grpc_request(&head) {
                 send::respond_status(&mut self.out, id, &status, false, end_stream);
                 return;
             }
-            State::SubscribeRequest { body: Vec::new() }
+            State::LocalRequest {
+                path: head.path,
+                body: Vec::new(),
+            }
         } else {
             match bridge::start(
-                &self.services.routes,
+                &self.services.handler,
                 head,
                 end_stream,
                 id,
@@ -439,7 +442,7 @@ impl Conn {
                 }
             }
         };
-        let is_subscribe = matches!(state, State::SubscribeRequest { .. });
+        let is_local = matches!(state, State::LocalRequest { .. });
         self.streams.insert(
             id,
             Stream {
@@ -451,31 +454,31 @@ impl Conn {
                 state,
             },
         );
-        if is_subscribe {
-            self.advance_subscribe_request(id);
+        if is_local {
+            self.advance_local_request(id);
         } else {
             self.ready.push_back(id);
         }
     }
 
-    /// Opens the subscription once its request message is complete, or answers the error.
-    fn advance_subscribe_request(&mut self, id: u32) {
+    /// Opens the local stream once its request message is complete, or answers the error.
+    fn advance_local_request(&mut self, id: u32) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        let State::SubscribeRequest { body } = &stream.state else {
+        let State::LocalRequest { path, body } = &stream.state else {
             return;
         };
-        let opened = match subscribe::request_progress(body, stream.remote_closed) {
+        let opened = match grpc::request_progress(body, stream.remote_closed) {
             Ok(RequestProgress::Incomplete) => return,
             Ok(RequestProgress::Message(message)) => {
-                subscribe::open(&self.services.transit, &message, &self.peer.to_string())
+                self.services.handler.open(path, &message, self.peer)
             }
             Err(status) => Err(status),
         };
         match opened {
             Ok(updates) => {
-                stream.state = State::Subscribe(Box::new(updates));
+                stream.state = State::Local(Box::new(updates));
                 send::respond_grpc_head(&mut self.out, id);
                 self.ready.push_back(id);
             }
@@ -486,34 +489,4 @@ impl Conn {
             }
         }
     }
-}
-
-/// The request checks tonic makes before a call: gRPC content type, identity encoding.
-fn check_grpc_request(head: &RequestHead) -> Result<(), tonic::Status> {
-    if head.method != "POST" {
-        return Err(tonic::Status::internal(format!(
-            "gRPC requires POST, not {}",
-            head.method
-        )));
-    }
-    let content_type = head
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if !content_type.starts_with(b"application/grpc") {
-        return Err(tonic::Status::internal(format!(
-            "unsupported content-type {:?}",
-            String::from_utf8_lossy(content_type)
-        )));
-    }
-    if let Some(encoding) = head.headers.get("grpc-encoding")
-        && encoding != "identity"
-    {
-        return Err(tonic::Status::unimplemented(format!(
-            "Content is compressed with `{}` which isn't supported",
-            String::from_utf8_lossy(encoding.as_bytes())
-        )));
-    }
-    Ok(())
 }
