@@ -13,6 +13,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo deny (licences, bans, sources)"
+cargo deny --log-level error check licenses bans sources
+echo "== cargo doc (broken intra-doc links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 echo "== structure (import cycles, long functions)"
 python3 scripts/check-structure.py --self-test
 python3 scripts/check-structure.py

@@ -528,7 +528,7 @@ pub(crate) fn api_access_volume(name: &str) -> Volume {
     }
 }
 
-/// The broadcaster and its sidecar in one pod (see [`pod_spec`]), rolled when `config_hash`
+/// The broadcaster and its sidecar in one pod (see `pod_spec`), rolled when `config_hash`
 /// changes.
 pub fn deployment(ts: &TransitStream, ctx: &BuildContext, config_hash: &str) -> Deployment {
     let name = name_of(ts);

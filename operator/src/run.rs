@@ -1,5 +1,5 @@
 //! The operator's start-up: the HTTP endpoints, the shutdown signal, leader election, then the
-//! controller (in [`crate::controller`]) while this replica leads.
+//! controller (in `controller`) while this replica leads.
 //!
 //! `main.rs` parses the CLI into a [`Config`] and calls [`run`]; nothing else starts here.
 

@@ -4,7 +4,7 @@
 //! Role, creates the admin token Secret (and a templated dump claim), and reports which of its
 //! pods the webhook injected. The sidecar itself arrives through `crate::webhook`.
 //!
-//! Pure parts ([`view`], [`coverage`], [`role_binding`]) are unit-tested; [`fetch`] and
+//! Pure parts (`view`, [`coverage`], [`role_binding`]) are unit-tested; [`fetch`] and
 //! [`list_pods`] are the two reads.
 
 use std::collections::BTreeMap;
