@@ -16,9 +16,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use stallwatch_crds::TransitStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::drift::Drift;
+use crate::health::{self, Heartbeat};
 use crate::reconcile::{
     self, Context, managed_pods_selector, pod_to_stream, slim_pod, slim_stream,
 };
@@ -59,6 +60,22 @@ pub struct Caches {
     pub pods: Store<Pod>,
     stream_writer: reflector::store::Writer<TransitStream>,
     pod_writer: reflector::store::Writer<Pod>,
+    /// Where the TransitStream watch reports deletions (the reconciler forgets them).
+    gone: Option<mpsc::UnboundedSender<Gone>>,
+}
+
+/// What the TransitStream watch reports beside the objects it passes on: the controller
+/// stream (`applied_objects`) carries no deletions, and the reconciler's per-resource state
+/// must be dropped at deletion (issue 21). A watch event rather than a finalizer: a finalizer
+/// would make every deletion wait for a running operator (and an uninstalled operator leaves
+/// TransitStreams that cannot be deleted), for state that only lives in this process's memory
+/// and that a restart drops anyway.
+#[derive(Debug)]
+pub(crate) enum Gone {
+    Deleted(Box<TransitStream>),
+    /// A (re)list completed: objects deleted while the watch was down got no event of their
+    /// own; whatever is not in the cache now is gone.
+    Relisted,
 }
 
 impl Caches {
@@ -70,7 +87,13 @@ impl Caches {
             pods,
             stream_writer,
             pod_writer,
+            gone: None,
         }
+    }
+
+    fn reporting_deletions(mut self, gone: mpsc::UnboundedSender<Gone>) -> Self {
+        self.gone = Some(gone);
+        self
     }
 }
 
@@ -97,6 +120,7 @@ pub fn cache_streams(
         pods,
         stream_writer,
         pod_writer,
+        gone,
     } = caches;
     let ts_stream = watcher(
         api::<TransitStream>(client, scope),
@@ -105,6 +129,16 @@ pub fn cache_streams(
     .default_backoff()
     .modify(slim_stream)
     .reflect(stream_writer)
+    .inspect_ok(move |event| {
+        let report = match event {
+            watcher::Event::Delete(ts) => Gone::Deleted(Box::new(ts.clone())),
+            watcher::Event::InitDone => Gone::Relisted,
+            _ => return,
+        };
+        if let Some(tx) = &gone {
+            let _ = tx.send(report);
+        }
+    })
     .applied_objects();
     let pod_stream = watcher(
         api::<Pod>(client, scope),
@@ -163,6 +197,9 @@ where
     })
 }
 
+/// How often the controller loop beats its heartbeat when nothing else happens.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
 /// Run the controller until `shutdown` fires.
 pub async fn run_controller(
     client: Client,
@@ -171,7 +208,30 @@ pub async fn run_controller(
     ready: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (ts_stream, pod_stream, streams, pods) = cache_streams(&client, &scope, Caches::new());
+    run_controller_beating(
+        client,
+        scope,
+        make_ctx,
+        ready,
+        shutdown,
+        health::unwatched(),
+    )
+    .await
+}
+
+/// [`run_controller`], beating `heartbeat` each time the loop that drives the controller
+/// goes round (a reconcile finished, a deletion handled, or every [`BEAT_EVERY`]).
+pub async fn run_controller_beating(
+    client: Client,
+    scope: Scope,
+    make_ctx: impl FnOnce(Store<Pod>, Store<TransitStream>) -> Arc<Context>,
+    ready: watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    heartbeat: Heartbeat,
+) {
+    let (gone_tx, gone) = mpsc::unbounded_channel();
+    let caches = Caches::new().reporting_deletions(gone_tx);
+    let (ts_stream, pod_stream, streams, pods) = cache_streams(&client, &scope, caches);
     let ctx = make_ctx(pods.clone(), streams.clone());
     let drift = ctx.drift.clone();
     let deployments = api::<Deployment>(&client, &scope);
@@ -187,17 +247,42 @@ pub async fn run_controller(
             deployments,
             watcher::Config::default().labels(MANAGED_SELECTOR),
         );
-    with_owned_triggers(controller, &client, &scope, &drift, &owners)
+    let results = with_owned_triggers(controller, &client, &scope, &drift, &owners)
         .watches_stream(pod_stream, |pod| pod_to_stream(&pod))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(resource = %obj, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
-            }
-        })
-        .await;
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .map(|r| r.map(|(obj, _)| obj));
+    drive(results, gone, &ctx, &heartbeat).await;
+}
+
+/// Polls the controller until it ends, forgets deleted TransitStreams, and beats: the beat
+/// proves that this loop, which every watch event and reconcile goes through, still goes
+/// round (a reconcile blocking its thread, or this loop stuck, stops it).
+async fn drive<T: std::fmt::Display, E: std::fmt::Display>(
+    results: impl futures::Stream<Item = Result<T, E>>,
+    mut gone: mpsc::UnboundedReceiver<Gone>,
+    ctx: &Context,
+    heartbeat: &Heartbeat,
+) {
+    let mut results = std::pin::pin!(results);
+    let mut tick = tokio::time::interval(BEAT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            r = results.next() => match r {
+                Some(Ok(obj)) => tracing::debug!(resource = %obj, "reconciled"),
+                Some(Err(e)) => tracing::debug!(error = %e, "reconcile failed"),
+                None => return,
+            },
+            Some(g) = gone.recv() => match g {
+                Gone::Deleted(ts) => ctx.forget(&ts),
+                Gone::Relisted => ctx.forget_missing(),
+            },
+            _ = tick.tick() => {}
+        }
+        heartbeat.beat();
+        heartbeat.wedge_point().await;
+    }
 }
 
 /// Sends `true` on `ready` once both caches have synced (in the background).
