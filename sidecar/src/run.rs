@@ -29,6 +29,7 @@ use crate::capture::{Capturer, PodIdentity};
 use crate::cli::{Cli, Command, RunArgs};
 use crate::http;
 use crate::ingest::{self, IngestAddr};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::scrape::ScrapeConfig;
@@ -72,9 +73,18 @@ pub fn run(cli: Cli) -> ExitCode {
 fn serve_until_signal(args: RunArgs) -> Result<(), RunError> {
     command::init_tracing(args.log_format);
     command::runtime()?.block_on(async move {
+        let grace = args.shutdown_grace;
         let running = start(args).await.map_err(RunError::Start)?;
         stallwatch_core::shutdown::signal().await;
-        tracing::info!("shutting down");
+        tracing::info!(?grace, "shutting down");
+        // Draining waits for requests in flight (a dump can take its whole timeout) and the
+        // runtime's drop for blocking tasks (a process dump): a plain thread bounds both, so
+        // the kubelet's SIGKILL never has to end the sidecar.
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            tracing::warn!(?grace, "shutdown did not finish within its grace; exiting");
+            std::process::exit(1);
+        });
         running.shutdown().await;
         Ok(())
     })
@@ -110,7 +120,8 @@ pub async fn start_with_storage(
     let ingest_router = ingest::router(monitor.clone());
     let (ingest, ingest_task) = serve::ingest(ingest_addr, ingest_router, stop.clone()).await?;
     tasks.push(ingest_task);
-    let http_router = http::router(monitor.clone());
+    let liveness = Arc::new(Liveness::new(args.liveness_timeout, &args.test_wedge));
+    let http_router = http::router(monitor.clone(), liveness.clone());
     tasks.push(serve::serve(
         "http",
         http_listener,
@@ -130,7 +141,7 @@ pub async fn start_with_storage(
         stop.clone(),
     ));
 
-    tasks.push(background::ticker(monitor.clone(), stop.clone()));
+    tasks.push(background::ticker(monitor.clone(), liveness, stop.clone()));
     if let Some(cfg) = zero_code.clone() {
         tasks.push(background::scraper(monitor.clone(), cfg, stop.clone()));
     }
