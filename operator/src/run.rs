@@ -335,20 +335,27 @@ async fn start_webhook(
 }
 
 /// A flag that turns true at the first SIGTERM/SIGINT; from then on the process exits within
-/// `grace` whatever state it is in (a plain thread ends it, so a wedged loop or a request that
-/// never returns cannot hold the pod until the kubelet's SIGKILL).
+/// `grace` whatever state it is in: a thread with a runtime of its own watches the signal
+/// too, so a wedged loop, a request that never returns or a blocked worker cannot hold the
+/// pod until the kubelet's SIGKILL.
 fn stop_on_signal(grace: Duration) -> watch::Receiver<bool> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         stallwatch_core::shutdown::signal().await;
         tracing::info!(grace = ?grace, "shutting down");
+        stop_tx.send_replace(true);
+    });
+    if let Ok(watchdog) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         std::thread::spawn(move || {
+            watchdog.block_on(stallwatch_core::shutdown::signal());
             std::thread::sleep(grace);
             tracing::warn!(grace = ?grace, "shutdown did not finish within its grace; exiting");
             std::process::exit(1);
         });
-        stop_tx.send_replace(true);
-    });
+    }
     stop_rx
 }
 
