@@ -862,8 +862,15 @@ async fn ensure_token(
         .filter(|t| !t.is_empty())
     {
         Some(t) => {
-            if let Some(s) = &existing {
-                ctx.drift.applied("Secret", &s.metadata);
+            match &existing {
+                // Left by a deleted TransitStream of the same name (the garbage collector has
+                // not got to it yet): adopted with its token, or the collector would delete it
+                // under the new owner's sidecars.
+                Some(s) if !owned_by(&s.metadata, ts) => {
+                    tracked_apply(ctx, ns, &builders::admin_secret(ts, &t)).await?;
+                }
+                Some(s) => ctx.drift.applied("Secret", &s.metadata),
+                None => {}
             }
             t
         }
@@ -875,6 +882,14 @@ async fn ensure_token(
     };
     lock(&ctx.tokens).insert(key, token.clone());
     Ok(token)
+}
+
+/// Whether `ts` (this uid) is the controller owner of `meta`.
+fn owned_by(meta: &ObjectMeta, ts: &TransitStream) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == ts.metadata.uid.as_ref())
+    })
 }
 
 /// Perform one effect. Sidecar and restart failures become results (recorded, retried by
