@@ -33,6 +33,47 @@ pub const LIST_PAGE_SIZE: u32 = 50;
 /// profile of `benches/footprint_real.rs`); its pages are smaller.
 pub const POD_LIST_PAGE_SIZE: u32 = 10;
 
+/// Shortest and longest wait before a failed watch (or the controller's triggers after an
+/// error) tries again.
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The backoff of every watch and of the controller's triggers: 0.5 s doubling up to 5 s,
+/// reset by the next success. kube's default goes up to 30 s, and the controller applies it
+/// to all its triggers at once: after an API server restart the first answer of every watch is
+/// a 410 ("too old resource version", which only means "list again"), one more error on top of
+/// the outage's, and a new TransitStream was reconciled 66 s after the API server was back
+/// (issue 21, `tests/real_api_restart.rs`). A relist costs a list per kind, every 5 s at
+/// worst while the API server refuses.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            next: WATCH_BACKOFF_MIN,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (now * 2).min(WATCH_BACKOFF_MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_MIN;
+    }
+}
+
 /// Labels on every object the operator applies (builders).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=transit-operator";
 
@@ -126,7 +167,7 @@ pub fn cache_streams(
         api::<TransitStream>(client, scope),
         watcher::Config::default().page_size(LIST_PAGE_SIZE),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim_stream)
     .reflect(stream_writer)
     .inspect_ok(move |event| {
@@ -146,7 +187,7 @@ pub fn cache_streams(
             .labels(&managed_pods_selector())
             .page_size(POD_LIST_PAGE_SIZE),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim_pod)
     .reflect(pod_writer)
     .touched_objects();
@@ -176,7 +217,7 @@ where
             .labels(MANAGED_SELECTOR)
             .page_size(LIST_PAGE_SIZE),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .inspect_ok(move |event| match event {
         watcher::Event::Init => drift.relist_started(&kind),
         watcher::Event::InitApply(o) | watcher::Event::Apply(o) => drift.seen(&kind, &o.metadata),
@@ -234,19 +275,23 @@ pub async fn run_controller_beating(
     let (ts_stream, pod_stream, streams, pods) = cache_streams(&client, &scope, caches);
     let ctx = make_ctx(pods.clone(), streams.clone());
     let drift = ctx.drift.clone();
-    let deployments = api::<Deployment>(&client, &scope);
+    let deployments = api::<PartialObjectMeta<Deployment>>(&client, &scope);
     report_ready_when_synced(streams.clone(), pods.clone(), ready);
     let owners = streams.clone();
+    let deployment_stream = watcher(
+        deployments,
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+    )
+    .backoff(WatchBackoff::default())
+    .touched_objects();
     let controller = Controller::for_stream(ts_stream, streams)
         .with_config(
             ControllerConfig::default()
                 .concurrency(16)
                 .debounce(Duration::from_millis(50)),
         )
-        .owns(
-            deployments,
-            watcher::Config::default().labels(MANAGED_SELECTOR),
-        );
+        .trigger_backoff(WatchBackoff::default())
+        .owns_stream(deployment_stream);
     let results = with_owned_triggers(controller, &client, &scope, &drift, &owners)
         .watches_stream(pod_stream, |pod| pod_to_stream(&pod))
         .graceful_shutdown_on(shutdown)
@@ -334,4 +379,22 @@ fn with_owned_triggers(
             d(),
             o(),
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::utils::Backoff as _;
+
+    use super::*;
+
+    #[test]
+    fn watch_backoff_doubles_to_five_seconds_and_resets() {
+        let mut b = WatchBackoff::default();
+        let waits: Vec<u64> = (0..6)
+            .map(|_| b.next().unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(500)));
+    }
 }
