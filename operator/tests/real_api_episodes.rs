@@ -275,3 +275,61 @@ async fn the_namespace_deleted_during_a_remediation_leaves_no_error_loop_and_no_
     );
     plane.delete_namespace(&home).await;
 }
+
+async fn annotate(client: &Client, ns: &str, value: Option<&str>) {
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"metadata": {"annotations": {stallwatch_crds::OPT_OUT_ANNOTATION: value}}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn kubectl_annotate_opt_out_during_a_stall_holds_back_and_removing_it_remediates() {
+    let test = "kubectl_annotate_opt_out_during_a_stall_holds_back_and_removing_it_remediates";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("episode-opt-out").await;
+    let client = plane.admin().await;
+    let Some(ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    create_stream(
+        &client,
+        &ns,
+        "demo",
+        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
+    )
+    .await;
+    // `kubectl annotate ts demo stallwatch.io/remediation=disabled` before the stall.
+    annotate(&client, &ns, Some("disabled")).await;
+    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let local = kubelet::run_pod(plane, &client, &pod, &poisoned()).await;
+    eventually("an OptedOut Event", Duration::from_secs(40), || async {
+        event_reasons(&client, &ns)
+            .await
+            .iter()
+            .any(|r| r == "OptedOut")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !deleted(&client, &ns, &name).await,
+        "opted out, yet deleted"
+    );
+    // `kubectl annotate ts demo stallwatch.io/remediation-`
+    annotate(&client, &ns, None).await;
+    eventually(
+        "the stalled pod deleted once the opt-out is removed",
+        Duration::from_secs(40),
+        || async { deleted(&client, &ns, &name).await.then_some(()) },
+    )
+    .await;
+    drop(local);
+    dump_on_panic(&ops);
+    plane.delete_namespace(&ns).await;
+}
