@@ -29,7 +29,19 @@ struct Public {
     registry: Arc<prometheus_client::registry::Registry>,
 }
 
+/// A stream's hub held this long across `/healthz` checks fails the check.
+pub const HUB_STUCK_AFTER: Duration = Duration::from_secs(5);
+
+/// Env var of the test hook that wedges every stream's hub (value `hub`). Tests only.
+pub const WEDGE_ENV: &str = "STALLWATCH_TEST_WEDGE";
+
 pub fn public_router(engine: Arc<Engine>) -> Router {
+    if std::env::var(WEDGE_ENV).is_ok_and(|v| v.split(',').any(|w| w.trim() == "hub")) {
+        tracing::warn!("{WEDGE_ENV}: every stream's hub is wedged on purpose (tests only)");
+        for st in engine.streams().iter() {
+            st.hub.wedge_for_tests();
+        }
+    }
     let registry = Arc::new(crate::metrics::registry(engine.clone()));
     Router::new()
         .route("/metrics", get(metrics))
@@ -49,9 +61,21 @@ async fn metrics(State(s): State<Public>) -> Response {
         .into_response()
 }
 
-/// Process liveness: 200 whenever the HTTP server can answer, with each stream's state in the
-/// body (stream health is for the sidecar and gRPC health, not for a liveness probe).
+/// Process liveness, with each stream's state in the body: 503 when a stream's hub has been
+/// wedged for [`HUB_STUCK_AFTER`] (the process cannot serve anyone), 200 otherwise. A stalled
+/// *dispatcher* is the sidecar's to judge and the operator's to remediate (a dump first), so
+/// it never fails this check.
 async fn healthz(State(s): State<Public>) -> Response {
+    let now_ms = stallwatch_core::clock::now_ms();
+    let wedged: Vec<String> = s
+        .engine
+        .streams()
+        .iter()
+        .filter_map(|st| {
+            let ms = st.hub.stuck_for(now_ms)?;
+            (ms > HUB_STUCK_AFTER.as_millis() as u64).then(|| st.name().to_string())
+        })
+        .collect();
     let stuck_after = s.engine.stuck_after();
     let streams: Vec<_> = s
         .engine
@@ -65,6 +89,11 @@ async fn healthz(State(s): State<Public>) -> Response {
             })
         })
         .collect();
+    if !wedged.is_empty() {
+        let body =
+            serde_json::json!({"status": "hub wedged", "wedged": wedged, "streams": streams});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     axum::Json(serde_json::json!({"status": "ok", "streams": streams})).into_response()
 }
 

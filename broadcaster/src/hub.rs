@@ -78,6 +78,9 @@ pub struct Hub {
     delivered: AtomicU64,
     lagged: AtomicU64,
     disconnected: AtomicU64,
+    /// When a liveness check first found the subscriber table held (ms since the epoch; 0:
+    /// free at the last check). See [`Hub::stuck_for`].
+    held_since_ms: AtomicU64,
 }
 
 /// What one `publish` did.
@@ -98,7 +101,47 @@ impl Hub {
             delivered: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
             disconnected: AtomicU64::new(0),
+            held_since_ms: AtomicU64::new(0),
         })
+    }
+
+    /// The hub's liveness, for `/healthz`: how long its subscriber table has been held by
+    /// someone else across checks (`None`: free now). While it is held, every publish of the
+    /// stream and every new subscriber waits: the hub is wedged, whatever the dispatcher
+    /// does. The lock is held for microseconds in normal work, so a check that finds it
+    /// held starts a clock, and the next check that finds it free stops it.
+    pub fn stuck_for(&self, now_ms: u64) -> Option<u64> {
+        match self.subscribers.try_read() {
+            Ok(_) | Err(std::sync::TryLockError::Poisoned(_)) => {
+                self.held_since_ms.store(0, Ordering::Relaxed);
+                None
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let since = match self.held_since_ms.compare_exchange(
+                    0,
+                    now_ms.max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => now_ms.max(1),
+                    Err(earlier) => earlier,
+                };
+                Some(now_ms.saturating_sub(since))
+            }
+        }
+    }
+
+    /// Test hook (`STALLWATCH_TEST_WEDGE=hub`, see `http`): a thread takes the subscriber
+    /// table and never gives it back, as a wedged hub would.
+    #[doc(hidden)]
+    pub fn wedge_for_tests(self: &Arc<Self>) {
+        let hub = self.clone();
+        std::thread::spawn(move || {
+            let _held = hub.subscribers.write().unwrap_or_else(|e| e.into_inner());
+            loop {
+                std::thread::park();
+            }
+        });
     }
 
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
@@ -273,6 +316,21 @@ mod tests {
             .map(|(u, m)| (u.seq, *m))
             .collect();
         assert_eq!(got, vec![(8, 0), (10, 1)]);
+    }
+
+    #[test]
+    fn a_hub_held_across_checks_is_stuck_and_a_free_one_is_not() {
+        let hub = Hub::new(4);
+        assert_eq!(hub.stuck_for(1_000), None);
+        {
+            let _held = hub.subscribers.write().unwrap();
+            assert_eq!(hub.stuck_for(2_000), Some(0));
+            assert_eq!(hub.stuck_for(7_500), Some(5_500));
+        }
+        // Free again: the clock stops, and a later hold starts a new one.
+        assert_eq!(hub.stuck_for(8_000), None);
+        let _held = hub.subscribers.write().unwrap();
+        assert_eq!(hub.stuck_for(9_000), Some(0));
     }
 
     #[tokio::test]

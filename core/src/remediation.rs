@@ -582,15 +582,19 @@ fn plan_text(policy: &Policy, pod: &str, stream: &str) -> String {
     format!("Observe mode: would {}", steps.join(", then "))
 }
 
-/// The stall episodes present now that have no attempt yet, longest-stalled first.
-fn new_episodes<'a>(ledger: &Ledger, obs: &'a Observation) -> Vec<&'a PodState> {
+/// The stall episodes present now that have no attempt yet, longest-stalled first. When
+/// acting, an `Observe` record does not count: observe mode switched off during a stall
+/// remediates that stall (issue 21: it stayed stalled, "already observed").
+fn new_episodes<'a>(ledger: &Ledger, obs: &'a Observation, acting: bool) -> Vec<&'a PodState> {
     let mut out: Vec<&PodState> = obs
         .pods
         .iter()
         .filter(|p| p.is_stalled())
         .filter(|p| {
             let since = p.stalled_since_ms.unwrap_or_default();
-            !ledger.all().any(|a| a.is_episode(p, since))
+            !ledger
+                .all()
+                .any(|a| a.is_episode(p, since) && !(acting && a.observe_only))
         })
         .collect();
     out.sort_by_key(|p| (p.stalled_since_ms, p.name.clone()));
@@ -607,7 +611,7 @@ pub fn decide(policy: &Policy, ledger: &Ledger, obs: &Observation) -> Decision {
 
 /// No attempt in flight: record one for the longest-stalled new episode, unless a rail stops it.
 fn maybe_start(policy: &Policy, ledger: &Ledger, obs: &Observation) -> Decision {
-    let episodes = new_episodes(ledger, obs);
+    let episodes = new_episodes(ledger, obs, policy.mode != Mode::Observe);
     if episodes.is_empty() {
         return Decision::Idle {
             recheck_at_ms: None,

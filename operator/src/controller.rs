@@ -16,9 +16,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use stallwatch_crds::TransitStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::drift::Drift;
+use crate::health::{self, Heartbeat};
 use crate::reconcile::{
     self, Context, managed_pods_selector, pod_to_stream, slim_pod, slim_stream,
 };
@@ -31,6 +32,47 @@ pub const LIST_PAGE_SIZE: u32 = 50;
 /// deserializes to about 90 KB before slimming, so a page of 50 held 4.5 MB at once (heap
 /// profile of `benches/footprint_real.rs`); its pages are smaller.
 pub const POD_LIST_PAGE_SIZE: u32 = 10;
+
+/// Shortest and longest wait before a failed watch (or the controller's triggers after an
+/// error) tries again.
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The backoff of every watch and of the controller's triggers: 0.5 s doubling up to 5 s,
+/// reset by the next success. kube's default goes up to 30 s, and the controller applies it
+/// to all its triggers at once: after an API server restart the first answer of every watch is
+/// a 410 ("too old resource version", which only means "list again"), one more error on top of
+/// the outage's, and a new TransitStream was reconciled 66 s after the API server was back
+/// (issue 21, `tests/real_api_restart.rs`). A relist costs a list per kind, every 5 s at
+/// worst while the API server refuses.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            next: WATCH_BACKOFF_MIN,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (now * 2).min(WATCH_BACKOFF_MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_MIN;
+    }
+}
 
 /// Labels on every object the operator applies (builders).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=transit-operator";
@@ -59,6 +101,22 @@ pub struct Caches {
     pub pods: Store<Pod>,
     stream_writer: reflector::store::Writer<TransitStream>,
     pod_writer: reflector::store::Writer<Pod>,
+    /// Where the TransitStream watch reports deletions (the reconciler forgets them).
+    gone: Option<mpsc::UnboundedSender<Gone>>,
+}
+
+/// What the TransitStream watch reports beside the objects it passes on: the controller
+/// stream (`applied_objects`) carries no deletions, and the reconciler's per-resource state
+/// must be dropped at deletion (issue 21). A watch event rather than a finalizer: a finalizer
+/// would make every deletion wait for a running operator (and an uninstalled operator leaves
+/// TransitStreams that cannot be deleted), for state that only lives in this process's memory
+/// and that a restart drops anyway.
+#[derive(Debug)]
+pub(crate) enum Gone {
+    Deleted(Box<TransitStream>),
+    /// A (re)list completed: objects deleted while the watch was down got no event of their
+    /// own; whatever is not in the cache now is gone.
+    Relisted,
 }
 
 impl Caches {
@@ -70,7 +128,13 @@ impl Caches {
             pods,
             stream_writer,
             pod_writer,
+            gone: None,
         }
+    }
+
+    fn reporting_deletions(mut self, gone: mpsc::UnboundedSender<Gone>) -> Self {
+        self.gone = Some(gone);
+        self
     }
 }
 
@@ -97,14 +161,25 @@ pub fn cache_streams(
         pods,
         stream_writer,
         pod_writer,
+        gone,
     } = caches;
     let ts_stream = watcher(
         api::<TransitStream>(client, scope),
         watcher::Config::default().page_size(LIST_PAGE_SIZE),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim_stream)
     .reflect(stream_writer)
+    .inspect_ok(move |event| {
+        let report = match event {
+            watcher::Event::Delete(ts) => Gone::Deleted(Box::new(ts.clone())),
+            watcher::Event::InitDone => Gone::Relisted,
+            _ => return,
+        };
+        if let Some(tx) = &gone {
+            let _ = tx.send(report);
+        }
+    })
     .applied_objects();
     let pod_stream = watcher(
         api::<Pod>(client, scope),
@@ -112,7 +187,7 @@ pub fn cache_streams(
             .labels(&managed_pods_selector())
             .page_size(POD_LIST_PAGE_SIZE),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim_pod)
     .reflect(pod_writer)
     .touched_objects();
@@ -142,7 +217,7 @@ where
             .labels(MANAGED_SELECTOR)
             .page_size(LIST_PAGE_SIZE),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .inspect_ok(move |event| match event {
         watcher::Event::Init => drift.relist_started(&kind),
         watcher::Event::InitApply(o) | watcher::Event::Apply(o) => drift.seen(&kind, &o.metadata),
@@ -163,6 +238,9 @@ where
     })
 }
 
+/// How often the controller loop beats its heartbeat when nothing else happens.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
 /// Run the controller until `shutdown` fires.
 pub async fn run_controller(
     client: Client,
@@ -171,33 +249,85 @@ pub async fn run_controller(
     ready: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (ts_stream, pod_stream, streams, pods) = cache_streams(&client, &scope, Caches::new());
+    run_controller_beating(
+        client,
+        scope,
+        make_ctx,
+        ready,
+        shutdown,
+        health::unwatched(),
+    )
+    .await
+}
+
+/// [`run_controller`], beating `heartbeat` each time the loop that drives the controller
+/// goes round (a reconcile finished, a deletion handled, or every [`BEAT_EVERY`]).
+pub async fn run_controller_beating(
+    client: Client,
+    scope: Scope,
+    make_ctx: impl FnOnce(Store<Pod>, Store<TransitStream>) -> Arc<Context>,
+    ready: watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    heartbeat: Heartbeat,
+) {
+    let (gone_tx, gone) = mpsc::unbounded_channel();
+    let caches = Caches::new().reporting_deletions(gone_tx);
+    let (ts_stream, pod_stream, streams, pods) = cache_streams(&client, &scope, caches);
     let ctx = make_ctx(pods.clone(), streams.clone());
     let drift = ctx.drift.clone();
-    let deployments = api::<Deployment>(&client, &scope);
+    let deployments = api::<PartialObjectMeta<Deployment>>(&client, &scope);
     report_ready_when_synced(streams.clone(), pods.clone(), ready);
     let owners = streams.clone();
+    let deployment_stream = watcher(
+        deployments,
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+    )
+    .backoff(WatchBackoff::default())
+    .touched_objects();
     let controller = Controller::for_stream(ts_stream, streams)
         .with_config(
             ControllerConfig::default()
                 .concurrency(16)
                 .debounce(Duration::from_millis(50)),
         )
-        .owns(
-            deployments,
-            watcher::Config::default().labels(MANAGED_SELECTOR),
-        );
-    with_owned_triggers(controller, &client, &scope, &drift, &owners)
+        .trigger_backoff(WatchBackoff::default())
+        .owns_stream(deployment_stream);
+    let results = with_owned_triggers(controller, &client, &scope, &drift, &owners)
         .watches_stream(pod_stream, |pod| pod_to_stream(&pod))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(resource = %obj, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
-            }
-        })
-        .await;
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .map(|r| r.map(|(obj, _)| obj));
+    drive(results, gone, &ctx, &heartbeat).await;
+}
+
+/// Polls the controller until it ends, forgets deleted TransitStreams, and beats: the beat
+/// proves that this loop, which every watch event and reconcile goes through, still goes
+/// round (a reconcile blocking its thread, or this loop stuck, stops it).
+async fn drive<T: std::fmt::Display, E: std::fmt::Display>(
+    results: impl futures::Stream<Item = Result<T, E>>,
+    mut gone: mpsc::UnboundedReceiver<Gone>,
+    ctx: &Context,
+    heartbeat: &Heartbeat,
+) {
+    let mut results = std::pin::pin!(results);
+    let mut tick = tokio::time::interval(BEAT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            r = results.next() => match r {
+                Some(Ok(obj)) => tracing::debug!(resource = %obj, "reconciled"),
+                Some(Err(e)) => tracing::debug!(error = %e, "reconcile failed"),
+                None => return,
+            },
+            Some(g) = gone.recv() => match g {
+                Gone::Deleted(ts) => ctx.forget(&ts),
+                Gone::Relisted => ctx.forget_missing(),
+            },
+            _ = tick.tick() => {}
+        }
+        heartbeat.beat();
+        heartbeat.wedge_point().await;
+    }
 }
 
 /// Sends `true` on `ready` once both caches have synced (in the background).
@@ -249,4 +379,22 @@ fn with_owned_triggers(
             d(),
             o(),
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::utils::Backoff as _;
+
+    use super::*;
+
+    #[test]
+    fn watch_backoff_doubles_to_five_seconds_and_resets() {
+        let mut b = WatchBackoff::default();
+        let waits: Vec<u64> = (0..6)
+            .map(|_| b.next().unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(500)));
+    }
 }

@@ -15,6 +15,8 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::sync::watch;
 
+use crate::health::{self, Heartbeat};
+
 /// What one candidate sees of the Lease.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LeaseView {
@@ -115,6 +117,10 @@ pub enum LeaseError {
     Conflict,
     #[error("lease API: {0}")]
     Api(#[source] kube::Error),
+    /// No answer within a renew period (a hung connection): the round is given up, so the
+    /// loop goes on renewing, or steps down, on time.
+    #[error("no answer from the lease API within {0:?}")]
+    Timeout(Duration),
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -248,7 +254,21 @@ impl<S: LeaseStore> Elector<S> {
         &self,
         leading: watch::Sender<bool>,
         clock: impl Fn() -> u64,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        self.run_beating(leading, clock, shutdown, &health::unwatched())
+            .await
+    }
+
+    /// [`Elector::run`], beating `heartbeat` after every round (each round, and the release
+    /// at shutdown, bounded by a renew period, so a hung connection neither stops the beats
+    /// nor holds up a shutdown).
+    pub async fn run_beating(
+        &self,
+        leading: watch::Sender<bool>,
+        clock: impl Fn() -> u64,
         mut shutdown: watch::Receiver<bool>,
+        heartbeat: &Heartbeat,
     ) {
         let period = self.duration / 3;
         let mut last_renewed: Option<u64> = None;
@@ -256,7 +276,12 @@ impl<S: LeaseStore> Elector<S> {
         let mut followed: Option<Option<String>> = None;
         loop {
             let now = clock();
-            match self.round(now).await {
+            let round = tokio::time::timeout(period, self.round(now))
+                .await
+                .unwrap_or(Err(LeaseError::Timeout(period)));
+            heartbeat.beat();
+            heartbeat.wedge_point().await;
+            match round {
                 Ok(Round::Leading) => {
                     followed = None;
                     last_renewed = Some(now);
@@ -295,7 +320,10 @@ impl<S: LeaseStore> Elector<S> {
                 _ = tokio::time::sleep(period) => {}
                 _ = shutdown.changed() => {
                     if *leading.borrow() {
-                        if let Err(e) = self.release(clock()).await {
+                        let released = tokio::time::timeout(period, self.release(clock()))
+                            .await
+                            .unwrap_or(Err(LeaseError::Timeout(period)));
+                        if let Err(e) = released {
                             tracing::warn!(error = %e, "releasing the lease failed");
                         }
                         leading.send_replace(false);

@@ -22,8 +22,9 @@
 //!   re-applies them.
 //! - [`run`]: start-up (HTTP endpoints, shutdown signal, leader election, then the controller);
 //!   `main.rs` only parses the CLI and calls [`run::run`].
-//! - `http`: `/metrics`, `/healthz`, `/readyz`; [`metrics`]; [`error`] (`label()` = metric
-//!   label, generated with `LABELS` from one table).
+//! - `http`: `/metrics`, `/healthz`, `/readyz`; [`health`]: the heartbeats of the operator's
+//!   own loops behind `/healthz`; [`metrics`]; [`error`] (`label()` = metric label, generated
+//!   with `LABELS` from one table).
 //!
 //! Module graph (an arrow points to what a module imports; no cycles):
 //! ```text
@@ -32,9 +33,9 @@
 //!  │                      ├──→ sidecar ─→ builders
 //!  │                      ├──→ workload ─→ builders, webhook::inject
 //!  │                      └──→ metrics ─→ error
-//!  ├──→ http ─→ metrics
+//!  ├──→ http ─→ metrics, health
 //!  ├──→ webhook ─→ builders, sidecar (BoxFuture)
-//!  └──→ leader
+//!  └──→ leader ─→ health        (controller ─→ health too)
 //! ```
 //!
 //! Where a change goes:
@@ -55,6 +56,7 @@ pub mod builders;
 pub(crate) mod controller;
 pub(crate) mod drift;
 pub mod error;
+pub mod health;
 pub(crate) mod http;
 pub mod leader;
 pub mod metrics;

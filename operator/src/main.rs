@@ -76,6 +76,18 @@ struct RunArgs {
     #[arg(long, env = "WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS,
           value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: u16,
+    /// `/healthz` fails once the controller loop (or the leader elector's, whose bound is at
+    /// least the lease duration) has not gone round for this long.
+    #[arg(long, env = "LIVENESS_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    liveness_timeout: Duration,
+    /// After SIGTERM/SIGINT the process exits within this, whatever it was doing; keep it
+    /// below the pod's terminationGracePeriodSeconds (the chart's: 30 s).
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    /// Test hook, hidden: loops to wedge (`controller`, `elector`), so tests can show that
+    /// `/healthz` fails when a loop stops going round.
+    #[arg(long, env = transit_operator::health::WEDGE_ENV, default_value = "", hide = true)]
+    test_wedge: String,
     #[command(flatten)]
     webhook: WebhookArgs,
 }
@@ -170,7 +182,11 @@ fn main() -> anyhow::Result<()> {
             init_tracing(cli.log_format);
             let workers = args.worker_threads;
             let config = (*args).into_config()?;
-            Ok(runtime(workers)?.block_on(run(config))?)
+            let runtime = runtime(workers)?;
+            let result = runtime.block_on(run(config));
+            // Never wait on a task that does not end (a blocked DNS lookup, a wedged loop).
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            Ok(result?)
         }
     }
 }
@@ -191,6 +207,9 @@ impl RunArgs {
             max_concurrent_remediations: a.max_concurrent_remediations,
             reconcile_timeout: a.reconcile_timeout,
             webhook,
+            liveness_timeout: a.liveness_timeout,
+            shutdown_grace: a.shutdown_grace,
+            test_wedge: a.test_wedge,
         })
     }
 }

@@ -79,6 +79,11 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub clock: Clock,
+    // Every per-resource map below is keyed by the TransitStream's uid, not its
+    // namespace/name: a TransitStream deleted and created again under the same name (same
+    // file re-applied) is a new object with generation 1 again, and must not inherit the old
+    // one's "generation 1 already applied" (issue 21: only its Deployment came back). Entries
+    // are dropped when the watch sees the deletion ([`Context::forget`]).
     /// Resources with an attempt in flight that this process knows of (the store may lag).
     in_flight: Mutex<HashSet<String>>,
     /// Consecutive failures per resource, for backoff.
@@ -142,7 +147,7 @@ impl Context {
             .state()
             .iter()
             .filter(|t| {
-                let key = key_of(t);
+                let key = uid_of(t);
                 key != me
                     && (known.contains(&key)
                         || t.status
@@ -161,6 +166,50 @@ impl Context {
         }
         self.metrics.in_flight.set(set.len() as i64);
     }
+
+    /// Drops everything this process remembers about a TransitStream that is gone (its uid's
+    /// entries, and its drift marks). Called for the watch's delete events and when a
+    /// reconcile finds it being deleted; a deletion missed while the watch was down leaves
+    /// stale entries, which a new object cannot inherit (keyed by uid).
+    pub fn forget(&self, ts: &TransitStream) {
+        let uid = uid_of(ts);
+        self.track_in_flight(&uid, false);
+        lock(&self.failures).remove(&uid);
+        lock(&self.tokens).remove(&uid);
+        lock(&self.applied).remove(&uid);
+        lock(&self.blocked).remove(&uid);
+        self.drift.forget(&key_of(ts));
+    }
+
+    /// After a relist: forgets every TransitStream no longer in the cache (deleted while the
+    /// watch was down, so no delete event came).
+    pub fn forget_missing(&self) {
+        let live: HashSet<String> = self.streams.state().iter().map(|t| uid_of(t)).collect();
+        lock(&self.failures).retain(|uid, _| live.contains(uid));
+        lock(&self.tokens).retain(|uid, _| live.contains(uid));
+        lock(&self.applied).retain(|uid, _| live.contains(uid));
+        lock(&self.blocked).retain(|uid, _| live.contains(uid));
+        let mut in_flight = lock(&self.in_flight);
+        in_flight.retain(|uid| live.contains(uid));
+        self.metrics.in_flight.set(in_flight.len() as i64);
+    }
+
+    /// How many resources this process holds per-resource state for (tests: nothing left
+    /// behind by deleted TransitStreams).
+    pub fn remembered(&self) -> usize {
+        let mut uids: HashSet<String> = lock(&self.failures).keys().cloned().collect();
+        uids.extend(lock(&self.tokens).keys().cloned());
+        uids.extend(lock(&self.applied).keys().cloned());
+        uids.extend(lock(&self.blocked).keys().cloned());
+        uids.extend(lock(&self.in_flight).iter().cloned());
+        uids.len()
+    }
+}
+
+/// The key of the per-resource state: the uid (a re-created TransitStream is a new one), or
+/// `namespace/name` for an object without one (only in unit tests' fixtures).
+fn uid_of(ts: &TransitStream) -> String {
+    ts.metadata.uid.clone().unwrap_or_else(|| key_of(ts))
 }
 
 fn key_of(ts: &TransitStream) -> String {
@@ -184,7 +233,7 @@ pub async fn reconcile(ts: Arc<TransitStream>, ctx: Arc<Context>) -> Result<Acti
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        lock(&ctx.failures).remove(&key_of(&ts));
+        lock(&ctx.failures).remove(&uid_of(&ts));
     }
     result
 }
@@ -194,7 +243,7 @@ pub fn error_policy(ts: Arc<TransitStream>, error: &Error, ctx: Arc<Context>) ->
     ctx.metrics.error(error.label());
     let failures = {
         let mut map = lock(&ctx.failures);
-        let n = map.entry(key_of(&ts)).or_insert(0);
+        let n = map.entry(uid_of(&ts)).or_insert(0);
         *n += 1;
         *n
     };
@@ -209,13 +258,11 @@ async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
     let target = Target::of(ts, ctx)?;
     if ts.metadata.deletion_timestamp.is_some() {
         // Owned objects go with it (owner references); nothing to clean up by hand.
-        ctx.track_in_flight(&target.key, false);
-        ctx.drift.forget(&target.key);
+        ctx.forget(ts);
         return Ok(Action::await_change());
     }
     if ctx.drift.is_dirty(&target.key) && !still_exists(&target, ts).await? {
-        ctx.track_in_flight(&target.key, false);
-        ctx.drift.forget(&target.key);
+        ctx.forget(ts);
         return Ok(Action::await_change());
     }
     let mut ts = ts.clone();
@@ -285,11 +332,13 @@ async fn reconcile_workload_ref(
     Ok(requeue)
 }
 
-/// Where one TransitStream lives: its namespace, name, cache key and API.
+/// Where one TransitStream lives: its namespace, name, cache key, uid (the key of this
+/// process's state about it) and API.
 struct Target {
     ns: String,
     name: String,
     key: String,
+    uid: String,
     api: Api<TransitStream>,
 }
 
@@ -308,6 +357,7 @@ impl Target {
         Ok(Target {
             api: Api::namespaced(ctx.client.clone(), &ns),
             key: key_of(ts),
+            uid: uid_of(ts),
             ns,
             name,
         })
@@ -377,7 +427,7 @@ async fn apply_desired(
 ) -> Result<Deployment> {
     let ns = &target.ns;
     let generation = ts.metadata.generation.unwrap_or_default();
-    let fresh = lock(&ctx.applied).get(&target.key) != Some(&generation);
+    let fresh = lock(&ctx.applied).get(&target.uid) != Some(&generation);
     let drifted = ctx.drift.take(&target.key);
     if fresh || drifted {
         if let Err(e) = apply_owned(ctx, target, ts, desired).await {
@@ -391,7 +441,7 @@ async fn apply_desired(
     }
     let deployment = apply(ctx, ns, &desired.deployment).await?;
     if fresh {
-        lock(&ctx.applied).insert(target.key.clone(), generation);
+        lock(&ctx.applied).insert(target.uid.clone(), generation);
     }
     Ok(deployment)
 }
@@ -517,7 +567,7 @@ async fn remediate(
             pods: pod_states(ctx, &target.ns, &target.name),
             paused: ts.spec.paused,
             opted_out: observe::opted_out(ts.metadata.annotations.as_ref()),
-            in_flight_elsewhere: ctx.in_flight_elsewhere(&target.key),
+            in_flight_elsewhere: ctx.in_flight_elsewhere(&target.uid),
             max_concurrent: ctx.settings.max_concurrent_remediations,
         };
         match rem::decide(&policy, &ledger, &obs) {
@@ -534,7 +584,7 @@ async fn remediate(
                 ledger = act(ctx, target, ts, deployment, ledger, &effect).await?;
             }
             Decision::Wait { until_ms, .. } => {
-                lock(&ctx.blocked).remove(&target.key);
+                lock(&ctx.blocked).remove(&target.uid);
                 let delay = Duration::from_millis(until_ms.saturating_sub(now).max(100));
                 return Ok((ledger, None, Action::requeue(delay)));
             }
@@ -619,7 +669,7 @@ async fn note_blocked(
     pods: &[PodState],
 ) {
     let Some(b) = blocked else {
-        lock(&ctx.blocked).remove(&target.key);
+        lock(&ctx.blocked).remove(&target.uid);
         return;
     };
     let stalled: Vec<String> = pods
@@ -631,7 +681,7 @@ async fn note_blocked(
         })
         .collect();
     let identity = format!("{}: {}", b.label(), stalled.join(", "));
-    let changed = lock(&ctx.blocked).insert(target.key.clone(), identity.clone()) != Some(identity);
+    let changed = lock(&ctx.blocked).insert(target.uid.clone(), identity.clone()) != Some(identity);
     if !changed {
         return;
     }
@@ -693,7 +743,6 @@ async fn persist_ledger(
     if before == next {
         return Ok(());
     }
-    let key = target.key.as_str();
     let pods = pod_states(ctx, &target.ns, &target.name);
     let mut status = observe::next_status(&Observed {
         ts,
@@ -707,7 +756,7 @@ async fn persist_ledger(
     // Coverage of a referenced workload is observed once per reconcile; keep it across steps.
     status.workload = ts.status.as_ref().and_then(|s| s.workload.clone());
     write_status(&target.api, ts, status).await?;
-    ctx.track_in_flight(key, next.in_flight.is_some());
+    ctx.track_in_flight(&target.uid, next.in_flight.is_some());
     // An attempt that just left the in-flight slot has finished.
     if let Some(done) = before
         .in_flight
@@ -799,7 +848,7 @@ async fn ensure_token(
     name: &str,
     reread: bool,
 ) -> Result<String> {
-    let key = format!("{ns}/{name}");
+    let key = uid_of(ts);
     if !reread && let Some(t) = lock(&ctx.tokens).get(&key) {
         return Ok(t.clone());
     }
@@ -813,8 +862,15 @@ async fn ensure_token(
         .filter(|t| !t.is_empty())
     {
         Some(t) => {
-            if let Some(s) = &existing {
-                ctx.drift.applied("Secret", &s.metadata);
+            match &existing {
+                // Left by a deleted TransitStream of the same name (the garbage collector has
+                // not got to it yet): adopted with its token, or the collector would delete it
+                // under the new owner's sidecars.
+                Some(s) if !owned_by(&s.metadata, ts) => {
+                    tracked_apply(ctx, ns, &builders::admin_secret(ts, &t)).await?;
+                }
+                Some(s) => ctx.drift.applied("Secret", &s.metadata),
+                None => {}
             }
             t
         }
@@ -826,6 +882,14 @@ async fn ensure_token(
     };
     lock(&ctx.tokens).insert(key, token.clone());
     Ok(token)
+}
+
+/// Whether `ts` (this uid) is the controller owner of `meta`.
+fn owned_by(meta: &ObjectMeta, ts: &TransitStream) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == ts.metadata.uid.as_ref())
+    })
 }
 
 /// Perform one effect. Sidecar and restart failures become results (recorded, retried by

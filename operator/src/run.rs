@@ -10,6 +10,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::health::Health;
 use crate::http::{HttpState, router};
 use crate::leader::{Elector, KubeLeases};
 use crate::metrics::Metrics;
@@ -25,6 +26,7 @@ use crate::webhook::server::{
 // name it through this path.
 pub use crate::controller::{
     Caches, LIST_PAGE_SIZE, POD_LIST_PAGE_SIZE, Scope, cache_streams, run_controller,
+    run_controller_beating,
 };
 
 /// Worker threads of the operator's runtime unless told otherwise (`--worker-threads`).
@@ -66,6 +68,15 @@ pub struct Config {
     /// The sidecar-injection webhook; `None` serves none (TransitStreams with a
     /// `workloadRef` then get no sidecar).
     pub webhook: Option<WebhookConfig>,
+    /// `/healthz` fails once the controller loop has not gone round for this long (the
+    /// elector's loop: this or the lease duration, whichever is longer).
+    pub liveness_timeout: Duration,
+    /// After SIGTERM/SIGINT, the process exits by itself at the latest this much later,
+    /// whatever it was doing (below the chart's `terminationGracePeriodSeconds`, 30 s).
+    pub shutdown_grace: Duration,
+    /// Test hook: the loops to wedge (`controller`, `elector`), see
+    /// [`crate::health::WEDGE_ENV`]; empty in production.
+    pub test_wedge: String,
 }
 
 /// The admission webhook's settings.
@@ -105,13 +116,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let (ready_tx, ready_rx) = watch::channel(false);
-    serve_http(config.http_addr, registry, ready_rx).await?;
-    let stop_rx = stop_on_signal();
+    let health = Health::new(&config.test_wedge);
+    serve_http(config.http_addr, registry, ready_rx, health.clone()).await?;
+    let stop_rx = stop_on_signal(config.shutdown_grace);
     if let Some(webhook) = &config.webhook {
         start_webhook(webhook, &client, &config.default_image, stop_rx.clone()).await?;
     }
 
     let identity = identity(&config);
+    // The sender lives as long as this function: without an elector nothing else holds it,
+    // and a dropped sender reads as "deposed" (issue 21: with `--leader-election false` the
+    // controller stopped at once).
     let (lead_tx, lead_rx) = watch::channel(!config.leader_election);
     let elector_task = config.leader_election.then(|| {
         // A standby is ready (200) on purpose. The chart rolls the operator out with
@@ -122,7 +137,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         // readiness. Who leads: the Lease, `stallwatch_operator_leader`, and the standby's log
         // line "standing by: waiting for the leader lease".
         ready_tx.send_replace(true);
-        spawn_elector(&config, &client, &identity, lead_tx, stop_rx.clone())
+        let bound = config.liveness_timeout.max(config.lease_duration);
+        let heartbeat = health.watch("elector", bound);
+        spawn_elector(
+            &config,
+            &client,
+            &identity,
+            lead_tx.clone(),
+            stop_rx.clone(),
+            heartbeat,
+        )
     });
 
     if !wait_to_lead(lead_rx.clone(), stop_rx.clone()).await? {
@@ -139,7 +163,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let settings = settings(&config, identity);
     let shutdown = until_stopped_or_deposed(stop_rx.clone(), lead_rx);
     let ctl_client = client.clone();
-    run_controller(
+    let heartbeat = health.watch("controller", config.liveness_timeout);
+    let controller = run_controller_beating(
         client,
         scope,
         move |pods, streams| {
@@ -155,9 +180,38 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         },
         ready_tx,
         shutdown,
-    )
-    .await;
-    stop_elector(*stop_rx.borrow(), elector_task).await
+        heartbeat,
+    );
+    until_done_or_drained(controller, stop_rx.clone(), config.shutdown_grace / 2).await;
+    let stopped = stop_elector(*stop_rx.borrow(), elector_task).await;
+    drop(lead_tx);
+    stopped
+}
+
+/// Runs the controller until it ends, or until `drain` after the stop signal: its graceful
+/// shutdown waits for reconciles in flight (a sidecar call can take a minute) and was seen
+/// not to end at all while its watches kept failing, and the lease must still be released
+/// within the grace. Cutting a reconcile short is safe: the ledger is written before every
+/// effect, and the next leader resumes from it (as after a crash).
+async fn until_done_or_drained(
+    work: impl std::future::Future<Output = ()>,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let drained = async move {
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = drained => tracing::warn!(
+            ?drain,
+            "the controller did not stop in time; leaving its reconciles in flight (each \
+             step's ledger is persisted)"
+        ),
+    }
 }
 
 /// Which namespace(s) the controller watches: all when `namespace` is empty.
@@ -205,6 +259,7 @@ async fn serve_http(
     addr: SocketAddr,
     registry: Registry,
     ready: watch::Receiver<bool>,
+    health: Arc<Health>,
 ) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -212,6 +267,7 @@ async fn serve_http(
     let app = router(HttpState {
         registry: Arc::new(registry),
         ready,
+        health,
     });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -278,14 +334,28 @@ async fn start_webhook(
     Ok(())
 }
 
-/// A flag that turns true at the first SIGTERM/SIGINT.
-fn stop_on_signal() -> watch::Receiver<bool> {
+/// A flag that turns true at the first SIGTERM/SIGINT; from then on the process exits within
+/// `grace` whatever state it is in: a thread with a runtime of its own watches the signal
+/// too, so a wedged loop, a request that never returns or a blocked worker cannot hold the
+/// pod until the kubelet's SIGKILL.
+fn stop_on_signal(grace: Duration) -> watch::Receiver<bool> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         stallwatch_core::shutdown::signal().await;
-        tracing::info!("shutting down");
+        tracing::info!(grace = ?grace, "shutting down");
         stop_tx.send_replace(true);
     });
+    if let Ok(watchdog) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        std::thread::spawn(move || {
+            watchdog.block_on(stallwatch_core::shutdown::signal());
+            std::thread::sleep(grace);
+            tracing::warn!(grace = ?grace, "shutdown did not finish within its grace; exiting");
+            std::process::exit(1);
+        });
+    }
     stop_rx
 }
 
@@ -303,6 +373,7 @@ fn spawn_elector(
     identity: &str,
     lead_tx: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
+    heartbeat: crate::health::Heartbeat,
 ) -> tokio::task::JoinHandle<()> {
     let elector = Elector {
         store: KubeLeases::new(client.clone(), &config.lease_namespace, &config.lease_name),
@@ -312,7 +383,9 @@ fn spawn_elector(
     };
     let clock = system_clock();
     tokio::spawn(async move {
-        elector.run(lead_tx, move || clock(), stop).await;
+        elector
+            .run_beating(lead_tx, move || clock(), stop, &heartbeat)
+            .await;
     })
 }
 

@@ -528,6 +528,8 @@ async fn two_streams_at_the_cap_wait_for_a_slot() {
     for other in ["a", "b"] {
         let mut o = fixture();
         o.metadata.name = Some(other.into());
+        // Another object: its own uid (the reconciler's state is keyed by uid).
+        o.metadata.uid = Some(format!("uid-{other}"));
         o.status = Some(
             serde_json::from_value(json!({"remediation": {"inFlight": {
                 "id": "x", "pod": "x", "stream": "all", "reason": "ChannelStuck",

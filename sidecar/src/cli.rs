@@ -89,6 +89,17 @@ pub struct RunArgs {
     pub publish: PublishMode,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// `/healthz` fails once the judge loop (ticking every 100 ms) has not gone round for
+    /// this long.
+    #[arg(long, env = "SIDECAR_LIVENESS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub liveness_timeout: Duration,
+    /// After SIGTERM/SIGINT the process exits within this, whatever it was doing (below the
+    /// pod's terminationGracePeriodSeconds, 30 s by default).
+    #[arg(long, env = "SIDECAR_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Test hook, hidden: `judge` wedges the judge loop (see `liveness`).
+    #[arg(long, env = crate::liveness::WEDGE_ENV, default_value = "", hide = true)]
+    pub test_wedge: String,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }

@@ -9,19 +9,29 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use crate::liveness::Liveness;
 use crate::monitor::Monitor;
 
-pub fn router(monitor: Arc<Monitor>) -> Router {
+pub fn router(monitor: Arc<Monitor>, liveness: Arc<Liveness>) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(move || healthz(liveness.clone())))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .with_state(monitor)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// 200 while the judge loop goes round; 503 once it is late (the liveness probe then
+/// restarts the container). A stalled *stream* is not the sidecar's own failure: `/readyz`.
+async fn healthz(liveness: Arc<Liveness>) -> Response {
+    match liveness.late(std::time::Instant::now()) {
+        None => "ok\n".into_response(),
+        Some(since) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("judge loop: no progress for {since:.0?}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// 503 while any stream is stalled, for clusters that use a readiness probe rather than the

@@ -73,6 +73,7 @@ pub mod cli;
 pub(crate) mod http;
 pub mod ingest;
 pub mod inspect;
+pub mod liveness;
 pub mod metrics;
 pub mod monitor;
 pub(crate) mod procdump;

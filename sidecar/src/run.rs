@@ -29,6 +29,7 @@ use crate::capture::{Capturer, PodIdentity};
 use crate::cli::{Cli, Command, RunArgs};
 use crate::http;
 use crate::ingest::{self, IngestAddr};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::scrape::ScrapeConfig;
@@ -72,12 +73,33 @@ pub fn run(cli: Cli) -> ExitCode {
 fn serve_until_signal(args: RunArgs) -> Result<(), RunError> {
     command::init_tracing(args.log_format);
     command::runtime()?.block_on(async move {
+        let grace = args.shutdown_grace;
+        exit_at_grace_after_signal(grace);
         let running = start(args).await.map_err(RunError::Start)?;
         stallwatch_core::shutdown::signal().await;
-        tracing::info!("shutting down");
+        tracing::info!(?grace, "shutting down");
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// Draining waits for requests in flight (a dump can take its whole timeout) and the runtime's
+/// drop for blocking tasks (a process dump), and a blocked runtime sees no signal at all: a
+/// thread with a runtime of its own watches the signal and ends the process `grace` after it,
+/// so the kubelet's SIGKILL never has to.
+fn exit_at_grace_after_signal(grace: std::time::Duration) {
+    let Ok(watchdog) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
+        watchdog.block_on(stallwatch_core::shutdown::signal());
+        std::thread::sleep(grace);
+        tracing::warn!(?grace, "shutdown did not finish within its grace; exiting");
+        std::process::exit(1);
+    });
 }
 
 /// Start a sidecar with the real file system.
@@ -110,7 +132,8 @@ pub async fn start_with_storage(
     let ingest_router = ingest::router(monitor.clone());
     let (ingest, ingest_task) = serve::ingest(ingest_addr, ingest_router, stop.clone()).await?;
     tasks.push(ingest_task);
-    let http_router = http::router(monitor.clone());
+    let liveness = Arc::new(Liveness::new(args.liveness_timeout, &args.test_wedge));
+    let http_router = http::router(monitor.clone(), liveness.clone());
     tasks.push(serve::serve(
         "http",
         http_listener,
@@ -130,7 +153,7 @@ pub async fn start_with_storage(
         stop.clone(),
     ));
 
-    tasks.push(background::ticker(monitor.clone(), stop.clone()));
+    tasks.push(background::ticker(monitor.clone(), liveness, stop.clone()));
     if let Some(cfg) = zero_code.clone() {
         tasks.push(background::scraper(monitor.clone(), cfg, stop.clone()));
     }

@@ -450,6 +450,30 @@ fn observe_records_once_per_episode_and_spends_nothing() {
 }
 
 #[test]
+fn observe_switched_off_during_a_stall_remediates_that_stall() {
+    let observe = Policy {
+        mode: Mode::Observe,
+        ..Policy::default()
+    };
+    let pods = vec![stalled_pod("p", "u1", T0)];
+    let (l, _) = expect_record(decide(&observe, &Ledger::default(), &obs(T0, pods.clone())));
+    assert!(l.history[0].observe_only);
+    // The same stall, the mode now acting: an attempt starts (no cooldown from the record).
+    let acting = Policy::default();
+    let (l, note) = expect_record(decide(&acting, &l, &obs(T0 + 5_000, pods.clone())));
+    assert_eq!(note.reason, "RemediationStarted", "{}", note.message);
+    let started = l.in_flight.as_ref().expect("an attempt in flight");
+    assert_eq!(started.pod, "p");
+    // Back in Observe, the attempt's episode is not observed a second time.
+    let mut done = l.clone();
+    done.in_flight = None;
+    assert!(matches!(
+        decide(&observe, &done, &obs(T0 + 6_000, pods)),
+        Decision::Idle { blocked: None, .. }
+    ));
+}
+
+#[test]
 fn paused_blocks_new_attempts_and_cancels_one_in_flight() {
     let policy = Policy::default();
     let pods = vec![stalled_pod("p", "u1", T0)];

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::serve::Stop;
 use crate::capture::Capturer;
 use crate::cli::{PublishMode, RunArgs};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::monitor::{DesiredCondition, Monitor, Notice};
 use crate::publish::{self, KubePublisher, PodEvent, PodTarget};
@@ -22,8 +23,13 @@ const TICK: Duration = Duration::from_millis(100);
 /// going silent (every stream `ReportsLost` at once) yields one bundle, not fifty.
 const AUTO_DUMP_MIN_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Ticks the monitor every [`TICK`] so that silence (`ReportsLost`) is noticed.
-pub(super) fn ticker(monitor: Arc<Monitor>, shutdown: Stop) -> JoinHandle<()> {
+/// Ticks the monitor every [`TICK`] so that silence (`ReportsLost`) is noticed, beating the
+/// judge loop's liveness each time.
+pub(super) fn ticker(
+    monitor: Arc<Monitor>,
+    liveness: Arc<Liveness>,
+    shutdown: Stop,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -32,6 +38,11 @@ pub(super) fn ticker(monitor: Arc<Monitor>, shutdown: Stop) -> JoinHandle<()> {
         loop {
             tokio::select! {
                 _ = interval.tick() => monitor.tick(),
+                _ = &mut stopped => return,
+            }
+            liveness.beat();
+            tokio::select! {
+                _ = liveness.wedge_point() => {}
                 _ = &mut stopped => return,
             }
         }

@@ -195,6 +195,33 @@ impl ControlPlane {
         }
     }
 
+    /// Stops kube-apiserver and, `down_for` later, starts it again with the same command line
+    /// (etcd, and so every object, kept): an API server restart as its clients see it. Returns
+    /// how long it was away, until ready again. Needs a control plane of the test's own
+    /// ([`ControlPlane::start`]), not the shared one.
+    pub async fn restart_apiserver(&mut self, down_for: Duration) -> Result<Duration, Error> {
+        // Start order: etcd, kube-apiserver, kube-controller-manager.
+        let index = 1;
+        let pid = self.procs[index].pid();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map_err(|e| Error::io("reading the API server's command line", e))?;
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let started = Instant::now();
+        self.procs[index].kill();
+        tokio::time::sleep(down_for).await;
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        let log = self.dir.path().join("kube-apiserver-restarted.log");
+        self.procs[index] = self.group.spawn("kube-apiserver", cmd, &log)?;
+        let admin = client_from(&self.admin_kubeconfig).await?;
+        wait_for_apiserver(&admin, &mut self.procs).await?;
+        Ok(started.elapsed())
+    }
+
     /// How long [`ControlPlane::start`] took.
     pub fn started_in(&self) -> Duration {
         self.started_in

@@ -1,0 +1,335 @@
+//! Journeys during a stall episode on a real API server (issue 21): pause and unpause,
+//! observe mode switched off, the namespace deleted while a remediation runs. The stream's pod
+//! is played locally with the story's poison message (a legacy dispatcher that dies on it), so
+//! a real sidecar publishes a real stall.
+
+mod envtest_support;
+mod journey_support;
+
+use std::time::Duration;
+
+use envtest_support::*;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+use stallwatch_crds::TransitStream;
+use stallwatch_envtest::kubelet::{self, LocalPod, Overrides};
+use stallwatch_envtest::{ControlPlane, Timer, eventually};
+
+/// The story's poison: the dispatcher dies on the first malformed entity, 2 s in.
+fn poisoned() -> Overrides {
+    Overrides::default()
+        .env("broadcaster", "BROADCASTER_FAULT", "legacy-unsupervised")
+        .env(
+            "broadcaster",
+            "BROADCASTER_SOURCE",
+            "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s",
+        )
+}
+
+/// The operator, a TransitStream `demo` with `spec` and its pod running poisoned.
+async fn episode(
+    plane: &'static ControlPlane,
+    ns: &str,
+    test: &str,
+    spec: serde_json::Value,
+) -> Option<(String, Client, Vec<Operator>, LocalPod, String)> {
+    let ns = plane.namespace(ns).await;
+    let client = plane.admin().await;
+    let ops = operator_stack(plane, &client, &ns, 1, test).await?;
+    create_stream(&client, &ns, "demo", spec).await;
+    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let local = kubelet::run_pod(plane, &client, &pod, &poisoned()).await;
+    Some((ns, client, ops, local, name))
+}
+
+async fn status(client: &Client, ns: &str) -> serde_json::Value {
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
+    api.get("demo")
+        .await
+        .ok()
+        .and_then(|t| serde_json::to_value(t.status?).ok())
+        .unwrap_or_default()
+}
+
+async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("TransitStream"))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Whether pod `name` is gone or being deleted.
+async fn deleted(client: &Client, ns: &str, name: &str) -> bool {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    match pods.get_opt(name).await {
+        Ok(Some(p)) => p.metadata.deletion_timestamp.is_some(),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+async fn set_spec(client: &Client, ns: &str, spec: serde_json::Value) {
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn paused_during_a_stall_holds_back_and_unpausing_remediates_once() {
+    let test = "paused_during_a_stall_holds_back_and_unpausing_remediates_once";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let spec = json!({"source": {"synthetic": {}}, "paused": true,
+                      "remediation": {"cooldown": "120s"}});
+    let Some((ns, client, ops, local, pod)) = episode(plane, "episode-pause", test, spec).await
+    else {
+        return;
+    };
+    eventually("a Paused Event", Duration::from_secs(40), || async {
+        event_reasons(&client, &ns)
+            .await
+            .iter()
+            .any(|r| r == "Paused")
+            .then_some(())
+    })
+    .await;
+    // Held back: no attempt, the pod still there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = status(&client, &ns).await;
+    assert!(held["remediation"]["inFlight"].is_null(), "{held:#}");
+    assert!(
+        !deleted(&client, &ns, &pod).await,
+        "paused, yet the pod was deleted"
+    );
+    set_spec(&client, &ns, json!({"paused": false})).await;
+    eventually(
+        "the stalled pod deleted once unpaused",
+        Duration::from_secs(40),
+        || async { deleted(&client, &ns, &pod).await.then_some(()) },
+    )
+    .await;
+    let done = eventually("the attempt finished", Duration::from_secs(20), || async {
+        let st = status(&client, &ns).await;
+        (!st["remediation"]["history"][0]["outcome"].is_null()).then_some(st)
+    })
+    .await;
+    drop(local);
+    dump_on_panic(&ops);
+    let history = done["remediation"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    plane.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn observe_mode_records_without_acting_and_switched_off_remediates() {
+    let test = "observe_mode_records_without_acting_and_switched_off_remediates";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let spec = json!({"source": {"synthetic": {}},
+                      "remediation": {"mode": "Observe", "cooldown": "1s"}});
+    let Some((ns, client, ops, local, pod)) = episode(plane, "episode-observe", test, spec).await
+    else {
+        return;
+    };
+    let observed = eventually("an Observe record", Duration::from_secs(40), || async {
+        let st = status(&client, &ns).await;
+        let history = st["remediation"]["history"].as_array()?.clone();
+        (!history.is_empty()).then_some(history)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !deleted(&client, &ns, &pod).await,
+        "observe mode deleted the pod: {observed:#?}"
+    );
+    set_spec(
+        &client,
+        &ns,
+        json!({"remediation": {"mode": "DumpAndRestart"}}),
+    )
+    .await;
+    eventually(
+        "the stalled pod deleted once observe mode is off",
+        Duration::from_secs(40),
+        || async { deleted(&client, &ns, &pod).await.then_some(()) },
+    )
+    .await;
+    drop(local);
+    dump_on_panic(&ops);
+    plane.delete_namespace(&ns).await;
+}
+
+/// Accepts connections and never answers: a hung broadcaster admin API (the dump waits).
+fn hung_http() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_namespace_deleted_during_a_remediation_leaves_no_error_loop_and_no_series() {
+    let test = "the_namespace_deleted_during_a_remediation_leaves_no_error_loop_and_no_series";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    // The operator in its own namespace, cluster-wide would see the other tests: watch one
+    // other namespace (the chart in namespaced mode with `watchNamespace`).
+    let home = plane.namespace("episode-ns-operator").await;
+    let ns = plane.namespace("episode-ns-doomed").await;
+    let client = plane.admin().await;
+    let mut values = namespaced_values(&ns, 1);
+    values["watchNamespace"] = json!(ns);
+    if install_chart(&client, &home, &values, test).await.is_none() {
+        return;
+    }
+    let op_pod = operator_pods(&client, &home, 1).await.remove(0);
+    let ops = vec![run_operator(plane, &client, &op_pod).await];
+    create_stream(
+        &client,
+        &ns,
+        "demo",
+        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
+    )
+    .await;
+    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let overrides = poisoned()
+        .env(
+            "sidecar",
+            "SIDECAR_BROADCASTER_ADMIN_URL",
+            &format!("http://127.0.0.1:{}", hung_http()),
+        )
+        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "20s");
+    let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
+    eventually(
+        "the attempt in its Dump step",
+        Duration::from_secs(40),
+        || async {
+            let st = status(&client, &ns).await;
+            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
+        },
+    )
+    .await;
+    plane.delete_namespace(&ns).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    eventually("the namespace gone", Duration::from_secs(120), || async {
+        namespaces.get_opt(&ns).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    drop(local);
+    // Settle, then count the errors logged over a while: a loop would keep adding.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let errors = |log: &str| log.matches("reconcile failed").count();
+    let before = errors(&ops[0].log());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = errors(&ops[0].log());
+    let metrics = reqwest::get(format!("{}/metrics", ops[0].http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    dump_on_panic(&ops);
+    assert!(
+        after - before <= 1,
+        "an error loop: {before} -> {after} failed reconciles in 10 s"
+    );
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains(&format!("namespace=\"{ns}\"")))
+        .collect();
+    assert!(series.is_empty(), "series left behind: {series:#?}");
+    assert!(
+        metrics.contains("stallwatch_operator_remediations_in_flight 0"),
+        "in flight after the namespace went: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("in_flight"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    plane.delete_namespace(&home).await;
+}
+
+async fn annotate(client: &Client, ns: &str, value: Option<&str>) {
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"metadata": {"annotations": {stallwatch_crds::OPT_OUT_ANNOTATION: value}}});
+    api.patch("demo", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn kubectl_annotate_opt_out_during_a_stall_holds_back_and_removing_it_remediates() {
+    let test = "kubectl_annotate_opt_out_during_a_stall_holds_back_and_removing_it_remediates";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("episode-opt-out").await;
+    let client = plane.admin().await;
+    let Some(ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    create_stream(
+        &client,
+        &ns,
+        "demo",
+        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
+    )
+    .await;
+    // `kubectl annotate ts demo stallwatch.io/remediation=disabled` before the stall.
+    annotate(&client, &ns, Some("disabled")).await;
+    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let local = kubelet::run_pod(plane, &client, &pod, &poisoned()).await;
+    eventually("an OptedOut Event", Duration::from_secs(40), || async {
+        event_reasons(&client, &ns)
+            .await
+            .iter()
+            .any(|r| r == "OptedOut")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !deleted(&client, &ns, &name).await,
+        "opted out, yet deleted"
+    );
+    // `kubectl annotate ts demo stallwatch.io/remediation-`
+    annotate(&client, &ns, None).await;
+    eventually(
+        "the stalled pod deleted once the opt-out is removed",
+        Duration::from_secs(40),
+        || async { deleted(&client, &ns, &name).await.then_some(()) },
+    )
+    .await;
+    drop(local);
+    dump_on_panic(&ops);
+    plane.delete_namespace(&ns).await;
+}
