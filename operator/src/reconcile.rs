@@ -734,28 +734,58 @@ async fn persist_ledger(
 
 /// Server-side apply of the status with the resourceVersion as precondition: a stale
 /// leader's write fails with 409 instead of overwriting the record.
+///
+/// A 409 is also what a reconcile gets whose cached object has not caught up with this
+/// operator's own previous status write (the usual case on a new TransitStream, whose owned
+/// objects trigger reconciles within milliseconds). The precondition protects the remediation
+/// record, so the write is retried once at the live resourceVersion when the live record is
+/// still the one this reconcile decided on; a record that changed keeps the conflict.
 async fn write_status(
     api: &Api<TransitStream>,
     ts: &mut TransitStream,
     status: TransitStreamStatus,
 ) -> Result<()> {
     let name = ts.name_any();
-    let patch = serde_json::json!({
-        "apiVersion": "stallwatch.io/v1alpha1",
-        "kind": "TransitStream",
-        "metadata": {"name": name, "resourceVersion": ts.metadata.resource_version},
-        "status": status,
-    });
-    let updated = api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    let rv = ts.metadata.resource_version.clone();
+    let updated = match apply_status(api, &name, rv, &status).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let live = api.get_status(&name).await?;
+            let record = |t: &TransitStream| {
+                t.status
+                    .as_ref()
+                    .map(|s| s.remediation.clone())
+                    .unwrap_or_default()
+            };
+            if live.metadata.uid != ts.metadata.uid || record(&live) != record(ts) {
+                return Err(kube::Error::Api(e).into());
+            }
+            apply_status(api, &name, live.metadata.resource_version, &status).await?
+        }
+        other => other?,
+    };
     ts.metadata.resource_version = updated.metadata.resource_version;
     ts.status = Some(updated.status.unwrap_or(status));
     Ok(())
+}
+
+async fn apply_status(
+    api: &Api<TransitStream>,
+    name: &str,
+    resource_version: Option<String>,
+    status: &TransitStreamStatus,
+) -> kube::Result<TransitStream> {
+    let patch = serde_json::json!({
+        "apiVersion": "stallwatch.io/v1alpha1",
+        "kind": "TransitStream",
+        "metadata": {"name": name, "resourceVersion": resource_version},
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
 }
 
 /// [`apply`], and records the result's resourceVersion as the operator's own (drift).
