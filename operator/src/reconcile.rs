@@ -334,6 +334,7 @@ async fn report_invalid(
         blocked: None,
         invalid,
         now_ms: ctx.now(),
+        health: &[],
     });
     write_status(&target.api, ts, status).await?;
     if !was_invalid {
@@ -428,6 +429,7 @@ async fn write_observed_status(
     coverage: Option<stallwatch_crds::WorkloadCoverage>,
 ) -> Result<()> {
     let pods = pod_states(ctx, &target.ns, &target.name);
+    let health = pod_health(ctx, &target.ns, &target.name);
     let mut status = observe::next_status(&Observed {
         ts,
         deployment: Some(deployment),
@@ -436,6 +438,7 @@ async fn write_observed_status(
         blocked: blocked.as_ref(),
         invalid: &[],
         now_ms: ctx.now(),
+        health: &health,
     });
     status.workload = coverage;
     let was = |type_: &str| {
@@ -490,6 +493,17 @@ fn pods_of(ctx: &Context, ns: &str, name: &str) -> Vec<Arc<Pod>> {
                 && p.labels().get(labels::TRANSITSTREAM).map(String::as_str) == Some(name)
         })
         .collect()
+}
+
+/// Whether each live pod's streams are judged, and why not (the status's reasons).
+fn pod_health(ctx: &Context, ns: &str, name: &str) -> Vec<observe::PodHealth> {
+    let mut health: Vec<observe::PodHealth> = pods_of(ctx, ns, name)
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| observe::pod_health(p))
+        .collect();
+    health.sort_by(|a, b| a.name.cmp(&b.name));
+    health
 }
 
 fn pod_states(ctx: &Context, ns: &str, name: &str) -> Vec<PodState> {
@@ -695,6 +709,7 @@ async fn persist_ledger(
     }
     let key = target.key.as_str();
     let pods = pod_states(ctx, &target.ns, &target.name);
+    let health = pod_health(ctx, &target.ns, &target.name);
     let mut status = observe::next_status(&Observed {
         ts,
         deployment: Some(deployment),
@@ -703,6 +718,7 @@ async fn persist_ledger(
         blocked: None,
         invalid: &[],
         now_ms: ctx.now(),
+        health: &health,
     });
     // Coverage of a referenced workload is observed once per reconcile; keep it across steps.
     status.workload = ts.status.as_ref().and_then(|s| s.workload.clone());
@@ -1076,8 +1092,30 @@ pub fn slim_pod(pod: &mut Pod) {
     pod.spec = None;
     pod.status = pod.status.take().map(|s| PodStatus {
         conditions: s.conditions.map(|mut cs| {
-            cs.retain(|c| c.type_ == stallwatch_core::condition::CONDITION_TYPE);
+            // A failed PodScheduled says why a pod has no verdict (the status names it).
+            cs.retain(|c| {
+                c.type_ == stallwatch_core::condition::CONDITION_TYPE
+                    || (c.type_ == "PodScheduled" && c.status == "False")
+            });
             cs
+        }),
+        // Only waiting containers, and only why they wait: the status names it.
+        container_statuses: s.container_statuses.and_then(|cs| {
+            let waiting: Vec<_> = cs
+                .into_iter()
+                .filter_map(|c| {
+                    let waiting = c.state?.waiting?;
+                    Some(k8s_openapi::api::core::v1::ContainerStatus {
+                        name: c.name,
+                        state: Some(k8s_openapi::api::core::v1::ContainerState {
+                            waiting: Some(waiting),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            (!waiting.is_empty()).then_some(waiting)
         }),
         pod_ip: s.pod_ip,
         ..PodStatus::default()
