@@ -413,6 +413,7 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
         streams: o.ts.spec.streams.len() as i32,
         stalls: prev.stalls,
         last_stall_time: prev.last_stall_time.clone(),
+        last_drill: prev.last_drill.clone(),
         last_remediation_time: o
             .ledger
             .latest()

@@ -227,6 +227,8 @@ async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    drill::handle(ctx, &target, &mut ts).await?;
+
     if let Some(reference) = ts.spec.workload_ref.clone() {
         return reconcile_workload_ref(ctx, &target, &mut ts, &reference).await;
     }
@@ -1129,6 +1131,8 @@ pub fn slim_stream(ts: &mut TransitStream) {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
+
+mod drill;
 
 #[cfg(test)]
 mod tests;

@@ -285,3 +285,120 @@ async fn a_pod_waiting_for_its_dump_claim_is_named_in_the_status() {
     dump_on_panic(&ops);
     plane.delete_namespace(&ns).await;
 }
+
+async fn annotate_drill(client: &Client, ns: &str, name: &str, stream: &str) {
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"metadata": {"annotations": {"stallwatch.io/drill": stream}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&kube::api::ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Item 4 of issue 20, the drill: on a TransitStream that allows drills, the annotation
+/// `stallwatch.io/drill: all` becomes one admin call that kills the real broadcaster's
+/// dispatcher of stream `all` once; the story follows (`DispatcherDead`, a remediation in the
+/// history), the drill is recorded in `status.lastDrill` and an Event, and the annotation is
+/// removed. On a TransitStream that does not allow drills it is refused and recorded.
+#[tokio::test]
+async fn a_drill_rehearses_the_story_and_is_refused_unless_allowed() {
+    let test = "a_drill_rehearses_the_story_and_is_refused_unless_allowed";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("findings-drill").await;
+    let client = plane.admin().await;
+    let Some(ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    create_stream(
+        &client,
+        &ns,
+        "drilled",
+        json!({"source": {"synthetic": {}}, "allowDrills": true}),
+    )
+    .await;
+    create_stream(
+        &client,
+        &ns,
+        "guarded",
+        json!({"source": {"synthetic": {}}}),
+    )
+    .await;
+    let pod = stream_pods(&client, &ns, "drilled", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let local = kubelet::run_pod(plane, &client, &pod, &Overrides::default()).await;
+    eventually("the pod healthy", Duration::from_secs(60), || async {
+        pod_condition(&client, &ns, &name)
+            .await
+            .filter(|(s, _)| s == "True")
+    })
+    .await;
+
+    annotate_drill(&client, &ns, "drilled", "all").await;
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
+    let drill = eventually("status.lastDrill", Duration::from_secs(30), || async {
+        api.get("drilled").await.ok()?.status?.last_drill
+    })
+    .await;
+    assert_eq!(
+        (
+            drill.outcome.as_str(),
+            drill.stream.as_str(),
+            drill.pod.as_str()
+        ),
+        ("Started", "all", name.as_str()),
+        "{drill:?}"
+    );
+    let history = eventually(
+        "a remediation of the drilled stream",
+        Duration::from_secs(60),
+        || async {
+            let st = api.get("drilled").await.ok()?.status?;
+            let h = st.remediation.history;
+            h.iter()
+                .any(|a| a.stream == "all" && a.reason == "DispatcherDead")
+                .then_some(h)
+        },
+    )
+    .await;
+    assert!(!history.is_empty());
+    let ts = api.get("drilled").await.unwrap();
+    assert!(
+        !ts.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("stallwatch.io/drill"),
+        "the annotation is removed once handled"
+    );
+    let reasons = event_reasons(&client, &ns, "drilled").await;
+    assert!(reasons.iter().any(|r| r == "DrillStarted"), "{reasons:?}");
+
+    annotate_drill(&client, &ns, "guarded", "all").await;
+    let refused = eventually("the refusal recorded", Duration::from_secs(30), || async {
+        api.get("guarded").await.ok()?.status?.last_drill
+    })
+    .await;
+    assert_eq!(refused.outcome, "Refused", "{refused:?}");
+    assert!(refused.message.contains("allowDrills"), "{refused:?}");
+    let reasons = event_reasons(&client, &ns, "guarded").await;
+    assert!(reasons.iter().any(|r| r == "DrillRefused"), "{reasons:?}");
+    if std::thread::panicking() {
+        eprintln!("{}", local.tails(40));
+    }
+    dump_on_panic(&ops);
+    plane.delete_namespace(&ns).await;
+}
