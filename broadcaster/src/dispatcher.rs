@@ -226,6 +226,21 @@ pub async fn supervise(
             delay = backoff.initial;
             continue;
         };
+        if stream.drilled.load(std::sync::atomic::Ordering::Relaxed) {
+            // A drill: dead, as in the story, until someone asks for a restart.
+            stream.restart_requested.notified().await;
+            stream
+                .drilled
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            stream.count_restart();
+            tracing::info!(stream = %stream.name(), "dispatcher restarted on request after a drill");
+            errors.push(
+                Some(stream.name()),
+                "dispatcher restarted on request after a drill",
+            );
+            delay = backoff.initial;
+            continue;
+        }
         let why = match res {
             Ok(Ok(())) => "dispatcher ended".to_string(),
             Ok(Err(e)) => format!("dispatcher failed: {e}"),

@@ -171,6 +171,27 @@ impl Engine {
         true
     }
 
+    /// A drill: kills the stream's dispatcher once and leaves it dead (`DispatcherDead`, as in
+    /// the story) until a restart request (the admin restart, or a new pod). `false` for an
+    /// unknown stream.
+    pub fn drill_stream(&self, name: &str) -> bool {
+        let Some(stream) = self.streams.iter().find(|s| s.name() == name) else {
+            return false;
+        };
+        tracing::warn!(
+            stream = name,
+            "drill: killing the dispatcher; it stays dead until a restart"
+        );
+        stream
+            .drilled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        stream.abort_dispatcher();
+        stream.set_last_error("drill: dispatcher killed on request");
+        self.errors
+            .push(Some(name), "drill: dispatcher killed on request");
+        true
+    }
+
     /// The function that starts a fresh dispatcher for stream number `index`.
     pub(crate) fn spawner(&self, index: usize) -> Spawner {
         self.spawners[index].clone()

@@ -1,5 +1,5 @@
 //! The HTTP endpoints: public `/metrics` and `/healthz`, and the loopback admin API
-//! (`GET /debug/dump`, `POST /admin/streams/{name}/restart`).
+//! (`GET /debug/dump`, `POST /admin/streams/{name}/restart`, `POST /admin/streams/{name}/drill`).
 //!
 //! The admin server runs on its own OS thread with its own single-threaded runtime, so a dump
 //! can be taken even when the main runtime is wedged (the `block-runtime` fault): that is
@@ -101,6 +101,7 @@ pub fn admin_router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/debug/dump", get(dump))
         .route("/admin/streams/{name}/restart", post(restart))
+        .route("/admin/streams/{name}/drill", post(drill))
         .with_state(engine)
 }
 
@@ -134,6 +135,18 @@ async fn dump(State(engine): State<Arc<Engine>>, Query(p): Query<DumpParams>) ->
             StatusCode::SERVICE_UNAVAILABLE,
             format!("dump did not complete within {} ms", timeout.as_millis()),
         ),
+    }
+}
+
+async fn drill(State(engine): State<Arc<Engine>>, Path(name): Path<String>) -> Response {
+    if engine.drill_stream(&name) {
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"drilled": name})),
+        )
+            .into_response()
+    } else {
+        json_error(StatusCode::NOT_FOUND, format!("no stream {name:?}"))
     }
 }
 

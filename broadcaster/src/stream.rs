@@ -40,6 +40,8 @@ pub struct StreamRuntime {
     supervisor: Mutex<Option<AbortHandle>>,
     /// Wakes the supervisor for an on-demand restart.
     pub(crate) restart_requested: Notify,
+    /// A drill killed the dispatcher: the supervisor leaves it dead until a restart request.
+    pub(crate) drilled: std::sync::atomic::AtomicBool,
 }
 
 impl StreamRuntime {
@@ -62,6 +64,7 @@ impl StreamRuntime {
             dispatcher: Mutex::new(None),
             supervisor: Mutex::new(None),
             restart_requested: Notify::new(),
+            drilled: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -121,6 +124,9 @@ impl StreamRuntime {
         };
         if dispatcher_alive {
             return DispatcherState::Running;
+        }
+        if self.drilled.load(Ordering::Relaxed) {
+            return DispatcherState::Dead;
         }
         let supervisor_alive = lock(&self.supervisor)
             .as_ref()

@@ -9,6 +9,7 @@
 //! - [`remediation`]: the remediation decision function the operator (and the local demo) run.
 //! - `client` (feature `client`): the HTTP report client for Rust broadcasters.
 //! - [`clock`], [`sync`]: the wall clock and the lock-poisoning policy every crate uses.
+//! - [`logging`]: whether a binary's text logs carry colours (only on a terminal).
 //! - `shutdown` (feature `signal`): the SIGTERM/SIGINT future all three binaries stop on.
 //!
 //! May depend on serde and thiserror; with `client`, on reqwest and tokio. Never on kube,
@@ -46,6 +47,7 @@ pub mod client;
 pub mod clock;
 pub mod condition;
 pub mod exposition;
+pub mod logging;
 pub mod remediation;
 pub mod report;
 pub mod scrape;

@@ -19,6 +19,9 @@ pub const VERSION: &str = "v1alpha1";
 /// Annotation on a TransitStream (or one of its pods) that turns automatic remediation off
 /// while keeping detection, status and Events: `stallwatch.io/remediation: disabled`.
 pub const OPT_OUT_ANNOTATION: &str = "stallwatch.io/remediation";
+/// Annotation on a TransitStream asking for one drill on the named stream (or, empty, on its
+/// first stream); the operator removes it once handled. Needs `spec.allowDrills`.
+pub const DRILL_ANNOTATION: &str = "stallwatch.io/drill";
 /// The value of [`OPT_OUT_ANNOTATION`] that opts out.
 pub const OPT_OUT_VALUE: &str = "disabled";
 /// Maximum number of streams per TransitStream (bounds CEL cost and condition messages).
@@ -152,6 +155,13 @@ pub struct TransitStreamSpec {
     /// Stop remediating (detection, status and Events continue). The workload keeps running.
     #[serde(default)]
     pub paused: bool,
+    /// Allow drills: with `true`, the annotation `stallwatch.io/drill: <stream>` on this
+    /// TransitStream makes the operator ask one pod's broadcaster to kill that stream's
+    /// dispatcher once (Stallwatch's broadcaster only), so the story (verdict, dump,
+    /// restart, alerts) can be rehearsed. Off by default: a drill is a real outage of one
+    /// stream until it is remediated.
+    #[serde(default)]
+    pub allow_drills: bool,
     /// How stalls are detected: from reports (default) or, with `metrics`, from the app's own
     /// metrics (zero-code mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -663,6 +673,7 @@ impl TransitStreamSpec {
             remediation: RemediationSpec::default(),
             dumps: DumpsSpec::default(),
             paused: false,
+            allow_drills: false,
             detection: None,
         }
     }

@@ -98,6 +98,26 @@ pub struct TransitStreamStatus {
     /// With `spec.workloadRef`: which of the workload's pods carry the sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadCoverage>,
+    /// The last drill asked for with the `stallwatch.io/drill` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<DrillRecord>,
+}
+
+/// One drill: what was asked, what the operator did.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRecord {
+    /// The stream whose dispatcher was (to be) killed.
+    pub stream: String,
+    /// The pod whose broadcaster was asked; empty when refused before choosing one.
+    #[serde(default)]
+    pub pod: String,
+    /// When the operator handled it.
+    pub at: Time,
+    /// `Started` (the dispatcher was killed: expect the verdict, a dump and a restart),
+    /// `Refused` (`spec.allowDrills` is false, or no such stream) or `Failed`.
+    pub outcome: String,
+    pub message: String,
 }
 
 /// Most pods listed in each of `coveredPods` and `uncoveredPods`.

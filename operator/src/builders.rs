@@ -39,6 +39,13 @@ pub const GRPC_HEALTH_SERVICE: &str = "stallwatch.transit.v1.TransitBroadcaster"
 pub const TOKEN_KEY: &str = "token";
 /// Where the sidecar reads the token.
 pub const TOKEN_DIR: &str = "/var/run/stallwatch/admin";
+/// Mode of the admin token file. World-readable on purpose: the kubelet writes Secret files
+/// as root, group root unless the pod sets `fsGroup`, and a workload the webhook injects into
+/// need not set one, so 0440 left the sidecar (uid 65532, or uid 0 without DAC_OVERRIDE for
+/// process dumps) unable to read it. The volume is mounted in the sidecar container only, so
+/// "others" are the processes that see the sidecar's mount namespace: the sidecar itself (the
+/// same reasoning as the kubelet's 0644 ServiceAccount token).
+pub const TOKEN_FILE_MODE: i32 = 0o444;
 /// Where bundles go inside the sidecar.
 pub const DUMP_DIR: &str = "/dumps";
 /// Where a `file` source's claim is mounted in the broadcaster.
@@ -728,7 +735,7 @@ fn volumes(ts: &TransitStream) -> Vec<Volume> {
             name: "admin-token".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret_name(&name)),
-                default_mode: Some(0o440),
+                default_mode: Some(TOKEN_FILE_MODE),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()

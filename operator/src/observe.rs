@@ -105,6 +105,130 @@ pub fn pod_state(pod: &Pod) -> PodState {
     state
 }
 
+/// Whether a pod's streams are judged, and if not, why: what the status names when nothing
+/// is stalled but nothing is known to flow either (issue 20, findings 4 and 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodVerdict {
+    /// `DispatchHealthy` is `True` or `False`.
+    Judged,
+    /// `DispatchHealthy` is `Unknown`: the sidecar runs but cannot judge (zero-code mode's
+    /// `MetricsUnavailable`).
+    Unknown { reason: String, message: String },
+    /// No `DispatchHealthy` yet: why the pod is not running, or that its sidecar has not
+    /// published yet.
+    NotReporting { cause: NotRunning, why: String },
+}
+
+/// Why a pod without a verdict has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRunning {
+    /// The scheduler could not place it (an unbound claim, no node fits).
+    Unscheduled,
+    /// A container waits (image pull, configuration, crash loop).
+    ContainerWaiting,
+    /// Scheduled and running, but the sidecar has not published a verdict yet.
+    NoVerdictYet,
+}
+
+/// One live pod's [`PodVerdict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodHealth {
+    pub name: String,
+    pub verdict: PodVerdict,
+}
+
+/// The [`PodHealth`] of a pod (as the slimmed cache keeps it: the `DispatchHealthy` and a
+/// failed `PodScheduled` condition, waiting containers).
+pub fn pod_health(pod: &Pod) -> PodHealth {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.as_ref();
+    let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
+    let condition = |t: &str| conditions.iter().find(|c| c.type_ == t);
+    let verdict = match condition(CONDITION_TYPE) {
+        Some(c) if c.status == "Unknown" => PodVerdict::Unknown {
+            reason: c.reason.clone().unwrap_or_default(),
+            message: c.message.clone().unwrap_or_default(),
+        },
+        Some(_) => PodVerdict::Judged,
+        None => not_reporting(pod, condition("PodScheduled")),
+    };
+    PodHealth { name, verdict }
+}
+
+fn not_reporting(
+    pod: &Pod,
+    scheduled: Option<&k8s_openapi::api::core::v1::PodCondition>,
+) -> PodVerdict {
+    if let Some(c) = scheduled.filter(|c| c.status == "False") {
+        return PodVerdict::NotReporting {
+            cause: NotRunning::Unscheduled,
+            why: format!(
+                "not scheduled ({}): {}",
+                c.reason.as_deref().unwrap_or("Unschedulable"),
+                c.message.as_deref().unwrap_or_default()
+            ),
+        };
+    }
+    let waiting = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            Some(format!(
+                "container {} waiting ({}): {}",
+                c.name,
+                w.reason.as_deref().unwrap_or("Waiting"),
+                w.message.as_deref().unwrap_or_default()
+            ))
+        });
+    match waiting {
+        Some(why) => PodVerdict::NotReporting {
+            cause: NotRunning::ContainerWaiting,
+            why,
+        },
+        None => PodVerdict::NotReporting {
+            cause: NotRunning::NoVerdictYet,
+            why: "its sidecar has not published a verdict yet".into(),
+        },
+    }
+}
+
+/// `pod NAME: why` for every pod whose streams are not judged.
+fn unjudged(health: &[PodHealth]) -> Vec<String> {
+    health
+        .iter()
+        .filter_map(|h| match &h.verdict {
+            PodVerdict::Judged => None,
+            PodVerdict::Unknown { reason, message } => {
+                Some(format!("pod {}: {reason}: {message}", h.name))
+            }
+            PodVerdict::NotReporting { why, .. } => Some(format!("pod {}: {why}", h.name)),
+        })
+        .collect()
+}
+
+/// The reason `Ready` gives for pods that are not ready, from the first pod not judged.
+fn not_ready_reason(health: &[PodHealth]) -> &'static str {
+    health
+        .iter()
+        .find_map(|h| match &h.verdict {
+            PodVerdict::Judged => None,
+            PodVerdict::Unknown { reason, .. } if reason == "MetricsUnavailable" => {
+                Some("MetricsUnavailable")
+            }
+            PodVerdict::Unknown { .. } => Some("VerdictUnknown"),
+            PodVerdict::NotReporting { cause, .. } => Some(match cause {
+                NotRunning::Unscheduled => "PodsNotScheduled",
+                NotRunning::ContainerWaiting => "ContainersNotRunning",
+                NotRunning::NoVerdictYet => "ReplicasNotReady",
+            }),
+        })
+        .unwrap_or("ReplicasNotReady")
+}
+
 pub fn pod_ip(pod: &Pod) -> Option<String> {
     pod.status
         .as_ref()?
@@ -185,6 +309,8 @@ pub struct Observed<'a> {
     pub blocked: Option<&'a Blocked>,
     pub invalid: &'a [SpecError],
     pub now_ms: u64,
+    /// Whether each live pod's streams are judged (empty: as `pods` says).
+    pub health: &'a [PodHealth],
 }
 
 /// One condition's next value, built by name instead of by position (as stackable's
@@ -287,6 +413,7 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
         streams: o.ts.spec.streams.len() as i32,
         stalls: prev.stalls,
         last_stall_time: prev.last_stall_time.clone(),
+        last_drill: prev.last_drill.clone(),
         last_remediation_time: o
             .ledger
             .latest()
@@ -326,9 +453,13 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
     let want = o.ts.spec.replicas;
     let stalled = stalled_streams(o.pods);
     let is_stalled = !stalled.is_empty();
-    conditions.set(stalled_condition(&stalled));
+    let unjudged = unjudged(o.health);
+    let no_pods = o.pods.is_empty() && o.health.is_empty();
+    conditions.set(stalled_condition(&stalled, &unjudged, no_pods));
     conditions.set(progressing_condition(&workload, want));
-    conditions.set(ready_condition(&workload, want, is_stalled));
+    conditions.set(ready_condition(
+        &workload, want, is_stalled, o.health, &unjudged,
+    ));
     conditions.set(remediating_condition(o.ledger));
     conditions.set(degraded_condition(o.ledger, o.blocked, is_stalled));
 
@@ -340,7 +471,7 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
         o,
         &st,
         is_stalled,
-        workload.ready >= want && !is_stalled,
+        workload.ready >= want && !is_stalled && unjudged.is_empty(),
         workload.progressing(want),
     ));
     st
@@ -402,45 +533,80 @@ fn stalled_streams(pods: &[PodState]) -> Vec<String> {
         .collect()
 }
 
-fn stalled_condition(stalled: &[String]) -> ConditionUpdate {
-    if stalled.is_empty() {
+/// `AllStreamsFlowing` only when every pod's streams are judged: a pod that cannot judge
+/// (`MetricsUnavailable`) or does not run (an unbound claim) is named instead.
+fn stalled_condition(stalled: &[String], unjudged: &[String], no_pods: bool) -> ConditionUpdate {
+    if !stalled.is_empty() {
+        ConditionUpdate::holds(ct::STALLED, "StreamsStalled", stalled.join("; "))
+    } else if no_pods {
+        ConditionUpdate::fails(
+            ct::STALLED,
+            "NoPods",
+            "no pod runs yet: no stream is judged",
+        )
+    } else if !unjudged.is_empty() {
+        ConditionUpdate::fails(
+            ct::STALLED,
+            "NotJudged",
+            format!(
+                "no stall seen, but not every stream is judged: {}",
+                unjudged.join("; ")
+            ),
+        )
+    } else {
         ConditionUpdate::fails(
             ct::STALLED,
             "AllStreamsFlowing",
             "every stream is making progress",
         )
-    } else {
-        ConditionUpdate::holds(ct::STALLED, "StreamsStalled", stalled.join("; "))
     }
 }
 
 fn progressing_condition(w: &Workload, want: i32) -> ConditionUpdate {
     let progressing = w.progressing(want);
+    let reason = if progressing {
+        "RollingOut"
+    } else if w.ready < want {
+        // Rolled out, but not every pod is ready: `Ready` says why.
+        "RolledOutNotReady"
+    } else {
+        "Stable"
+    };
     ConditionUpdate::new(
         ct::PROGRESSING,
         progressing,
-        if progressing { "RollingOut" } else { "Stable" },
+        reason,
         format!(
-            "{} of {want} replicas updated, {} present",
-            w.updated, w.replicas
+            "{} of {want} replicas updated, {} present, {} ready",
+            w.updated, w.replicas, w.ready
         ),
     )
 }
 
-fn ready_condition(w: &Workload, want: i32, is_stalled: bool) -> ConditionUpdate {
+fn ready_condition(
+    w: &Workload,
+    want: i32,
+    is_stalled: bool,
+    health: &[PodHealth],
+    unjudged: &[String],
+) -> ConditionUpdate {
+    // Ready means every stream is known to be healthy: a pod that cannot judge is not, even
+    // where its readiness gate is not enforced.
     let reason = if is_stalled {
         "StreamsStalled"
+    } else if !unjudged.is_empty() {
+        not_ready_reason(health)
     } else if w.ready >= want {
         "AllReplicasReady"
     } else {
         "ReplicasNotReady"
     };
-    ConditionUpdate::new(
-        ct::READY,
-        w.ready >= want && !is_stalled,
-        reason,
-        format!("{} of {want} replicas ready", w.ready),
-    )
+    let mut message = format!("{} of {want} replicas ready", w.ready);
+    if !unjudged.is_empty() {
+        message = format!("{message}: {}", unjudged.join("; "));
+    }
+    let ready = w.ready >= want && !is_stalled && unjudged.is_empty();
+    ConditionUpdate::new(ct::READY, ready, reason, message)
 }
 
 fn remediating_condition(ledger: &Ledger) -> ConditionUpdate {

@@ -274,6 +274,8 @@ async fn reconcile_inner(ts: &TransitStream, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    drill::handle(ctx, &target, &mut ts).await?;
+
     if let Some(reference) = ts.spec.workload_ref.clone() {
         return reconcile_workload_ref(ctx, &target, &mut ts, &reference).await;
     }
@@ -384,6 +386,7 @@ async fn report_invalid(
         blocked: None,
         invalid,
         now_ms: ctx.now(),
+        health: &[],
     });
     write_status(&target.api, ts, status).await?;
     if !was_invalid {
@@ -478,6 +481,7 @@ async fn write_observed_status(
     coverage: Option<stallwatch_crds::WorkloadCoverage>,
 ) -> Result<()> {
     let pods = pod_states(ctx, &target.ns, &target.name);
+    let health = pod_health(ctx, &target.ns, &target.name);
     let mut status = observe::next_status(&Observed {
         ts,
         deployment: Some(deployment),
@@ -486,6 +490,7 @@ async fn write_observed_status(
         blocked: blocked.as_ref(),
         invalid: &[],
         now_ms: ctx.now(),
+        health: &health,
     });
     status.workload = coverage;
     let was = |type_: &str| {
@@ -540,6 +545,17 @@ fn pods_of(ctx: &Context, ns: &str, name: &str) -> Vec<Arc<Pod>> {
                 && p.labels().get(labels::TRANSITSTREAM).map(String::as_str) == Some(name)
         })
         .collect()
+}
+
+/// Whether each live pod's streams are judged, and why not (the status's reasons).
+fn pod_health(ctx: &Context, ns: &str, name: &str) -> Vec<observe::PodHealth> {
+    let mut health: Vec<observe::PodHealth> = pods_of(ctx, ns, name)
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| observe::pod_health(p))
+        .collect();
+    health.sort_by(|a, b| a.name.cmp(&b.name));
+    health
 }
 
 fn pod_states(ctx: &Context, ns: &str, name: &str) -> Vec<PodState> {
@@ -744,6 +760,7 @@ async fn persist_ledger(
         return Ok(());
     }
     let pods = pod_states(ctx, &target.ns, &target.name);
+    let health = pod_health(ctx, &target.ns, &target.name);
     let mut status = observe::next_status(&Observed {
         ts,
         deployment: Some(deployment),
@@ -752,6 +769,7 @@ async fn persist_ledger(
         blocked: None,
         invalid: &[],
         now_ms: ctx.now(),
+        health: &health,
     });
     // Coverage of a referenced workload is observed once per reconcile; keep it across steps.
     status.workload = ts.status.as_ref().and_then(|s| s.workload.clone());
@@ -783,28 +801,58 @@ async fn persist_ledger(
 
 /// Server-side apply of the status with the resourceVersion as precondition: a stale
 /// leader's write fails with 409 instead of overwriting the record.
+///
+/// A 409 is also what a reconcile gets whose cached object has not caught up with this
+/// operator's own previous status write (the usual case on a new TransitStream, whose owned
+/// objects trigger reconciles within milliseconds). The precondition protects the remediation
+/// record, so the write is retried once at the live resourceVersion when the live record is
+/// still the one this reconcile decided on; a record that changed keeps the conflict.
 async fn write_status(
     api: &Api<TransitStream>,
     ts: &mut TransitStream,
     status: TransitStreamStatus,
 ) -> Result<()> {
     let name = ts.name_any();
-    let patch = serde_json::json!({
-        "apiVersion": "stallwatch.io/v1alpha1",
-        "kind": "TransitStream",
-        "metadata": {"name": name, "resourceVersion": ts.metadata.resource_version},
-        "status": status,
-    });
-    let updated = api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    let rv = ts.metadata.resource_version.clone();
+    let updated = match apply_status(api, &name, rv, &status).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let live = api.get_status(&name).await?;
+            let record = |t: &TransitStream| {
+                t.status
+                    .as_ref()
+                    .map(|s| s.remediation.clone())
+                    .unwrap_or_default()
+            };
+            if live.metadata.uid != ts.metadata.uid || record(&live) != record(ts) {
+                return Err(kube::Error::Api(e).into());
+            }
+            apply_status(api, &name, live.metadata.resource_version, &status).await?
+        }
+        other => other?,
+    };
     ts.metadata.resource_version = updated.metadata.resource_version;
     ts.status = Some(updated.status.unwrap_or(status));
     Ok(())
+}
+
+async fn apply_status(
+    api: &Api<TransitStream>,
+    name: &str,
+    resource_version: Option<String>,
+    status: &TransitStreamStatus,
+) -> kube::Result<TransitStream> {
+    let patch = serde_json::json!({
+        "apiVersion": "stallwatch.io/v1alpha1",
+        "kind": "TransitStream",
+        "metadata": {"name": name, "resourceVersion": resource_version},
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
 }
 
 /// [`apply`], and records the result's resourceVersion as the operator's own (drift).
@@ -1110,8 +1158,30 @@ pub fn slim_pod(pod: &mut Pod) {
     pod.spec = None;
     pod.status = pod.status.take().map(|s| PodStatus {
         conditions: s.conditions.map(|mut cs| {
-            cs.retain(|c| c.type_ == stallwatch_core::condition::CONDITION_TYPE);
+            // A failed PodScheduled says why a pod has no verdict (the status names it).
+            cs.retain(|c| {
+                c.type_ == stallwatch_core::condition::CONDITION_TYPE
+                    || (c.type_ == "PodScheduled" && c.status == "False")
+            });
             cs
+        }),
+        // Only waiting containers, and only why they wait: the status names it.
+        container_statuses: s.container_statuses.and_then(|cs| {
+            let waiting: Vec<_> = cs
+                .into_iter()
+                .filter_map(|c| {
+                    let waiting = c.state?.waiting?;
+                    Some(k8s_openapi::api::core::v1::ContainerStatus {
+                        name: c.name,
+                        state: Some(k8s_openapi::api::core::v1::ContainerState {
+                            waiting: Some(waiting),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            (!waiting.is_empty()).then_some(waiting)
         }),
         pod_ip: s.pod_ip,
         ..PodStatus::default()
@@ -1125,6 +1195,8 @@ pub fn slim_stream(ts: &mut TransitStream) {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
+
+mod drill;
 
 #[cfg(test)]
 mod tests;

@@ -59,7 +59,7 @@ pub struct SidecarTarget {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The two admin calls remediation makes.
+/// The admin calls remediation (and a drill) makes.
 pub trait SidecarApi: Send + Sync {
     /// `POST /v1/streams/{stream}/restart`.
     fn soft_restart<'a>(
@@ -77,6 +77,22 @@ pub trait SidecarApi: Send + Sync {
         reason: StallReason,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Manifest, SidecarError>>;
+
+    /// `POST /v1/streams/{stream}/drill`: a drill the TransitStream allows.
+    fn drill<'a>(
+        &'a self,
+        target: &'a SidecarTarget,
+        stream: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), SidecarError>> {
+        let _ = (target, stream, timeout);
+        Box::pin(async {
+            Err(SidecarError::Status {
+                status: 501,
+                body: "drills are not supported here".into(),
+            })
+        })
+    }
 }
 
 /// The real client.
@@ -173,6 +189,24 @@ impl SidecarApi for HttpSidecar {
             self.post(
                 target,
                 &format!("/v1/streams/{stream}/restart"),
+                serde_json::json!({}),
+                timeout,
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn drill<'a>(
+        &'a self,
+        target: &'a SidecarTarget,
+        stream: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), SidecarError>> {
+        Box::pin(async move {
+            self.post(
+                target,
+                &format!("/v1/streams/{stream}/drill"),
                 serde_json::json!({}),
                 timeout,
             )

@@ -17,13 +17,13 @@ use serde_json::json;
 use stallwatch_core::bundle::Manifest;
 use stallwatch_core::condition::{CONDITION_TYPE, StallReason};
 use stallwatch_crds::{RemediationMode, labels};
-use stallwatch_testkit::fake_api::{FaultKind, T0, Timeline};
+use stallwatch_testkit::fake_api::{FaultKind, T0, TS_PATH, Timeline};
 use stallwatch_testkit::harness::{
     Harness, condition, count, fixture, harness_with, micro_time, pod_with_ip, position,
     spent_history,
 };
 use transit_operator::Error;
-use transit_operator::reconcile::{Context, error_policy};
+use transit_operator::reconcile::{Context, error_policy, reconcile};
 use transit_operator::sidecar::{BoxFuture, SidecarApi, SidecarError, SidecarTarget};
 
 /// A sidecar that records its calls on the timeline.
@@ -275,15 +275,13 @@ async fn stall_is_recorded_then_dumped_then_the_pod_deleted() {
 #[tokio::test]
 async fn a_failed_status_write_means_no_action() {
     let mut h = harness(Duration::from_secs(30));
-    h.stream(&fixture());
+    // The cache's copy is stale: another operator (a new leader) recorded an attempt since.
+    let cached = h.stream(&fixture());
     h.pod(pod("demo-abc", "pod-uid-1", Some(T0 - 700)));
-    h.api.fault(
-        Method::PATCH,
-        "transitstreams/demo/status",
-        FaultKind::Status(409),
-        1,
-    );
-    let err = h.reconcile().await.unwrap_err();
+    let mut theirs = fixture();
+    theirs.status = Some(serde_json::from_value(json!({"remediation": spent_history(1)})).unwrap());
+    h.api.put(TS_PATH, serde_json::to_value(&theirs).unwrap());
+    let err = reconcile(cached, h.ctx.clone()).await.unwrap_err();
     assert_eq!(err.label(), "conflict");
     let t = h.timeline();
     assert_eq!(count(&t, "sidecar 10.") + count(&t, "DELETE"), 0, "{t:#?}");
@@ -292,6 +290,21 @@ async fn a_failed_status_write_means_no_action() {
     // The retry records and proceeds.
     h.reconcile().await.unwrap();
     assert_eq!(count(&h.timeline(), "DELETE"), 1);
+}
+
+/// Issue 20, finding 8: a reconcile whose cached copy has not seen the operator's own last
+/// status write yet (owned objects trigger the second reconcile of a new TransitStream within
+/// milliseconds) got a 409 and logged `reconcile failed`. The record is the same, so the write
+/// goes through at the live resourceVersion.
+#[tokio::test]
+async fn a_cache_behind_our_own_status_write_is_no_conflict() {
+    let mut h = harness(Duration::from_secs(30));
+    let cached = h.stream(&fixture());
+    let mut ours = fixture();
+    ours.status = Some(serde_json::from_value(json!({"phase": "Pending", "streams": 1})).unwrap());
+    h.api.put(TS_PATH, serde_json::to_value(&ours).unwrap());
+    reconcile(cached, h.ctx.clone()).await.unwrap();
+    assert!(h.current().status.unwrap().observed_generation.is_some());
 }
 
 #[tokio::test]

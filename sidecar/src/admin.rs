@@ -36,6 +36,7 @@ pub fn router(state: AdminState, token: Arc<AdminToken>) -> Router {
     Router::new()
         .route("/v1/dumps", post(create_dump).get(list_dumps))
         .route("/v1/streams/{name}/restart", post(restart_stream))
+        .route("/v1/streams/{name}/drill", post(drill_stream))
         .fallback(not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY))
@@ -87,6 +88,28 @@ async fn list_dumps(State(s): State<AdminState>) -> Response {
     match s.capturer.list().await {
         Ok(list) => axum::Json(list).into_response(),
         Err(e) => error(e.http_status(), e.to_string()),
+    }
+}
+
+/// A drill the operator asks for (the TransitStream allows drills): the broadcaster kills the
+/// stream's dispatcher once, so the whole story (verdict, dump, restart) can be rehearsed.
+async fn drill_stream(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    if !is_valid_stream_name(&name) {
+        return error(400, "not a valid stream name".to_owned());
+    }
+    match s.broadcaster.drill(&name, RESTART_TIMEOUT).await {
+        Ok(RestartOutcome::Restarted) => {
+            tracing::warn!(stream = %name, "drill: asked the broadcaster to kill the stream's dispatcher");
+            (StatusCode::ACCEPTED, axum::Json(json!({ "drilled": name }))).into_response()
+        }
+        Ok(RestartOutcome::UnknownStream) => error(
+            404,
+            format!("the broadcaster has no stream {name}, or does not support drills"),
+        ),
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "drill failed");
+            error(502, e.to_string())
+        }
     }
 }
 

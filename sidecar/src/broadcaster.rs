@@ -138,7 +138,26 @@ impl BroadcasterClient {
         stream: &str,
         timeout: Duration,
     ) -> Result<RestartOutcome, BroadcasterError> {
-        let url = format!("{}/admin/streams/{stream}/restart", self.base);
+        self.stream_action(stream, "restart", timeout).await
+    }
+
+    /// `POST /admin/streams/{name}/drill`: the broadcaster kills the stream's dispatcher once
+    /// and leaves it dead until a restart (`Restarted` here means "done").
+    pub async fn drill(
+        &self,
+        stream: &str,
+        timeout: Duration,
+    ) -> Result<RestartOutcome, BroadcasterError> {
+        self.stream_action(stream, "drill", timeout).await
+    }
+
+    async fn stream_action(
+        &self,
+        stream: &str,
+        action: &str,
+        timeout: Duration,
+    ) -> Result<RestartOutcome, BroadcasterError> {
+        let url = format!("{}/admin/streams/{stream}/{action}", self.base);
         let resp = self
             .http()
             .post(&url)

@@ -3,8 +3,15 @@
 //! A bundle is assembled in a hidden temporary directory next to its final place
 //! (`<pod dir>/.tmp-<name>`), every file is fsynced, the manifest goes in last, the directory is
 //! fsynced and renamed into place, and the parent is fsynced. Readers ignore `.tmp-*`, so a
-//! crash or a full volume never leaves a bundle that looks complete. Files are 0600 and
-//! directories 0700: dumps can hold subscriber data.
+//! crash or a full volume never leaves a bundle that looks complete. Files are 0640 and
+//! directories 2770 (setgid): dumps can hold subscriber data, so "others" get nothing, but the
+//! group is shared. Both sidecars run with gid 65532: the normal one as uid 65532, the
+//! process-dump one as uid 0 with every capability but SYS_PTRACE dropped (no
+//! DAC_OVERRIDE), so owner-only modes locked each out of what the other created (issue 20,
+//! finding 3). The modes are set explicitly, whatever the umask.
+//!
+//! [`BundleStore::probe`] writes, fsyncs and deletes a probe file, so a volume this sidecar
+//! cannot write is known at start, not at the first stall.
 //!
 //! File system access goes through [`Storage`] so tests can inject faults (a full volume) that
 //! are hard to provoke for real.
@@ -24,14 +31,25 @@ use stallwatch_core::bundle::{
 
 /// The file system operations a bundle write needs.
 pub trait Storage: Send + Sync {
-    /// Create one directory with mode 0700; `AlreadyExists` if it exists.
+    /// Create one directory with mode [`DIR_MODE`]; `AlreadyExists` if it exists.
     fn create_dir(&self, path: &Path) -> io::Result<()>;
-    /// Create a new file with mode 0600, write all of `data`, fsync it.
+    /// Create a new file with mode [`FILE_MODE`], write all of `data`, fsync it.
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()>;
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
 }
+
+/// Mode of every directory the sidecar creates on the dump volume: the group (65532, shared
+/// by both kinds of sidecar) may write, setgid so new entries keep that group.
+pub const DIR_MODE: u32 = 0o2770;
+/// Mode of every bundle file: the group may read (`inspect` from the other kind of sidecar).
+pub const FILE_MODE: u32 = 0o640;
+/// The file [`BundleStore::probe`] writes and deletes in the pod's directory.
+pub const PROBE_FILE: &str = ".stallwatch-probe";
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -39,15 +57,18 @@ pub struct LocalStorage;
 
 impl Storage for LocalStorage {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
-        fs::DirBuilder::new().mode(0o700).create(path)
+        fs::DirBuilder::new().mode(DIR_MODE & 0o777).create(path)?;
+        // mkdir drops the setgid bit and applies the umask: set the mode itself.
+        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
     }
 
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(FILE_MODE)
             .open(path)?;
+        f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
         f.write_all(data)?;
         f.sync_all()
     }
@@ -69,9 +90,19 @@ impl Storage for LocalStorage {
 pub enum BundleError {
     #[error("the dump volume is full: {0}")]
     NoSpace(#[source] FsFailure),
-    #[error("the dump volume is unavailable (missing or read-only): {0}")]
+    #[error("the dump volume is unavailable (missing): {0}")]
     Unavailable(#[source] FsFailure),
-    #[error("the dump volume is unavailable (missing or read-only): dump directory {} is not a directory", .0.display())]
+    #[error("the dump volume is unavailable (read-only): {0}")]
+    ReadOnly(#[source] FsFailure),
+    #[error(
+        "the dump volume is unavailable (not writable by this sidecar, {}): permission denied: {failure}; its root must be writable by group 65532 (see the chart README, \"Dump volume ownership\")",
+        process_ids()
+    )]
+    NotWritable {
+        #[source]
+        failure: FsFailure,
+    },
+    #[error("the dump volume is unavailable (missing): dump directory {} is not a directory", .0.display())]
     NotADirectory(PathBuf),
     #[error("cannot write the bundle: {0}")]
     Io(#[source] FsFailure),
@@ -98,7 +129,10 @@ impl BundleError {
     pub fn label(&self) -> &'static str {
         match self {
             BundleError::NoSpace(_) => "no_space",
-            BundleError::Unavailable(_) | BundleError::NotADirectory(_) => "unavailable",
+            BundleError::Unavailable(_)
+            | BundleError::ReadOnly(_)
+            | BundleError::NotWritable { .. }
+            | BundleError::NotADirectory(_) => "unavailable",
             BundleError::Io(_)
             | BundleError::NamesExhausted(_)
             | BundleError::EncodeManifest(_)
@@ -110,7 +144,10 @@ impl BundleError {
     pub fn http_status(&self) -> u16 {
         match self {
             BundleError::NoSpace(_) => 507,
-            BundleError::Unavailable(_) | BundleError::NotADirectory(_) => 503,
+            BundleError::Unavailable(_)
+            | BundleError::ReadOnly(_)
+            | BundleError::NotWritable { .. }
+            | BundleError::NotADirectory(_) => 503,
             BundleError::Io(_)
             | BundleError::NamesExhausted(_)
             | BundleError::EncodeManifest(_)
@@ -128,9 +165,9 @@ impl BundleError {
         };
         match kind {
             StorageFull | QuotaExceeded | FileTooLarge => BundleError::NoSpace(failure),
-            ReadOnlyFilesystem | PermissionDenied | NotADirectory | NotFound => {
-                BundleError::Unavailable(failure)
-            }
+            ReadOnlyFilesystem => BundleError::ReadOnly(failure),
+            PermissionDenied => BundleError::NotWritable { failure },
+            NotADirectory | NotFound => BundleError::Unavailable(failure),
             _ => BundleError::Io(failure),
         }
     }
@@ -217,6 +254,29 @@ impl BundleStore {
             }
         }
         Ok(pod)
+    }
+
+    /// Whether a bundle could be written now: creates this pod's directory, writes and fsyncs
+    /// a probe file in it, deletes it and fsyncs the directory (what a bundle write does).
+    pub fn probe(&self) -> Result<(), BundleError> {
+        let pod_dir = self.ensure_pod_dir()?;
+        let probe = pod_dir.join(PROBE_FILE);
+        // Left by a crash between write and delete.
+        match self.storage.remove_file(&probe) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(BundleError::from_io("removing", &probe, e));
+            }
+            _ => {}
+        }
+        self.storage
+            .write_file(&probe, b"stallwatch dump volume probe\n")
+            .map_err(|e| BundleError::from_io("writing", &probe, e))?;
+        self.storage
+            .remove_file(&probe)
+            .map_err(|e| BundleError::from_io("removing", &probe, e))?;
+        self.storage
+            .sync_dir(&pod_dir)
+            .map_err(|e| BundleError::from_io("syncing", &pod_dir, e))
     }
 
     /// Remove temporary directories left by a crash during an earlier capture.
@@ -404,9 +464,10 @@ impl BundleStore {
     }
 }
 
-/// Make a file written by someone else (a dumper) private and durable; return size and hash.
+/// Give a file written by someone else (a dumper) the bundle's mode and make it durable;
+/// return size and hash.
 fn seal_external_file(path: &Path) -> io::Result<(u64, String)> {
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))?;
     let mut f = fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -434,6 +495,21 @@ fn dir_bytes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// `uid N, gid N` of this process (from `/proc/self/status`: no libc call needed), for
+/// errors that hinge on who may write.
+pub fn process_ids() -> String {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let first = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    format!("uid {}, gid {}", first("Uid:"), first("Gid:"))
 }
 
 fn millis(since: Instant) -> u64 {

@@ -178,6 +178,18 @@ impl Capturer {
         }
     }
 
+    /// Probes the dump volume (write, fsync, delete a file) and records the outcome in
+    /// `/v1/status`, the metrics and, when it changes, an Event. Blocking file system work.
+    pub fn probe_storage(&self) -> Result<(), BundleError> {
+        let result = self.store.probe();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the dump volume cannot take a bundle");
+        }
+        self.monitor
+            .set_storage(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+        result
+    }
+
     /// Capture one bundle. Outcomes are counted, reflected in `/v1/status` and sent to the
     /// reactor (Events). The capture runs as its own task, so a client that gives up waiting
     /// does not cut a bundle (or its bookkeeping) short.

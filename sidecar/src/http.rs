@@ -35,10 +35,19 @@ async fn healthz(liveness: Arc<Liveness>) -> Response {
 }
 
 /// 503 while any stream is stalled, for clusters that use a readiness probe rather than the
-/// pod condition as a readiness gate.
+/// pod condition as a readiness gate, and while the dump volume cannot be written (a stall
+/// would lose its bundle).
 async fn readyz(State(monitor): State<Arc<Monitor>>) -> Response {
     let stalled = monitor.stalled_streams();
-    if stalled.is_empty() {
+    let storage = monitor.storage();
+    if stalled.is_empty() && !storage.ok {
+        let message = storage.error.unwrap_or_default();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "message": message })),
+        )
+            .into_response()
+    } else if stalled.is_empty() {
         (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response()
     } else {
         let message = stallwatch_core::condition::format_message(&stalled);

@@ -118,6 +118,10 @@ pub enum Notice {
     DumpFailed {
         error: String,
     },
+    /// The dump volume turned unusable (`Some(why)`) or usable again (`None`).
+    DumpStorage {
+        error: Option<String>,
+    },
 }
 
 /// What a capture needs to know about the moment it is taken.
@@ -379,6 +383,11 @@ impl Monitor {
         st.judge.stalled_streams(self.now())
     }
 
+    /// Whether the dump volume took the last write (a probe or a bundle), and why not.
+    pub fn storage(&self) -> StorageStatus {
+        self.lock().storage.clone()
+    }
+
     pub fn status(&self) -> Status {
         let st = self.lock();
         self.status_locked(&st)
@@ -456,8 +465,14 @@ impl Monitor {
         }
     }
 
+    /// The dump volume's state, with a notice (an Event) when it turns usable or unusable.
     pub(crate) fn set_storage(&self, result: Result<(), String>) {
         let mut st = self.lock();
+        if st.storage.ok != result.is_ok() {
+            self.notify(Notice::DumpStorage {
+                error: result.clone().err(),
+            });
+        }
         match result {
             Ok(()) => {
                 st.storage = StorageStatus {

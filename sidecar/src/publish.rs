@@ -37,7 +37,8 @@ pub struct PodTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodEvent {
     pub warning: bool,
-    /// PascalCase: a `StallReason`, `Recovered`, `DumpCaptured`, `DumpFailed`.
+    /// PascalCase: a `StallReason`, `Recovered`, `DumpCaptured`, `DumpFailed`,
+    /// `DumpVolumeUnavailable`, `DumpVolumeAvailable`.
     pub reason: String,
     pub note: String,
     /// Groups repeats into one Event series; per stream for verdict Events.
@@ -76,6 +77,21 @@ pub fn event_for(notice: &Notice) -> Option<PodEvent> {
             reason: "DumpCaptured".to_owned(),
             note: format!("diagnostic bundle written to {path}"),
             action: "CaptureBundle".to_owned(),
+        }),
+        Notice::DumpStorage { error: Some(error) } => Some(PodEvent {
+            warning: true,
+            reason: "DumpVolumeUnavailable".to_owned(),
+            note: stallwatch_core::report::truncate(
+                &format!("no bundle can be written until this is fixed: {error}"),
+                1000,
+            ),
+            action: "CheckDumpVolume".to_owned(),
+        }),
+        Notice::DumpStorage { error: None } => Some(PodEvent {
+            warning: false,
+            reason: "DumpVolumeAvailable".to_owned(),
+            note: "the dump volume is writable again".to_owned(),
+            action: "CheckDumpVolume".to_owned(),
         }),
         Notice::DumpFailed { error } => Some(PodEvent {
             warning: true,

@@ -154,6 +154,7 @@ pub async fn start_with_storage(
     ));
 
     tasks.push(background::ticker(monitor.clone(), liveness, stop.clone()));
+    tasks.push(storage_prober(capturer.clone(), stop.clone()));
     if let Some(cfg) = zero_code.clone() {
         tasks.push(background::scraper(monitor.clone(), cfg, stop.clone()));
     }
@@ -281,12 +282,35 @@ fn capturer(
             "removed half-written bundles left by an earlier run"
         );
     }
-    Arc::new(Capturer::new(
+    let capturer = Arc::new(Capturer::new(
         monitor.clone(),
         store,
         broadcaster.clone(),
         args.process_dump,
         args.task_dump_timeout,
         identity,
-    ))
+    ));
+    // At start, not at the first stall: a volume this sidecar cannot write shows now.
+    let _ = capturer.probe_storage();
+    capturer
+}
+
+/// How often the dump volume is probed after the start.
+const STORAGE_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Probes the dump volume again every minute: it can be fixed (ownership changed) or break
+/// (remounted read-only, full) while the pod runs.
+fn storage_prober(capturer: Arc<Capturer>, stop: Stop) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let stopped = stop.wait();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STORAGE_PROBE_EVERY) => {}
+                _ = &mut stopped => return,
+            }
+            let c = capturer.clone();
+            let _ = tokio::task::spawn_blocking(move || c.probe_storage()).await;
+        }
+    })
 }

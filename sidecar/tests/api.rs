@@ -389,7 +389,10 @@ async fn every_admin_route_needs_the_token() {
         }
     }
     assert_eq!(e.broadcaster.restarts.load(Ordering::SeqCst), 0);
-    let dumps = std::fs::read_dir(e.dumps()).unwrap().count();
+    // The start probe made the pod's directory; it must hold nothing.
+    let dumps = std::fs::read_dir(e.dumps().join("transit").join("bc-0"))
+        .unwrap()
+        .count();
     assert_eq!(dumps, 0, "no bundle may be written without the token");
     // With the token: unknown route 404, GET list 200.
     let r = e
@@ -432,7 +435,7 @@ async fn without_a_token_file_admin_refuses_everything() {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
 #[tokio::test]
@@ -474,12 +477,12 @@ async fn dump_capture_writes_a_private_verified_bundle_and_lists_it() {
     let dir = Path::new(&m.path);
     assert!(dir.starts_with(e.dumps().join("transit").join("bc-0")));
     assert!(m.id.ends_with("-downtown-DispatcherDead"), "{}", m.id);
-    assert_eq!(mode(dir), 0o700);
-    assert_eq!(mode(dir.parent().unwrap()), 0o700);
+    assert_eq!(mode(dir), 0o2770);
+    assert_eq!(mode(dir.parent().unwrap()), 0o2770);
     let names: Vec<_> = m.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, vec!["state.json", "tasks.txt"]);
     for f in ["manifest.json", "state.json", "tasks.txt"] {
-        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        assert_eq!(mode(&dir.join(f)), 0o640, "{f}");
     }
     assert!(transit_sidecar::bundles::verify(dir, &m).is_empty());
     let on_disk: Manifest =
@@ -736,6 +739,77 @@ async fn missing_or_unwritable_volume_answers_503() {
     e.sidecar.shutdown().await;
 }
 
+/// Fails every directory creation with EACCES: a volume whose root this sidecar's uid and
+/// gid may not write (root cannot provoke that for real: it bypasses modes).
+struct NotOurs;
+
+impl Storage for NotOurs {
+    fn create_dir(&self, _: &Path) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(13)) // EACCES
+    }
+    fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        LocalStorage.write_file(path, data)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        LocalStorage.sync_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        LocalStorage.rename(from, to)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        LocalStorage.remove_dir_all(path)
+    }
+}
+
+/// Issue 20, finding 2: a volume the sidecar cannot write (a hostPath or local PV owned by
+/// root: `fsGroup` does not apply to them) showed `dump_storage.ok: true` and a ready sidecar
+/// until the first stall lost its bundle with "missing or read-only". Now the start probes it:
+/// the status, `/readyz` and the metric say so at once, naming a permission error as such.
+#[tokio::test]
+async fn an_unwritable_volume_shows_at_start_as_a_permission_error() {
+    let e = env_with(Arc::new(NotOurs), |_| {}).await;
+    let s = e.status().await;
+    assert!(!s.dump_storage.ok, "{s:?}");
+    let error = s.dump_storage.error.unwrap();
+    for needle in [
+        "not writable by this sidecar",
+        "uid ",
+        "permission denied",
+        "group 65532",
+    ] {
+        assert!(error.contains(needle), "{needle:?} not in {error:?}");
+    }
+    assert!(!error.contains("missing"), "{error}");
+    let r = e
+        .http
+        .get(format!("{}/readyz", e.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("not writable"),
+        "{body}"
+    );
+    let m = e.metrics().await;
+    assert!(m.contains("stallwatch_sidecar_dump_storage_ok 0"), "{m}");
+    // A writable volume is ready, and the probe left nothing behind.
+    let ok = env().await;
+    assert!(ok.status().await.dump_storage.ok);
+    let r = ok
+        .http
+        .get(format!("{}/readyz", ok.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pod_dir = ok.dumps().join("transit").join("bc-0");
+    assert_eq!(std::fs::read_dir(&pod_dir).unwrap().count(), 0);
+    e.sidecar.shutdown().await;
+    ok.sidecar.shutdown().await;
+}
+
 fn mount_tmpfs(target: &Path, options: &str) -> bool {
     std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", options, "tmpfs"])
@@ -951,7 +1025,7 @@ async fn minidump_in_a_bundle() {
             assert_eq!(file, "broadcaster.dmp");
             assert!(*threads >= 1);
             assert_eq!(std::fs::metadata(dir.join(file)).unwrap().len(), *bytes);
-            assert_eq!(mode(&dir.join(file)), 0o600);
+            assert_eq!(mode(&dir.join(file)), 0o640);
             assert!(m.files.iter().any(|f| f.name == "broadcaster.dmp"));
             eprintln!(
                 "minidump of `sleep`: {bytes} bytes, {threads} threads, {} ms",
@@ -996,7 +1070,7 @@ async fn full_core_with_gcore_in_a_bundle() {
             assert_eq!(*kind, stallwatch_core::bundle::ProcessDumpKind::Core);
             assert_eq!(file, "broadcaster.core");
             assert!(*bytes > 0);
-            assert_eq!(mode(&dir.join(file)), 0o600);
+            assert_eq!(mode(&dir.join(file)), 0o640);
             // Only the named core is left, not gcore's `<prefix>.<pid>`.
             let names: Vec<_> = std::fs::read_dir(dir)
                 .unwrap()

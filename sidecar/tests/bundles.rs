@@ -164,7 +164,10 @@ fn a_fault_at_any_step_leaves_no_bundle_and_no_debris() {
         assert!(
             matches!(
                 err,
-                BundleError::NoSpace(_) | BundleError::Unavailable(_) | BundleError::Io(_)
+                BundleError::NoSpace(_)
+                    | BundleError::Unavailable(_)
+                    | BundleError::ReadOnly(_)
+                    | BundleError::Io(_)
             ),
             "{err:?}"
         );
@@ -241,16 +244,16 @@ fn bundles_are_private_named_and_verifiable() {
     assert_eq!(m.id, "20261128T021503.042Z-downtown-ChannelStuck");
     let dir = Path::new(&m.path);
     assert_eq!(dir, root.path().join("transit/bc-0").join(&m.id));
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(dir), 0o700);
-    assert_eq!(mode(&root.path().join("transit")), 0o700);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(dir), 0o2770);
+    assert_eq!(mode(&root.path().join("transit")), 0o2770);
     for f in [
         "manifest.json",
         "state.json",
         "tasks.txt",
         "broadcaster.dmp",
     ] {
-        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        assert_eq!(mode(&dir.join(f)), 0o640, "{f}");
     }
     let names: Vec<_> = m.files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, vec!["state.json", "tasks.txt", "broadcaster.dmp"]);

@@ -274,7 +274,7 @@ pub fn volumes(ts: &TransitStream) -> Vec<Volume> {
             name: TOKEN_VOLUME.into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret_name(&name)),
-                default_mode: Some(0o440),
+                default_mode: Some(builders::TOKEN_FILE_MODE),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()

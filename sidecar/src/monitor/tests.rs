@@ -165,3 +165,33 @@ fn storage_status_is_reported() {
     m.set_storage(Ok(()));
     assert!(m.status().dump_storage.ok);
 }
+
+#[test]
+fn the_dump_volume_turning_unusable_or_usable_is_one_notice_each() {
+    let (m, mut out) = Monitor::new(instant_config(), Arc::new(Metrics::new()));
+    m.set_storage(Ok(()));
+    m.set_storage(Err("permission denied".into()));
+    m.set_storage(Err("permission denied".into()));
+    m.set_storage(Ok(()));
+    m.set_storage(Ok(()));
+    let mut notices = Vec::new();
+    while let Ok(n) = out.notices.try_recv() {
+        notices.push(n);
+    }
+    assert_eq!(
+        notices,
+        vec![
+            Notice::DumpStorage {
+                error: Some("permission denied".into())
+            },
+            Notice::DumpStorage { error: None },
+        ]
+    );
+    let unusable = crate::publish::event_for(&notices[0]).unwrap();
+    assert!(unusable.warning);
+    assert_eq!(unusable.reason, "DumpVolumeUnavailable");
+    assert!(unusable.note.contains("permission denied"));
+    let usable = crate::publish::event_for(&notices[1]).unwrap();
+    assert!(!usable.warning);
+    assert_eq!(usable.reason, "DumpVolumeAvailable");
+}

@@ -228,3 +228,69 @@ fn pods_without_a_matching_workload_ref_stream_are_left_alone() {
     };
     assert!(why.contains("no workloadRef"), "{why}");
 }
+
+/// Whether a process (uid, gid, supplementary groups) may read a Secret file the way the
+/// kubelet writes it: owner root, group the pod's `fsGroup` (else root), `mode`.
+fn kubelet_secret_file_readable(
+    mode: i32,
+    fs_group: Option<i64>,
+    uid: i64,
+    gid: i64,
+    groups: &[i64],
+) -> bool {
+    let file_gid = fs_group.unwrap_or(0);
+    if uid == 0 {
+        // Owner: root, even with every capability dropped (no DAC_OVERRIDE needed).
+        return mode & 0o400 != 0;
+    }
+    if gid == file_gid || groups.contains(&file_gid) {
+        return mode & 0o040 != 0;
+    }
+    mode & 0o004 != 0
+}
+
+/// Finding 1 of issue 20: a workload without `fsGroup` (like `examples/workload-ref.yaml`) got
+/// a 0440 root:root token file its injected sidecar (uid 65532) could not read, and every
+/// dump answered 401.
+#[test]
+fn the_injected_sidecar_can_read_its_admin_token_whatever_the_pods_security_context() {
+    for (what, fs_group) in [
+        ("no fsGroup", None),
+        ("another fsGroup", Some(1000)),
+        ("fsGroup 0", Some(0)),
+    ] {
+        let mut p = pod(Some("orders"));
+        if let Some(g) = fs_group {
+            p.spec.as_mut().unwrap().security_context =
+                Some(k8s_openapi::api::core::v1::PodSecurityContext {
+                    fs_group: Some(g),
+                    ..Default::default()
+                });
+        }
+        for process_dump in [ProcessDump::None, ProcessDump::Minidump] {
+            let mut stream = ts();
+            stream.spec.dumps.process_dump = process_dump;
+            let out = injected(&p, &stream);
+            let mode = volume(&out, TOKEN_VOLUME)
+                .secret
+                .as_ref()
+                .and_then(|s| s.default_mode)
+                .expect("a defaultMode");
+            let sidecar = out
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers
+                .iter()
+                .find(|c| c.name == SIDECAR_CONTAINER)
+                .unwrap();
+            let sc = sidecar.security_context.as_ref().unwrap();
+            let (uid, gid) = (sc.run_as_user.unwrap(), sc.run_as_group.unwrap());
+            let groups: Vec<i64> = fs_group.into_iter().collect();
+            assert!(
+                kubelet_secret_file_readable(mode, fs_group, uid, gid, &groups),
+                "{what}, {process_dump:?}: mode {mode:o} unreadable by uid {uid} gid {gid}"
+            );
+        }
+    }
+}
