@@ -22,7 +22,9 @@ pub mod assets;
 mod certs;
 pub mod chart;
 mod cluster;
+pub mod helm;
 pub mod kubelet;
+pub mod node;
 mod procs;
 
 pub use cluster::ControlPlane;

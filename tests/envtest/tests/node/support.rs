@@ -1,0 +1,210 @@
+//! What the node journeys share: one at a time, the chart installed once, pods waited for,
+//! a container's process looked at from the host, a real subscriber.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use serde_json::json;
+use stallwatch_envtest::node::Node;
+use stallwatch_envtest::{eventually, helm, kubelet};
+
+/// The release every journey uses, in its own namespace.
+pub const RELEASE: &str = "stallwatch";
+pub const OPERATOR_NS: &str = "stallwatch-system";
+
+/// One journey at a time: they share the node, the release and the CRD.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
+/// The chart's values with the node's local images (never pulled).
+pub fn values(node: &Node) -> serde_json::Value {
+    let (op_repo, op_tag) = split(&node.image("operator").reference);
+    let (sw_repo, sw_tag) = split(&node.image("stallwatch").reference);
+    json!({
+        "image": {"repository": op_repo, "tag": op_tag, "pullPolicy": "Never"},
+        "streamImage": {"repository": sw_repo, "tag": sw_tag},
+    })
+}
+
+fn split(reference: &str) -> (String, String) {
+    let (repo, tag) = reference.rsplit_once(':').expect("a tagged reference");
+    (repo.to_string(), tag.to_string())
+}
+
+/// Installs the chart (with `wait`) unless a journey before did; returns how long it took.
+pub async fn ensure_installed(node: &Node) -> Option<Duration> {
+    let admin = node.plane().admin().await;
+    let deployments: Api<Deployment> = Api::namespaced(admin, OPERATOR_NS);
+    if let Ok(Some(d)) = deployments.get_opt(RELEASE).await
+        && d.status.and_then(|s| s.ready_replicas).unwrap_or(0) > 0
+    {
+        return None;
+    }
+    let start = Instant::now();
+    let release = helm::install(
+        node.plane().admin_kubeconfig(),
+        OPERATOR_NS,
+        RELEASE,
+        &values(node),
+        180,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", node.tails(30)));
+    assert_eq!(release["status"].as_str(), Some("deployed"), "{release}");
+    let took = start.elapsed();
+    node.record("helm install (wait) to operator Ready", took);
+    Some(took)
+}
+
+/// The pods matching `selector` once one is Ready (the pod condition), with all its
+/// containers ready.
+pub async fn ready_pod(client: &Client, ns: &str, selector: &str, timeout: Duration) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(selector);
+    eventually(
+        &format!("a Ready pod {selector} in {ns}"),
+        timeout,
+        || async {
+            let list = pods.list(&lp).await.ok()?;
+            list.items.into_iter().find(|p| {
+                p.metadata.deletion_timestamp.is_none() && condition(p, "Ready") == Some("True")
+            })
+        },
+    )
+    .await
+}
+
+/// A pod condition's status.
+pub fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+/// Whether every container of the pod is ready.
+pub fn all_containers_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+}
+
+/// The host pid of a container's main process, through containerd (`ctr tasks ls`).
+pub fn container_pid(node: &Node, pod: &Pod, container: &str) -> u32 {
+    let id = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == container))
+        .and_then(|c| c.container_id.clone())
+        .unwrap_or_else(|| panic!("no container id for {container}"));
+    let id = id.trim_start_matches("containerd://");
+    let tasks = node.ctr(&["tasks", "ls"]).expect("ctr tasks ls");
+    tasks
+        .lines()
+        .find(|l| l.starts_with(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no task {id} in\n{tasks}"))
+}
+
+/// `(real uid, effective uid)` of a host pid.
+pub fn uids(pid: u32) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("a Uid line");
+    let ids: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (ids[0], ids[1])
+}
+
+/// Whether the process's root filesystem (as it sees it) is mounted read-only.
+pub fn root_read_only(pid: u32) -> bool {
+    let info =
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("/proc/PID/mountinfo");
+    info.lines()
+        .rfind(|l| l.split_whitespace().nth(4) == Some("/"))
+        .is_some_and(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .is_some_and(|o| o.split(',').any(|x| x == "ro"))
+        })
+}
+
+/// Resident set size of a host pid in KiB (what the kubelet's cgroup sees is close to it).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A Service's ClusterIP.
+pub async fn cluster_ip(client: &Client, ns: &str, name: &str) -> String {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    services
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("Service {ns}/{name}: {e}"))
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP")
+}
+
+/// The workspace's `transit-broadcaster` (the `subscribe` CLI a user runs).
+pub fn broadcaster_cli() -> PathBuf {
+    kubelet::bin_dir().join("transit-broadcaster")
+}
+
+/// A real subscriber: `transit-broadcaster subscribe --addr URL --count N --json`; the
+/// updates it printed, or why it failed.
+pub fn subscribe(
+    addr: &str,
+    count: u32,
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>, String> {
+    let out = Command::new("timeout")
+        .arg(format!("{}", timeout.as_secs().max(1)))
+        .arg(broadcaster_cli())
+        .args([
+            "subscribe",
+            "--addr",
+            addr,
+            "--count",
+            &count.to_string(),
+            "--json",
+        ])
+        .output()
+        .map_err(|e| format!("running the subscriber: {e}"))?;
+    let updates: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if updates.len() < count as usize {
+        return Err(format!(
+            "{} of {count} updates from {addr} ({}): {}",
+            updates.len(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(updates)
+}
