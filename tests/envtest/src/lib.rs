@@ -25,6 +25,7 @@ mod cluster;
 pub mod helm;
 pub mod kubelet;
 pub mod node;
+pub mod oci;
 mod procs;
 
 pub use cluster::ControlPlane;
