@@ -18,7 +18,8 @@ the workspace's own binaries:
   builder stage does), in a layer of its own.
 
 Besides the Dockerfile's three targets it builds `report-client-python` (the bring-your-own
-broadcaster example of examples/report-clients/python on Debian's python3) and the pod
+broadcaster example of examples/report-clients/python on Debian's python3),
+`stallwatch-drill` (tests only: `stallwatch` whose dispatcher hangs 20 s after start) and the pod
 sandbox image (`registry.k8s.io/pause:3.10` from ../shared/envtest/bin/pause), which the
 node tests need and no registry can give here.
 
@@ -64,6 +65,10 @@ REFS = {
     "stallwatch": (f"{REPO}/stallwatch", VERSION),
     "stallwatch-debug": (f"{REPO}/stallwatch", f"{VERSION}-debug"),
 }
+
+
+# How long after start the drill image's dispatcher hangs.
+DRILL_AFTER = "20s"
 
 
 class BuildError(Exception):
@@ -413,6 +418,17 @@ def stage_image(stage: Stage, target_dir: Path) -> tuple[list[Layer], dict, list
     return [base, app], config, history
 
 
+def drill_image(stage: Stage, target_dir: Path) -> tuple[list[Layer], dict, list[str]]:
+    """Test only: the `stallwatch` image whose broadcaster hangs one stream's dispatcher
+    DRILL_AFTER after start (`BROADCASTER_FAULT=hang-dispatcher`, which the operator's
+    ConfigMap never sets, so the image's Env applies). The node tests name it in a
+    TransitStream's `spec.image` to rehearse a stall in a real container."""
+    layers, config, history = stage_image(stage, target_dir)
+    config["Env"] = config["Env"] + ["BROADCASTER_FAULT=hang-dispatcher", f"BROADCASTER_FAULT_AFTER={DRILL_AFTER}"]
+    config["Labels"] = {**config["Labels"], "org.opencontainers.image.title": "stallwatch-drill (tests only)"}
+    return layers, config, history + [f"ENV BROADCASTER_FAULT=hang-dispatcher BROADCASTER_FAULT_AFTER={DRILL_AFTER}"]
+
+
 def python_client_image() -> tuple[list[Layer], dict, list[str]]:
     """examples/report-clients/python on Debian's python3 (the bring-your-own example)."""
     base = rootfs_layer(debootstrap_rootfs(["python3-minimal", "libpython3.11-stdlib"]))
@@ -459,6 +475,9 @@ def main() -> int:
         return 0
     builders = {s.name: (lambda s=s: stage_image(s, a.target_dir)) for s in stages}
     refs = dict(REFS)
+    stallwatch = next(s for s in stages if s.name == "stallwatch")
+    builders["stallwatch-drill"] = lambda: drill_image(stallwatch, a.target_dir)
+    refs["stallwatch-drill"] = (f"{REPO}/stallwatch", f"{VERSION}-drill")
     builders["report-client-python"] = python_client_image
     refs["report-client-python"] = (f"{REPO}/report-client-python", VERSION)
     builders["pause"] = pause_image

@@ -56,6 +56,7 @@ pub struct Node {
     _group: Group,
     procs: Mutex<Vec<Proc>>,
     images: BTreeMap<String, Image>,
+    imported: Mutex<Vec<String>>,
     timings: Mutex<Vec<(String, Duration)>>,
     _guard: guard::Guard,
 }
@@ -129,11 +130,15 @@ impl Node {
             guard::write(&dir.join("pgid"), &pgid.to_string())?;
         }
         let images = load_images(&found.images)?;
+        // The ones every journey needs now; the others on first use (`Node::image`).
         let import = Instant::now();
-        for image in images.values() {
-            runtime::import(&dir, &image.archive)?;
+        for name in EAGER_IMAGES {
+            runtime::import(&dir, &images[name].archive)?;
         }
-        timings.push((format!("import {} images", images.len()), import.elapsed()));
+        timings.push((
+            format!("import {}", EAGER_IMAGES.join(", ")),
+            import.elapsed(),
+        ));
 
         let server = plane.server().to_string();
         let certs = plane.certs().clone();
@@ -148,6 +153,7 @@ impl Node {
             _group: group,
             procs: Mutex::new(procs),
             images,
+            imported: Mutex::new(EAGER_IMAGES.iter().map(|s| s.to_string()).collect()),
             timings: Mutex::new(timings),
             _guard: guard,
         };
@@ -210,12 +216,23 @@ impl Node {
         &self.plane
     }
 
-    /// The reference of a built image (`operator`, `stallwatch`, `stallwatch-debug`,
-    /// `report-client-python`, `pause`).
+    /// A built image (`operator`, `stallwatch`, `stallwatch-debug`, `stallwatch-drill`,
+    /// `report-client-python`, `pause`), imported into the node's containerd on first use.
     pub fn image(&self, name: &str) -> &Image {
-        self.images
+        let image = self
+            .images
             .get(name)
-            .unwrap_or_else(|| panic!("no image {name}: run scripts/build-images.py"))
+            .unwrap_or_else(|| panic!("no image {name}: run scripts/build-images.py"));
+        let mut imported = self.imported.lock().unwrap_or_else(|p| p.into_inner());
+        if !imported.iter().any(|i| i == name) {
+            let start = Instant::now();
+            runtime::import(&self.dir, &image.archive)
+                .unwrap_or_else(|e| panic!("importing {name}: {e}"));
+            imported.push(name.to_string());
+            drop(imported);
+            self.record(&format!("import {name}"), start.elapsed());
+        }
+        image
     }
 
     /// A directory for a hostPath PersistentVolume, created with `uid:gid` as owner and
@@ -271,12 +288,15 @@ impl Node {
     }
 }
 
+/// Imported when the node starts: the sandbox and the chart's two images.
+const EAGER_IMAGES: [&str; 3] = ["pause", "operator", "stallwatch"];
+
 fn load_images(index: &Path) -> Result<BTreeMap<String, Image>, Error> {
     let text = std::fs::read_to_string(index)
         .map_err(|e| Error::io(format!("reading {}", index.display()), e))?;
     let images: BTreeMap<String, Image> = serde_json::from_str(&text)
         .map_err(|e| Error::Start(format!("{}: {e}", index.display())))?;
-    for required in ["pause", "operator", "stallwatch"] {
+    for required in EAGER_IMAGES {
         if !images.contains_key(required) {
             return Err(Error::Start(format!(
                 "{} has no {required} image: run scripts/build-images.py",

@@ -6,6 +6,8 @@
 //! Without a node here (not root, no containerd, no images, ...) each test prints one
 //! `skipped` line and passes; with `STALLWATCH_REQUIRE_TEST_TOOLS=1` it fails.
 
+#[path = "node/story.rs"]
+mod story;
 #[path = "node/support.rs"]
 mod support;
 
@@ -15,7 +17,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use stallwatch_envtest::node::Node;
-use stallwatch_envtest::{Timer, apply, assets, eventually};
+use stallwatch_envtest::{Timer, apply, assets, eventually, kubelet, say};
+use story::*;
 use support::*;
 
 fn example(name: &str) -> String {
@@ -111,5 +114,205 @@ async fn apply_minimal_synthetic_serves_a_subscriber_through_the_service() {
     let updates = subscribe(&format!("http://{ip}:50051"), 3, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", node.tails(20)));
     assert!(updates.iter().all(|u| u["stream"] == "all"), "{updates:?}");
+    // Steady state: a few report intervals after Ready.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let memory = print_memory(&admin, &ns).await;
+    for container in ["broadcaster", "sidecar"] {
+        let pid = container_pid(node, &pod, container);
+        say(&format!(
+            "envtest node rss: {container} {:.1} MiB (VmRSS of its process)",
+            rss_kib(pid) as f64 / 1024.0
+        ));
+    }
+    assert!(
+        memory.iter().any(|(_, c, _, _)| c == "sidecar"),
+        "the kubelet reports no sidecar container: {memory:?}"
+    );
+    node.plane().delete_namespace(&ns).await;
+}
+
+/// The story in real containers: the broadcaster's dispatcher hangs in its container (the
+/// `stallwatch-drill` image: `spec.image`, the product's own field) → the pod condition and
+/// Events → one dump bundle on a hostPath PersistentVolume owned by 65532, which
+/// `transit-sidecar inspect` reads → exactly one pod deletion → the ReplicaSet's replacement
+/// Ready → a subscriber gets updates again → the TransitStream's status and Events.
+#[tokio::test]
+async fn the_story_stall_dump_on_a_hostpath_volume_one_restart_and_updates_resume() {
+    let test = "the_story_stall_dump_on_a_hostpath_volume_one_restart_and_updates_resume";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let ns = node.plane().namespace("journey-story").await;
+    let admin = node.plane().admin().await;
+    let dir = dump_dir(node, "journey-story-dumps");
+    let (_, refused) = apply::apply_yaml(
+        &admin,
+        &hostpath_volume(&dir, &ns, "story-dumps"),
+        &ns,
+        "kubectl",
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let ts = format!(
+        "apiVersion: stallwatch.io/v1alpha1\nkind: TransitStream\nmetadata:\n  name: story\n\
+         spec:\n  source:\n    synthetic: {{}}\n  image: {}\n  dumps:\n    volume:\n      \
+         existingClaim: story-dumps\n",
+        node.image("stallwatch-drill").reference
+    );
+    let (_, refused) = apply::apply_yaml(&admin, &ts, &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let selector = "stallwatch.io/transitstream=story";
+    let first = ready_pod(&admin, &ns, selector, Duration::from_secs(120)).await;
+    let first_name = first.metadata.name.clone().expect("a name");
+    let ip = cluster_ip(&admin, &ns, "story").await;
+    let grpc = format!("http://{ip}:50051");
+    subscribe(&grpc, 2, Duration::from_secs(15)).expect("updates before the stall");
+
+    // The drill image hangs the dispatcher 20 s after the broadcaster started.
+    let started = first
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == "broadcaster"))
+        .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.clone())
+        .expect("the broadcaster's start time");
+    let fault_at = std::time::SystemTime::from(started.0) + Duration::from_secs(20);
+    let since_fault = || {
+        std::time::SystemTime::now()
+            .duration_since(fault_at)
+            .unwrap_or_default()
+    };
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let mut seen = PodsSeen::default();
+    let (mut condition_after, mut bundle_after, mut deleted_after) = (None, None, None);
+    let replacement = loop {
+        let list = seen.poll(&pods, selector).await;
+        if condition_after.is_none()
+            && list.iter().any(|p| {
+                p.metadata.name.as_deref() == Some(&first_name)
+                    && condition(p, "stallwatch.io/DispatchHealthy") == Some("False")
+            })
+        {
+            condition_after = Some(since_fault());
+        }
+        if bundle_after.is_none() && !bundles(&dir).is_empty() {
+            bundle_after = Some(since_fault());
+        }
+        if deleted_after.is_none() && seen.gone.contains(&first_name) {
+            deleted_after = Some(since_fault());
+        }
+        if let Some(p) = list.into_iter().find(|p| {
+            p.metadata.name.as_deref() != Some(&first_name)
+                && p.metadata.deletion_timestamp.is_none()
+                && condition(p, "Ready") == Some("True")
+        }) {
+            break p;
+        }
+        assert!(
+            since_fault() < Duration::from_secs(120),
+            "no Ready replacement 120 s after the stall; seen {seen:?}, condition after \
+             {condition_after:?}, bundle after {bundle_after:?}\n{}",
+            node.tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let replacement_after = since_fault();
+    let updates = subscribe(&grpc, 2, Duration::from_secs(15));
+    let updates_after = since_fault();
+    assert!(
+        updates.is_ok(),
+        "updates after the replacement: {updates:?}"
+    );
+    for (what, took) in [
+        ("stall to pod condition False", condition_after),
+        ("stall to bundle on the volume", bundle_after),
+        ("stall to pod deleted", deleted_after),
+        ("stall to replacement Ready", Some(replacement_after)),
+        ("stall to updates flowing again", Some(updates_after)),
+    ] {
+        node.record(what, took.unwrap_or_else(|| panic!("never seen: {what}")));
+    }
+
+    // Exactly one pod deleted; the replacement is the ReplicaSet's.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    seen.poll(&pods, selector).await;
+    assert_eq!(
+        seen.gone.iter().collect::<Vec<_>>(),
+        [&first_name],
+        "{seen:?}"
+    );
+    let owners = replacement
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    assert!(owners.iter().any(|o| o.kind == "ReplicaSet"), "{owners:?}");
+    assert!(
+        all_containers_ready(&replacement),
+        "{:?}",
+        replacement.status
+    );
+
+    // One bundle, written by the sidecar's user, that `transit-sidecar inspect` reads.
+    let found = bundles(&dir);
+    assert_eq!(found.len(), 1, "bundles: {found:?}");
+    let manifest = found[0].join("manifest.json");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&manifest).unwrap());
+    assert_eq!(
+        owner,
+        65532,
+        "{} is owned by uid {owner}",
+        manifest.display()
+    );
+    let inspect = std::process::Command::new(kubelet::bin_dir().join("transit-sidecar"))
+        .arg("inspect")
+        .arg(&found[0])
+        .output()
+        .expect("transit-sidecar inspect");
+    assert!(
+        inspect.status.success(),
+        "inspect: {}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    say(&format!(
+        "envtest node: inspect {}:\n{}",
+        found[0].display(),
+        String::from_utf8_lossy(&inspect.stdout)
+    ));
+
+    // The TransitStream's status and Events, and the pod's Events.
+    let status = eventually("the history entry", Duration::from_secs(30), || async {
+        let ts = apply::get_json(
+            &admin,
+            "stallwatch.io/v1alpha1",
+            "TransitStream",
+            &ns,
+            "story",
+        )
+        .await?;
+        let history = ts["status"]["remediation"]["history"].as_array()?.clone();
+        (history.len() == 1 && history[0]["restart"] == "Succeeded").then_some(ts["status"].clone())
+    })
+    .await;
+    let history = &status["remediation"]["history"][0];
+    assert_eq!(history["pod"], first_name.as_str(), "{history:#}");
+    assert_eq!(history["dump"], "Succeeded", "{history:#}");
+    assert!(status["stalls"].as_i64().unwrap_or(0) >= 1, "{status:#}");
+    let ts_events = events(&admin, &ns, "TransitStream", "story").await;
+    assert!(ts_events.len() >= 3, "TransitStream Events: {ts_events:?}");
+    let pod_events = events(&admin, &ns, "Pod", &first_name).await;
+    let kubelet_reasons = ["Scheduled", "Pulled", "Created", "Started", "Killing"];
+    assert!(
+        pod_events
+            .iter()
+            .any(|(r, _)| !kubelet_reasons.contains(&r.as_str())),
+        "no Stallwatch Event on the stalled pod: {pod_events:?}"
+    );
+    say(&format!(
+        "envtest node: story Events {ts_events:?} / pod {pod_events:?}"
+    ));
     node.plane().delete_namespace(&ns).await;
 }

@@ -208,3 +208,48 @@ pub fn subscribe(
     }
     Ok(updates)
 }
+
+/// Each container's memory as the kubelet sees it (`/stats/summary` through the API server):
+/// `(pod, container, rssBytes, workingSetBytes)` for the pods of `ns`.
+pub async fn kubelet_memory(client: &Client, ns: &str) -> Vec<(String, String, u64, u64)> {
+    let req = http::Request::get(format!(
+        "/api/v1/nodes/{}/proxy/stats/summary",
+        stallwatch_envtest::node::NODE_NAME
+    ))
+    .body(Vec::new())
+    .expect("a request");
+    let text = client
+        .request_text(req)
+        .await
+        .expect("the kubelet's /stats/summary");
+    let summary: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut out = Vec::new();
+    for pod in summary["pods"].as_array().cloned().unwrap_or_default() {
+        if pod["podRef"]["namespace"] != ns {
+            continue;
+        }
+        let name = pod["podRef"]["name"].as_str().unwrap_or("").to_string();
+        for c in pod["containers"].as_array().cloned().unwrap_or_default() {
+            out.push((
+                name.clone(),
+                c["name"].as_str().unwrap_or("").to_string(),
+                c["memory"]["rssBytes"].as_u64().unwrap_or(0),
+                c["memory"]["workingSetBytes"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    out
+}
+
+/// Prints each container's memory as the kubelet sees it (MiB) and returns it.
+pub async fn print_memory(client: &Client, ns: &str) -> Vec<(String, String, u64, u64)> {
+    let mem = kubelet_memory(client, ns).await;
+    for (pod, container, rss, ws) in &mem {
+        stallwatch_envtest::say(&format!(
+            "envtest node memory: {ns}/{pod} {container}: rss {:.1} MiB, working set {:.1} MiB",
+            *rss as f64 / 1048576.0,
+            *ws as f64 / 1048576.0
+        ));
+    }
+    mem
+}
