@@ -253,3 +253,173 @@ pub async fn print_memory(client: &Client, ns: &str) -> Vec<(String, String, u64
     }
     mem
 }
+
+/// The user's removal: every TransitStream deleted (and its pods gone), `helm uninstall
+/// --wait`, the CRD deleted. Returns what is left of ours (pods, Deployments, Services,
+/// ServiceAccounts, RBAC, the webhook configuration, claims), in the release namespace and
+/// `stream_namespaces`.
+pub async fn uninstall_everything(node: &Node, stream_namespaces: &[&str]) -> Vec<String> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{DeleteParams, DynamicObject};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::ApiResource;
+
+    let admin = node.plane().admin().await;
+    let ts = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "stallwatch.io",
+        "v1alpha1",
+        "TransitStream",
+    ));
+    let all: Api<DynamicObject> = Api::all_with(admin.clone(), &ts);
+    for obj in all
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let ns = obj.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &ts);
+        let _ = api
+            .delete(
+                &obj.metadata.name.clone().unwrap_or_default(),
+                &DeleteParams::foreground(),
+            )
+            .await;
+    }
+    eventually(
+        "every TransitStream gone",
+        Duration::from_secs(120),
+        || async {
+            all.list(&ListParams::default())
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    let start = Instant::now();
+    helm::uninstall(node.plane().admin_kubeconfig(), OPERATOR_NS, RELEASE, 180)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let _ = crds
+        .delete("transitstreams.stallwatch.io", &DeleteParams::default())
+        .await;
+    eventually("the CRD gone", Duration::from_secs(60), || async {
+        crds.get_opt("transitstreams.stallwatch.io")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    node.record("uninstall (streams, release, CRD)", start.elapsed());
+
+    let mut left = Vec::new();
+    let mut namespaces = vec![OPERATOR_NS];
+    namespaces.extend_from_slice(stream_namespaces);
+    for ns in namespaces {
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+        // Pods take their grace period to go.
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while pods
+                .list(&ListParams::default())
+                .await
+                .is_ok_and(|l| !l.items.is_empty())
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        for p in pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            left.push(format!("Pod {ns}/{}", p.metadata.name.unwrap_or_default()));
+        }
+        let names = |kind: &str, items: Vec<Option<String>>| -> Vec<String> {
+            items
+                .into_iter()
+                .flatten()
+                .filter(|n| n != "default" && n != "kubernetes")
+                .map(|n| format!("{kind} {ns}/{n}"))
+                .collect()
+        };
+        let lp = ListParams::default();
+        let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+        let services: Api<Service> = Api::namespaced(admin.clone(), ns);
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+        let roles: Api<Role> = Api::namespaced(admin.clone(), ns);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), ns);
+        let meta = |l: Vec<Option<String>>| l;
+        left.extend(names(
+            "Deployment",
+            meta(
+                deployments
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.into_iter().map(|o| o.metadata.name).collect())
+                    .unwrap_or_default(),
+            ),
+        ));
+        left.extend(names(
+            "Service",
+            meta(
+                services
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.into_iter().map(|o| o.metadata.name).collect())
+                    .unwrap_or_default(),
+            ),
+        ));
+        left.extend(names(
+            "ServiceAccount",
+            meta(
+                accounts
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.into_iter().map(|o| o.metadata.name).collect())
+                    .unwrap_or_default(),
+            ),
+        ));
+        left.extend(names(
+            "Role",
+            meta(
+                roles
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.into_iter().map(|o| o.metadata.name).collect())
+                    .unwrap_or_default(),
+            ),
+        ));
+        left.extend(names(
+            "PersistentVolumeClaim",
+            meta(
+                claims
+                    .list(&lp)
+                    .await
+                    .map(|l| l.items.into_iter().map(|o| o.metadata.name).collect())
+                    .unwrap_or_default(),
+            ),
+        ));
+    }
+    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
+    if webhooks.get_opt(RELEASE).await.ok().flatten().is_some() {
+        left.push(format!("MutatingWebhookConfiguration {RELEASE}"));
+    }
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    for name in [RELEASE.to_string(), format!("{RELEASE}-webhook")] {
+        if cluster_roles.get_opt(&name).await.ok().flatten().is_some() {
+            left.push(format!("ClusterRole {name}"));
+        }
+        if bindings.get_opt(&name).await.ok().flatten().is_some() {
+            left.push(format!("ClusterRoleBinding {name}"));
+        }
+    }
+    left
+}
