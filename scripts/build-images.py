@@ -19,7 +19,8 @@ the workspace's own binaries:
 
 Besides the Dockerfile's three targets it builds `report-client-python` (the bring-your-own
 broadcaster example of examples/report-clients/python on Debian's python3),
-`stallwatch-drill` (tests only: `stallwatch` whose dispatcher hangs 20 s after start) and the pod
+`stallwatch-drill` and `stallwatch-debug-drill` (tests only: those images whose dispatcher hangs
+20 s after start) and the pod
 sandbox image (`registry.k8s.io/pause:3.10` from ../shared/envtest/bin/pause), which the
 node tests need and no registry can give here.
 
@@ -475,9 +476,10 @@ def main() -> int:
         return 0
     builders = {s.name: (lambda s=s: stage_image(s, a.target_dir)) for s in stages}
     refs = dict(REFS)
-    stallwatch = next(s for s in stages if s.name == "stallwatch")
-    builders["stallwatch-drill"] = lambda: drill_image(stallwatch, a.target_dir)
-    refs["stallwatch-drill"] = (f"{REPO}/stallwatch", f"{VERSION}-drill")
+    for base, tag in (("stallwatch", f"{VERSION}-drill"), ("stallwatch-debug", f"{VERSION}-debug-drill")):
+        stage = next(s for s in stages if s.name == base)
+        builders[f"{base}-drill"] = lambda stage=stage: drill_image(stage, a.target_dir)
+        refs[f"{base}-drill"] = (f"{REPO}/stallwatch", tag)
     builders["report-client-python"] = python_client_image
     refs["report-client-python"] = (f"{REPO}/report-client-python", VERSION)
     builders["pause"] = pause_image

@@ -470,3 +470,127 @@ async fn bring_your_own_as_shipped_dumps_without_fs_group() {
     assert_eq!(history["dump"], "Succeeded", "{history:#}");
     node.plane().delete_namespace(&ns).await;
 }
+
+/// A TransitStream with `dumps.processDump: mode` on a hostPath volume owned by 65532, whose
+/// dispatcher hangs 20 s after start (`image`: a drill image); returns the history entry and
+/// the bundle's files.
+async fn process_dump_story(
+    node: &Node,
+    name: &str,
+    mode: &str,
+    image: &str,
+) -> (serde_json::Value, Vec<String>) {
+    ensure_installed(node).await;
+    let ns = node.plane().namespace(&format!("journey-{name}")).await;
+    let admin = node.plane().admin().await;
+    let dir = dump_dir(node, &format!("journey-{name}-dumps"));
+    let (_, refused) =
+        apply::apply_yaml(&admin, &hostpath_volume(&dir, &ns, "dumps"), &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let ts = format!(
+        "apiVersion: stallwatch.io/v1alpha1\nkind: TransitStream\nmetadata:\n  name: {name}\n\
+         spec:\n  source:\n    synthetic: {{}}\n  image: {image}\n  dumps:\n    processDump: {mode}\n    \
+         volume:\n      existingClaim: dumps\n"
+    );
+    let (_, refused) = apply::apply_yaml(&admin, &ts, &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let entry = eventually(
+        "a finished remediation",
+        Duration::from_secs(150),
+        || async {
+            let ts = apply::get_json(&admin, "stallwatch.io/v1alpha1", "TransitStream", &ns, name)
+                .await?;
+            let history = ts["status"]["remediation"]["history"].as_array()?.clone();
+            history.first().filter(|h| h["step"] == "Done").cloned()
+        },
+    )
+    .await;
+    let files: Vec<String> = bundles(&dir)
+        .iter()
+        .flat_map(|b| std::fs::read_dir(b).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    say(&format!(
+        "envtest node: processDump {mode}: {entry:#} files {files:?}"
+    ));
+    node.plane().delete_namespace(&ns).await;
+    (entry, files)
+}
+
+/// `processDump: Minidump`: the bundle holds the broadcaster's minidump. Finding 3 of issue
+/// 20: the uid-0 process-dump sidecar (no DAC_OVERRIDE) cannot write the volume owned by
+/// 65532.
+#[tokio::test]
+#[ignore = "finding 3: fixed on s6-findings"]
+async fn process_dump_minidump_lands_in_the_bundle() {
+    let test = "process_dump_minidump_lands_in_the_bundle";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    let image = node.image("stallwatch-drill").reference.clone();
+    let (entry, files) = process_dump_story(node, "minidump", "Minidump", &image).await;
+    assert_eq!(entry["dump"], "Succeeded", "{entry:#}");
+    assert!(
+        files.iter().any(|f| f.starts_with("broadcaster")),
+        "{files:?}"
+    );
+}
+
+/// `processDump: Full` with the debug image (gdb's gcore): the bundle holds the core. Finding
+/// 3 of issue 20 as for Minidump.
+#[tokio::test]
+#[ignore = "finding 3: fixed on s6-findings"]
+async fn process_dump_full_with_the_debug_image_lands_in_the_bundle() {
+    let test = "process_dump_full_with_the_debug_image_lands_in_the_bundle";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    let image = node.image("stallwatch-debug-drill").reference.clone();
+    let (entry, files) = process_dump_story(node, "full", "Full", &image).await;
+    assert_eq!(entry["dump"], "Succeeded", "{entry:#}");
+    assert!(
+        files.iter().any(|f| f.starts_with("broadcaster")),
+        "{files:?}"
+    );
+}
+
+/// `kubectl apply -f examples/zero-code-metrics.yaml` works as shipped: the stream pod Ready
+/// with its readiness gate True. Finding 4 of issue 20: the example pairs a synthetic source
+/// with metrics nothing serves.
+#[tokio::test]
+#[ignore = "finding 4: fixed on s6-findings"]
+async fn zero_code_example_works_as_shipped() {
+    let test = "zero_code_example_works_as_shipped";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let ns = node.plane().namespace("journey-zero-code").await;
+    let admin = node.plane().admin().await;
+    let (applied, refused) =
+        apply::apply_yaml(&admin, &example("zero-code-metrics.yaml"), &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let name = applied
+        .iter()
+        .find_map(|a| a.strip_prefix("TransitStream/"))
+        .expect("a TransitStream")
+        .to_string();
+    let pod = ready_pod(
+        &admin,
+        &ns,
+        &format!("stallwatch.io/transitstream={name}"),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(
+        condition(&pod, "stallwatch.io/DispatchHealthy"),
+        Some("True")
+    );
+    node.plane().delete_namespace(&ns).await;
+}
