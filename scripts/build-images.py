@@ -28,7 +28,7 @@ Layers are reproducible: sorted names, mtime 0, no creation time in the config; 
 inputs give the same digests. Writes `<out>/<name>.oci.tar` and `<out>/images.json`
 (name -> reference, archive, config digest).
 
-    scripts/build-images.py [--out target/images] [--only operator,stallwatch]
+    scripts/build-images.py [--out target/images] [--only operator,stallwatch] [--profile debug]
 """
 
 from __future__ import annotations
@@ -381,12 +381,17 @@ def oci_archive(ref: str, layers: list[Layer], config: dict, history: list[str])
     return out.tar(), config_desc["digest"]
 
 
+# `--profile debug` takes every binary from target/debug instead (faster to build, for a
+# quick local run or a CI without time for release builds; not what users run).
+PROFILE_OVERRIDE: str | None = None
+
+
 def binary_path(name: str, target_dir: Path) -> Path:
-    path = target_dir / PROFILE_OF.get(name, "release") / name
+    profile = PROFILE_OVERRIDE or PROFILE_OF.get(name, "release")
+    path = target_dir / profile / name
     if not path.is_file():
-        profile = PROFILE_OF.get(name, "release")
-        flag = "--release" if profile == "release" else f"--profile {profile}"
-        raise BuildError(f"{path} is missing: cargo build {flag} --bin {name}")
+        flag = {"release": "--release", "debug": ""}.get(profile, f"--profile {profile}")
+        raise BuildError(f"{path} is missing: cargo build {flag} --bin {name}".replace("  ", " "))
     return path
 
 
@@ -468,8 +473,17 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "target/images")
     p.add_argument("--target-dir", type=Path, default=Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")))
     p.add_argument("--only", default="", help="comma-separated image names (default: all)")
+    p.add_argument(
+        "--profile",
+        choices=["dockerfile", "debug"],
+        default=os.environ.get("STALLWATCH_IMAGE_PROFILE", "dockerfile"),
+        help="dockerfile: release binaries and the small-profile sidecar, as the Dockerfile's builder "
+        "stage (default); debug: target/debug (not what users run)",
+    )
     p.add_argument("--print-stages", action="store_true", help="print the Dockerfile's runtime stages as JSON")
     a = p.parse_args()
+    global PROFILE_OVERRIDE
+    PROFILE_OVERRIDE = "debug" if a.profile == "debug" else None
     stages = runtime_stages(parse_dockerfile((ROOT / "Dockerfile").read_text()))
     if a.print_stages:
         print(json.dumps([s.__dict__ for s in stages], indent=2))
@@ -501,7 +515,7 @@ def main() -> int:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(archive)
             tmp.rename(path)
-            index[name] = {"ref": ref, "archive": str(path), "config": config_digest}
+            index[name] = {"ref": ref, "archive": str(path), "config": config_digest, "profile": a.profile}
             index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
             print(f"build-images: {name} = {ref} ({len(archive) / 2**20:.1f} MiB, {config_digest[:19]}) "
                   f"in {time.monotonic() - start:.1f}s", flush=True)

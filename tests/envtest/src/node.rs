@@ -46,6 +46,9 @@ pub struct Image {
     pub reference: String,
     pub archive: PathBuf,
     pub config: String,
+    /// `dockerfile` (release binaries, the small-profile sidecar) or `debug`.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 /// A running node with its control plane. It lives for the whole test binary.
@@ -208,7 +211,15 @@ impl Node {
             .iter()
             .map(|(what, d)| format!("{what} {:.1}s", d.as_secs_f64()))
             .collect();
-        format!("envtest node: {NODE_NAME} Ready ({})", parts.join(", "))
+        let profile = self
+            .images
+            .get("stallwatch")
+            .and_then(|i| i.profile.clone())
+            .unwrap_or_else(|| "dockerfile".into());
+        format!(
+            "envtest node: {NODE_NAME} Ready ({}; images of the {profile} binaries)",
+            parts.join(", ")
+        )
     }
 
     /// Its control plane (admin client, ServiceAccount clients, namespaces).
