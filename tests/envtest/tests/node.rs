@@ -594,3 +594,83 @@ async fn zero_code_example_works_as_shipped() {
     );
     node.plane().delete_namespace(&ns).await;
 }
+
+/// The stream pods against the Pod Security Standards, enforced by the API server's own
+/// PodSecurity admission: a default TransitStream's pod is admitted under `restricted`; one
+/// with `processDump: Minidump` (a sidecar as uid 0 with SYS_PTRACE, sharing the process
+/// namespace) is refused under `restricted` and under `baseline`, so its namespace must be
+/// `privileged`.
+#[tokio::test]
+async fn stream_pods_meet_restricted_and_process_dumps_need_privileged() {
+    let test = "stream_pods_meet_restricted_and_process_dumps_need_privileged";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let admin = node.plane().admin().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    for (level, process_dump, admitted) in [
+        ("restricted", "None", true),
+        ("restricted", "Minidump", false),
+        ("baseline", "Minidump", false),
+    ] {
+        let ns = node
+            .plane()
+            .namespace(&format!(
+                "journey-pss-{level}-{}",
+                process_dump.to_lowercase()
+            ))
+            .await;
+        let label = serde_json::json!({"metadata": {"labels": {
+            "pod-security.kubernetes.io/enforce": level,
+        }}});
+        namespaces
+            .patch(
+                &ns,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&label),
+            )
+            .await
+            .expect("labelling the namespace");
+        let ts = format!(
+            "apiVersion: stallwatch.io/v1alpha1\nkind: TransitStream\nmetadata:\n  name: pss\n\
+             spec:\n  source:\n    synthetic: {{}}\n  dumps:\n    processDump: {process_dump}\n"
+        );
+        let (_, refused) = apply::apply_yaml(&admin, &ts, &ns, "kubectl").await;
+        assert!(refused.is_empty(), "{refused:?}");
+        let selector = "stallwatch.io/transitstream=pss";
+        if admitted {
+            ready_pod(&admin, &ns, selector, Duration::from_secs(120)).await;
+        } else {
+            // The ReplicaSet's pod creation is refused, with the reason in an Event.
+            let message = eventually(
+                &format!("a PodSecurity refusal under {level}"),
+                Duration::from_secs(60),
+                || async {
+                    let list: Api<k8s_openapi::api::core::v1::Event> =
+                        Api::namespaced(admin.clone(), &ns);
+                    let events = list.list(&Default::default()).await.ok()?;
+                    events.items.into_iter().find_map(|e| {
+                        let m = e.message.unwrap_or_default();
+                        (e.reason.as_deref() == Some("FailedCreate")
+                            && m.contains("violates PodSecurity"))
+                        .then_some(m)
+                    })
+                },
+            )
+            .await;
+            say(&format!(
+                "envtest node: {level} + {process_dump}: {message}"
+            ));
+            let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+            let list = pods
+                .list(&kube::api::ListParams::default().labels(selector))
+                .await
+                .unwrap();
+            assert!(list.items.is_empty(), "a pod was admitted under {level}");
+        }
+        node.plane().delete_namespace(&ns).await;
+    }
+}
