@@ -116,6 +116,25 @@ async fn apply_minimal_synthetic_serves_a_subscriber_through_the_service() {
     let updates = subscribe(&format!("http://{ip}:50051"), 3, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n{}", node.tails(20)));
     assert!(updates.iter().all(|u| u["stream"] == "all"), "{updates:?}");
+    // `kubectl get ts`: every column filled once the stream is Ready.
+    let path = format!("/apis/stallwatch.io/v1alpha1/namespaces/{ns}/transitstreams");
+    let row = eventually(
+        "kubectl get ts with its columns filled",
+        Duration::from_secs(30),
+        || async {
+            let (columns, cells) = table(&admin, &path).await;
+            let col = |n: &str| {
+                columns
+                    .iter()
+                    .position(|c| c == n)
+                    .and_then(|i| cells.get(i).cloned())
+            };
+            (col("Phase")? == "Running" && col("Ready")? == 1 && col("Streams")? == 1)
+                .then_some((columns.clone(), cells.clone()))
+        },
+    )
+    .await;
+    say(&format!("envtest node: kubectl get ts: {row:?}"));
     // Steady state: a few report intervals after Ready.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let memory = print_memory(&admin, &ns).await;

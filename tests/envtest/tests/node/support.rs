@@ -423,3 +423,30 @@ pub async fn uninstall_everything(node: &Node, stream_namespaces: &[&str]) -> Ve
     }
     left
 }
+
+/// `kubectl get <plural>.<group> -n ns`: the server-side Table's column names and its first
+/// row's cells (what kubectl prints).
+pub async fn table(client: &Client, path: &str) -> (Vec<String>, Vec<serde_json::Value>) {
+    let req = http::Request::get(path)
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .expect("a request");
+    let text = client.request_text(req).await.expect("a Table");
+    let t: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let columns = t["columnDefinitions"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|d| d["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cells = t["rows"][0]["cells"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (columns, cells)
+}
