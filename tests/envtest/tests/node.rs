@@ -113,7 +113,8 @@ async fn apply_minimal_synthetic_serves_a_subscriber_through_the_service() {
         );
     }
     let ip = cluster_ip(&admin, &ns, "demo").await;
-    let updates = subscribe(&format!("http://{ip}:50051"), 3, Duration::from_secs(30))
+    let updates = subscribe_within(&format!("http://{ip}:50051"), 3, Duration::from_secs(30))
+        .await
         .unwrap_or_else(|e| panic!("{e}\n{}", node.tails(20)));
     assert!(updates.iter().all(|u| u["stream"] == "all"), "{updates:?}");
     // `kubectl get ts`: every column filled once the stream is Ready.
@@ -190,7 +191,9 @@ async fn the_story_stall_dump_on_a_hostpath_volume_one_restart_and_updates_resum
     let first_name = first.metadata.name.clone().expect("a name");
     let ip = cluster_ip(&admin, &ns, "story").await;
     let grpc = format!("http://{ip}:50051");
-    subscribe(&grpc, 2, Duration::from_secs(15)).expect("updates before the stall");
+    subscribe_within(&grpc, 2, Duration::from_secs(15))
+        .await
+        .expect("updates before the stall");
 
     // The drill image hangs the dispatcher 20 s after the broadcaster started.
     let started = first

@@ -174,6 +174,24 @@ pub fn broadcaster_cli() -> PathBuf {
     kubelet::bin_dir().join("transit-broadcaster")
 }
 
+/// [`subscribe`] again until it gets its updates or `within` has passed: right after a pod is
+/// Ready the Service reaches it only once kube-proxy has its endpoint, and a user's client
+/// reconnects until then.
+pub async fn subscribe_within(
+    addr: &str,
+    count: u32,
+    within: Duration,
+) -> Result<Vec<serde_json::Value>, String> {
+    let start = Instant::now();
+    loop {
+        match subscribe(addr, count, Duration::from_secs(10)) {
+            Ok(u) => return Ok(u),
+            Err(e) if start.elapsed() > within => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// A real subscriber: `transit-broadcaster subscribe --addr URL --count N --json`; the
 /// updates it printed, or why it failed.
 pub fn subscribe(
@@ -259,9 +277,6 @@ pub async fn print_memory(client: &Client, ns: &str) -> Vec<(String, String, u64
 /// ServiceAccounts, RBAC, the webhook configuration, claims), in the release namespace and
 /// `stream_namespaces`.
 pub async fn uninstall_everything(node: &Node, stream_namespaces: &[&str]) -> Vec<String> {
-    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ServiceAccount};
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{DeleteParams, DynamicObject};
     use kube::core::GroupVersionKind;
@@ -317,6 +332,22 @@ pub async fn uninstall_everything(node: &Node, stream_namespaces: &[&str]) -> Ve
     .await;
     node.record("uninstall (streams, release, CRD)", start.elapsed());
 
+    // The garbage collector removes what the TransitStreams owned shortly after them.
+    let start = Instant::now();
+    loop {
+        let left = leftovers(&admin, stream_namespaces).await;
+        if left.is_empty() || start.elapsed() > Duration::from_secs(60) {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What is left of ours in the release namespace and `stream_namespaces`, and cluster-wide.
+async fn leftovers(admin: &Client, stream_namespaces: &[&str]) -> Vec<String> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
     let mut left = Vec::new();
     let mut namespaces = vec![OPERATOR_NS];
     namespaces.extend_from_slice(stream_namespaces);
