@@ -696,3 +696,113 @@ async fn stream_pods_meet_restricted_and_process_dumps_need_privileged() {
         node.plane().delete_namespace(&ns).await;
     }
 }
+
+/// Bring your own broadcaster with the operator down: a new pod of the workload is admitted
+/// without the sidecar (the webhook's `failurePolicy: Ignore`), and once the operator is back
+/// the TransitStream lists it under `status.workload.uncoveredPods`.
+#[tokio::test]
+async fn bring_your_own_with_the_operator_down_admits_uninjected_and_lists_it_uncovered() {
+    let test = "bring_your_own_with_the_operator_down_admits_uninjected_and_lists_it_uncovered";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let ns = node.plane().namespace("journey-byo-down").await;
+    let admin = node.plane().admin().await;
+    // Only the injection and the listing matter here: no poison.
+    let (_, refused) = apply::apply_yaml(
+        &admin,
+        &byo::workload_ref_yaml(node, 100_000, true),
+        &ns,
+        "kubectl",
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    ready_pod(&admin, &ns, "app=orders-feed", Duration::from_secs(120)).await;
+    let scale = |replicas: i32| {
+        let admin = admin.clone();
+        async move {
+            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+                Api::namespaced(admin, OPERATOR_NS);
+            api.patch(
+                RELEASE,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .expect("scaling the operator");
+        }
+    };
+    scale(0).await;
+    let operator_pods: Api<Pod> = Api::namespaced(admin.clone(), OPERATOR_NS);
+    eventually("the operator down", Duration::from_secs(60), || async {
+        let list = operator_pods
+            .list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=operator"))
+            .await
+            .ok()?;
+        list.items.is_empty().then_some(())
+    })
+    .await;
+    let workloads: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(admin.clone(), &ns);
+    workloads
+        .patch(
+            "orders-feed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let uninjected = eventually(
+        "a pod admitted without the sidecar",
+        Duration::from_secs(60),
+        || async {
+            let list = pods
+                .list(&kube::api::ListParams::default().labels("app=orders-feed"))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|p| p.spec.as_ref().is_some_and(|s| s.containers.len() == 1))
+        },
+    )
+    .await;
+    let name = uninjected.metadata.name.clone().unwrap();
+    scale(1).await;
+    let status = eventually(
+        "the uninjected pod listed as uncovered",
+        Duration::from_secs(120),
+        || async {
+            let ts = apply::get_json(
+                &admin,
+                "stallwatch.io/v1alpha1",
+                "TransitStream",
+                &ns,
+                "orders-feed",
+            )
+            .await?;
+            let uncovered = ts["status"]["workload"]["uncoveredPods"]
+                .as_array()?
+                .clone();
+            uncovered
+                .iter()
+                .any(|p| p.as_str() == Some(&name))
+                .then_some(ts["status"]["workload"].clone())
+        },
+    )
+    .await;
+    say(&format!(
+        "envtest node: operator back, workload status {status}"
+    ));
+    ready_pod(
+        &admin,
+        OPERATOR_NS,
+        "app.kubernetes.io/component=operator",
+        Duration::from_secs(60),
+    )
+    .await;
+    node.plane().delete_namespace(&ns).await;
+}
