@@ -806,3 +806,150 @@ async fn bring_your_own_with_the_operator_down_admits_uninjected_and_lists_it_un
     .await;
     node.plane().delete_namespace(&ns).await;
 }
+
+/// The operator's log (container `operator` of its Ready pod).
+async fn operator_log(node: &Node) -> String {
+    let admin = node.plane().admin().await;
+    let pod = ready_pod(
+        &admin,
+        OPERATOR_NS,
+        "app.kubernetes.io/component=operator",
+        Duration::from_secs(60),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(admin, OPERATOR_NS);
+    pods.logs(
+        &pod.metadata.name.unwrap(),
+        &kube::api::LogParams {
+            container: Some("operator".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the operator's log (kubectl logs through the kubelet)")
+}
+
+/// Finding 8 of issue 20: a new TransitStream's first reconcile logs `WARN reconcile failed
+/// ... the object has been modified`.
+#[tokio::test]
+#[ignore = "finding 8: fixed on s6-findings"]
+async fn a_new_stream_reconciles_without_a_conflict_warning() {
+    let test = "a_new_stream_reconciles_without_a_conflict_warning";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let ns = node.plane().namespace("journey-first-reconcile").await;
+    let admin = node.plane().admin().await;
+    let (_, refused) =
+        apply::apply_yaml(&admin, &example("minimal-synthetic.yaml"), &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    ready_pod(
+        &admin,
+        &ns,
+        "stallwatch.io/transitstream=demo",
+        Duration::from_secs(120),
+    )
+    .await;
+    let log = operator_log(node).await;
+    let conflicts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&ns) && l.contains("has been modified"))
+        .collect();
+    assert!(conflicts.is_empty(), "{conflicts:#?}");
+    node.plane().delete_namespace(&ns).await;
+}
+
+/// Finding 10 of issue 20: `logFormat: text` writes ANSI colour escapes into the container
+/// log.
+#[tokio::test]
+#[ignore = "finding 10: fixed on s6-findings"]
+async fn log_format_text_writes_plain_logs() {
+    let test = "log_format_text_writes_plain_logs";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let mut text = values(node);
+    text["logFormat"] = "text".into();
+    let kubeconfig = node.plane().admin_kubeconfig();
+    stallwatch_envtest::helm::upgrade(kubeconfig, OPERATOR_NS, RELEASE, &text, 180).unwrap();
+    // The new pod is the Ready one once the old one is gone.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = operator_log(node).await;
+    stallwatch_envtest::helm::upgrade(kubeconfig, OPERATOR_NS, RELEASE, &values(node), 180)
+        .unwrap();
+    assert!(!log.is_empty(), "an empty log");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in the log: {:?}",
+        log.lines().next()
+    );
+}
+
+/// Finding 6 of issue 20: a field another manager adds to an owned Deployment (`kubectl set
+/// env`) stays through drift repair, while `operator/README.md` says every hand edit is
+/// undone.
+#[tokio::test]
+#[ignore = "finding 6: fixed on s6-findings"]
+async fn drift_repair_removes_an_env_var_added_by_hand() {
+    let test = "drift_repair_removes_an_env_var_added_by_hand";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let ns = node.plane().namespace("journey-drift").await;
+    let admin = node.plane().admin().await;
+    let (_, refused) =
+        apply::apply_yaml(&admin, &example("minimal-synthetic.yaml"), &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    ready_pod(
+        &admin,
+        &ns,
+        "stallwatch.io/transitstream=demo",
+        Duration::from_secs(120),
+    )
+    .await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(admin.clone(), &ns);
+    // What `kubectl set env deploy/demo -c broadcaster HAND_EDIT=1` sends.
+    deployments
+        .patch(
+            "demo",
+            &kube::api::PatchParams {
+                field_manager: Some("kubectl-set".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Strategic(serde_json::json!({"spec": {"template": {"spec": {
+                "containers": [{"name": "broadcaster", "env": [{"name": "HAND_EDIT", "value": "1"}]}]
+            }}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "HAND_EDIT removed by drift repair",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("demo").await.ok()?;
+            let spec = d.spec?.template.spec?;
+            let broadcaster = spec
+                .containers
+                .into_iter()
+                .find(|c| c.name == "broadcaster")?;
+            (!broadcaster
+                .env
+                .unwrap_or_default()
+                .iter()
+                .any(|e| e.name == "HAND_EDIT"))
+            .then_some(())
+        },
+    )
+    .await;
+    node.plane().delete_namespace(&ns).await;
+}
