@@ -953,3 +953,93 @@ async fn drift_repair_removes_an_env_var_added_by_hand() {
     .await;
     node.plane().delete_namespace(&ns).await;
 }
+
+/// A TransitStream whose dumps go to the claim `claim` (created by the caller or not), and the
+/// text of its status conditions once `matches` holds for it (`None` after 60 s).
+async fn conditions_text_when(
+    node: &Node,
+    ns: &str,
+    claim: &str,
+    matches: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    let admin = node.plane().admin().await;
+    let ts = format!(
+        "apiVersion: stallwatch.io/v1alpha1\nkind: TransitStream\nmetadata:\n  name: vol\n\
+         spec:\n  source:\n    synthetic: {{}}\n  dumps:\n    volume:\n      existingClaim: {claim}\n"
+    );
+    let (_, refused) = apply::apply_yaml(&admin, &ts, ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Some(ts) =
+            apply::get_json(&admin, "stallwatch.io/v1alpha1", "TransitStream", ns, "vol").await
+        {
+            last = ts["status"]["conditions"].to_string();
+            if matches(&last.to_lowercase()) {
+                return Ok(last);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last)
+}
+
+/// Finding 2 of issue 20: a dump volume the sidecar's user cannot write (a hostPath PV owned by
+/// root) is only found out when the first stall needs it; it must be named in the status.
+#[tokio::test]
+#[ignore = "finding 2: fixed on s6-findings"]
+async fn an_unwritable_dump_volume_is_named_in_the_status() {
+    let test = "an_unwritable_dump_volume_is_named_in_the_status";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let ns = node.plane().namespace("journey-unwritable").await;
+    let admin = node.plane().admin().await;
+    let dir = node.volume_dir("journey-unwritable-dumps", Some((0, 0)), 0o755);
+    let (_, refused) =
+        apply::apply_yaml(&admin, &hostpath_volume(&dir, &ns, "dumps"), &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let found = conditions_text_when(node, &ns, "dumps", |c| {
+        c.contains("writable") || c.contains("permission")
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "no condition names the unwritable volume: {found:?}"
+    );
+    node.plane().delete_namespace(&ns).await;
+}
+
+/// Finding 5 of issue 20: with the dump claim Pending the TransitStream says `Stable` and
+/// `AllStreamsFlowing`; its status must name the claim.
+#[tokio::test]
+#[ignore = "finding 5: fixed on s6-findings"]
+async fn a_pending_dump_claim_is_named_in_the_status() {
+    let test = "a_pending_dump_claim_is_named_in_the_status";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let ns = node.plane().namespace("journey-pending-claim").await;
+    let admin = node.plane().admin().await;
+    // A claim no volume satisfies: it stays Pending.
+    let pvc = format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: nowhere\nspec:\n  \
+         storageClassName: {HOSTPATH_CLASS}-none\n  accessModes: [ReadWriteOnce]\n  resources:\n    \
+         requests:\n      storage: 1Gi\n"
+    );
+    let (_, refused) = apply::apply_yaml(&admin, &pvc, &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let found = conditions_text_when(node, &ns, "nowhere", |c| c.contains("nowhere")).await;
+    assert!(
+        found.is_ok(),
+        "no condition names the Pending claim: {found:?}"
+    );
+    node.plane().delete_namespace(&ns).await;
+}
