@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need and the machine may lack: nats-server and promtool (Debian's
-# `prometheus` package, for the chart's alert rules) and the pinned Python tools for offline
-# chart validation (a virtualenv in .venv). Idempotent and quiet when everything is already
-# there.
+# `prometheus` package, for the chart's alert rules), the node tests' container runtime and
+# network (containerd, runc, the CNI plugins, iptables; debootstrap for the images that need a
+# Debian base: scripts/build-images.py) and the pinned Python tools for offline chart
+# validation (a virtualenv in .venv). Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,24 @@ if ! command -v promtool >/dev/null 2>&1; then
     trap 'rm -f "$policy"' EXIT
   fi
   apt_install prometheus
+fi
+
+# The node tests (tests/envtest, `node` mode): a real kubelet needs a container runtime and
+# network plugins. Nothing is started here: the tests run containerd with their own config.
+node_packages=()
+command -v containerd >/dev/null 2>&1 || node_packages+=(containerd)
+command -v runc >/dev/null 2>&1 || node_packages+=(runc)
+[ -x /usr/lib/cni/bridge ] || node_packages+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || node_packages+=(iptables)
+command -v debootstrap >/dev/null 2>&1 || node_packages+=(debootstrap)
+if [ ${#node_packages[@]} -gt 0 ]; then
+  echo "setup: installing ${node_packages[*]} (Debian packages, for the node tests)"
+  policy=/usr/sbin/policy-rc.d
+  if [ "$(id -u)" = 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  apt_install "${node_packages[@]}"
 fi
 
 # Python tools in .venv: chart validation (charts/requirements.txt) and the broadcaster's

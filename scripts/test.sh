@@ -22,6 +22,10 @@ python3 scripts/check-structure.py --self-test
 python3 scripts/check-structure.py
 echo "== cargo build (binaries the end-to-end tests run)"
 cargo build --workspace --bins
+echo "== images (release binaries, the sidecar from the small profile, as the Dockerfile builds them)"
+cargo build --release --locked --bin transit-broadcaster --bin transit-operator
+cargo build --profile small --locked --bin transit-sidecar
+python3 scripts/build-images.py
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
 echo "== python report client (unit)"

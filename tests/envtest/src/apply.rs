@@ -96,3 +96,19 @@ async fn discover(client: &Client) -> Discovery {
         }
     }
 }
+
+/// One namespaced object as JSON (`kubectl get -o json`), `None` when absent or unreadable.
+pub async fn get_json(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<serde_json::Value> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let resource =
+        kube::discovery::ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let obj = api.get_opt(name).await.ok().flatten()?;
+    serde_json::to_value(obj).ok()
+}

@@ -31,7 +31,7 @@ pub struct ControlPlane {
     started_in: Duration,
 }
 
-fn kubeconfig_yaml(server: &str, ca: &Path, user: serde_json::Value) -> String {
+pub(crate) fn kubeconfig_yaml(server: &str, ca: &Path, user: serde_json::Value) -> String {
     let config = json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -96,6 +96,20 @@ impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager from the binaries in `bin`,
     /// and waits until the API server is ready.
     pub async fn start(bin: &Path) -> Result<ControlPlane, Error> {
+        Self::start_inner(bin, None).await
+    }
+
+    /// The control plane of a node ([`crate::node`]): the API server listens on the node's
+    /// bridge address `node.1` (pods reach it there; loopback clients too), advertises it as
+    /// the `kubernetes` Service's endpoint, and may call the kubelet (logs, exec).
+    pub(crate) async fn start_for_node(
+        bin: &Path,
+        node: (&str, &str),
+    ) -> Result<ControlPlane, Error> {
+        Self::start_inner(bin, Some(node)).await
+    }
+
+    async fn start_inner(bin: &Path, node: Option<(&str, &str)>) -> Result<ControlPlane, Error> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("stallwatch-envtest-")
@@ -103,7 +117,7 @@ impl ControlPlane {
             .map_err(|e| Error::io("creating the temp dir", e))?;
         let root = dir.path().to_path_buf();
         let group = Group::new(&root);
-        let certs = certs::generate(&root)?;
+        let certs = certs::generate(&root, node)?;
         let mut procs = Vec::new();
 
         let etcd_url = format!("http://127.0.0.1:{}", free_port());
@@ -112,7 +126,8 @@ impl ControlPlane {
         wait_for_etcd(&etcd_url, &mut procs).await?;
 
         let port = free_port();
-        let server = format!("https://127.0.0.1:{port}");
+        let host = node.map(|(_, ip)| ip).unwrap_or("127.0.0.1");
+        let server = format!("https://{host}:{port}");
         let apiserver = apiserver_command(bin, &root, port, &etcd_url, &certs);
         procs.push(group.spawn(
             "kube-apiserver",
@@ -324,6 +339,11 @@ impl ControlPlane {
         client_from(&path).await.expect("a ServiceAccount client")
     }
 
+    /// The certificates (node mode: the node's too).
+    pub(crate) fn certs(&self) -> &CertFiles {
+        &self.certs
+    }
+
     /// The control plane's process group (for pod processes).
     pub(crate) fn group(&self) -> &Group {
         &self.group
@@ -404,8 +424,6 @@ fn apiserver_command(
     let p = path_arg;
     let mut apiserver = Command::new(bin.join("kube-apiserver"));
     apiserver
-        .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
         .arg(format!("--secure-port={port}"))
         .arg(format!("--etcd-servers={etcd_url}"))
         .arg("--authorization-mode=Node,RBAC")
@@ -419,9 +437,33 @@ fn apiserver_command(
             p(&certs.sa_key)
         ))
         .arg("--service-cluster-ip-range=10.96.0.0/16")
-        .arg("--endpoint-reconciler-type=none")
         .arg("--profiling=false")
         .arg(format!("--cert-dir={}", p(&root.join("apiserver-certs"))));
+    match &certs.node {
+        None => {
+            // The API server refuses a loopback address as the `kubernetes` Service's endpoint.
+            apiserver
+                .arg("--bind-address=127.0.0.1")
+                .arg("--advertise-address=127.0.0.1")
+                .arg("--endpoint-reconciler-type=none");
+        }
+        Some(node) => {
+            let ip = certs.node_ip.as_deref().unwrap_or("127.0.0.1");
+            apiserver
+                .arg(format!("--bind-address={ip}"))
+                .arg(format!("--advertise-address={ip}"))
+                .arg("--endpoint-reconciler-type=lease")
+                .arg(format!(
+                    "--kubelet-client-certificate={}",
+                    p(&node.apiserver_kubelet_cert)
+                ))
+                .arg(format!(
+                    "--kubelet-client-key={}",
+                    p(&node.apiserver_kubelet_key)
+                ))
+                .arg("--kubelet-preferred-address-types=InternalIP");
+        }
+    }
     apiserver
 }
 

@@ -12,7 +12,10 @@
 //! - [`kubelet`]: plays the kubelet for one pod (status Running/Ready with `podIP` 127.0.0.1)
 //!   and runs the pod's processes locally with the env and files the pod would get.
 //! - [`apply`]: server-side apply of multi-document YAML; [`chart`]: the chart rendered with
-//!   Helm's library (`.venv`, from `scripts/setup.sh`).
+//!   Helm's library (`.venv`, from `scripts/setup.sh`); [`helm`]: install, upgrade, uninstall
+//!   with that library.
+//! - [`node`]: a real one-node cluster (containerd, the CNI bridge, kubelet, kube-scheduler,
+//!   kube-proxy) running the images of `scripts/build-images.py`; [`oci`] reads those images.
 //!
 //! Process hygiene: see `procs` (a process group and a pipe watchdog; no `unsafe`).
 #![forbid(unsafe_code)]
@@ -22,7 +25,10 @@ pub mod assets;
 mod certs;
 pub mod chart;
 mod cluster;
+pub mod helm;
 pub mod kubelet;
+pub mod node;
+pub mod oci;
 mod procs;
 
 pub use cluster::ControlPlane;

@@ -22,6 +22,9 @@ pub(crate) struct Group {
     pgid: Mutex<Option<u32>>,
     watchdog: Mutex<Option<(Child, ChildStdin)>>,
     dir: PathBuf,
+    /// Whether the first spawn starts the watchdog (false: someone else cleans up, e.g. the
+    /// node's guard, which also has mounts, iptables and the bridge to undo).
+    watched: bool,
 }
 
 impl Group {
@@ -30,7 +33,20 @@ impl Group {
             pgid: Mutex::new(None),
             watchdog: Mutex::new(None),
             dir: dir.to_path_buf(),
+            watched: true,
         }
+    }
+
+    /// A group without a watchdog: its owner kills it (`kill -- -<pgid>`) and cleans up.
+    pub(crate) fn unwatched(dir: &Path) -> Self {
+        let mut group = Group::new(dir);
+        group.watched = false;
+        group
+    }
+
+    /// The group's id, once its first process runs.
+    pub(crate) fn pgid(&self) -> Option<u32> {
+        *self.pgid.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn start_watchdog(&self, pgid: u32) -> Result<(), Error> {
@@ -68,7 +84,9 @@ impl Group {
             .map_err(|e| Error::io(format!("starting {name}"), e))?;
         if pgid.is_none() {
             *pgid = Some(child.id());
-            self.start_watchdog(child.id())?;
+            if self.watched {
+                self.start_watchdog(child.id())?;
+            }
         }
         Ok(Proc {
             name: name.to_string(),
