@@ -393,12 +393,22 @@ async fn connection_errors_answer_goaway_with_the_rfc_code_and_spare_other_conne
             PROTOCOL_ERROR,
             vec![(HEADERS, END_HEADERS, 2, request_block(SUBSCRIBE, &[]))],
         ),
+        // RFC 9113 section 5.1.1: a lower id than one already opened (never itself opened).
         (
             "decreasing stream id",
-            STREAM_CLOSED,
+            PROTOCOL_ERROR,
             vec![
                 (HEADERS, END_HEADERS, 5, request_block(SUBSCRIBE, &[])),
                 (HEADERS, END_HEADERS, 3, request_block(SUBSCRIBE, &[])),
+            ],
+        ),
+        (
+            "HEADERS again on a stream that was reset",
+            STREAM_CLOSED,
+            vec![
+                (HEADERS, END_HEADERS, 5, request_block(SUBSCRIBE, &[])),
+                (RST_STREAM, 0, 5, 8u32.to_be_bytes().to_vec()),
+                (HEADERS, END_HEADERS, 5, request_block(SUBSCRIBE, &[])),
             ],
         ),
         (

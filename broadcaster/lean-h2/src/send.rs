@@ -33,7 +33,7 @@ enum Outcome {
 
 impl<H: Handler> Conn<H> {
     /// Serves the ready streams. Returns whether some are left for after a write.
-    pub(super) fn serve_ready(&mut self) -> bool {
+    pub(crate) fn serve_ready(&mut self) -> bool {
         while let Some(id) = self.ready.pop_front() {
             if self.out.full() {
                 self.ready.push_front(id);
@@ -43,10 +43,16 @@ impl<H: Handler> Conn<H> {
                 continue;
             };
             stream.waker.clear();
+            stream.scheduled = false;
             match serve_stream(id, stream, &mut self.out) {
                 Outcome::Idle => {}
-                Outcome::BlockedOnConn => self.blocked_on_conn.push(id),
+                Outcome::BlockedOnConn => {
+                    if !std::mem::replace(&mut stream.blocked, true) {
+                        self.blocked_on_conn.push(id);
+                    }
+                }
                 Outcome::Full => {
+                    stream.scheduled = true;
                     self.ready.push_front(id);
                     return true;
                 }
@@ -63,9 +69,10 @@ fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> O
         pending,
         waker,
         state,
-        remote_closed,
+        inbound,
         ..
     } = stream;
+    let remote_closed = inbound.is_closed();
     let waker = waker_ref(waker);
     let mut cx = Context::from_waker(&waker);
     // This stream's DATA frame that ends the buffer, which its next message may join.
@@ -95,9 +102,9 @@ fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> O
             Step::Pending => return Outcome::Idle,
             Step::End(status) => {
                 if let Some(status) = status {
-                    respond_status(out, id, &status, true, *remote_closed);
+                    respond_status(out, id, &status, true, remote_closed);
                 } else {
-                    finish(out, id, *remote_closed);
+                    finish(out, id, remote_closed);
                 }
                 return Outcome::Ended;
             }
@@ -159,6 +166,7 @@ fn next_bridge_event(
             let trailers_only = parts.headers.contains_key("grpc-status");
             frame::put_headers(&mut out.buf, id, &block, out.max_frame, trailers_only);
             bridged.head_sent = true;
+            out.answered += 1;
             if trailers_only {
                 Step::End(None)
             } else {
@@ -176,6 +184,7 @@ fn next_bridge_event(
         Poll::Ready(Some(BridgeEvent::Failed)) => Step::Reset,
         Poll::Ready(None) if bridged.head_sent => {
             frame::put_data(&mut out.buf, id, &[], out.max_frame, true);
+            out.data_frames += 1;
             Step::End(None)
         }
         Poll::Ready(None) => Step::Reset,
@@ -203,6 +212,7 @@ fn write_message(
     let len = message.len();
     if len <= send.available() && len <= out.window.available() {
         frame::append_data(&mut out.buf, open, id, &message.parts(), out.max_frame);
+        out.data_frames += 1;
         send.consume(len);
         out.window.consume(len);
         return;
@@ -237,6 +247,7 @@ fn send_pending(id: u32, send: &mut SendWindow, pending: &mut Bytes, out: &mut O
         .min(out.window.available());
     if n > 0 {
         frame::put_data(&mut out.buf, id, &[&pending[..n]], out.max_frame, false);
+        out.data_frames += 1;
         send.consume(n);
         out.window.consume(n);
         pending.advance(n);
@@ -249,10 +260,11 @@ fn send_pending(id: u32, send: &mut SendWindow, pending: &mut Bytes, out: &mut O
 }
 
 /// `:status 200`, `content-type: application/grpc`: a gRPC response's headers.
-pub(super) fn respond_grpc_head(out: &mut Out, id: u32) {
+pub(crate) fn respond_grpc_head(out: &mut Out, id: u32) {
     let mut block = out.new_header_block();
     headers::encode_response(&mut block, 200, &grpc_content_type());
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, false);
+    out.answered += 1;
 }
 
 fn grpc_content_type() -> HeaderMap {
@@ -266,7 +278,7 @@ fn grpc_content_type() -> HeaderMap {
 
 /// Ends a gRPC response with `status`: as trailers after the headers, or (`head_sent` false)
 /// as a trailers-only response, exactly as tonic sends them.
-pub(super) fn respond_status(
+pub(crate) fn respond_status(
     out: &mut Out,
     id: u32,
     status: &Status,
@@ -281,6 +293,9 @@ pub(super) fn respond_status(
     if status.add_header(&mut fields).is_err() {
         fields.insert("grpc-status", http::HeaderValue::from_static("13"));
     }
+    if !head_sent {
+        out.answered += 1;
+    }
     let mut block = out.new_header_block();
     if head_sent {
         headers::encode_fields(&mut block, &fields);
@@ -292,7 +307,8 @@ pub(super) fn respond_status(
 }
 
 /// An HTTP error response (no gRPC): the header list was too large.
-pub(super) fn respond_http_status(out: &mut Out, id: u32, status: u16, remote_closed: bool) {
+pub(crate) fn respond_http_status(out: &mut Out, id: u32, status: u16, remote_closed: bool) {
+    out.answered += 1;
     let mut block = out.new_header_block();
     headers::encode_response(&mut block, status, &HeaderMap::new());
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);

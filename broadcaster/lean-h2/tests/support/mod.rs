@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use lean_h2::{BridgeFuture, Handler, Message, Options, RequestBody};
+use lean_h2::{BridgeFuture, Handler, Limits, Message, Metrics, Options, RequestBody};
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -119,12 +119,17 @@ pub struct Server {
     pub addr: SocketAddr,
     pub tx: broadcast::Sender<Bytes>,
     pub opened: Arc<AtomicUsize>,
+    pub metrics: Metrics,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with(Limits::default()).await
+    }
+
+    pub async fn start_with(limits: Limits) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("lean_h2=debug")
@@ -139,14 +144,16 @@ impl Server {
             opened: opened.clone(),
         };
         let options = Options {
-            shutdown: shutdown.clone(),
-            grace: Duration::from_millis(500),
+            limits,
+            ..Options::new(shutdown.clone(), Duration::from_millis(500))
         };
+        let metrics = options.metrics.clone();
         let task = tokio::spawn(lean_h2::serve(listener, feed, options));
         Self {
             addr,
             tx,
             opened,
+            metrics,
             shutdown,
             task,
         }
