@@ -20,6 +20,8 @@ echo "== cargo build (binaries the end-to-end tests run)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
+echo "== h2spec: the lean HTTP/2 server against tonic's (scripts/h2spec.sh)"
+scripts/h2spec.sh
 echo "== python report client (unit)"
 timeout 300 python3 -m unittest discover -s examples/report-clients/python
 if [ -x scripts/check-generated.sh ]; then

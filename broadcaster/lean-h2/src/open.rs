@@ -110,7 +110,13 @@ impl<H: Handler> Conn<H> {
                     bridged.body = None;
                 }
             }
-            State::Local(_) => self.release(id, frame_len),
+            State::Local(_) | State::Refused(_) => self.release(id, frame_len),
+            State::Answered => {
+                self.release(id, frame_len);
+                if end_stream {
+                    self.remove_stream(id);
+                }
+            }
         }
     }
 
@@ -265,7 +271,8 @@ impl<H: Handler> Conn<H> {
         match &mut stream.state {
             State::Bridge(bridged) => bridged.body = None,
             State::LocalRequest { .. } => self.advance_local_request(id),
-            State::Local(_) => {}
+            State::Local(_) | State::Refused(_) => {}
+            State::Answered => self.remove_stream(id),
         }
         Ok(())
     }
@@ -281,14 +288,12 @@ impl<H: Handler> Conn<H> {
         let (send, window) = self.new_stream_windows();
         let waker = StreamWaker::new(id, self.shared.clone());
         let state = if self.services.handler.is_local(&head.path) {
-            if let Err(status) = grpc::check_grpc_request(&head) {
-                send::respond_status(&mut self.out, id, &status, false, end_stream);
-                self.recently_closed.insert(id);
-                return;
-            }
-            State::LocalRequest {
-                path: head.path,
-                body: Vec::new(),
+            match grpc::check_grpc_request(&head) {
+                Ok(()) => State::LocalRequest {
+                    path: head.path,
+                    body: Vec::new(),
+                },
+                Err(status) => State::Refused(Box::new(status)),
             }
         } else {
             let handler = &self.services.handler;
@@ -346,8 +351,8 @@ impl<H: Handler> Conn<H> {
                 self.schedule(id);
             }
             Err(status) => {
-                self.remove_stream(id);
-                send::respond_status(&mut self.out, id, &status, false, remote_closed);
+                stream.state = State::Refused(Box::new(status));
+                self.schedule(id);
             }
         }
     }

@@ -73,6 +73,15 @@ fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> O
         ..
     } = stream;
     let remote_closed = inbound.is_closed();
+    // Headers are not flow-controlled: a refusal goes out whatever the windows.
+    if let State::Refused(status) = state {
+        respond_status(out, id, status, false, true);
+        if remote_closed {
+            return Outcome::Ended;
+        }
+        *state = State::Answered;
+        return Outcome::Idle;
+    }
     let waker = waker_ref(waker);
     let mut cx = Context::from_waker(&waker);
     // This stream's DATA frame that ends the buffer, which its next message may join.
@@ -91,7 +100,9 @@ fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> O
             return Outcome::BlockedOnConn;
         }
         let step = match state {
-            State::LocalRequest { .. } => return Outcome::Idle,
+            State::LocalRequest { .. } | State::Refused(_) | State::Answered => {
+                return Outcome::Idle;
+            }
             State::Local(messages) => {
                 next_message(id, messages, send, pending, out, &mut open, &mut cx)
             }

@@ -71,6 +71,15 @@ pub(crate) enum State<H: Handler> {
     },
     /// An open local stream, polled when its waker fires.
     Local(Box<H::Stream>),
+    /// A local stream's request refused with this status, answered when the stream is next
+    /// served: frames already read for it are handled first, as a server that answers from
+    /// another task would.
+    Refused(Box<tonic::Status>),
+    /// Our response is complete; the peer's request is not. Without RST_STREAM(NO_ERROR)
+    /// (a MAY, RFC 9113 section 8.1) the stream stays half-closed (local) and counts
+    /// against SETTINGS_MAX_CONCURRENT_STREAMS until the peer ends or resets it; its DATA
+    /// is dropped.
+    Answered,
     Bridge(Box<Bridged>),
 }
 
@@ -78,8 +87,8 @@ impl<H: Handler> State<H> {
     /// Whether its response began (headers sent): a reset before that is premature.
     pub fn answered(&self) -> bool {
         match self {
-            State::LocalRequest { .. } => false,
-            State::Local(_) => true,
+            State::LocalRequest { .. } | State::Refused(_) => false,
+            State::Local(_) | State::Answered => true,
             State::Bridge(bridged) => bridged.head_sent,
         }
     }
