@@ -3,8 +3,8 @@
 # gRPC listener served by the lean server and by tonic, on the same gRPC path (Subscribe).
 # Fails when a case fails on lean but passes on tonic; prints the cases both fail.
 #
-#   scripts/h2spec.sh                 uses target/release/transit-broadcaster if present,
-#                                     else target/debug (built if missing)
+#   scripts/h2spec.sh                 the newer of target/{release,debug}/transit-broadcaster
+#                                     (a debug build if neither exists)
 #   BROADCASTER_BIN=path H2SPEC=path scripts/h2spec.sh
 #
 # Without h2spec it prints SKIPPED and passes, unless STALLWATCH_REQUIRE_TEST_TOOLS=1 or CI is
@@ -24,12 +24,10 @@ fi
 
 BIN=${BROADCASTER_BIN:-}
 if [ -z "$BIN" ]; then
-  if [ -x target/release/transit-broadcaster ]; then
-    BIN=target/release/transit-broadcaster
-  else
-    [ -x target/debug/transit-broadcaster ] || cargo build -p transit-broadcaster --bin transit-broadcaster
-    BIN=target/debug/transit-broadcaster
-  fi
+  # The newer of the release and debug builds (a stale release build is not tested).
+  [ -x target/debug/transit-broadcaster ] || [ -x target/release/transit-broadcaster ] ||
+    cargo build -p transit-broadcaster --bin transit-broadcaster
+  BIN=$(ls -t target/release/transit-broadcaster target/debug/transit-broadcaster 2>/dev/null | head -1)
 fi
 PATH_UNDER_TEST=/stallwatch.transit.v1.TransitBroadcaster/Subscribe
 WORK=$(mktemp -d)
