@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub const WATCH: &str = "/test.Feed/Watch";
 /// A bridged unary method: answers its request message back.
 pub const ECHO: &str = "/test.Feed/Echo";
+/// A bridged method whose service never reads its request nor answers.
+pub const STALL: &str = "/test.Feed/Stall";
 /// A request message `WATCH` refuses with NOT_FOUND.
 pub const REFUSED: &[u8] = b"refuse me";
 
@@ -91,6 +93,11 @@ impl Handler for Feed {
     fn bridge(&self, request: http::Request<RequestBody>) -> BridgeFuture {
         Box::pin(async move {
             let path = request.uri().path().to_owned();
+            if path == STALL {
+                // Holds the request (its body unread) and never answers.
+                let _held = &request;
+                std::future::pending::<()>().await;
+            }
             let body = request.into_body().collect().await.map(|b| b.to_bytes());
             let body: Bytes = body.unwrap_or_default();
             let (status, data) = if path == ECHO {
