@@ -87,6 +87,11 @@ impl Raw {
         self.sock.write_all(bytes).await.unwrap();
     }
 
+    /// A write that may find the connection closed.
+    pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sock.write_all(bytes).await
+    }
+
     pub async fn send(&mut self, kind: u8, flags: u8, stream_id: u32, payload: &[u8]) {
         self.write(&frame(kind, flags, stream_id, payload)).await;
     }
