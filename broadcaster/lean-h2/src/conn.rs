@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use crate::encode::Encoder;
 use crate::flow::{RecvWindow, SendWindow};
 use crate::frame::{self, DEFAULT_MAX_FRAME_SIZE, DEFAULT_WINDOW, Reason};
 use crate::guard::Guard;
@@ -82,9 +83,8 @@ pub(crate) struct Out {
     pub window: SendWindow,
     /// The peer's SETTINGS_MAX_FRAME_SIZE.
     pub max_frame: usize,
-    /// The peer changed SETTINGS_HEADER_TABLE_SIZE: the next header block must start with
-    /// a dynamic table size update (RFC 7541 section 4.2).
-    pub table_size_update: bool,
+    /// Response header blocks, with their dynamic table.
+    pub hpack: Encoder,
     /// DATA frames written since the guard last counted them.
     pub data_frames: u32,
     /// Responses begun (first HEADERS written) since the guard last counted them.
@@ -98,16 +98,6 @@ impl Out {
 
     pub fn full(&self) -> bool {
         self.unwritten() >= HIGH_WATER
-    }
-
-    /// An empty header block, or one that starts with the size update the peer is owed. We
-    /// never index, so the table size we announce is 0, within any limit the peer sets.
-    pub fn new_header_block(&mut self) -> Vec<u8> {
-        let mut block = Vec::new();
-        if std::mem::take(&mut self.table_size_update) {
-            block.push(crate::headers::TABLE_SIZE_UPDATE_TO_0);
-        }
-        block
     }
 }
 
@@ -183,7 +173,7 @@ impl<H: Handler> Conn<H> {
                 written: 0,
                 window: SendWindow::new(DEFAULT_WINDOW),
                 max_frame: DEFAULT_MAX_FRAME_SIZE as usize,
-                table_size_update: false,
+                hpack: Encoder::default(),
                 data_frames: 0,
                 answered: 0,
             },

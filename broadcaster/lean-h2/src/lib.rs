@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 mod bridge;
 mod conn;
+mod encode;
 mod flow;
 mod frame;
 mod grpc;

@@ -129,8 +129,8 @@ impl<H: Handler> Conn<H> {
         if let Some(size) = settings.max_frame_size {
             self.out.max_frame = size as usize;
         }
-        if settings.header_table_size.is_some() {
-            self.out.table_size_update = true;
+        if let Some(size) = settings.header_table_size {
+            self.out.hpack.set_peer_table_size(size);
         }
         if let Some(initial) = settings.initial_window {
             self.apply_initial_window(initial)?;

@@ -15,7 +15,6 @@ use crate::bridge::{BridgeEvent, Bridged};
 use crate::conn::{Conn, Out};
 use crate::flow::SendWindow;
 use crate::frame::{self, Reason};
-use crate::headers;
 use crate::stream::{State, Stream};
 use crate::{Handler, Message};
 
@@ -171,8 +170,7 @@ fn next_bridge_event(
     match bridged.events.poll_recv(cx) {
         Poll::Pending => Step::Pending,
         Poll::Ready(Some(BridgeEvent::Head(parts))) => {
-            let mut block = out.new_header_block();
-            headers::encode_response(&mut block, parts.status.as_u16(), &parts.headers);
+            let block = out.hpack.response(parts.status.as_u16(), &parts.headers);
             // gRPC's trailers-only response (a status in the headers) ends the stream.
             let trailers_only = parts.headers.contains_key("grpc-status");
             frame::put_headers(&mut out.buf, id, &block, out.max_frame, trailers_only);
@@ -272,8 +270,7 @@ fn send_pending(id: u32, send: &mut SendWindow, pending: &mut Bytes, out: &mut O
 
 /// `:status 200`, `content-type: application/grpc`: a gRPC response's headers.
 pub(crate) fn respond_grpc_head(out: &mut Out, id: u32) {
-    let mut block = out.new_header_block();
-    headers::encode_response(&mut block, 200, &grpc_content_type());
+    let block = out.hpack.response(200, &grpc_content_type());
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, false);
     out.answered += 1;
 }
@@ -307,12 +304,11 @@ pub(crate) fn respond_status(
     if !head_sent {
         out.answered += 1;
     }
-    let mut block = out.new_header_block();
-    if head_sent {
-        headers::encode_fields(&mut block, &fields);
+    let block = if head_sent {
+        out.hpack.fields(&fields)
     } else {
-        headers::encode_response(&mut block, 200, &fields);
-    }
+        out.hpack.response(200, &fields)
+    };
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
     finish(out, id, remote_closed);
 }
@@ -320,15 +316,13 @@ pub(crate) fn respond_status(
 /// An HTTP error response (no gRPC): the header list was too large.
 pub(crate) fn respond_http_status(out: &mut Out, id: u32, status: u16, remote_closed: bool) {
     out.answered += 1;
-    let mut block = out.new_header_block();
-    headers::encode_response(&mut block, status, &HeaderMap::new());
+    let block = out.hpack.response(status, &HeaderMap::new());
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
     finish(out, id, remote_closed);
 }
 
 fn put_trailers(out: &mut Out, id: u32, trailers: &HeaderMap) {
-    let mut block = out.new_header_block();
-    headers::encode_fields(&mut block, trailers);
+    let block = out.hpack.fields(trailers);
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
 }
 
