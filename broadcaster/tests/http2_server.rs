@@ -729,3 +729,25 @@ async fn a_new_header_table_size_is_acknowledged_with_a_size_update_in_the_next_
     );
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_past_a_limit_is_told_to_calm_down_and_counted_in_metrics() {
+    let running = start(GrpcServer::Lean).await;
+    let mut raw = Raw::connect(running.grpc_addr).await;
+    let flood: Vec<u8> = (0..101).flat_map(|_| frame(PING, 0, 0, &[0; 8])).collect();
+    raw.write(&flood).await;
+    let (code, debug) = raw.goaway().await;
+    assert_eq!((code, debug.as_str()), (ENHANCE_YOUR_CALM, "pings"));
+    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stallwatch_broadcaster_h2_limit_exceeded_total{reason=\"pings\"} 1"),
+        "{metrics}"
+    );
+    still_serving(&running).await;
+    running.shutdown().await;
+}
