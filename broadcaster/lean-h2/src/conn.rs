@@ -31,6 +31,10 @@ const READ_CHUNK: usize = 16 * 1024;
 const HIGH_WATER: usize = 128 * 1024;
 // A connection's usual write buffer must fit the per-thread spare, or it is never kept.
 const _: () = assert!(crate::spare::MAX_KEPT >= 4 * HIGH_WATER);
+/// After a connection error, how long and how much of what the peer still sends is read and
+/// dropped before the socket closes.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
 /// Rounds of read/serve/write per poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 8;
 /// Passes over the ready list before a write: later wakes wait for the next poll.
@@ -58,6 +62,14 @@ pub(crate) enum Life {
     },
     /// A connection error: write what is buffered (the GOAWAY) and close.
     Closing,
+    /// The GOAWAY is written and our side shut: what the peer still sends is read and
+    /// dropped until it closes too, `LINGER_BYTES` are dropped or `deadline` passes, so
+    /// that closing with its frames unread (a TCP reset) does not destroy the GOAWAY
+    /// before the peer reads it.
+    Lingering {
+        deadline: Pin<Box<Sleep>>,
+        dropped: usize,
+    },
     /// The socket failed or the peer closed it: nothing more can be done.
     Dead,
 }
@@ -65,7 +77,7 @@ pub(crate) enum Life {
 impl Life {
     /// Whether frames are still read and streams served.
     pub fn running(&self) -> bool {
-        !matches!(self, Life::Closing | Life::Dead)
+        !matches!(self, Life::Closing | Life::Lingering { .. } | Life::Dead)
     }
 
     /// Whether new streams are refused.
@@ -234,7 +246,7 @@ impl<H: Handler> Conn<H> {
             }
             if self.finished(cx) {
                 let _ = Pin::new(&mut self.io).poll_shutdown(cx);
-                return Poll::Ready(());
+                return self.poll_linger(cx);
             }
             if !more {
                 return Poll::Pending;
@@ -242,6 +254,35 @@ impl<H: Handler> Conn<H> {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// After a connection error: drops what the peer still sends, within bounds (`Life::
+    /// Lingering`). Any other end closes at once.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if matches!(self.life, Life::Closing) {
+            self.life = Life::Lingering {
+                deadline: Box::pin(tokio::time::sleep(LINGER)),
+                dropped: 0,
+            };
+        }
+        let Life::Lingering { deadline, dropped } = &mut self.life else {
+            return Poll::Ready(());
+        };
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        while *dropped < LINGER_BYTES {
+            let mut read = ReadBuf::uninit(&mut buf);
+            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    *dropped += read.filled().len();
+                }
+                Poll::Ready(_) => return Poll::Ready(()),
+            }
+        }
+        Poll::Ready(())
     }
 
     /// What the output of this round earns the peer or pays back.
@@ -311,7 +352,7 @@ impl<H: Handler> Conn<H> {
     /// every stream ended or the shutdown grace ran out.
     fn finished(&mut self, cx: &mut Context<'_>) -> bool {
         match &mut self.life {
-            Life::Closing | Life::Dead => true,
+            Life::Closing | Life::Lingering { .. } | Life::Dead => true,
             Life::Draining { deadline, .. } => {
                 self.streams.is_empty()
                     || deadline
@@ -326,7 +367,7 @@ impl<H: Handler> Conn<H> {
     /// full. Returns whether it stopped with work left (a full write buffer).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
         // Frames left unread while the write buffer was full go first.
-        if !self.partial.is_empty() && !self.out.full() {
+        if self.holds_a_frame() && !self.out.full() {
             self.ingest(&[]);
         }
         // Uninitialized: zeroing 16 KiB on every poll showed up in the server's profile.
@@ -368,10 +409,29 @@ impl<H: Handler> Conn<H> {
         let mut partial = std::mem::take(&mut self.partial);
         partial.extend_from_slice(data);
         let used = self.process(&partial);
-        if self.life.running() && used < partial.len() {
+        if !self.life.running() || used == partial.len() {
+            return;
+        }
+        if used == 0 {
+            // Still one incomplete frame: kept as it is, so a peer sending it a byte at a
+            // time costs a byte's work per read, not a copy of what came before.
+            self.partial = partial;
+        } else {
             // Only what is left stays, in a buffer of its own size.
             self.partial = partial[used..].to_vec();
         }
+    }
+
+    /// Whether the bytes kept hold a whole frame to handle (or preface bytes).
+    fn holds_a_frame(&self) -> bool {
+        if self.partial.is_empty() {
+            return false;
+        }
+        if matches!(self.life, Life::Handshake { .. }) {
+            return true;
+        }
+        frame::FrameHeader::parse(&self.partial)
+            .is_some_and(|h| self.partial.len() >= frame::HEADER_LEN + h.len as usize)
     }
 
     /// Writes the buffer until it is empty (then frees it) or the socket is full.
