@@ -28,6 +28,8 @@ cargo build --profile small --locked --bin transit-sidecar
 python3 scripts/build-images.py
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
+echo "== h2spec: the lean HTTP/2 server against tonic's (scripts/h2spec.sh)"
+scripts/h2spec.sh
 echo "== python report client (unit)"
 timeout 300 python3 -m unittest discover -s examples/report-clients/python
 if [ -x scripts/check-generated.sh ]; then

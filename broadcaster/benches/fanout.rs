@@ -17,6 +17,9 @@
 //! 4. Scale: 1,000 and 10,000 subscribers of a real `transit-broadcaster serve` process at one
 //!    ~1 KiB update per second, each on its own HTTP/2 connection (`scale.rs`), beside
 //!    nats-server and a TCP floor (`floor.rs`), read by light clients (`scale_clients.rs`).
+//! 5. Unary calls (health Check, ListStreams): calls/s and server CPU per call (`unary.rs`).
+//! 6. Under attack: server RSS and CPU under each HTTP/2 attack class, and whether a
+//!    subscriber keeps receiving (`hostile.rs`).
 //!
 //! The broadcaster runs in-process on its own 2-thread runtime; clients run on another; the
 //! machine's cores are shared by everything, nats-server included. `BENCH_SCALE` (default 1.0)
@@ -46,6 +49,8 @@ use transit_broadcaster::source::SourceSpec;
 
 #[path = "fanout/floor.rs"]
 mod floor;
+#[path = "fanout/hostile.rs"]
+mod hostile;
 #[path = "fanout/memory.rs"]
 mod memory;
 #[path = "fanout/scale.rs"]
@@ -54,6 +59,8 @@ mod scale;
 mod scale_clients;
 #[path = "fanout/targets.rs"]
 mod targets;
+#[path = "fanout/unary.rs"]
+mod unary;
 
 const SUBSCRIBER_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Deliveries per peak round (messages = this / subscribers).
@@ -74,7 +81,7 @@ const MAX_CONNECTIONS: usize = 100;
 const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
 const CLIENT_CONNECTION_WINDOW: u32 = 8 << 20;
 
-/// `BENCH_SUBSCRIBERS=100` runs one subscriber count; `BENCH_SECTIONS=fanout,overhead,memory,scale`
+/// `BENCH_SUBSCRIBERS=100` runs one subscriber count; `BENCH_SECTIONS=fanout,overhead,memory,scale,unary,hostile`
 /// picks sections (default: all); `BENCH_SCALE_SUBSCRIBERS=1000,10000` the scale section's counts,
 /// `BENCH_SCALE_CLIENT=light|real` its load generator, `BENCH_SCALE_CONNECTIONS=100` caps its
 /// connections (the real clients then multiplex subscribers over them).
@@ -751,6 +758,14 @@ fn main() {
         }
         scale::print(&results);
         scale_runs = Some(results);
+    }
+
+    // 5. Unary calls; 6. under attack.
+    if section("unary") {
+        unary::run(&server_rt, &client_rt);
+    }
+    if section("hostile") {
+        hostile::run(&client_rt);
     }
 
     targets::print(

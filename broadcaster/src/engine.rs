@@ -31,6 +31,8 @@ pub struct Engine {
     errors: Arc<ErrorLog>,
     source_stats: Arc<SourceStats>,
     reporter_stats: Arc<ReporterStats>,
+    /// The gRPC listener's HTTP/2 connections closed for going past a limit (lean server).
+    h2_limits_exceeded: lean_h2::Metrics,
     report_interval: Duration,
     stuck_after: Duration,
     background: std::sync::Mutex<Vec<AbortHandle>>,
@@ -64,6 +66,7 @@ impl Engine {
             errors,
             source_stats: Arc::new(SourceStats::default()),
             reporter_stats: Arc::new(ReporterStats::default()),
+            h2_limits_exceeded: lean_h2::Metrics::default(),
             report_interval,
             stuck_after,
             background: Default::default(),
@@ -88,6 +91,10 @@ impl Engine {
 
     pub fn errors(&self) -> &Arc<ErrorLog> {
         &self.errors
+    }
+
+    pub fn h2_limits_exceeded(&self) -> &lean_h2::Metrics {
+        &self.h2_limits_exceeded
     }
 
     pub fn source_stats(&self) -> &SourceStats {

@@ -8,7 +8,9 @@
 //! `..._delivered_total`, `..._subscriber_lagged_total`, `..._entities_published_total{kind}`
 //! (vehicle, trip_update, alert, deleted), `..._duplicate_entity_ids_total`,
 //! `..._entities_not_carried_total`. Process-wide: source messages, bytes,
-//! errors by kind, HTTP 304s, reports sent/failed. Prefix: `stallwatch_broadcaster_`.
+//! errors by kind, HTTP 304s, reports sent/failed; the lean HTTP/2 server's connections
+//! closed for going past a limit, `..._h2_limit_exceeded_total{reason}`. Prefix:
+//! `stallwatch_broadcaster_`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -328,7 +330,12 @@ fn encode_reporter(
 /// A registry exposing `engine`'s state.
 pub fn registry(engine: Arc<Engine>) -> Registry {
     let mut registry = Registry::default();
+    let h2 = engine.h2_limits_exceeded().clone();
     registry.register_collector(Box::new(EngineCollector(engine)));
+    // `stallwatch_broadcaster_h2_limit_exceeded_total{reason}`.
+    registry
+        .sub_registry_with_prefix("stallwatch_broadcaster")
+        .register_collector(Box::new(h2));
     registry
 }
 

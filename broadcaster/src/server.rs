@@ -575,6 +575,7 @@ fn serve_grpc(
                         routes,
                         shutdown: shutdown.clone(),
                         grace: config.shutdown_grace,
+                        limits_exceeded: engine.h2_limits_exceeded().clone(),
                     },
                 ))
             }

@@ -393,12 +393,22 @@ async fn connection_errors_answer_goaway_with_the_rfc_code_and_spare_other_conne
             PROTOCOL_ERROR,
             vec![(HEADERS, END_HEADERS, 2, request_block(SUBSCRIBE, &[]))],
         ),
+        // RFC 9113 section 5.1.1: a lower id than one already opened (never itself opened).
         (
             "decreasing stream id",
-            STREAM_CLOSED,
+            PROTOCOL_ERROR,
             vec![
                 (HEADERS, END_HEADERS, 5, request_block(SUBSCRIBE, &[])),
                 (HEADERS, END_HEADERS, 3, request_block(SUBSCRIBE, &[])),
+            ],
+        ),
+        (
+            "HEADERS again on a stream that was reset",
+            STREAM_CLOSED,
+            vec![
+                (HEADERS, END_HEADERS, 5, request_block(SUBSCRIBE, &[])),
+                (RST_STREAM, 0, 5, 8u32.to_be_bytes().to_vec()),
+                (HEADERS, END_HEADERS, 5, request_block(SUBSCRIBE, &[])),
             ],
         ),
         (
@@ -717,5 +727,27 @@ async fn a_new_header_table_size_is_acknowledged_with_a_size_update_in_the_next_
         second.payload[0], 0x88,
         "only the first block carries the update"
     );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_past_a_limit_is_told_to_calm_down_and_counted_in_metrics() {
+    let running = start(GrpcServer::Lean).await;
+    let mut raw = Raw::connect(running.grpc_addr).await;
+    let flood: Vec<u8> = (0..101).flat_map(|_| frame(PING, 0, 0, &[0; 8])).collect();
+    raw.write(&flood).await;
+    let (code, debug) = raw.goaway().await;
+    assert_eq!((code, debug.as_str()), (ENHANCE_YOUR_CALM, "pings"));
+    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("stallwatch_broadcaster_h2_limit_exceeded_total{reason=\"pings\"} 1"),
+        "{metrics}"
+    );
+    still_serving(&running).await;
     running.shutdown().await;
 }

@@ -68,6 +68,37 @@ pub struct Bridged {
     pub head_sent: bool,
     /// Request bytes handed to the service and not yet consumed by it.
     pub unconsumed: usize,
+    /// Chunks (DATA payloads) handed to the service and not yet consumed by it.
+    pub chunks: usize,
+}
+
+/// What a bridged request may hold on the heap before its service reads it: the bytes
+/// (never more than the stream's window) and a charge per chunk for its allocation, so
+/// that a flood of tiny DATA frames cannot cost more than big ones.
+pub const MAX_UNCONSUMED: usize = 2 * crate::frame::DEFAULT_WINDOW as usize;
+pub const CHUNK_OVERHEAD: usize = 64;
+
+impl Bridged {
+    /// Hands a DATA payload to the service; `false` (nothing handed) when it would go past
+    /// the stream's budget.
+    pub fn feed(&mut self, data: &[u8]) -> bool {
+        let held = self.unconsumed + data.len() + (self.chunks + 1) * CHUNK_OVERHEAD;
+        if held > MAX_UNCONSUMED {
+            return false;
+        }
+        if let Some(tx) = &self.body {
+            let _ = tx.send(Bytes::copy_from_slice(data));
+            self.unconsumed += data.len();
+            self.chunks += 1;
+        }
+        true
+    }
+
+    /// The service consumed one chunk of `n` bytes.
+    pub fn consumed(&mut self, n: usize) {
+        self.unconsumed = self.unconsumed.saturating_sub(n);
+        self.chunks = self.chunks.saturating_sub(1);
+    }
 }
 
 impl Drop for Bridged {
@@ -113,6 +144,7 @@ pub fn start<H: Handler>(
         task: task.abort_handle(),
         head_sent: false,
         unconsumed: 0,
+        chunks: 0,
     })
 }
 

@@ -295,6 +295,11 @@ pub fn parse_settings(payload: &[u8]) -> Result<PeerSettings, SettingsError> {
     Ok(out)
 }
 
+/// The stream a PRIORITY block (of a PRIORITY frame or a HEADERS frame) depends on.
+pub fn dependency(priority: &[u8; 5]) -> u32 {
+    u32::from_be_bytes([priority[0], priority[1], priority[2], priority[3]]) & MAX_WINDOW
+}
+
 /// A frame's payload without its padding (PADDED flag on DATA and HEADERS), `None` when
 /// the pad length does not fit (a PROTOCOL_ERROR).
 pub fn unpad<'a>(header: &FrameHeader, payload: &'a [u8]) -> Option<&'a [u8]> {

@@ -183,3 +183,44 @@ fn appended_messages_share_frames_up_to_the_max_frame_size() {
             .all(|(h, _)| h.flags == 0 && (h.kind != kind::DATA || h.stream_id == 1))
     );
 }
+
+mod arbitrary {
+    use proptest::prelude::*;
+
+    use super::super::*;
+    use crate::headers;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever the bytes, decoding never panics and a parsed header is what was there.
+        #[test]
+        fn any_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Some(h) = FrameHeader::parse(&bytes) {
+                let mut again = Vec::new();
+                put_header(&mut again, h.len as usize, h.kind, h.flags, h.stream_id);
+                prop_assert_eq!(&again[..5], &bytes[..5]);
+                let _ = unpad(&h, &bytes[HEADER_LEN..]);
+            }
+            let _ = parse_settings(&bytes);
+            let mut hpack = loona_hpack::Decoder::new();
+            hpack.set_max_allowed_table_size(4096);
+            let _ = headers::decode_request(&mut hpack, &bytes, 16 * 1024);
+        }
+
+        /// Frames written by the encoders parse back with their payloads.
+        #[test]
+        fn encoded_frames_parse_back(
+            kind in any::<u8>(),
+            flags in any::<u8>(),
+            id in 0u32..=MAX_WINDOW,
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut buf = Vec::new();
+            put_frame(&mut buf, kind, flags, id, &payload);
+            let h = FrameHeader::parse(&buf).unwrap();
+            prop_assert_eq!((h.kind, h.flags, h.stream_id, h.len as usize), (kind, flags, id, payload.len()));
+            prop_assert_eq!(&buf[HEADER_LEN..], &payload[..]);
+        }
+    }
+}

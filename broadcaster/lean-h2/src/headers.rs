@@ -1,7 +1,6 @@
-//! Header blocks: request headers decoded with `loona-hpack` (with the header list size
-//! limit and RFC 9113 section 8.2-8.3 checks), response headers and trailers encoded with the
-//! static table's `:status 200` and otherwise literals without indexing (RFC 7541 6.2.2), no
-//! Huffman: we never add to the peer's dynamic table, so its state costs us nothing.
+//! Request header blocks decoded with `loona-hpack` (with the header list size limit and
+//! RFC 9113 section 8.2-8.3 checks), and the HPACK integer and string primitives the response
+//! encoder (`encode`) writes with.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -111,7 +110,7 @@ fn add_field(
     Ok(())
 }
 
-fn is_connection_specific(name: &HeaderName, value: &[u8]) -> bool {
+pub(crate) fn is_connection_specific(name: &HeaderName, value: &[u8]) -> bool {
     use http::header;
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
@@ -121,49 +120,13 @@ fn is_connection_specific(name: &HeaderName, value: &[u8]) -> bool {
         || (name == header::TE && value != b"trailers")
 }
 
-/// A dynamic table size update to 0 (RFC 7541 section 6.3).
-pub const TABLE_SIZE_UPDATE_TO_0: u8 = 0x20;
-/// `:status 200` from the static table (index 8).
-const STATUS_200: u8 = 0x88;
-/// `:status` as an indexed name for a literal without indexing (4-bit prefix).
-const STATUS_NAME_INDEX: usize = 8;
-const CONTENT_TYPE_NAME_INDEX: usize = 31;
-
-/// A response's header block: `:status`, then `headers` (connection-specific ones left out).
-pub fn encode_response(dst: &mut Vec<u8>, status: u16, headers: &HeaderMap) {
-    if status == 200 {
-        dst.push(STATUS_200);
-    } else {
-        put_int(dst, 0x00, 4, STATUS_NAME_INDEX);
-        put_str(dst, status.to_string().as_bytes());
-    }
-    encode_fields(dst, headers);
-}
-
-/// Regular header fields (trailers, or a response's headers after `:status`).
-pub fn encode_fields(dst: &mut Vec<u8>, headers: &HeaderMap) {
-    for (name, value) in headers {
-        if is_connection_specific(name, value.as_bytes()) {
-            continue;
-        }
-        if name == http::header::CONTENT_TYPE {
-            put_int(dst, 0x00, 4, CONTENT_TYPE_NAME_INDEX);
-        } else {
-            dst.push(0x00);
-            put_str(dst, name.as_str().as_bytes());
-        }
-        put_str(dst, value.as_bytes());
-    }
-}
-
-/// A string literal without Huffman coding (RFC 7541 section 5.2).
-fn put_str(dst: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn put_str(dst: &mut Vec<u8>, s: &[u8]) {
     put_int(dst, 0x00, 7, s.len());
     dst.extend_from_slice(s);
 }
 
 /// An integer with an N-bit prefix (RFC 7541 section 5.1); `first` holds the bits above it.
-fn put_int(dst: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usize) {
+pub(crate) fn put_int(dst: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usize) {
     let max = (1usize << prefix_bits) - 1;
     if value < max {
         dst.push(first | value as u8);

@@ -28,10 +28,14 @@ use tokio_util::sync::CancellationToken;
 
 mod bridge;
 mod conn;
+mod encode;
 mod flow;
 mod frame;
 mod grpc;
+mod guard;
 mod headers;
+mod limits;
+mod open;
 mod recv;
 mod send;
 mod spare;
@@ -39,6 +43,7 @@ mod stream;
 mod wake;
 
 pub use bridge::RequestBody;
+pub use limits::{Exceeded, Limits, Metrics, Rate};
 
 /// A gRPC response message, length prefix included, as slices framed without joining them.
 pub trait Message: Send + 'static {
@@ -94,6 +99,22 @@ pub struct Options {
     pub shutdown: CancellationToken,
     /// After GOAWAY at shutdown, how long the streams still open may take.
     pub grace: Duration,
+    /// What a peer may make one connection do.
+    pub limits: Limits,
+    /// Connections closed for going past a limit, by reason.
+    pub metrics: Metrics,
+}
+
+impl Options {
+    /// The default limits, fresh metrics.
+    pub fn new(shutdown: CancellationToken, grace: Duration) -> Self {
+        Self {
+            shutdown,
+            grace,
+            limits: Limits::default(),
+            metrics: Metrics::default(),
+        }
+    }
 }
 
 /// What every connection shares.

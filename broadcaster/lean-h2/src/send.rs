@@ -15,7 +15,6 @@ use crate::bridge::{BridgeEvent, Bridged};
 use crate::conn::{Conn, Out};
 use crate::flow::SendWindow;
 use crate::frame::{self, Reason};
-use crate::headers;
 use crate::stream::{State, Stream};
 use crate::{Handler, Message};
 
@@ -33,7 +32,7 @@ enum Outcome {
 
 impl<H: Handler> Conn<H> {
     /// Serves the ready streams. Returns whether some are left for after a write.
-    pub(super) fn serve_ready(&mut self) -> bool {
+    pub(crate) fn serve_ready(&mut self) -> bool {
         while let Some(id) = self.ready.pop_front() {
             if self.out.full() {
                 self.ready.push_front(id);
@@ -43,10 +42,16 @@ impl<H: Handler> Conn<H> {
                 continue;
             };
             stream.waker.clear();
+            stream.scheduled = false;
             match serve_stream(id, stream, &mut self.out) {
                 Outcome::Idle => {}
-                Outcome::BlockedOnConn => self.blocked_on_conn.push(id),
+                Outcome::BlockedOnConn => {
+                    if !std::mem::replace(&mut stream.blocked, true) {
+                        self.blocked_on_conn.push(id);
+                    }
+                }
                 Outcome::Full => {
+                    stream.scheduled = true;
                     self.ready.push_front(id);
                     return true;
                 }
@@ -63,9 +68,19 @@ fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> O
         pending,
         waker,
         state,
-        remote_closed,
+        inbound,
         ..
     } = stream;
+    let remote_closed = inbound.is_closed();
+    // Headers are not flow-controlled: a refusal goes out whatever the windows.
+    if let State::Refused(status) = state {
+        respond_status(out, id, status, false, true);
+        if remote_closed {
+            return Outcome::Ended;
+        }
+        *state = State::Answered;
+        return Outcome::Idle;
+    }
     let waker = waker_ref(waker);
     let mut cx = Context::from_waker(&waker);
     // This stream's DATA frame that ends the buffer, which its next message may join.
@@ -84,7 +99,9 @@ fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> O
             return Outcome::BlockedOnConn;
         }
         let step = match state {
-            State::LocalRequest { .. } => return Outcome::Idle,
+            State::LocalRequest { .. } | State::Refused(_) | State::Answered => {
+                return Outcome::Idle;
+            }
             State::Local(messages) => {
                 next_message(id, messages, send, pending, out, &mut open, &mut cx)
             }
@@ -95,9 +112,9 @@ fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> O
             Step::Pending => return Outcome::Idle,
             Step::End(status) => {
                 if let Some(status) = status {
-                    respond_status(out, id, &status, true, *remote_closed);
+                    respond_status(out, id, &status, true, remote_closed);
                 } else {
-                    finish(out, id, *remote_closed);
+                    finish(out, id, remote_closed);
                 }
                 return Outcome::Ended;
             }
@@ -153,12 +170,12 @@ fn next_bridge_event(
     match bridged.events.poll_recv(cx) {
         Poll::Pending => Step::Pending,
         Poll::Ready(Some(BridgeEvent::Head(parts))) => {
-            let mut block = out.new_header_block();
-            headers::encode_response(&mut block, parts.status.as_u16(), &parts.headers);
+            let block = out.hpack.response(parts.status.as_u16(), &parts.headers);
             // gRPC's trailers-only response (a status in the headers) ends the stream.
             let trailers_only = parts.headers.contains_key("grpc-status");
             frame::put_headers(&mut out.buf, id, &block, out.max_frame, trailers_only);
             bridged.head_sent = true;
+            out.answered += 1;
             if trailers_only {
                 Step::End(None)
             } else {
@@ -176,6 +193,7 @@ fn next_bridge_event(
         Poll::Ready(Some(BridgeEvent::Failed)) => Step::Reset,
         Poll::Ready(None) if bridged.head_sent => {
             frame::put_data(&mut out.buf, id, &[], out.max_frame, true);
+            out.data_frames += 1;
             Step::End(None)
         }
         Poll::Ready(None) => Step::Reset,
@@ -203,6 +221,7 @@ fn write_message(
     let len = message.len();
     if len <= send.available() && len <= out.window.available() {
         frame::append_data(&mut out.buf, open, id, &message.parts(), out.max_frame);
+        out.data_frames += 1;
         send.consume(len);
         out.window.consume(len);
         return;
@@ -237,6 +256,7 @@ fn send_pending(id: u32, send: &mut SendWindow, pending: &mut Bytes, out: &mut O
         .min(out.window.available());
     if n > 0 {
         frame::put_data(&mut out.buf, id, &[&pending[..n]], out.max_frame, false);
+        out.data_frames += 1;
         send.consume(n);
         out.window.consume(n);
         pending.advance(n);
@@ -249,10 +269,10 @@ fn send_pending(id: u32, send: &mut SendWindow, pending: &mut Bytes, out: &mut O
 }
 
 /// `:status 200`, `content-type: application/grpc`: a gRPC response's headers.
-pub(super) fn respond_grpc_head(out: &mut Out, id: u32) {
-    let mut block = out.new_header_block();
-    headers::encode_response(&mut block, 200, &grpc_content_type());
+pub(crate) fn respond_grpc_head(out: &mut Out, id: u32) {
+    let block = out.hpack.response(200, &grpc_content_type());
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, false);
+    out.answered += 1;
 }
 
 fn grpc_content_type() -> HeaderMap {
@@ -266,7 +286,7 @@ fn grpc_content_type() -> HeaderMap {
 
 /// Ends a gRPC response with `status`: as trailers after the headers, or (`head_sent` false)
 /// as a trailers-only response, exactly as tonic sends them.
-pub(super) fn respond_status(
+pub(crate) fn respond_status(
     out: &mut Out,
     id: u32,
     status: &Status,
@@ -281,27 +301,28 @@ pub(super) fn respond_status(
     if status.add_header(&mut fields).is_err() {
         fields.insert("grpc-status", http::HeaderValue::from_static("13"));
     }
-    let mut block = out.new_header_block();
-    if head_sent {
-        headers::encode_fields(&mut block, &fields);
-    } else {
-        headers::encode_response(&mut block, 200, &fields);
+    if !head_sent {
+        out.answered += 1;
     }
+    let block = if head_sent {
+        out.hpack.fields(&fields)
+    } else {
+        out.hpack.response(200, &fields)
+    };
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
     finish(out, id, remote_closed);
 }
 
 /// An HTTP error response (no gRPC): the header list was too large.
-pub(super) fn respond_http_status(out: &mut Out, id: u32, status: u16, remote_closed: bool) {
-    let mut block = out.new_header_block();
-    headers::encode_response(&mut block, status, &HeaderMap::new());
+pub(crate) fn respond_http_status(out: &mut Out, id: u32, status: u16, remote_closed: bool) {
+    out.answered += 1;
+    let block = out.hpack.response(status, &HeaderMap::new());
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
     finish(out, id, remote_closed);
 }
 
 fn put_trailers(out: &mut Out, id: u32, trailers: &HeaderMap) {
-    let mut block = out.new_header_block();
-    headers::encode_fields(&mut block, trailers);
+    let block = out.hpack.fields(trailers);
     frame::put_headers(&mut out.buf, id, &block, out.max_frame, true);
 }
 

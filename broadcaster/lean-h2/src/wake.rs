@@ -23,8 +23,9 @@ impl ReadyShared {
         self.conn.register(waker);
     }
 
-    pub fn take_ready(&self, into: &mut std::collections::VecDeque<u32>) {
-        into.extend(lock(&self.ready).drain(..));
+    /// The woken streams' ids, each at most once (`StreamWaker::queued`).
+    pub fn take_ready(&self) -> Vec<u32> {
+        std::mem::take(&mut *lock(&self.ready))
     }
 
     pub fn consumed(&self, stream_id: u32, n: usize) {

@@ -27,13 +27,15 @@ pub(crate) struct Services {
     pub shutdown: CancellationToken,
     /// After GOAWAY at shutdown, how long the streams still open may take.
     pub grace: Duration,
+    /// Connections closed for going past a limit, by reason (exported by `metrics`).
+    pub limits_exceeded: lean_h2::Metrics,
 }
 
 /// Accepts connections until shutdown, then waits for them to close.
 pub(crate) async fn serve(listener: TcpListener, services: Services) {
     let options = lean_h2::Options {
-        shutdown: services.shutdown,
-        grace: services.grace,
+        metrics: services.limits_exceeded,
+        ..lean_h2::Options::new(services.shutdown, services.grace)
     };
     let handler = Transit {
         transit: services.transit,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use lean_h2::{BridgeFuture, Handler, Message, Options, RequestBody};
+use lean_h2::{BridgeFuture, Handler, Limits, Message, Metrics, Options, RequestBody};
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub const WATCH: &str = "/test.Feed/Watch";
 /// A bridged unary method: answers its request message back.
 pub const ECHO: &str = "/test.Feed/Echo";
+/// A bridged method whose service never reads its request nor answers.
+pub const STALL: &str = "/test.Feed/Stall";
 /// A request message `WATCH` refuses with NOT_FOUND.
 pub const REFUSED: &[u8] = b"refuse me";
 
@@ -91,6 +93,11 @@ impl Handler for Feed {
     fn bridge(&self, request: http::Request<RequestBody>) -> BridgeFuture {
         Box::pin(async move {
             let path = request.uri().path().to_owned();
+            if path == STALL {
+                // Holds the request (its body unread) and never answers.
+                let _held = &request;
+                std::future::pending::<()>().await;
+            }
             let body = request.into_body().collect().await.map(|b| b.to_bytes());
             let body: Bytes = body.unwrap_or_default();
             let (status, data) = if path == ECHO {
@@ -119,12 +126,17 @@ pub struct Server {
     pub addr: SocketAddr,
     pub tx: broadcast::Sender<Bytes>,
     pub opened: Arc<AtomicUsize>,
+    pub metrics: Metrics,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with(Limits::default()).await
+    }
+
+    pub async fn start_with(limits: Limits) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("lean_h2=debug")
@@ -139,14 +151,16 @@ impl Server {
             opened: opened.clone(),
         };
         let options = Options {
-            shutdown: shutdown.clone(),
-            grace: Duration::from_millis(500),
+            limits,
+            ..Options::new(shutdown.clone(), Duration::from_millis(500))
         };
+        let metrics = options.metrics.clone();
         let task = tokio::spawn(lean_h2::serve(listener, feed, options));
         Self {
             addr,
             tx,
             opened,
+            metrics,
             shutdown,
             task,
         }

@@ -1,6 +1,8 @@
 //! A tiny raw HTTP/2 client: writes any frame, malformed ones included, and reads frames
 //! back, so each protocol rule of the lean server can be provoked. Shared by this crate's
 //! tests and the broadcaster's (`#[path]`), so it names no broadcaster type.
+// Each test binary that includes it uses a part.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 
@@ -32,6 +34,7 @@ pub const STREAM_CLOSED: u32 = 0x5;
 pub const FRAME_SIZE_ERROR: u32 = 0x6;
 pub const REFUSED_STREAM: u32 = 0x7;
 pub const COMPRESSION_ERROR: u32 = 0x9;
+pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -84,12 +87,13 @@ impl Raw {
         self.sock.write_all(bytes).await.unwrap();
     }
 
+    /// A write that may find the connection closed.
+    pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sock.write_all(bytes).await
+    }
+
     pub async fn send(&mut self, kind: u8, flags: u8, stream_id: u32, payload: &[u8]) {
-        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        frame.extend_from_slice(&[kind, flags]);
-        frame.extend_from_slice(&stream_id.to_be_bytes());
-        frame.extend_from_slice(payload);
-        self.write(&frame).await;
+        self.write(&frame(kind, flags, stream_id, payload)).await;
     }
 
     /// The next frame, `None` once the server closed the connection.
@@ -184,6 +188,15 @@ impl Raw {
         self.send(DATA, END_STREAM, stream_id, &grpc_message(0, message))
             .await;
     }
+}
+
+/// One frame's bytes, to batch many into one write.
+pub fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream_id.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
 }
 
 pub fn request_block(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
