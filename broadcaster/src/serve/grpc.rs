@@ -486,43 +486,6 @@ mod server {
             }
         }
     }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use crate::generated::transit_v1::{StreamUpdate, Vehicle};
-        use prost::Message;
-
-        #[test]
-        fn appended_missed_field_decodes_as_the_full_message() {
-            let update = StreamUpdate {
-                stream: "all".into(),
-                seq: 7,
-                received_at_us: 42,
-                vehicles: vec![Vehicle {
-                    vehicle_id: "V1".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            };
-            let encoded = Bytes::from(update.encode_to_vec());
-            for missed in [0u64, 1, 300, u64::MAX] {
-                let out = OutgoingUpdate {
-                    head: encoded.clone(),
-                    body: Bytes::new(),
-                    missed,
-                };
-                let decoded = StreamUpdate::decode(&out.to_bytes()[..]).unwrap();
-                assert_eq!(
-                    decoded,
-                    StreamUpdate {
-                        missed,
-                        ..update.clone()
-                    }
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
-//! Unit tests of `grpc.rs`: how a subscriber's stream notices shutdown.
+//! Unit tests of `grpc.rs`: how a subscriber's stream notices shutdown; the appended
+//! `missed` field.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::Stream;
 use futures::task::noop_waker_ref;
+use prost::Message as _;
 
 use super::*;
-use crate::generated::transit_v1::StreamUpdate;
+use crate::generated::transit_v1::{StreamUpdate, Vehicle};
 use crate::pipeline::fanout::{Hub, PreparedUpdate};
 use crate::pipeline::tasks::TaskRegistry;
 
@@ -103,4 +106,34 @@ fn updates_flow_until_shutdown() {
     let (updates, end) = drain(&mut stream);
     assert_eq!(updates, 100);
     assert!(end.is_none(), "still open");
+}
+
+#[test]
+fn appended_missed_field_decodes_as_the_full_message() {
+    let update = StreamUpdate {
+        stream: "all".into(),
+        seq: 7,
+        received_at_us: 42,
+        vehicles: vec![Vehicle {
+            vehicle_id: "V1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let encoded = Bytes::from(update.encode_to_vec());
+    for missed in [0u64, 1, 300, u64::MAX] {
+        let out = OutgoingUpdate {
+            head: encoded.clone(),
+            body: Bytes::new(),
+            missed,
+        };
+        let decoded = StreamUpdate::decode(&out.to_bytes()[..]).unwrap();
+        assert_eq!(
+            decoded,
+            StreamUpdate {
+                missed,
+                ..update.clone()
+            }
+        );
+    }
 }
