@@ -2,9 +2,9 @@
 //! streams, the task registry, the error log, source and reporter counters; build a report,
 //! take the in-process dump, restart a stream's dispatcher.
 //!
-//! Start-up and shutdown live in the `server` module, which builds an `Engine` and hands it to
-//! the servers. This module imports none of the servers (`grpc`, `http`, `metrics`,
-//! `server`): they import it.
+//! Start-up and shutdown live in `serve/server.rs`, which builds an `Engine` and hands it to
+//! the servers. Like all of `pipeline`, this module imports nothing of `serve` (`grpc`,
+//! `http_endpoints`, `metrics`, `server`): they import it.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! HTTP and admin, and [`Running::shutdown`].
 //!
 //! [`start`] reads as its steps, in order; each step is one function below. This module is the
-//! top of the module graph: it imports `engine`, `grpc` and `http`, and nothing imports it
+//! top of the module graph: it imports `engine`, `grpc`, `lean` and `http_endpoints`, and nothing imports it
 //! (except the binary and the crate root's re-exports).
 
 use std::net::SocketAddr;
@@ -63,7 +63,7 @@ pub struct Config {
 /// The gRPC listener's HTTP/2 server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GrpcServer {
-    /// Our own (`http2`): Subscribe streams served inside each connection's task, updates
+    /// Our own (`lean-h2`, glue in `serve/lean`): Subscribe streams served inside each connection's task, updates
     /// batched into one write per connection.
     #[default]
     Lean,
