@@ -29,7 +29,7 @@
 //!           dispatcher, source ──> stream_runtime, prepare
 //!           stream_runtime ──> channel, fanout, quarantine, spec, prepare
 //!           fanout ──> prepare ──> channel, spec, gtfs::decoded
-//! gtfs:     decoded ──> validate, convert
+//! gtfs:     decoded ──> validate, convert, fields
 //! ```
 //!
 //! Where a change goes:

@@ -22,6 +22,7 @@ use prost::Message;
 
 use crate::generated::transit_realtime::{FeedEntity, FeedMessage};
 use crate::gtfs::convert;
+use crate::gtfs::fields::{feed_message, stream_update};
 use crate::gtfs::validate::{self, Rules};
 
 mod transcode;
@@ -32,16 +33,6 @@ mod tests;
 
 /// Feed messages larger than this are refused before decoding.
 pub const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
-
-/// `StreamUpdate` field numbers of the entity kinds.
-const VEHICLES_FIELD: u32 = 7;
-const TRIP_UPDATES_FIELD: u32 = 8;
-const ALERTS_FIELD: u32 = 9;
-const DELETED_FIELD: u32 = 10;
-/// `FeedMessage.header`.
-const FEED_HEADER_FIELD: u32 = 1;
-/// `FeedMessage.entity`.
-const FEED_ENTITY_FIELD: u32 = 2;
 
 /// Why a whole feed message was set aside.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -243,7 +234,7 @@ impl DecodedFeed {
             last = Some(c.index);
             let mut w = wire::Writer { out: &mut out };
             // `RawEntity`: entity_id, feed_entity.
-            w.message(RAW_ENTITIES_FIELD, |w| {
+            w.message(stream_update::RAW_ENTITIES, |w| {
                 w.str(1, c.id.as_str());
                 let feed_entity = &self.payload[c.raw.clone()];
                 if !feed_entity.is_empty() {
@@ -254,9 +245,6 @@ impl DecodedFeed {
         out.into()
     }
 }
-
-/// `StreamUpdate.raw_entities`.
-const RAW_ENTITIES_FIELD: u32 = 13;
 
 /// Decodes, validates and converts `payload`.
 pub fn decode(payload: &Bytes) -> Result<DecodedFeed, PrepareError> {
@@ -284,8 +272,8 @@ pub fn decode_direct(payload: &Bytes) -> Option<DecodedFeed> {
     let mut entities = 0;
     for field in wire::fields(payload) {
         match field.ok()? {
-            (FEED_HEADER_FIELD, v) => wire::once(&mut header, v).ok()?,
-            (FEED_ENTITY_FIELD, v) => {
+            (feed_message::HEADER, v) => wire::once(&mut header, v).ok()?,
+            (feed_message::ENTITY, v) => {
                 v.message().ok()?;
                 entities += 1;
             }
@@ -312,7 +300,7 @@ pub fn decode_direct(payload: &Bytes) -> Option<DecodedFeed> {
     let mut ids = Vec::with_capacity(entities);
     let mut index = 0;
     for field in wire::fields(payload) {
-        let (FEED_ENTITY_FIELD, v) = field.ok()? else {
+        let (feed_message::ENTITY, v) = field.ok()? else {
             continue;
         };
         let bytes = v.message().ok()?;
@@ -396,7 +384,7 @@ fn carry_direct(
             FeedEntity::decode(&at.payload[at.raw.clone()]).map_err(|_| wire::Stop::Fallback)?;
         }
         let start = w.out.len();
-        w.bytes(DELETED_FIELD, e.id);
+        w.bytes(stream_update::DELETED_ENTITY_IDS, e.id);
         push(
             EntityKind::Deleted,
             RouteScope::Everywhere,
@@ -407,7 +395,7 @@ fn carry_direct(
     }
     if let Some(vp) = e.vehicle {
         let start = w.out.len();
-        let v = w.message(VEHICLES_FIELD, |w| {
+        let v = w.message(stream_update::VEHICLES, |w| {
             transcode::vehicle(w, e.id, vp, at.rules)
         })?;
         let scope = RouteScope::Route(v.route.map(text));
@@ -415,7 +403,7 @@ fn carry_direct(
     }
     if let Some(tu) = e.trip_update {
         let start = w.out.len();
-        let route = w.message(TRIP_UPDATES_FIELD, |w| {
+        let route = w.message(stream_update::TRIP_UPDATES, |w| {
             transcode::trip_update(w, e.id, tu, at.rules)
         })?;
         let scope = RouteScope::Route(route.map(text));
@@ -423,7 +411,9 @@ fn carry_direct(
     }
     if let Some(a) = e.alert {
         let start = w.out.len();
-        let s = w.message(ALERTS_FIELD, |w| transcode::alert(w, e.id, a, at.rules))?;
+        let s = w.message(stream_update::ALERTS, |w| {
+            transcode::alert(w, e.id, a, at.rules)
+        })?;
         let scope = RouteScope::Alert {
             routes: s.routes.into_iter().map(text).collect(),
             everywhere: s.everywhere,
@@ -527,7 +517,7 @@ fn carry(
     };
     if is_deleted == Some(true) {
         let start = body.len();
-        prost::encoding::string::encode(DELETED_FIELD, &id, body);
+        prost::encoding::string::encode(stream_update::DELETED_ENTITY_IDS, &id, body);
         push(
             EntityKind::Deleted,
             RouteScope::Everywhere,
@@ -541,7 +531,7 @@ fn carry(
     if let Some(vp) = vehicle {
         let v = convert::vehicle(id.clone(), vp);
         let start = body.len();
-        prost::encoding::message::encode(VEHICLES_FIELD, &v, body);
+        prost::encoding::message::encode(stream_update::VEHICLES, &v, body);
         let scope = RouteScope::Route(v.trip.as_ref().map(|t| Text::from(t.route_id.as_str())));
         let position = v.has_position.then_some((v.latitude, v.longitude));
         push(EntityKind::Vehicle, scope, position, body, start, &id);
@@ -549,14 +539,14 @@ fn carry(
     if let Some(tu) = trip_update {
         let t = convert::trip_update(id.clone(), tu);
         let start = body.len();
-        prost::encoding::message::encode(TRIP_UPDATES_FIELD, &t, body);
+        prost::encoding::message::encode(stream_update::TRIP_UPDATES, &t, body);
         let scope = RouteScope::Route(t.trip.as_ref().map(|t| Text::from(t.route_id.as_str())));
         push(EntityKind::TripUpdate, scope, None, body, start, &id);
     }
     if let Some(a) = alert {
         let a = convert::alert(id.clone(), a);
         let start = body.len();
-        prost::encoding::message::encode(ALERTS_FIELD, &a, body);
+        prost::encoding::message::encode(stream_update::ALERTS, &a, body);
         let mut routes = Vec::new();
         let mut everywhere = false;
         for sel in &a.informed_entities {
@@ -590,7 +580,7 @@ fn entity_ranges(payload: &[u8]) -> Result<(Vec<Range<usize>>, bool), PrepareErr
     let err = |e: prost::DecodeError| PrepareError::Decode(e.to_string());
     while !buf.is_empty() {
         let (tag, wire_type) = decode_key(&mut buf).map_err(err)?;
-        if tag == FEED_ENTITY_FIELD && wire_type == WireType::LengthDelimited {
+        if tag == feed_message::ENTITY && wire_type == WireType::LengthDelimited {
             let len = decode_varint(&mut buf).map_err(err)? as usize;
             if len > buf.len() {
                 return Err(PrepareError::Decode("entity field is truncated".into()));
@@ -599,7 +589,7 @@ fn entity_ranges(payload: &[u8]) -> Result<(Vec<Range<usize>>, bool), PrepareErr
             ranges.push(start..start + len);
             buf = &buf[len..];
         } else {
-            has_header |= tag == FEED_HEADER_FIELD;
+            has_header |= tag == feed_message::HEADER;
             skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(err)?;
         }
     }

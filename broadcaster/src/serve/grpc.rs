@@ -326,9 +326,7 @@ mod server {
 
     use super::{SERVICE_NAME, TransitService, UpdateStream};
     use crate::generated::transit_v1::{ListStreamsRequest, ListStreamsResponse, SubscribeRequest};
-
-    /// `StreamUpdate.missed`'s field number.
-    const MISSED_FIELD: u32 = 5;
+    use crate::gtfs::fields::stream_update;
 
     /// One subscriber's next update: the shared header and entity encodings plus its own
     /// `missed` count.
@@ -354,7 +352,7 @@ mod server {
             dst.put_slice(&self.head);
             dst.put_slice(&self.body);
             if self.missed > 0 {
-                prost::encoding::uint64::encode(MISSED_FIELD, &self.missed, dst);
+                prost::encoding::uint64::encode(stream_update::MISSED, &self.missed, dst);
             }
         }
     }

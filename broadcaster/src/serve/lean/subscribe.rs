@@ -6,14 +6,12 @@
 use tonic::Status;
 
 use crate::generated::transit_v1::SubscribeRequest;
+use crate::gtfs::fields::stream_update;
 use crate::serve::grpc::{OutgoingUpdate, SubscriberStream, TransitService};
 
 pub const PATH: &str = "/stallwatch.transit.v1.TransitBroadcaster/Subscribe";
 /// The gRPC length prefix: a compressed flag and a 4-byte big-endian length.
 const GRPC_PREFIX_LEN: usize = 5;
-/// `StreamUpdate.missed`'s field number.
-const MISSED_FIELD: u32 = 5;
-
 /// Decodes the request and opens the subscription.
 pub fn open(
     service: &TransitService,
@@ -40,7 +38,7 @@ impl WireUpdate {
         let mut missed_len = 0;
         if update.missed > 0 {
             let mut dst = &mut missed[..];
-            prost::encoding::uint64::encode(MISSED_FIELD, &update.missed, &mut dst);
+            prost::encoding::uint64::encode(stream_update::MISSED, &update.missed, &mut dst);
             missed_len = 11 - dst.len();
         }
         let len = (update.head.len() + update.body.len() + missed_len) as u32;
