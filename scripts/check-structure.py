@@ -10,6 +10,13 @@
    else `a`). Any cycle fails the check and is printed with the lines that make it.
 2. No non-test function longer than MAX_FN_LINES lines, unless ALLOWLIST names it with the
    reason it may be long (a flat table or a builder: length without branching).
+3. Layer rules (LAYERS): in a crate whose `src/` is one folder per layer, each layer's non-test
+   code imports only the top-level modules its entry allows (an edge to the crate root, i.e.
+   a root re-export, counts as a violation: name the module). Each violation is printed with
+   the line that makes it.
+4. Test placement (ONE_TESTS_FILE crates): unit tests only as `#[cfg(test)] mod tests;` (the
+   file `x/tests.rs`): no inline `mod tests { }` and no `#[path]` test file, so each module
+   has its tests in exactly one place.
 
 Test code is skipped: items under `#[cfg(test)]` (and `#[test]` functions), files whose
 only way in is such a module, and every `tests/`, `benches/`, `examples/` target.
@@ -44,6 +51,28 @@ ALLOWLIST: dict[str, str] = {
         "flat table: one registry.register per metric, no branching"
     ),
 }
+
+
+# The layers of crates whose `src/` folders are layers: "<crate dir>/src" -> {top-level module
+# -> the top-level modules of the same crate it may import}. A top-level module not listed
+# is not a layer (no rule); a listed one imports nothing of ours beyond its set. (The
+# broadcaster's `lib.rs` and README draw the same picture.)
+LAYERS: dict[str, dict[str, set[str]]] = {
+    "broadcaster/src": {
+        "generated": set(),
+        "util": set(),
+        "gtfs": {"generated"},
+        "pipeline": {"gtfs", "generated", "util"},
+        "serve": {"pipeline", "gtfs", "generated", "util"},
+        "client": {"generated", "util"},
+    },
+}
+
+# Crates (their `src/`) whose unit tests all follow CONTRIBUTING.md's one convention.
+ONE_TESTS_FILE: list[str] = ["broadcaster/src"]
+
+INLINE_TESTS_RE = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+tests\s*\{", re.M)
+PATH_ATTR_RE = re.compile(r"^\s*#\[path\s*=", re.M)
 
 
 # ---------------------------------------------------------------------------------------
@@ -647,6 +676,44 @@ class Findings:
     long_fns: list[tuple[str, str]] = field(default_factory=list)  # (key, text)
     allowed: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    test_placement: list[str] = field(default_factory=list)
+
+    def failed(self) -> bool:
+        return bool(self.cycles or self.long_fns or self.layers or self.test_placement)
+
+
+def layer_violations(ws: Path, tree: CrateTree, graph: dict, rules: dict[str, set[str]]) -> list[str]:
+    out = []
+    for a, targets in sorted(graph.items()):
+        if not a or a[0] not in rules:
+            continue
+        allowed = rules[a[0]] | {a[0]}
+        for b, ref in sorted(targets.items()):
+            if b and b[0] in allowed:
+                continue
+            what = "the crate root (a re-export: name the module instead)" if not b else f"`{b[0]}`"
+            file = tree.modules[a].file.relative_to(ws).as_posix()
+            may = ", ".join(sorted(rules[a[0]])) or "nothing of ours"
+            out.append(
+                f"{tree.label}: layer `{a[0]}` imports {what} (it may import: {may})\n"
+                f"    {mod_name(a)} -> {mod_name(b)}: {file}:{ref.line} `{ref.text}`"
+            )
+    return out
+
+
+def test_placement(ws: Path, src: Path) -> list[str]:
+    out = []
+    for file in sorted(src.rglob("*.rs")):
+        text = file.read_text(encoding="utf-8")
+        rel = file.relative_to(ws).as_posix()
+        for m in INLINE_TESTS_RE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            out.append(f"{rel}:{line}: inline `mod tests {{ }}`: move it to the module's `tests.rs`")
+        for m in PATH_ATTR_RE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            out.append(f"{rel}:{line}: `#[path]` module: tests go in the module's `tests.rs`")
+    return out
 
 
 def check(ws: Path, allowlist: dict[str, str], max_lines: int = MAX_FN_LINES) -> Findings:
@@ -659,6 +726,9 @@ def check(ws: Path, allowlist: dict[str, str], max_lines: int = MAX_FN_LINES) ->
             tree = build_tree(f"{rel_member} ({kind})", root)
             found.notes.extend(f"{tree.label}: {m}" for m in tree.missing)
             graph = import_graph(tree)
+            rules = LAYERS.get(root.parent.relative_to(ws).as_posix())
+            if rules is not None and root.name == "lib.rs":
+                found.layers.extend(layer_violations(ws, tree, graph, rules))
             for cycle, members in cycles(graph):
                 lines = [f"{tree.label}: import cycle " + " -> ".join(mod_name(m) for m in cycle)]
                 if len(members) + 1 > len(cycle):
@@ -687,6 +757,9 @@ def check(ws: Path, allowlist: dict[str, str], max_lines: int = MAX_FN_LINES) ->
                         found.allowed.append((key, f"{text} (allowed: {allowlist[key]})"))
                     else:
                         found.long_fns.append((key, text))
+    for src in ONE_TESTS_FILE:
+        if (ws / src).is_dir():
+            found.test_placement.extend(test_placement(ws, ws / src))
     for key, reason in allowlist.items():
         if not reason.strip():
             found.notes.append(f"allowlist entry {key} gives no reason, so it allows nothing")
@@ -702,11 +775,16 @@ def print_findings(found: Findings) -> None:
         print(f"long function (> {MAX_FN_LINES} lines, not allowlisted): {text}")
     for _, text in found.allowed:
         print(f"long function: {text}")
+    for v in found.layers:
+        print(v)
+    for t in found.test_placement:
+        print(f"test placement: {t}")
     for note in found.notes:
         print(f"note: {note}")
     print(
         f"check-structure: {len(found.cycles)} import cycle(s), "
-        f"{len(found.long_fns)} long function(s) not allowlisted, {len(found.allowed)} allowlisted"
+        f"{len(found.long_fns)} long function(s) not allowlisted, {len(found.allowed)} allowlisted, "
+        f"{len(found.layers)} layer violation(s), {len(found.test_placement)} misplaced test module(s)"
     )
 
 
@@ -836,6 +914,57 @@ def self_test() -> int:
         f = check(base, {})
         assert [t for _, t in f.long_fns] == ["a/src/lib.rs:8 fn long: 87 lines"], f.long_fns
 
+    layered = {
+        "Cargo.toml": ws_toml, "a/Cargo.toml": crate_toml,
+        "a/src/lib.rs": "pub mod low;\npub mod mid;\npub mod top;\npub mod side;\npub use top::Start;\n",
+        "a/src/low/mod.rs": "pub mod x;\n",
+        "a/src/low/x.rs": "pub struct X;\n",
+        "a/src/mid/mod.rs": "pub mod y;\n",
+        "a/src/mid/y.rs": "use crate::low::x::X;\npub struct Y(pub X);\n#[cfg(test)]\nmod tests;\n",
+        "a/src/mid/y/tests.rs": "use crate::top::Start;\n",  # tests may reach anywhere
+        "a/src/top/mod.rs": "use crate::mid::y::Y;\npub struct Start(pub Y);\n",
+        "a/src/side/mod.rs": "use crate::low::x::X;\n",
+    }
+    rules = {"a/src": {"low": set(), "mid": {"low"}, "top": {"mid", "low"}, "side": {"low"}}}
+
+    @case("layers: imports down the layers pass (tests may reach anywhere)")
+    def _(base: Path):
+        write_tree(base, layered)
+        LAYERS.update(rules)
+        f = check(base, {})
+        assert f.layers == [] and not f.failed(), f.layers
+
+    @case("layers: a layer importing one above it fails, through use, paths and super::")
+    def _(base: Path):
+        write_tree(base, {
+            **layered,
+            "a/src/mid/y.rs": "use crate::low::x::X;\npub struct Y(pub X);\nfn f() { crate::top::Start; }\n",
+            "a/src/low/x.rs": "pub struct X;\nuse super::super::side;\n",
+            "a/src/side/mod.rs": "use crate::Start;\n",
+        })
+        LAYERS.update(rules)
+        f = check(base, {})
+        assert f.failed(), f
+        assert len(f.layers) == 3, f.layers
+        text = "\n".join(f.layers)
+        assert "layer `mid` imports `top`" in text and "a/src/mid/y.rs:3" in text, text
+        assert "layer `low` imports `side` (it may import: nothing of ours)" in text, text
+        assert "layer `side` imports the crate root" in text, text
+
+    @case("test placement: an inline tests module or a #[path] test file fails")
+    def _(base: Path):
+        write_tree(base, {
+            **layered,
+            "a/src/low/x.rs": "pub struct X;\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() {}\n}\n",
+            "a/src/side/mod.rs": "#[cfg(test)]\n#[path = \"side_tests.rs\"]\nmod tests;\n",
+            "a/src/side/side_tests.rs": "",
+        })
+        ONE_TESTS_FILE.append("a/src")
+        f = check(base, {})
+        assert f.failed() and len(f.test_placement) == 2, f.test_placement
+        assert f.test_placement[0].startswith("a/src/low/x.rs:3: inline"), f.test_placement
+        assert f.test_placement[1].startswith("a/src/side/mod.rs:2: `#[path]`"), f.test_placement
+
     failed = 0
     for name, fn in cases:
         with tempfile.TemporaryDirectory(prefix="check-structure-") as tmp:
@@ -861,7 +990,7 @@ def main() -> int:
     print_findings(found)
     if args.report:
         return 0
-    return 1 if found.cycles or found.long_fns else 0
+    return 1 if found.failed() else 0
 
 
 if __name__ == "__main__":

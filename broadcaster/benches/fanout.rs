@@ -44,8 +44,8 @@ use stallwatch_core::clock::now_us;
 use stallwatch_testkit::net::free_port;
 use tonic::transport::Channel;
 use transit_broadcaster::generated::transit_v1::StreamUpdate;
-use transit_broadcaster::server::{Config, GrpcServer, Running};
-use transit_broadcaster::source::SourceSpec;
+use transit_broadcaster::pipeline::source::SourceSpec;
+use transit_broadcaster::{Config, GrpcServer, Running};
 
 #[path = "fanout/floor.rs"]
 mod floor;
@@ -131,10 +131,11 @@ fn feed_for_1kib() -> (Bytes, usize) {
     (1..)
         .map(|n| {
             let bytes = vehicle_feed(n);
-            let item = transit_broadcaster::channel::Item::new(bytes.clone());
-            let mut update = transit_broadcaster::feed::prepare(&Default::default(), &item)
-                .unwrap()
-                .to_update();
+            let item = transit_broadcaster::pipeline::channel::Item::new(bytes.clone());
+            let mut update =
+                transit_broadcaster::pipeline::prepare::prepare(&Default::default(), &item)
+                    .unwrap()
+                    .to_update();
             update.stream = "all".into();
             update.seq = 1_000_000;
             (bytes, update.encoded_len())
@@ -595,8 +596,8 @@ fn main() {
     let client_rt = runtime(2, "bench-clients");
     let (feed, update_size) = feed_for_1kib();
     let template = {
-        let item = transit_broadcaster::channel::Item::new(feed.clone());
-        let mut u = transit_broadcaster::feed::prepare(&Default::default(), &item)
+        let item = transit_broadcaster::pipeline::channel::Item::new(feed.clone());
+        let mut u = transit_broadcaster::pipeline::prepare::prepare(&Default::default(), &item)
             .unwrap()
             .to_update();
         u.stream = "all".into();

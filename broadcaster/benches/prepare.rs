@@ -16,11 +16,11 @@
 //!    in `shared/gtfs-rt/feeds/` and the 2.8 MB message: the reference path's stages (prost
 //!    decode, `validate`, `convert`, prost encode: each measured as the cumulative prefix, the
 //!    stage is the difference) beside the direct path (`decoded::decode_direct`: the same result
-//!    in one pass, stages fused) and the whole `feed::prepare` of one stream.
+//!    in one pass, stages fused) and the whole `prepare::prepare` of one stream.
 //!
 //! `BENCH_SCALE` (default 1.0) scales the round counts; `BENCH_PREPARE_SECTIONS=stages,large,e2e`
 //! picks sections (default: all). `BENCH_PREPARE_CALLGRIND=N` only runs N decodes of the 1 KiB
-//! feed on each path (`decode_with_prost`, `decode_direct`, `feed::prepare`), for
+//! feed on each path (`decode_with_prost`, `decode_direct`, `prepare::prepare`), for
 //! `valgrind --tool=callgrind`: their inclusive instruction counts divided by N are the
 //! noise-free per-message costs (`BENCH_PREPARE_FEED=path` decodes that file instead).
 
@@ -37,18 +37,18 @@ use bytes::Bytes;
 use prost::Message;
 use stallwatch_core::clock::now_us;
 use tonic::transport::Channel;
-use transit_broadcaster::channel::Item;
-use transit_broadcaster::feed;
+use transit_broadcaster::Config;
 use transit_broadcaster::generated::transit_realtime::trip_update::{
     StopTimeEvent, StopTimeUpdate,
 };
 use transit_broadcaster::generated::transit_realtime::{
     FeedEntity, FeedHeader, FeedMessage, TripDescriptor, TripUpdate, VehicleDescriptor,
 };
-use transit_broadcaster::server::Config;
-use transit_broadcaster::source::SourceSpec;
-use transit_broadcaster::spec::{Filter, StreamSpec};
-use transit_broadcaster::{convert, decoded, validate};
+use transit_broadcaster::gtfs::{convert, decoded, validate};
+use transit_broadcaster::pipeline::channel::Item;
+use transit_broadcaster::pipeline::prepare;
+use transit_broadcaster::pipeline::source::SourceSpec;
+use transit_broadcaster::pipeline::spec::{Filter, StreamSpec};
 
 const TRIP_UPDATES: usize = 2_497;
 const STOP_TIME_UPDATES: usize = 53_897;
@@ -138,7 +138,7 @@ fn big_feed() -> Bytes {
 fn feed_1kib() -> Bytes {
     (1..)
         .map(vehicle_feed)
-        .find(|b| feed::decode(b).unwrap().body.len() >= 960)
+        .find(|b| prepare::decode(b).unwrap().body.len() >= 960)
         .unwrap()
 }
 
@@ -211,7 +211,7 @@ fn stages_table(feeds: &[(String, Bytes)]) {
         "\n### 0. Per-message cost by stage (µs per message, median of 5 interleaved batches)\n"
     );
     println!(
-        "Reference path: prost decode, `validate`, `convert` (prost structs to ours), prost encode (with the entity byte ranges and the bookkeeping); each stage measured as the cumulative prefix, the stage is the difference. Direct path: `decoded::decode_direct`, the same result in one pass. Prepare: `feed::prepare` of one unfiltered stream on a fresh item (decode + selection + head).\n"
+        "Reference path: prost decode, `validate`, `convert` (prost structs to ours), prost encode (with the entity byte ranges and the bookkeeping); each stage measured as the cumulative prefix, the stage is the difference. Direct path: `decoded::decode_direct`, the same result in one pass. Prepare: `prepare::prepare` of one unfiltered stream on a fresh item (decode + selection + head).\n"
     );
     println!(
         "| feed | bytes | entities | decode | validate | convert | encode | reference total | direct | prepare (direct) | reference / direct |"
@@ -232,7 +232,7 @@ fn stages_table(feeds: &[(String, Bytes)]) {
             }));
             samples[5].push(per_call(iters, || {
                 let item = Item::new(payload.clone());
-                std::hint::black_box(feed::prepare(&Filter::default(), &item).unwrap());
+                std::hint::black_box(prepare::prepare(&Filter::default(), &item).unwrap());
             }));
         }
         let m: Vec<f64> = samples
@@ -271,7 +271,7 @@ fn callgrind_runs(n: usize) {
     }
     for _ in 0..n {
         let item = Item::new(payload.clone());
-        std::hint::black_box(feed::prepare(&Filter::default(), &item).unwrap());
+        std::hint::black_box(prepare::prepare(&Filter::default(), &item).unwrap());
     }
     println!("{n} decodes of a {}-byte feed on each path", payload.len());
 }
@@ -327,22 +327,22 @@ fn prepare_table(payload: &Bytes) {
             std::hint::black_box(FeedMessage::decode(item.payload.as_ref()).unwrap());
         }));
         one.push(time_rounds(r, payload, |item| {
-            std::hint::black_box(feed::prepare(&Filter::default(), item).unwrap());
+            std::hint::black_box(prepare::prepare(&Filter::default(), item).unwrap());
         }));
         sixteen.push(time_rounds(r, payload, |item| {
             for f in &unfiltered {
-                std::hint::black_box(feed::prepare(f, &item.clone()).unwrap());
+                std::hint::black_box(prepare::prepare(f, &item.clone()).unwrap());
             }
         }));
         sixteen_routes.push(time_rounds(r, payload, |item| {
             for f in &route_filters {
-                std::hint::black_box(feed::prepare(f, &item.clone()).unwrap());
+                std::hint::black_box(prepare::prepare(f, &item.clone()).unwrap());
             }
         }));
         // What each stream's dispatcher did before: its own decode of the payload.
         per_stream.push(time_rounds(r.div_ceil(4), payload, |item| {
             for _ in 0..16 {
-                std::hint::black_box(feed::decode(&item.payload).unwrap());
+                std::hint::black_box(prepare::decode(&item.payload).unwrap());
             }
         }));
     }
@@ -500,7 +500,7 @@ fn main() {
         return;
     }
     let payload = big_feed();
-    let decoded = feed::decode(&payload).unwrap();
+    let decoded = prepare::decode(&payload).unwrap();
     let stops: usize = FeedMessage::decode(payload.as_ref())
         .unwrap()
         .entity

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use transit_broadcaster::fault::{FaultConfig, FaultMode};
-use transit_broadcaster::server::{Config, GrpcServer};
-use transit_broadcaster::source::{SourceOptions, SourceSpec};
-use transit_broadcaster::spec::StreamSpec;
-use transit_broadcaster::subscribe::SubscribeOptions;
+use transit_broadcaster::client::subscribe::SubscribeOptions;
+use transit_broadcaster::pipeline::source::{SourceOptions, SourceSpec};
+use transit_broadcaster::pipeline::spec::StreamSpec;
+use transit_broadcaster::serve::fault::{FaultConfig, FaultMode};
+use transit_broadcaster::{Config, GrpcServer};
 
 #[derive(Debug, Parser)]
 #[command(

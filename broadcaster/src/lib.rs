@@ -1,58 +1,53 @@
 //! `transit-broadcaster`: a gRPC service that streams GTFS-realtime feeds (vehicle positions,
 //! trip updates, alerts) to subscribers and cannot silently stall.
 //!
-//! What lives here (docs/architecture.md is the contract for flags, ports and endpoints):
-//! - [`source`]: where raw feed messages come from (synthetic, NATS, HTTP polling, file replay).
-//! - [`channel`]: the per-stream bounded drop-oldest channel with its counters.
-//! - [`dispatcher`]: the per-stream dispatcher task (prepare, quarantine, publish) and its
-//!   supervisor; [`feed`] is the prepare step, [`quarantine`] keeps poison messages.
-//! - [`decoded`]: each message decoded, validated and converted once for all streams;
-//!   [`validate`] holds the GTFS-realtime rules an entity must meet, [`convert`] turns
-//!   entities into our API's types.
-//! - [`stream`]: one stream's runtime (spec, channel, hub, quarantine, task handles).
-//! - `hub`: per-subscriber bounded queues; a slow or broken subscriber affects only itself.
-//! - `engine` ([`Engine`]): the running broadcaster's shared state and its operations
-//!   (report, task dump, restart a stream). Imports no server.
-//! - [`server`]: [`Config`], binding the listeners, spawning every task, serving, [`Running`]
-//!   and its shutdown; [`start`] reads as its steps.
-//! - [`grpc`]: `stallwatch.transit.v1.TransitBroadcaster`, gRPC health and reflection;
-//!   `grpc_health`: the `grpc.health.v1` service as its spec has it (Watch of an unknown name).
-//! - `http2`: the gRPC listener on our own HTTP/2 server, the `lean-h2` crate
-//!   (`--grpc-server lean`, the default): Subscribe is its local stream, served inside each
-//!   connection's task; the rest is bridged to tonic.
-//! - `http`: `/metrics` (from `metrics`), `/healthz`, and the loopback admin API on its own
-//!   thread.
-//! - `reporter`: the heartbeat to the sidecar (`stallwatch.report.v1`), independent of the
-//!   dispatchers; `tasks` and [`Engine::dump`]: the in-process task dump.
-//! - [`fault`]: fault injection for tests and demos (never for production).
-//! - [`subscribe`]: the `subscribe` command's client. [`util`]: hex excerpts, rate-limited logs.
-//! - The binary (`main.rs`) parses the command line (`cli.rs`) and calls `run.rs`: logging,
-//!   runtime, [`server::start`], the shutdown signal, draining.
+//! What lives here (docs/architecture.md is the contract for flags, ports and endpoints),
+//! one folder per layer, each importing only the layers below it:
 //!
-//! The module graph has no cycles; each module imports only modules below it:
+//! | folder | what |
+//! | --- | --- |
+//! | [`gtfs`] | a feed message decoded, validated ([`gtfs::validate`]: the GTFS-realtime rules) and converted ([`gtfs::convert`]) once for all streams ([`gtfs::decoded`]) |
+//! | [`pipeline`] | sources, each stream's channel, dispatcher and supervisor, `prepare` (a stream's selection), quarantine, fan-out to subscribers, the stream runtime, [`Engine`] (the running state and its operations), the reporter and the named tasks |
+//! | [`serve`] | `server` ([`Config`], [`start`], [`Running`]), the gRPC service on tonic (`grpc`, `grpc_health`) and on `lean-h2` (`lean`), `/metrics` and `/healthz` and the admin API (`http_endpoints`, `metrics`), [`serve::fault`] |
+//! | [`client`] | the `subscribe` command's client |
+//! | [`generated`] | checked-in prost/tonic code for `proto/` |
+//! | [`util`] | hex excerpts, rate-limited logs |
+//!
+//! The binary (`main.rs`) parses the command line (`cli.rs`) and calls `run.rs`: logging,
+//! runtime, [`start`], the shutdown signal, draining.
+//!
+//! The layers, and the main edges inside them (no cycles; `scripts/check-structure.py` checks
+//! both the cycles and the layer rules):
 //!
 //! ```text
-//! server ──> grpc, http, http2, engine (and the pipeline modules it wires together)
-//! http2 ──> grpc, generated       http ──> metrics ──> engine        grpc ──> engine, grpc_health
-//! engine ──> dispatcher, source, stream, reporter, tasks, quarantine
-//! dispatcher, source ──> stream, feed
-//! stream ──> channel, hub, quarantine, spec, feed
-//! hub ──> feed ──> channel, decoded, generated, spec
-//! channel ──> decoded ──> validate, convert, generated
-//! subscribe ──> generated       quarantine ──> util
-//! leaves: convert, validate, fault, generated, reporter, spec, tasks, util
+//! client ──> generated, util                       (never pipeline or serve)
+//! serve ──> pipeline ──> gtfs ──> generated         (util beside them all)
+//!
+//! serve:    server ──> grpc, http_endpoints, lean, fault (and the pipeline it wires together)
+//!           lean ──> grpc       http_endpoints ──> metrics       grpc ──> grpc_health
+//! pipeline: engine ──> dispatcher, source, stream_runtime, reporter, tasks, quarantine
+//!           dispatcher, source ──> stream_runtime, prepare
+//!           stream_runtime ──> channel, fanout, quarantine, spec, prepare
+//!           fanout ──> prepare ──> channel, spec, gtfs::decoded
+//! gtfs:     decoded ──> validate, convert, fields
 //! ```
 //!
 //! Where a change goes:
-//! - a new flag: `cli.rs` (and [`server::Config`] if the library needs it), then
+//! - a new flag: `cli.rs` (and [`Config`] if the library needs it), then
 //!   docs/architecture.md;
-//! - a start-up or shutdown step: one function in [`server`], called from [`start`];
+//! - a start-up or shutdown step: one function in `serve/server.rs`, called from [`start`];
 //! - something every handler can ask of the running broadcaster: a method on [`Engine`];
-//! - a new endpoint: `grpc` or `http` (they reach the state through [`Engine`]);
-//! - a new metric: `metrics`, read live from the counters at scrape time;
-//! - a new feed source: [`source`]; a new rule on feed content: [`validate`] (and the
-//!   README's rule table); a new carried field: the proto, [`convert`];
-//! - a new report field: `stallwatch-core` first, then [`stream::StreamRuntime::report`].
+//! - a new endpoint: `serve/grpc.rs` or `serve/http_endpoints.rs` (they reach the state
+//!   through [`Engine`]);
+//! - a new metric: `serve/metrics.rs`, read live from the counters at scrape time;
+//! - a new feed source: [`pipeline::source`]; a new rule on feed content:
+//!   [`gtfs::validate`] (and the README's rule table); a new stream filter:
+//!   [`pipeline::spec`] and [`pipeline::prepare`]; a new carried field: the proto,
+//!   [`gtfs::convert`] and the direct path in `gtfs/decoded/transcode.rs`;
+//! - a new report field: `stallwatch-core` first, then
+//!   [`pipeline::stream_runtime::StreamRuntime::report`].
+//!
+//! Unit tests of `x.rs` (or `x/mod.rs`) live in `x/tests.rs` (CONTRIBUTING.md).
 //!
 //! May depend on `stallwatch-core` (with `client` and `signal`), tonic, prost, axum,
 //! async-nats, reqwest and the tokio ecosystem; never on kube or the other Stallwatch
@@ -60,30 +55,14 @@
 //! script, no protoc needed).
 #![forbid(unsafe_code)]
 
-pub mod channel;
-pub mod convert;
-pub mod decoded;
-pub mod dispatcher;
-pub(crate) mod engine;
-pub mod fault;
-pub mod feed;
+// A module is `pub` when another crate uses it: the binary (`main.rs`), the tests in `tests/`
+// or the benches; each layer's `mod.rs` says which of its modules are and why.
+pub mod client;
 pub mod generated;
-pub mod grpc;
-pub(crate) mod grpc_health;
-pub(crate) mod http;
-mod http2;
-pub(crate) mod hub;
-pub(crate) mod metrics;
-pub mod quarantine;
-pub(crate) mod reporter;
-pub mod server;
-pub mod source;
-pub mod spec;
-pub mod stream;
-pub mod subscribe;
-pub(crate) mod tasks;
+pub mod gtfs;
+pub mod pipeline;
+pub mod serve;
 pub mod util;
-pub mod validate;
 
-pub use engine::Engine;
-pub use server::{Config, GrpcServer, Running, StartError, start};
+pub use pipeline::engine::Engine;
+pub use serve::server::{Config, GrpcServer, Running, StartError, start};

@@ -76,7 +76,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
     exit_at_grace_after_signal();
     let result = runtime.block_on(async move {
-        let running = transit_broadcaster::server::start(config).await?;
+        let running = transit_broadcaster::start(config).await?;
         stallwatch_core::shutdown::signal().await;
         // One line for either signal; "SIGTERM received" is what tests/process.rs looks for.
         tracing::info!("SIGINT or SIGTERM received");
@@ -113,6 +113,6 @@ fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         .context("building the tokio runtime")?;
     let opts = args.options();
     let mut out = std::io::stdout().lock();
-    runtime.block_on(transit_broadcaster::subscribe::run(&opts, &mut out))?;
+    runtime.block_on(transit_broadcaster::client::subscribe::run(&opts, &mut out))?;
     Ok(())
 }

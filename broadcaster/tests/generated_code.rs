@@ -20,7 +20,9 @@ fn generate(out: &Path) {
     config.protoc_executable(protoc);
     tonic_prost_build::configure()
         .build_client(true)
-        .build_server(true)
+        // No server: `serve/grpc.rs` implements the service by hand (each update encoded once for
+        // all subscribers, not per subscriber), so a generated one would be unused.
+        .build_server(false)
         .emit_rerun_if_changed(false)
         .out_dir(out)
         .file_descriptor_set_path(out.join("transit_descriptor.bin"))

@@ -17,7 +17,7 @@ use transit_broadcaster::generated::transit_v1::transit_broadcaster_client::Tran
 use transit_broadcaster::generated::transit_v1::{
     BoundingBox, ListStreamsRequest, SubscribeRequest,
 };
-use transit_broadcaster::source::SourceSpec;
+use transit_broadcaster::pipeline::source::SourceSpec;
 use transit_broadcaster::{Config, GrpcServer, Running};
 
 const SUBSCRIBE: &str = "/stallwatch.transit.v1.TransitBroadcaster/Subscribe";

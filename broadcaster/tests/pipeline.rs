@@ -11,15 +11,15 @@ use common::*;
 use stallwatch_core::report::DispatcherState;
 use stallwatch_core::taskdump::{TaskDump, TaskKind};
 use stallwatch_testkit::wait::{WAIT, eventually, eventually_async};
-use transit_broadcaster::dispatcher::{Backoff, DispatchError, Spawner, supervise};
-use transit_broadcaster::fault::{FaultConfig, FaultMode};
-use transit_broadcaster::feed::{MAX_FEED_BYTES, PrepareError};
 use transit_broadcaster::generated::transit_v1::{ListStreamsRequest, SubscribeRequest};
-use transit_broadcaster::quarantine::{ErrorLog, QuarantineKind};
-use transit_broadcaster::server::{Config, Running};
-use transit_broadcaster::source::SourceSpec;
-use transit_broadcaster::spec::StreamSpec;
-use transit_broadcaster::stream::StreamRuntime;
+use transit_broadcaster::pipeline::dispatcher::{Backoff, DispatchError, Spawner, supervise};
+use transit_broadcaster::pipeline::prepare::{MAX_FEED_BYTES, PrepareError};
+use transit_broadcaster::pipeline::quarantine::{ErrorLog, QuarantineKind};
+use transit_broadcaster::pipeline::source::SourceSpec;
+use transit_broadcaster::pipeline::spec::StreamSpec;
+use transit_broadcaster::pipeline::stream_runtime::StreamRuntime;
+use transit_broadcaster::serve::fault::{FaultConfig, FaultMode};
+use transit_broadcaster::{Config, Running};
 
 fn config() -> Config {
     Config {
@@ -186,7 +186,7 @@ async fn streams_filter_the_feed_and_subscribers_get_their_own_view() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_garbage_oversize_and_panicking_messages_are_quarantined_and_nothing_else_is_lost()
  {
-    let default_prepare = transit_broadcaster::dispatcher::default_prepare();
+    let default_prepare = transit_broadcaster::pipeline::dispatcher::default_prepare();
     let running = start(Config {
         prepare: Arc::new(move |filter, item| {
             if item.payload.starts_with(b"PANIC") {

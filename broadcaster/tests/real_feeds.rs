@@ -15,13 +15,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use common::*;
 use stallwatch_testkit::wait::eventually;
-use transit_broadcaster::feed::MAX_FEED_BYTES;
 use transit_broadcaster::generated::transit_v1::{StreamUpdate, SubscribeRequest};
-use transit_broadcaster::quarantine::QuarantineKind;
-use transit_broadcaster::server::{Config, Running};
-use transit_broadcaster::source::file::{Frame, FrameReader};
-use transit_broadcaster::source::http::{Validators, poll_once};
-use transit_broadcaster::source::{SourceError, SourceSpec};
+use transit_broadcaster::pipeline::prepare::MAX_FEED_BYTES;
+use transit_broadcaster::pipeline::quarantine::QuarantineKind;
+use transit_broadcaster::pipeline::source::file::{Frame, FrameReader};
+use transit_broadcaster::pipeline::source::http::{Validators, poll_once};
+use transit_broadcaster::pipeline::source::{SourceError, SourceSpec};
+use transit_broadcaster::{Config, Running};
 
 /// The recording's totals (its README).
 const MESSAGES: usize = 20;
@@ -96,7 +96,7 @@ async fn the_recording_is_carried_whole_with_nothing_quarantined() {
         assert_eq!(r.seq, u.seq);
         raw_entities += r.raw_entities.len();
         // Raw entities are the producer's bytes: together with the header they are the message.
-        let original = transit_broadcaster::feed::decode(frame).unwrap();
+        let original = transit_broadcaster::pipeline::prepare::decode(frame).unwrap();
         for (e, c) in r.raw_entities.iter().zip(&original.carried) {
             assert_eq!(e.feed_entity[..], frame[c.raw.clone()]);
         }
@@ -245,7 +245,8 @@ async fn http_source_takes_what_agencies_serve_and_refuses_error_pages_whole() {
     let capture = std::fs::read(dir.join("feeds/nyct-g-mixed-2023-08.pb")).unwrap();
     let addr = start_agency_server(capture.clone()).await;
     // The source's own client settings, with the shortest timeout it uses.
-    let client = transit_broadcaster::source::http::client(Duration::from_secs(1)).unwrap();
+    let client =
+        transit_broadcaster::pipeline::source::http::client(Duration::from_secs(1)).unwrap();
     let poll = |path: &str| {
         let client = client.clone();
         let url = format!("http://{addr}{path}");
@@ -254,7 +255,7 @@ async fn http_source_takes_what_agencies_serve_and_refuses_error_pages_whole() {
     for path in ["/gzip", "/protobuf", "/octet", "/untyped", "/moved"] {
         let body = poll(path).await.unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(body.as_deref(), Some(&capture[..]), "{path}");
-        let decoded = transit_broadcaster::feed::decode(&body.unwrap()).unwrap();
+        let decoded = transit_broadcaster::pipeline::prepare::decode(&body.unwrap()).unwrap();
         assert_eq!((decoded.carried.len(), decoded.malformed.len()), (42, 0));
     }
     match poll("/html").await {
@@ -289,7 +290,7 @@ async fn http_source_serves_a_gzip_feed_end_to_end() {
     let capture = std::fs::read(dir.join("feeds/bart-alerts-2019-08.pb")).unwrap();
     let addr = start_agency_server(capture).await;
     let running = transit_broadcaster::start(Config {
-        source_options: transit_broadcaster::source::SourceOptions {
+        source_options: transit_broadcaster::pipeline::source::SourceOptions {
             poll_interval: Duration::from_millis(100),
             ..Default::default()
         },

@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use common::*;
 use stallwatch_testkit::net::free_port;
 use stallwatch_testkit::wait::eventually;
-use transit_broadcaster::feed::MAX_FEED_BYTES;
-use transit_broadcaster::quarantine::QuarantineKind;
-use transit_broadcaster::server::{Config, Running};
-use transit_broadcaster::source::file::encode_frame;
-use transit_broadcaster::source::http::{Validators, poll_once};
-use transit_broadcaster::source::{SourceError, SourceOptions, SourceSpec};
+use transit_broadcaster::pipeline::prepare::MAX_FEED_BYTES;
+use transit_broadcaster::pipeline::quarantine::QuarantineKind;
+use transit_broadcaster::pipeline::source::file::encode_frame;
+use transit_broadcaster::pipeline::source::http::{Validators, poll_once};
+use transit_broadcaster::pipeline::source::{SourceError, SourceOptions, SourceSpec};
+use transit_broadcaster::{Config, Running};
 
 async fn start(source: SourceSpec, options: SourceOptions) -> Running {
     transit_broadcaster::start(Config {

@@ -1,4 +1,5 @@
-//! Code generated from `broadcaster/proto/` by `tonic-prost-build` (see
+//! Code generated from `broadcaster/proto/` by `tonic-prost-build`: the messages and the
+//! client, no server (`serve/grpc.rs` is written by hand; see
 //! `tests/generated_code.rs`, which regenerates it and fails on drift). Do not edit by hand.
 
 /// GTFS-realtime (`transit_realtime`), the subset the broadcaster ingests.

@@ -186,10 +186,6 @@ impl Drop for Proc {
     }
 }
 
-/// A free loopback port (bound to :0, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind a loopback port")
-}
+/// A free loopback port: the testkit's (below the ephemeral range, never the same twice in a
+/// process), so the control plane's children cannot lose their port to an outgoing connection.
+pub use stallwatch_testkit::net::free_port;
