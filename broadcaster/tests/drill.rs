@@ -7,8 +7,8 @@ use std::time::Duration;
 use stallwatch_core::report::DispatcherState;
 use stallwatch_testkit::wait::eventually;
 use transit_broadcaster::pipeline::dispatcher::Backoff;
-use transit_broadcaster::{Config, Running};
 use transit_broadcaster::pipeline::source::SourceSpec;
+use transit_broadcaster::{Config, Running};
 
 async fn admin(running: &Running, stream: &str, what: &str) -> reqwest::StatusCode {
     reqwest::Client::new()
