@@ -333,3 +333,82 @@ async fn kubectl_annotate_opt_out_during_a_stall_holds_back_and_removing_it_reme
     dump_on_panic(&ops);
     plane.delete_namespace(&ns).await;
 }
+
+// The graceful shutdown cuts a reconcile still waiting on a sidecar call at half the grace
+// (`run::until_done_or_drained`); the next operator must finish that attempt exactly once.
+#[tokio::test]
+async fn sigterm_in_the_dump_step_then_a_new_operator_finishes_the_attempt_exactly_once() {
+    let test = "sigterm_in_the_dump_step_then_a_new_operator_finishes_the_attempt_exactly_once";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("episode-sigterm-dump").await;
+    let client = plane.admin().await;
+    let Some(mut ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    create_stream(
+        &client,
+        &ns,
+        "demo",
+        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
+    )
+    .await;
+    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    // The dump hangs 8 s on the broadcaster's task dump: longer than the drain (5 s).
+    let overrides = poisoned()
+        .env(
+            "sidecar",
+            "SIDECAR_BROADCASTER_ADMIN_URL",
+            &format!("http://127.0.0.1:{}", hung_http()),
+        )
+        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "8s");
+    let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
+    eventually(
+        "the attempt in its Dump step",
+        Duration::from_secs(40),
+        || async {
+            let st = status(&client, &ns).await;
+            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
+        },
+    )
+    .await;
+    let proc = ops[0].pod.proc_mut("operator");
+    proc.signal("TERM");
+    let stopped = std::time::Instant::now();
+    while proc.alive() && stopped.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!proc.alive(), "still running after SIGTERM");
+    println!(
+        "SIGTERM in the Dump step: exited after {:.1?}",
+        stopped.elapsed()
+    );
+    let op_pod: Pod = Api::namespaced(client.clone(), &ns)
+        .get(&ops[0].pod.name)
+        .await
+        .unwrap();
+    ops.clear();
+    ops.push(run_operator(plane, &client, &op_pod).await);
+    let done = eventually("the attempt finished", Duration::from_secs(60), || async {
+        let st = status(&client, &ns).await;
+        (!st["remediation"]["history"][0]["outcome"].is_null()).then_some(st)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = status(&client, &ns).await;
+    drop(local);
+    dump_on_panic(&ops);
+    let history = st["remediation"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["pod"], name.as_str());
+    assert!(st["remediation"]["inFlight"].is_null(), "{st:#}");
+    assert!(deleted(&client, &ns, &name).await);
+    println!(
+        "finished once: {}",
+        done["remediation"]["history"][0]["outcome"]
+    );
+    plane.delete_namespace(&ns).await;
+}

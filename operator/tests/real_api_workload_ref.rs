@@ -1,0 +1,224 @@
+//! `spec.workloadRef` journeys (issue 21), with the webhook, on a control plane of their own
+//! (the webhook's configuration is cluster-scoped): two TransitStreams naming the same
+//! workload, and the referenced workload deleted and created again. A pod belongs to the one
+//! TransitStream its template's `stallwatch.io/inject` label names (the webhook sets
+//! `stallwatch.io/transitstream` from it), so the second TransitStream never remediates it:
+//! it reports the pod as not covered.
+
+mod envtest_support;
+
+use std::time::Duration;
+
+use envtest_support::*;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use stallwatch_crds::TransitStream;
+use stallwatch_envtest::kubelet::{self, LocalPod, Overrides};
+use stallwatch_envtest::{ControlPlane, Timer, eventually, free_port};
+
+const WORKLOAD: &str = "feed";
+
+fn values(ns: &str, webhook_port: u16) -> serde_json::Value {
+    let mut v = namespaced_values(ns, 1);
+    v["webhook"] = json!({
+        "enabled": true,
+        "url": format!("https://127.0.0.1:{webhook_port}"),
+        "timeoutSeconds": 5,
+    });
+    v
+}
+
+async fn run_operator_on(
+    plane: &ControlPlane,
+    client: &Client,
+    pod: &Pod,
+    webhook_port: u16,
+) -> LocalPod {
+    let overrides = Overrides::default()
+        .program("operator", "transit-operator")
+        .env(
+            "operator",
+            "OPERATOR_HTTP_ADDR",
+            &format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "operator",
+            "WEBHOOK_ADDR",
+            &format!("127.0.0.1:{webhook_port}"),
+        )
+        .env("operator", "LOG_FORMAT", "text");
+    kubelet::run_pod(plane, client, pod, &overrides).await
+}
+
+/// The user's workload: our broadcaster with the story's poison, opted in for `feed-ts`.
+fn workload() -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": WORKLOAD},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": WORKLOAD}},
+            "template": {
+                "metadata": {"labels": {"app": WORKLOAD, "stallwatch.io/inject": "feed-ts"}},
+                "spec": {"containers": [{
+                    "name": "app",
+                    "image": "registry.example.com/feed:1",
+                    "command": ["/usr/local/bin/transit-broadcaster"],
+                    "args": ["serve"],
+                    "env": [
+                        {"name": "BROADCASTER_FAULT", "value": "legacy-unsupervised"},
+                        {"name": "BROADCASTER_SOURCE",
+                         "value": "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s"}
+                    ]
+                }]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+fn reference() -> serde_json::Value {
+    json!({
+        "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": WORKLOAD},
+        "remediation": {"cooldown": "120s"}
+    })
+}
+
+async fn status(client: &Client, ns: &str, name: &str) -> serde_json::Value {
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
+    api.get(name)
+        .await
+        .ok()
+        .and_then(|t| serde_json::to_value(t.status?).ok())
+        .unwrap_or_default()
+}
+
+async fn workload_pods(client: &Client, ns: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.list(&ListParams::default().labels(&format!("app={WORKLOAD}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+#[tokio::test]
+async fn two_streams_naming_one_workload_never_both_remediate_and_the_workload_can_come_back() {
+    let test =
+        "two_streams_naming_one_workload_never_both_remediate_and_the_workload_can_come_back";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("workload-ref-journeys").await;
+    let client = plane.admin().await;
+    let webhook_port = free_port();
+    if install_chart(&client, &ns, &values(&ns, webhook_port), test)
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let op_pod = operator_pods(&client, &ns, 1).await.remove(0);
+    let operator = run_operator_on(plane, &client, &op_pod, webhook_port).await;
+    create_stream(&client, &ns, "feed-ts", reference()).await;
+    create_stream(&client, &ns, "feed-ts-2", reference()).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    // The webhook's certificate registered before the pod is created.
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    eventually("the caBundle written", Duration::from_secs(30), || async {
+        let config = configs.get_opt(RELEASE).await.ok()??;
+        let bundle = config.webhooks?.first()?.client_config.ca_bundle.clone()?;
+        (!bundle.0.is_empty()).then_some(())
+    })
+    .await;
+    deployments
+        .create(&PostParams::default(), &workload())
+        .await
+        .unwrap();
+    let pod = eventually("the injected pod", Duration::from_secs(30), || async {
+        workload_pods(&client, &ns)
+            .await
+            .into_iter()
+            .find(|p| p.spec.as_ref().is_some_and(|s| s.containers.len() == 2))
+    })
+    .await;
+    let name = pod.metadata.name.clone().unwrap();
+    let local = kubelet::run_pod(plane, &client, &pod, &Overrides::default()).await;
+    let first = eventually(
+        "feed-ts's attempt finished",
+        Duration::from_secs(60),
+        || async {
+            let st = status(&client, &ns, "feed-ts").await;
+            (!st["remediation"]["history"][0]["outcome"].is_null()).then_some(st)
+        },
+    )
+    .await;
+    drop(local);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = status(&client, &ns, "feed-ts-2").await;
+    if std::thread::panicking() {
+        eprintln!("{}", operator.tails(60));
+    }
+    assert_eq!(first["remediation"]["history"][0]["pod"], name.as_str());
+    assert_eq!(
+        first["remediation"]["history"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        second["remediation"]["history"]
+            .as_array()
+            .is_none_or(|h| h.is_empty())
+            && second["remediation"]["inFlight"].is_null(),
+        "the second TransitStream acted on the pod too: {second:#}"
+    );
+    println!(
+        "two TransitStreams, one workload: feed-ts-2's workload status {:#}",
+        second["workload"]
+    );
+
+    // The workload deleted, then created again: its new pod is injected and covered.
+    deployments
+        .delete(WORKLOAD, &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually("the workload gone", Duration::from_secs(120), || async {
+        deployments
+            .get_opt(WORKLOAD)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    deployments
+        .create(&PostParams::default(), &workload())
+        .await
+        .unwrap();
+    let again = eventually(
+        "the re-created workload's pod",
+        Duration::from_secs(30),
+        || async {
+            workload_pods(&client, &ns)
+                .await
+                .into_iter()
+                .find(|p| p.metadata.name.as_deref() != Some(name.as_str()))
+        },
+    )
+    .await;
+    if std::thread::panicking() {
+        eprintln!("{}", operator.tails(60));
+    }
+    assert_eq!(
+        again.spec.as_ref().map(|s| s.containers.len()),
+        Some(2),
+        "the re-created workload's pod was not injected"
+    );
+    plane.delete_namespace(&ns).await;
+}
