@@ -137,6 +137,7 @@ pub trait LeaseStore: Send + Sync {
 pub struct KubeLeases {
     api: Api<Lease>,
     name: String,
+    namespace: String,
 }
 
 impl KubeLeases {
@@ -144,6 +145,7 @@ impl KubeLeases {
         KubeLeases {
             api: Api::namespaced(client, namespace),
             name: name.into(),
+            namespace: namespace.into(),
         }
     }
 }
@@ -159,8 +161,12 @@ impl LeaseStore for KubeLeases {
     fn get(&self) -> BoxFuture<'_, Result<Option<Lease>, LeaseError>> {
         Box::pin(async move { self.api.get_opt(&self.name).await.map_err(lease_err) })
     }
-    fn create(&self, lease: Lease) -> BoxFuture<'_, Result<Lease, LeaseError>> {
+    fn create(&self, mut lease: Lease) -> BoxFuture<'_, Result<Lease, LeaseError>> {
         Box::pin(async move {
+            // Owned by the operator's Deployment: gone with `helm uninstall`.
+            let client = self.api.clone().into_client();
+            lease.metadata.owner_references =
+                crate::owner::release_owner(&client, &self.namespace).await;
             self.api
                 .create(&PostParams::default(), &lease)
                 .await

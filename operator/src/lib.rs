@@ -61,6 +61,7 @@ pub(crate) mod http;
 pub mod leader;
 pub mod metrics;
 pub(crate) mod observe;
+pub mod owner;
 pub mod rbac;
 pub mod reconcile;
 pub mod run;

@@ -402,3 +402,62 @@ async fn a_drill_rehearses_the_story_and_is_refused_unless_allowed() {
     dump_on_panic(&ops);
     plane.delete_namespace(&ns).await;
 }
+
+/// Finding 9: uninstalling left the Lease (and the webhook's certificate Secret, written by
+/// the same code path's owner: `operator/src/owner.rs`) in the release namespace. Both are
+/// now owned by the chart's operator Deployment, which `helm uninstall` deletes: the garbage
+/// collector takes the Lease along, even one the still-running operator writes again after
+/// the Deployment is gone.
+#[tokio::test]
+async fn the_lease_goes_with_the_operators_deployment() {
+    let test = "the_lease_goes_with_the_operators_deployment";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("findings-uninstall").await;
+    let client = plane.admin().await;
+    let Some(ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &ns);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    let uid = deployments
+        .get(RELEASE)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let lease = eventually("the Lease", Duration::from_secs(30), || async {
+        leases.get_opt("stallwatch-operator").await.ok().flatten()
+    })
+    .await;
+    let owners = lease.metadata.owner_references.unwrap_or_default();
+    assert!(
+        owners
+            .iter()
+            .any(|o| o.kind == "Deployment" && o.name == RELEASE && o.uid == uid),
+        "{owners:?}"
+    );
+    // What `helm uninstall` does to the Deployment (background propagation).
+    deployments
+        .delete(RELEASE, &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    // The local operator keeps running a while, as a pod does until its SIGTERM.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    dump_on_panic(&ops);
+    drop(ops);
+    eventually("the Lease gone", Duration::from_secs(60), || async {
+        leases
+            .get_opt("stallwatch-operator")
+            .await
+            .ok()
+            .filter(Option::is_none)
+    })
+    .await;
+    plane.delete_namespace(&ns).await;
+}

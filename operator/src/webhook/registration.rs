@@ -165,6 +165,8 @@ async fn ensure_secret(
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
                 namespace: Some(namespace.to_string()),
+                // Owned by the operator's Deployment: gone with `helm uninstall`.
+                owner_references: crate::owner::release_owner(client, namespace).await,
                 resource_version: existing
                     .as_ref()
                     .and_then(|s| s.metadata.resource_version.clone()),

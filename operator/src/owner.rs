@@ -1,0 +1,76 @@
+//! What the operator creates at run time in its own namespace (the webhook's certificate
+//! Secret, the leader Lease) is owned by the chart's operator Deployment, so `helm uninstall`
+//! leaves nothing behind (issue 20, finding 9): deleting the Deployment lets the garbage
+//! collector delete both. An owner reference is the one way that also holds for an object
+//! written after the uninstall started (a replica renewing its Lease while it shuts down): the
+//! collector deletes a dependent whose owner is gone, whenever it was written.
+
+use std::sync::OnceLock;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Api, Client};
+
+/// The environment variable naming the operator's Deployment (the chart sets it).
+pub const DEPLOYMENT_ENV: &str = "OPERATOR_DEPLOYMENT";
+
+/// An owner reference to Deployment `name` (not a controller reference: the Deployment does
+/// not manage these objects, it only takes them along).
+pub fn reference(name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: None,
+        block_owner_deletion: None,
+    }
+}
+
+/// The owner for run-time objects in `namespace`: the Deployment `$OPERATOR_DEPLOYMENT`, if
+/// set and readable; `None` otherwise (the objects then outlive an uninstall, as before; the
+/// reason is logged).
+///
+/// Looked up once and kept: an object written after the Deployment is gone (an uninstall in
+/// progress) still names it, and the collector deletes that object too.
+pub async fn release_owner(client: &Client, namespace: &str) -> Option<Vec<OwnerReference>> {
+    static FOUND: OnceLock<Vec<OwnerReference>> = OnceLock::new();
+    if let Some(found) = FOUND.get() {
+        return Some(found.clone());
+    }
+    let name = std::env::var(DEPLOYMENT_ENV)
+        .ok()
+        .filter(|n| !n.is_empty())?;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    match api.get(&name).await {
+        Ok(d) => {
+            let found = vec![reference(&name, d.metadata.uid.as_deref()?)];
+            Some(FOUND.get_or_init(|| found).clone())
+        }
+        Err(e) => {
+            tracing::warn!(deployment = %name, error = %e, "cannot read the operator's Deployment: the objects written now will outlive an uninstall");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_names_the_deployment_and_blocks_nothing() {
+        let r = reference("stallwatch", "u-1");
+        assert_eq!(
+            (
+                r.api_version.as_str(),
+                r.kind.as_str(),
+                r.name.as_str(),
+                r.uid.as_str()
+            ),
+            ("apps/v1", "Deployment", "stallwatch", "u-1")
+        );
+        assert_eq!(r.controller, None, "not the Deployment's to manage");
+        assert_eq!(r.block_owner_deletion, None);
+    }
+}
