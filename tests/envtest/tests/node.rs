@@ -244,11 +244,13 @@ async fn the_story_stall_dump_on_a_hostpath_volume_one_restart_and_updates_resum
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let replacement_after = since_fault();
-    let updates = subscribe(&grpc, 2, Duration::from_secs(15));
+    // The Service follows the replacement once kube-proxy has its endpoint; a user's client
+    // reconnects until then.
+    let updates = subscribe_within(&grpc, 2, Duration::from_secs(30)).await;
     let updates_after = since_fault();
     assert!(
         updates.is_ok(),
-        "updates after the replacement: {updates:?}"
+        "no updates 30 s after the replacement was Ready: {updates:?}"
     );
     for (what, took) in [
         ("stall to pod condition False", condition_after),
