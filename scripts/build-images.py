@@ -436,12 +436,15 @@ def drill_image(stage: Stage, target_dir: Path) -> tuple[list[Layer], dict, list
 
 
 def python_client_image() -> tuple[list[Layer], dict, list[str]]:
-    """examples/report-clients/python on Debian's python3 (the bring-your-own example)."""
+    """examples/report-clients/python on Debian's python3 (the bring-your-own example), and the
+    metrics-only app of zero-code mode (tests/apps/queue_app.py)."""
     base = rootfs_layer(debootstrap_rootfs(["python3-minimal", "libpython3.11-stdlib"]))
     app = Layer()
     src = ROOT / "examples/report-clients/python"
     for f in sorted(src.glob("*.py")):
         app.host_file(f, f"/app/{f.name}", 0o644)
+    # The metrics-only app of zero-code mode's tests (tests/apps), for the node's zero-code journey.
+    app.host_file(ROOT / "tests/apps/queue_app.py", "/app/queue_app.py", 0o644)
     config = {
         "User": "65532:65532",
         "Env": DEBIAN_ENV + ["PYTHONUNBUFFERED=1"],

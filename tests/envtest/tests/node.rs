@@ -244,11 +244,13 @@ async fn the_story_stall_dump_on_a_hostpath_volume_one_restart_and_updates_resum
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let replacement_after = since_fault();
-    let updates = subscribe(&grpc, 2, Duration::from_secs(15));
+    // The Service follows the replacement once kube-proxy has its endpoint; a user's client
+    // reconnects until then.
+    let updates = subscribe_within(&grpc, 2, Duration::from_secs(30)).await;
     let updates_after = since_fault();
     assert!(
         updates.is_ok(),
-        "updates after the replacement: {updates:?}"
+        "no updates 30 s after the replacement was Ready: {updates:?}"
     );
     for (what, took) in [
         ("stall to pod condition False", condition_after),
@@ -1040,6 +1042,138 @@ async fn a_pending_dump_claim_is_named_in_the_status() {
     assert!(
         found.is_ok(),
         "no condition names the Pending claim: {found:?}"
+    );
+    node.plane().delete_namespace(&ns).await;
+}
+
+/// Zero-code mode on the node: the metrics-only app (`tests/apps/queue_app.py`, no report
+/// client) as the user's Deployment, injected, watched through its own metrics; its consumer
+/// stops 20 s after start → `ChannelStuck` from the scraped series → one pod deletion → the
+/// replacement injected and Ready. (`fsGroup: 65532` as for finding 1.)
+#[tokio::test]
+async fn zero_code_metrics_only_app_is_watched_and_restarted() {
+    let test = "zero_code_metrics_only_app_is_watched_and_restarted";
+    let Some(node) = Node::shared(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let _t = Timer::new(test);
+    ensure_installed(node).await;
+    let ns = node.plane().namespace("journey-zero-code-app").await;
+    let admin = node.plane().admin().await;
+    let image = node.image("report-client-python").reference.clone();
+    let yaml = format!(
+        r#"apiVersion: stallwatch.io/v1alpha1
+kind: TransitStream
+metadata:
+  name: queue-app
+spec:
+  workloadRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: queue-app
+  stallAfter: 2s
+  detection:
+    metrics:
+      port: 9100
+      path: /metrics
+      interval: 1s
+      depth: queue_app_depth
+      capacityValue: 8
+      dequeued: queue_app_dequeued_total
+      enqueued: queue_app_enqueued_total
+      streamLabel: stream
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: queue-app
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: queue-app}}
+  template:
+    metadata:
+      labels: {{app: queue-app, stallwatch.io/inject: queue-app}}
+    spec:
+      securityContext:
+        runAsNonRoot: true
+        fsGroup: 65532
+        seccompProfile: {{type: RuntimeDefault}}
+      containers:
+        - name: app
+          image: {image}
+          command: ["/usr/bin/python3", "/app/queue_app.py", "--port", "9100", "--stream", "all",
+                    "--stop-consumer-after", "20"]
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {{drop: ["ALL"]}}
+"#
+    );
+    let (_, refused) = apply::apply_yaml(&admin, &yaml, &ns, "kubectl").await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let selector = "app=queue-app";
+    let first = ready_pod(&admin, &ns, selector, Duration::from_secs(120)).await;
+    let first_name = first.metadata.name.clone().unwrap();
+    assert!(
+        first.spec.as_ref().is_some_and(|s| s.containers.len() == 2),
+        "not injected"
+    );
+    assert_eq!(
+        condition(&first, "stallwatch.io/DispatchHealthy"),
+        Some("True")
+    );
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let mut seen = PodsSeen::default();
+    seen.poll(&pods, selector).await;
+    let start = Instant::now();
+    let replacement = loop {
+        let list = seen.poll(&pods, selector).await;
+        if let Some(p) = list.into_iter().find(|p| {
+            p.metadata.name.as_deref() != Some(&first_name)
+                && p.metadata.deletion_timestamp.is_none()
+                && condition(p, "Ready") == Some("True")
+        }) {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no replacement after the consumer stopped: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        replacement
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.containers.len() == 2),
+        "the replacement is not injected"
+    );
+    let status = eventually("the history entry", Duration::from_secs(30), || async {
+        let ts = apply::get_json(
+            &admin,
+            "stallwatch.io/v1alpha1",
+            "TransitStream",
+            &ns,
+            "queue-app",
+        )
+        .await?;
+        let history = ts["status"]["remediation"]["history"].as_array()?.clone();
+        history
+            .first()
+            .filter(|h| h["restart"] == "Succeeded")
+            .cloned()
+    })
+    .await;
+    assert_eq!(status["reason"], "ChannelStuck", "{status:#}");
+    assert_eq!(status["pod"], first_name.as_str(), "{status:#}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    seen.poll(&pods, selector).await;
+    assert_eq!(
+        seen.gone.iter().collect::<Vec<_>>(),
+        [&first_name],
+        "{seen:?}"
     );
     node.plane().delete_namespace(&ns).await;
 }

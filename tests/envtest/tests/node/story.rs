@@ -66,11 +66,12 @@ pub fn bundles(dir: &Path) -> Vec<PathBuf> {
 #[derive(Debug, Default)]
 pub struct PodsSeen {
     pub names: Vec<String>,
+    /// Deleted: no longer listed, or listed with a deletion timestamp (terminating).
     pub gone: BTreeSet<String>,
 }
 
 impl PodsSeen {
-    /// One poll: new names appended, names no longer listed counted as gone.
+    /// One poll: new names appended, names no longer listed or terminating counted as gone.
     pub async fn poll(&mut self, pods: &Api<Pod>, selector: &str) -> Vec<Pod> {
         let list = pods
             .list(&ListParams::default().labels(selector))
@@ -89,6 +90,11 @@ impl PodsSeen {
         for name in &now {
             if !self.names.contains(name) {
                 self.names.push(name.clone());
+            }
+        }
+        for p in &list {
+            if p.metadata.deletion_timestamp.is_some() {
+                self.gone.extend(p.metadata.name.clone());
             }
         }
         list
