@@ -17,6 +17,7 @@
 //! share), then `scripts/check-generated.sh --write`; a check the schema cannot express →
 //! `validate.rs`; a status field → `status.rs`.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod detection;
 mod spec;

@@ -194,6 +194,9 @@ pub struct WorkloadRef {
 }
 
 /// The kinds a `workloadRef` may name.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkloadKind {
     Deployment,
@@ -201,6 +204,7 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
+    /// The kind as written in `workloadRef.kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deployment => "Deployment",
@@ -387,17 +391,24 @@ impl From<&str> for RouteId {
 #[x_kube(validation = Rule::new("self.minLat < self.maxLat && self.minLon < self.maxLon").message("bbox: min must be below max"))]
 #[serde(rename_all = "camelCase")]
 pub struct BoundingBox {
+    /// Southern edge, degrees (WGS-84).
     #[schemars(range(min = -90.0, max = 90.0))]
     pub min_lat: f64,
+    /// Western edge, degrees (WGS-84).
     #[schemars(range(min = -180.0, max = 180.0))]
     pub min_lon: f64,
+    /// Northern edge, degrees (WGS-84).
     #[schemars(range(min = -90.0, max = 90.0))]
     pub max_lat: f64,
+    /// Eastern edge, degrees (WGS-84).
     #[schemars(range(min = -180.0, max = 180.0))]
     pub max_lon: f64,
 }
 
 /// Image pull policy.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImagePullPolicy {
     Always,
@@ -406,6 +417,7 @@ pub enum ImagePullPolicy {
 }
 
 impl ImagePullPolicy {
+    /// The policy as Kubernetes spells it (`imagePullPolicy`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Always => "Always",
@@ -470,6 +482,9 @@ impl Default for RemediationSpec {
 }
 
 /// Remediation mode.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RemediationMode {
     #[default]
@@ -480,6 +495,9 @@ pub enum RemediationMode {
 }
 
 /// What a restart restarts.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RestartTarget {
     #[default]
@@ -555,6 +573,9 @@ pub struct DumpVolumeTemplate {
 }
 
 /// PersistentVolumeClaim access mode.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AccessMode {
     #[default]
@@ -564,6 +585,7 @@ pub enum AccessMode {
 }
 
 impl AccessMode {
+    /// The access mode as Kubernetes spells it (`accessModes`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ReadWriteOnce => "ReadWriteOnce",
@@ -574,6 +596,9 @@ impl AccessMode {
 }
 
 /// Process dump kind in a bundle.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ProcessDump {
     #[default]

@@ -17,13 +17,20 @@ pub const MAX_HISTORY: usize = 20;
 
 /// Condition types the operator writes.
 pub mod condition_types {
+    /// `True`: the workload is up and every stream is healthy.
     pub const READY: &str = "Ready";
+    /// `True`: a rollout or a change of spec is being applied.
     pub const PROGRESSING: &str = "Progressing";
+    /// `True`: a pod reports a stalled stream; the message names the pod and stream.
     pub const STALLED: &str = "Stalled";
+    /// `True`: a remediation is in flight (soft restart, dump, restart).
     pub const REMEDIATING: &str = "Remediating";
+    /// `True`: the hourly remediation budget is spent while a stall waits, or the last attempt
+    /// failed; Stallwatch stops restarting and only records.
     pub const DEGRADED: &str = "Degraded";
     /// Set (`True`, reason `InvalidSpec`) while the spec fails validation.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Every condition type above.
     pub const ALL: [&str; 6] = [
         READY,
         PROGRESSING,
@@ -129,6 +136,7 @@ pub const MAX_COVERAGE_PODS: usize = 64;
 pub struct WorkloadCoverage {
     /// `Deployment` or `StatefulSet`.
     pub kind: String,
+    /// The workload's name.
     pub name: String,
     /// The workload exists.
     #[serde(default)]
@@ -155,6 +163,7 @@ pub struct WorkloadCoverage {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CoveredPod {
+    /// The pod's name.
     pub name: String,
     /// Ready (which includes the `stallwatch.io/DispatchHealthy` readiness gate).
     #[serde(default)]
@@ -162,6 +171,9 @@ pub struct CoveredPod {
 }
 
 /// One-word state.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Pending,
@@ -174,6 +186,7 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase as written in `status.phase`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
@@ -252,6 +265,9 @@ pub struct AttemptStatus {
 }
 
 /// Steps of an attempt, in order.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttemptStep {
     Recorded,
@@ -262,6 +278,9 @@ pub enum AttemptStep {
 }
 
 /// How one step ended.
+// The variants are the schema's values, each named as the API spells it: a doc comment on
+// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
+#[allow(missing_docs)]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepResult {
     Succeeded,
@@ -399,7 +418,9 @@ impl From<&core::Attempt> for AttemptStatus {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("status.remediation record {id:?}: {problem}")]
 pub struct RecordError {
+    /// The record's `id` in `status.remediation`.
     pub id: String,
+    /// What does not convert.
     pub problem: String,
 }
 

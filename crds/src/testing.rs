@@ -15,6 +15,7 @@ use crate::{Source, StreamSpec, SyntheticSource, TransitStream, TransitStreamSpe
 
 /// `TransitStream::test(name)`: the entry point to [`TransitStreamBuilder`].
 pub trait TransitStreamExt {
+    /// A [`TransitStreamBuilder`] for a TransitStream called `name`.
     fn test(name: &str) -> TransitStreamBuilder;
 }
 
@@ -33,6 +34,7 @@ pub struct TransitStreamBuilder {
 }
 
 impl TransitStreamBuilder {
+    /// A TransitStream called `name` (see the type's defaults).
     pub fn new(name: &str) -> Self {
         let mut ts = TransitStream::new(
             name,
@@ -45,11 +47,13 @@ impl TransitStreamBuilder {
         TransitStreamBuilder { ts }
     }
 
+    /// Puts it in `namespace`.
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.ts.metadata.namespace = Some(namespace.into());
         self
     }
 
+    /// Gives it the uid `uid` (owner references need one).
     pub fn uid(mut self, uid: &str) -> Self {
         self.ts.metadata.uid = Some(uid.into());
         self
@@ -61,6 +65,7 @@ impl TransitStreamBuilder {
         self
     }
 
+    /// Gives it the resourceVersion `version`, as the API server stamps a stored object.
     pub fn resource_version(mut self, version: &str) -> Self {
         self.ts.metadata.resource_version = Some(version.into());
         self
@@ -89,6 +94,7 @@ impl TransitStreamBuilder {
         self
     }
 
+    /// The TransitStream.
     pub fn build(self) -> TransitStream {
         self.ts
     }

@@ -17,7 +17,9 @@ use crate::spec::{
 /// One problem with a spec: the field path and what to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {
+    /// The field path, e.g. `spec.streams[1].bbox`.
     pub field: String,
+    /// What is wrong and how to fix it.
     pub message: String,
 }
 

@@ -22,6 +22,7 @@ pub const TS_PATH: &str = "/apis/stallwatch.io/v1alpha1/namespaces/transit/trans
 /// API calls and sidecar calls in the order they happened, one line each.
 pub type Timeline = Arc<Mutex<Vec<String>>>;
 
+/// How a scripted fault answers a request.
 #[derive(Clone, Copy)]
 pub enum FaultKind {
     /// Answer with this status code.
@@ -73,6 +74,7 @@ fn merge(target: &mut Value, patch: &Value) {
 }
 
 impl FakeApi {
+    /// A fake API server with no objects, recording every call on `timeline`.
     pub fn new(timeline: Timeline) -> Self {
         FakeApi {
             state: Arc::default(),

@@ -50,13 +50,19 @@ pub fn spent_history(n: usize) -> Value {
 
 /// One operator context wired to a fake API, with the stores and clock it reads.
 pub struct Harness {
+    /// The fake API server the operator's client talks to.
     pub api: FakeApi,
+    /// The operator's reconcile context, as `controller.rs` builds it.
     pub ctx: Arc<Context>,
+    /// API and sidecar calls in the order they happened.
     pub timeline: Timeline,
+    /// The pod store the context reads (fill it to stand for the watch).
     pub pods: Writer<Pod>,
+    /// The TransitStream store the context reads.
     pub streams: Writer<TransitStream>,
     /// The operator's wall clock, milliseconds; starts at [`T0`].
     pub clock: Arc<AtomicU64>,
+    /// The operator's metrics registry, to read counters back.
     pub registry: Registry,
 }
 

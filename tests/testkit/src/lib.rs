@@ -17,6 +17,8 @@
 //! `stallwatch-crds` always, `transit-operator` with feature `operator`. Their integration
 //! tests (`tests/*.rs`) and benches can.
 
+#![deny(missing_docs)]
+
 pub mod gtfs_rt;
 pub mod net;
 pub mod report;
