@@ -124,6 +124,7 @@ pub struct DrillRecord {
     /// `Started` (the dispatcher was killed: expect the verdict, a dump and a restart),
     /// `Refused` (`spec.allowDrills` is false, or no such stream) or `Failed`.
     pub outcome: String,
+    /// Why, in a sentence: what the broadcaster answered, or why the drill was refused.
     pub message: String,
 }
 
