@@ -40,6 +40,7 @@ kill_ours() {
 }
 for _ in 1 2 3; do kill_cgroup_procs; kill_ours; sleep 0.3; done
 
+echo "  processes done $(date +%T.%N)"
 # 3. Mounts under the node's directory (deepest first): overlay rootfs, shm, secrets, netns.
 for _ in 1 2 3; do
   awk -v d="$D/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do
@@ -58,6 +59,7 @@ if [ -f "$D/pod-subnet-prefix" ] && [ -d /run/netns ]; then
   done
 fi
 
+echo "  mounts done $(date +%T.%N)"
 # 4. iptables: kube-proxy's own clean-up, then every KUBE-* (kubelet, kube-proxy) and
 # STALLWATCH-* chain and every rule that jumps to one, in both families.
 [ -x "$KP" ] && "$KP" --cleanup >/dev/null 2>&1
@@ -75,6 +77,7 @@ for ipt in iptables ip6tables; do
   done
 done
 
+echo "  iptables done $(date +%T.%N)"
 # 5. The bridge (its routes and the veths' peers go with it).
 ip link del "$BR" 2>/dev/null
 
@@ -94,6 +97,7 @@ done
 # 8. containerd's shim sockets, when /run/containerd was ours.
 [ -f "$D/run-containerd-ours" ] && rm -rf /run/containerd
 
+echo "  bridge, sysctls, cgroups done $(date +%T.%N)"
 # 9. The directory (never across a mount point that failed to unmount).
 rm -rf --one-file-system "$D" 2>/dev/null
 echo "teardown of $D done $(date +%T.%N)"
