@@ -22,10 +22,12 @@ python3 scripts/check-structure.py --self-test
 python3 scripts/check-structure.py
 echo "== cargo build (binaries the end-to-end tests run)"
 cargo build --workspace --bins
-echo "== images (release binaries, the sidecar from the small profile, as the Dockerfile builds them)"
-cargo build --release --locked --bin transit-broadcaster --bin transit-operator
-cargo build --profile small --locked --bin transit-sidecar
-python3 scripts/build-images.py
+# The node tests' images hold the debug binaries just built: the release and small-profile
+# builds the Dockerfile makes would add 12-15 minutes on 2 cores (tests/README.md has the
+# numbers). `scripts/build-images.py` without --profile builds them from release binaries, as
+# users get them; tests/README.md's memory figures come from such a run.
+echo "== images (the Dockerfile's runtime stages, with the debug binaries)"
+python3 scripts/build-images.py --profile debug
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
 echo "== h2spec: the lean HTTP/2 server against tonic's (scripts/h2spec.sh)"
