@@ -479,7 +479,6 @@ async fn bring_your_own_python_broadcaster_is_injected_dumped_and_restarted() {
 /// Finding 1 of issue 20: without `fsGroup` (as the example ships) the injected sidecar
 /// cannot read its admin token and every dump fails with 401.
 #[tokio::test]
-#[ignore = "finding 1: fixed on s6-findings"]
 async fn bring_your_own_as_shipped_dumps_without_fs_group() {
     let test = "bring_your_own_as_shipped_dumps_without_fs_group";
     let Some(node) = Node::shared(test) else {
@@ -545,7 +544,6 @@ async fn process_dump_story(
 /// 20: the uid-0 process-dump sidecar (no DAC_OVERRIDE) cannot write the volume owned by
 /// 65532.
 #[tokio::test]
-#[ignore = "finding 3: fixed on s6-findings"]
 async fn process_dump_minidump_lands_in_the_bundle() {
     let test = "process_dump_minidump_lands_in_the_bundle";
     let Some(node) = Node::shared(test) else {
@@ -565,7 +563,6 @@ async fn process_dump_minidump_lands_in_the_bundle() {
 /// `processDump: Full` with the debug image (gdb's gcore): the bundle holds the core. Finding
 /// 3 of issue 20 as for Minidump.
 #[tokio::test]
-#[ignore = "finding 3: fixed on s6-findings"]
 async fn process_dump_full_with_the_debug_image_lands_in_the_bundle() {
     let test = "process_dump_full_with_the_debug_image_lands_in_the_bundle";
     let Some(node) = Node::shared(test) else {
@@ -586,7 +583,6 @@ async fn process_dump_full_with_the_debug_image_lands_in_the_bundle() {
 /// with its readiness gate True. Finding 4 of issue 20: the example pairs a synthetic source
 /// with metrics nothing serves.
 #[tokio::test]
-#[ignore = "finding 4: fixed on s6-findings"]
 async fn zero_code_example_works_as_shipped() {
     let test = "zero_code_example_works_as_shipped";
     let Some(node) = Node::shared(test) else {
@@ -834,7 +830,6 @@ async fn operator_log(node: &Node) -> String {
 /// Finding 8 of issue 20: a new TransitStream's first reconcile logs `WARN reconcile failed
 /// ... the object has been modified`.
 #[tokio::test]
-#[ignore = "finding 8: fixed on s6-findings"]
 async fn a_new_stream_reconciles_without_a_conflict_warning() {
     let test = "a_new_stream_reconciles_without_a_conflict_warning";
     let Some(node) = Node::shared(test) else {
@@ -867,7 +862,6 @@ async fn a_new_stream_reconciles_without_a_conflict_warning() {
 /// Finding 10 of issue 20: `logFormat: text` writes ANSI colour escapes into the container
 /// log.
 #[tokio::test]
-#[ignore = "finding 10: fixed on s6-findings"]
 async fn log_format_text_writes_plain_logs() {
     let test = "log_format_text_writes_plain_logs";
     let Some(node) = Node::shared(test) else {
@@ -990,7 +984,6 @@ async fn conditions_text_when(
 /// Finding 2 of issue 20: a dump volume the sidecar's user cannot write (a hostPath PV owned by
 /// root) is only found out when the first stall needs it; it must be named in the status.
 #[tokio::test]
-#[ignore = "finding 2: fixed on s6-findings"]
 async fn an_unwritable_dump_volume_is_named_in_the_status() {
     let test = "an_unwritable_dump_volume_is_named_in_the_status";
     let Some(node) = Node::shared(test) else {
@@ -1019,7 +1012,6 @@ async fn an_unwritable_dump_volume_is_named_in_the_status() {
 /// Finding 5 of issue 20: with the dump claim Pending the TransitStream says `Stable` and
 /// `AllStreamsFlowing`; its status must name the claim.
 #[tokio::test]
-#[ignore = "finding 5: fixed on s6-findings"]
 async fn a_pending_dump_claim_is_named_in_the_status() {
     let test = "a_pending_dump_claim_is_named_in_the_status";
     let Some(node) = Node::shared(test) else {
