@@ -45,7 +45,7 @@ def check_namespaces(r: Rendered) -> None:
             want = r.effective["grafanaDashboard"]["namespace"] or RELEASE_NS
             require(ns == want, f"{path}: dashboard ConfigMap in {ns!r}, want {want}")
         elif d["kind"] in ("Role", "RoleBinding") and r.effective["namespaced"] \
-                and not d["metadata"]["name"].endswith(("-leader-election", "-webhook-certs")):
+                and not d["metadata"]["name"].endswith(("-leader-election", "-webhook-certs", "-owner")):
             require(ns == watch, f"{path}: {d['kind']} in {ns}, want the watched namespace {watch}")
         else:
             require(ns == RELEASE_NS, f"{path}: {d['kind']} in namespace {ns!r}, want {RELEASE_NS}")

@@ -59,6 +59,10 @@ struct RunArgs {
     /// Namespace of the Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// The operator's own Deployment, owner of the Lease and the webhook's certificate Secret
+    /// so that uninstalling (deleting it) removes them; empty: no owner.
+    #[arg(long, env = "OPERATOR_DEPLOYMENT", default_value = "")]
+    operator_deployment: String,
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -185,6 +189,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_tracing(cli.log_format);
+            transit_operator::owner::set_deployment(&args.operator_deployment);
             let workers = args.worker_threads;
             let config = (*args).into_config()?;
             let runtime = runtime(workers)?;

@@ -11,8 +11,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Api, Client};
 
-/// The environment variable naming the operator's Deployment (the chart sets it).
-pub const DEPLOYMENT_ENV: &str = "OPERATOR_DEPLOYMENT";
+/// The operator's Deployment, from `--operator-deployment` (`OPERATOR_DEPLOYMENT`, which the
+/// chart sets); set once at start.
+static DEPLOYMENT: OnceLock<String> = OnceLock::new();
+
+/// Names the operator's own Deployment (empty: none, run-time objects get no owner).
+pub fn set_deployment(name: &str) {
+    if !name.is_empty() {
+        let _ = DEPLOYMENT.set(name.to_string());
+    }
+}
 
 /// An owner reference to Deployment `name` (not a controller reference: the Deployment does
 /// not manage these objects, it only takes them along).
@@ -27,8 +35,8 @@ pub fn reference(name: &str, uid: &str) -> OwnerReference {
     }
 }
 
-/// The owner for run-time objects in `namespace`: the Deployment `$OPERATOR_DEPLOYMENT`, if
-/// set and readable; `None` otherwise (the objects then outlive an uninstall, as before; the
+/// The owner for run-time objects in `namespace`: the Deployment [`set_deployment`] named, if
+/// any and readable; `None` otherwise (the objects then outlive an uninstall, as before; the
 /// reason is logged).
 ///
 /// Looked up once and kept: an object written after the Deployment is gone (an uninstall in
@@ -38,9 +46,7 @@ pub async fn release_owner(client: &Client, namespace: &str) -> Option<Vec<Owner
     if let Some(found) = FOUND.get() {
         return Some(found.clone());
     }
-    let name = std::env::var(DEPLOYMENT_ENV)
-        .ok()
-        .filter(|n| !n.is_empty())?;
+    let name = DEPLOYMENT.get()?.clone();
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     match api.get(&name).await {
         Ok(d) => {

@@ -461,3 +461,93 @@ async fn the_lease_goes_with_the_operators_deployment() {
     .await;
     plane.delete_namespace(&ns).await;
 }
+
+fn broadcaster_of(
+    d: &k8s_openapi::api::apps::v1::Deployment,
+) -> k8s_openapi::api::core::v1::Container {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == "broadcaster"))
+        .cloned()
+        .expect("a broadcaster container")
+}
+
+/// Finding 6, as `operator/README.md` now says it: drift repair undoes a changed field the
+/// operator sets (the image), and leaves fields others added (`kubectl set env`'s entry, and
+/// `kubectl rollout restart`'s annotation, which must survive).
+#[tokio::test]
+async fn drift_repair_undoes_changed_fields_and_keeps_added_ones() {
+    let test = "drift_repair_undoes_changed_fields_and_keeps_added_ones";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("findings-drift").await;
+    let client = plane.admin().await;
+    let Some(ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    create_stream(&client, &ns, "demo", json!({"source": {"synthetic": {}}})).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    let original = eventually("the Deployment", Duration::from_secs(30), || async {
+        deployments.get_opt("demo").await.ok().flatten()
+    })
+    .await;
+    let image = broadcaster_of(&original).image.unwrap();
+    // What `kubectl set image`, `kubectl set env` and `kubectl rollout restart` send.
+    let edit = |manager: &str| PatchParams {
+        field_manager: Some(manager.into()),
+        ..PatchParams::default()
+    };
+    let set_image = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "broadcaster", "image": "example.invalid/hand-edited:1"}]}}}});
+    let set_env = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "broadcaster", "env": [{"name": "ADDED_BY_HAND", "value": "1"}]}]}}}});
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-12-06T18:00:00Z"}}}}});
+    deployments
+        .patch("demo", &edit("kubectl-set"), &Patch::Strategic(&set_env))
+        .await
+        .unwrap();
+    deployments
+        .patch(
+            "demo",
+            &edit("kubectl-rollout"),
+            &Patch::Strategic(&restart),
+        )
+        .await
+        .unwrap();
+    deployments
+        .patch("demo", &edit("kubectl-set"), &Patch::Strategic(&set_image))
+        .await
+        .unwrap();
+    let repaired = eventually("the image put back", Duration::from_secs(30), || async {
+        let d = deployments.get("demo").await.ok()?;
+        (broadcaster_of(&d).image.as_deref() == Some(image.as_str())).then_some(d)
+    })
+    .await;
+    let env = broadcaster_of(&repaired).env.unwrap_or_default();
+    assert!(
+        env.iter().any(|e| e.name == "ADDED_BY_HAND"),
+        "an added env entry stays (operator/README.md): {env:?}"
+    );
+    let annotations = repaired
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("kubectl.kubernetes.io/restartedAt")
+            .map(String::as_str),
+        Some("2026-12-06T18:00:00Z"),
+        "a rollout restart is never undone"
+    );
+    dump_on_panic(&ops);
+    plane.delete_namespace(&ns).await;
+}

@@ -367,6 +367,7 @@ async fn every_admin_route_needs_the_token() {
         ("POST", "/v1/dumps"),
         ("GET", "/v1/dumps"),
         ("POST", "/v1/streams/downtown/restart"),
+        ("POST", "/v1/streams/downtown/drill"),
         ("GET", "/no/such/route"),
         ("DELETE", "/v1/dumps"),
     ];
@@ -581,6 +582,26 @@ async fn unreachable_broadcaster_still_yields_a_bundle_that_says_why() {
     let tasks = std::fs::read_to_string(Path::new(&m.path).join("tasks.txt")).unwrap();
     assert!(tasks.starts_with("task dump unavailable"), "{tasks}");
     sidecar.shutdown().await;
+}
+
+/// Drills go to the broadcaster's `/admin/streams/{name}/drill`; this fake broadcaster has no
+/// such route, as a broadcaster of one's own may not: the answer says so.
+#[tokio::test]
+async fn drills_are_proxied_and_a_broadcaster_without_them_is_named() {
+    let e = env().await;
+    let (code, body) = e.admin_post("/v1/streams/downtown/drill", json!({})).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not support drills"),
+        "{body}"
+    );
+    let (code, _) = e.admin_post("/v1/streams/Bad_Name/drill", json!({})).await;
+    assert_eq!(code, 400);
+    assert_eq!(e.broadcaster.restarts.load(Ordering::SeqCst), 0);
+    e.sidecar.shutdown().await;
 }
 
 #[tokio::test]

@@ -76,6 +76,15 @@ pub(crate) fn plan(ts: &TransitStream, pods: &[(String, bool, bool)]) -> Plan {
 /// Acts on the drill annotation, if any: one admin call, a status record, an Event, the
 /// annotation removed.
 pub(super) async fn handle(ctx: &Context, target: &Target, ts: &mut TransitStream) -> Result<()> {
+    let asked = ts
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(DRILL_ANNOTATION));
+    if !asked {
+        // The usual case: no scan of the pod cache.
+        return Ok(());
+    }
     let pods: Vec<(String, bool, bool)> = pods_of(ctx, &target.ns, &target.name)
         .iter()
         .map(|p| {
