@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | [`gtfs`] | a feed message decoded, validated ([`gtfs::validate`]: the GTFS-realtime rules) and converted ([`gtfs::convert`]) once for all streams ([`gtfs::decoded`]) |
 //! | [`pipeline`] | sources, each stream's channel, dispatcher and supervisor, `prepare` (a stream's selection), quarantine, fan-out to subscribers, the stream runtime, [`Engine`] (the running state and its operations), the reporter and the named tasks |
-//! | [`serve`] | `server` ([`Config`], [`start`], [`Running`]), the gRPC service on tonic (`grpc`, `grpc_health`) and on `lean-h2` (`lean`), `/metrics` and `/healthz` and the admin API (`http_endpoints`, `metrics`), [`serve::fault`] |
+//! | [`serve`] | `config` ([`Config`]), `server` ([`start`], [`Running`]), the gRPC service on tonic (`grpc`, `grpc_health`) and on `lean-h2` (`lean`), `/metrics` and `/healthz` and the admin API (`http_endpoints`, `metrics`), [`serve::fault`] |
 //! | [`client`] | the `subscribe` command's client |
 //! | [`generated`] | checked-in prost/tonic code for `proto/` |
 //! | [`util`] | hex excerpts, rate-limited logs |
@@ -33,7 +33,7 @@
 //! ```
 //!
 //! Where a change goes:
-//! - a new flag: `cli.rs` (and [`Config`] if the library needs it), then
+//! - a new flag: `cli.rs` (and [`Config`], `serve/config.rs`, if the library needs it), then
 //!   docs/architecture.md;
 //! - a start-up or shutdown step: one function in `serve/server.rs`, called from [`start`];
 //! - something every handler can ask of the running broadcaster: a method on [`Engine`];
@@ -65,4 +65,5 @@ pub mod serve;
 pub mod util;
 
 pub use pipeline::engine::Engine;
-pub use serve::server::{Config, GrpcServer, Running, StartError, start};
+pub use serve::config::{Config, GrpcServer};
+pub use serve::server::{Running, StartError, start};

@@ -22,11 +22,15 @@ use crate::verdict::Verdict;
 pub const BUNDLE_V1: &str = "stallwatch.bundle.v1";
 /// File names inside a bundle.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The sidecar's state at capture time: reports, verdicts, the raw task dump (JSON).
 pub const STATE_FILE: &str = "state.json";
+/// The broadcaster's task dump, rendered for reading.
 pub const TASKS_FILE: &str = "tasks.txt";
 /// Zero-code mode's stand-in for `tasks.txt`: the mapped series of the last scrapes.
 pub const SCRAPES_FILE: &str = "scrapes.txt";
+/// A minidump of the broadcaster process.
 pub const MINIDUMP_FILE: &str = "broadcaster.dmp";
+/// A full core dump of the broadcaster process.
 pub const CORE_FILE: &str = "broadcaster.core";
 /// Directories being written start with this prefix; they never count as bundles.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -44,9 +48,13 @@ pub struct Manifest {
     pub id: String,
     /// Absolute path of the bundle directory as the sidecar sees it.
     pub path: String,
+    /// Versions of the programs and formats involved.
     pub versions: Versions,
+    /// The pod the bundle is from.
     pub pod: String,
+    /// The pod's namespace.
     pub namespace: String,
+    /// The node the pod ran on, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// The stream the capture is about, if any.
@@ -62,13 +70,17 @@ pub struct Manifest {
     pub requested_by: String,
     /// Wall clock of the request, ms since the Unix epoch.
     pub created_at_ms: u64,
+    /// How long each step of the capture took.
     pub timings: CaptureTimings,
     /// Every file of the bundle except `manifest.json` itself.
     pub files: Vec<BundleFile>,
+    /// Whether the task dump made it into the bundle.
     pub task_dump: TaskDumpOutcome,
+    /// Whether a process dump made it into the bundle, and if not, why not.
     pub process_dump: ProcessDumpOutcome,
 }
 
+/// The versions a bundle was written with, so that a reader knows what it reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versions {
     /// e.g. `transit-sidecar 0.1.0`.
@@ -88,7 +100,9 @@ pub struct Versions {
 /// How long each step of the capture took, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureTimings {
+    /// Fetching the broadcaster's task dump.
     pub task_dump_ms: u64,
+    /// Writing the process dump (0 when none was taken).
     pub process_dump_ms: u64,
     /// Writing and fsyncing the other files.
     pub write_ms: u64,
@@ -96,10 +110,12 @@ pub struct CaptureTimings {
     pub total_ms: u64,
 }
 
+/// One file of a bundle, with what checks its integrity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleFile {
     /// A plain file name inside the bundle directory.
     pub name: String,
+    /// Its size.
     pub bytes: u64,
     /// Lower-case hex SHA-256 of the file's contents.
     pub sha256: String,
@@ -110,18 +126,30 @@ pub struct BundleFile {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum TaskDumpOutcome {
     /// Fetched and stored (rendered in `tasks.txt`, raw in `state.json`).
-    Fetched { tasks: u64 },
+    Fetched {
+        /// Tasks in the dump.
+        tasks: u64,
+    },
     /// Could not be fetched (timeout, refused, unparsable); `tasks.txt` says so too.
-    Failed { why: String },
+    Failed {
+        /// What went wrong.
+        why: String,
+    },
     /// Not asked for: a metrics-only app (zero-code mode) has no task dump; `scrapes.txt`
     /// holds what it gives instead.
-    NotApplicable { why: String },
+    NotApplicable {
+        /// Why there is none.
+        why: String,
+    },
 }
 
+/// Which kind of process dump a bundle holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessDumpKind {
+    /// A minidump ([`MINIDUMP_FILE`]).
     Minidump,
+    /// A full core dump ([`CORE_FILE`]).
     Core,
 }
 
@@ -129,17 +157,27 @@ pub enum ProcessDumpKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ProcessDumpOutcome {
+    /// Written into the bundle.
     Written {
+        /// Which kind.
         kind: ProcessDumpKind,
+        /// Its file name inside the bundle.
         file: String,
+        /// Its size.
         bytes: u64,
         /// Threads captured; never 0 (a zero-thread minidump is reported as `failed`).
         threads: u64,
     },
     /// Not attempted: disabled by configuration or not permitted here (`why` says which).
-    Skipped { why: String },
+    Skipped {
+        /// Why it was not attempted.
+        why: String,
+    },
     /// Attempted and failed.
-    Failed { why: String },
+    Failed {
+        /// What went wrong.
+        why: String,
+    },
 }
 
 impl ProcessDumpOutcome {
@@ -156,12 +194,16 @@ impl ProcessDumpOutcome {
 /// One entry of the sidecar's `GET /v1/dumps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleSummary {
+    /// Absolute path of the bundle directory as the sidecar sees it.
     pub path: String,
+    /// Wall clock of the request, ms since the Unix epoch.
     pub created_at_ms: u64,
     /// Sum of the sizes of the bundle's files, the manifest included.
     pub bytes: u64,
+    /// The stream the capture is about, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// The stall reason, if any (absent for a manual capture).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<StallReason>,
 }
@@ -169,6 +211,7 @@ pub struct BundleSummary {
 /// The body of `GET /v1/dumps`, newest last.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleList {
+    /// Every complete bundle of the pod, newest last.
     pub bundles: Vec<BundleSummary>,
 }
 
@@ -176,10 +219,13 @@ pub struct BundleList {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DumpRequest {
+    /// The stream to capture (default: none, a capture about the whole pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// The stall reason the capture is about (default: none, a manual capture).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<StallReason>,
+    /// Who asks (default: the sidecar's name for the caller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
 }
@@ -218,8 +264,11 @@ pub fn bundle_name(
 /// What a bundle's name says, for listing a directory without reading every manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedName {
+    /// The capture's wall clock, ms since the Unix epoch (to the millisecond of the name).
     pub created_at_ms: u64,
+    /// The stream part, unless it is [`NO_STREAM`].
     pub stream: Option<String>,
+    /// The reason part, unless it is [`NO_REASON`] or unknown.
     pub reason: Option<StallReason>,
 }
 
@@ -315,15 +364,20 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// Limits on what one pod's bundles may occupy (`--max-bundles`, `--max-bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
+    /// At most this many bundles are kept.
     pub max_bundles: usize,
+    /// At most this many bytes of bundles are kept.
     pub max_bytes: u64,
 }
 
 /// A complete bundle as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetainedBundle {
+    /// The bundle directory's name.
     pub name: String,
+    /// Its capture's wall clock, ms since the Unix epoch (oldest go first).
     pub created_at_ms: u64,
+    /// Its size on disk.
     pub bytes: u64,
 }
 

@@ -4,16 +4,26 @@ use std::time::Duration;
 
 use crate::report::Report;
 
+/// Why a report did not reach the sidecar.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    /// No HTTP answer (connection refused, timeout, DNS).
     #[error("sidecar unreachable at {url}: {source}")]
     Unreachable {
+        /// The ingest URL.
         url: String,
+        /// The transport error.
         #[source]
         source: reqwest::Error,
     },
+    /// The sidecar answered with an error status.
     #[error("sidecar refused the report with HTTP {status}: {body}")]
-    Refused { status: u16, body: String },
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The answer's body (the sidecar says why).
+        body: String,
+    },
 }
 
 /// Posts reports to the sidecar's ingest endpoint. Cheap to clone.
@@ -38,10 +48,12 @@ impl ReportClient {
         })
     }
 
+    /// The ingest URL reports go to.
     pub fn url(&self) -> &str {
         &self.url
     }
 
+    /// Posts one report; an answer other than 2xx is [`SendError::Refused`].
     pub async fn send(&self, report: &Report) -> Result<(), SendError> {
         let resp = self
             .http

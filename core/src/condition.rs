@@ -30,12 +30,14 @@ pub enum StallReason {
 }
 
 impl StallReason {
+    /// Every reason, in the order of the enum.
     pub const ALL: [StallReason; 3] = [
         StallReason::ChannelStuck,
         StallReason::DispatcherDead,
         StallReason::ReportsLost,
     ];
 
+    /// The reason as written in the condition (its `reason` field).
     pub fn as_str(self) -> &'static str {
         match self {
             StallReason::ChannelStuck => "ChannelStuck",
@@ -64,14 +66,19 @@ impl FromStr for StallReason {
 /// One stalled stream as the condition message describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StalledStream {
+    /// The stream's name.
     pub stream: String,
+    /// Why it is stalled.
     pub reason: StallReason,
+    /// Items waiting in its channel.
     pub depth: u64,
+    /// Its channel's capacity.
     pub capacity: u64,
     /// Seconds since the last dequeue, `None` if the stream never dequeued.
     pub secs_since_dequeue: Option<f64>,
 }
 
+/// A condition message or reason that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unparsable stall condition message: {0}")]
 pub struct ConditionParseError(String);

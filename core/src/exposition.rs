@@ -14,13 +14,16 @@ use std::fmt;
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    /// The metric name, as exposed (suffixes included).
     pub name: String,
     /// In the order they appear.
     pub labels: Vec<(String, String)>,
+    /// The sample's value.
     pub value: f64,
 }
 
 impl Sample {
+    /// The value of label `name`, if the sample has it.
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
@@ -51,7 +54,9 @@ impl fmt::Display for Sample {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {what} (in {excerpt:?})")]
 pub struct ParseError {
+    /// The line, counting from 1.
     pub line: usize,
+    /// What is wrong with it.
     pub what: String,
     /// The start of the offending line, at most 60 bytes.
     pub excerpt: String,

@@ -40,6 +40,7 @@
 //!
 //! Unit tests of a module longer than a screen live in its sibling `<module>/tests.rs`.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod bundle;
 #[cfg(feature = "client")]

@@ -90,15 +90,21 @@ pub enum RestartTarget {
 /// The remediation policy, from the TransitStream spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
+    /// What a stall may lead to (observe, dump, restart, both).
     pub mode: Mode,
+    /// Ask the sidecar to restart the stalled stream's dispatcher before anything else.
     pub soft_restart_first: bool,
+    /// How long a soft restart may take to clear the stall before the next step.
     pub soft_restart_timeout_ms: u64,
+    /// How long the sidecar may take to capture a dump bundle.
     pub dump_timeout_ms: u64,
+    /// How long a restarted pod (or rollout) may take before the attempt counts as failed.
     pub restart_timeout_ms: u64,
     /// Attempts allowed per rolling hour (0: never act; stalls only set `Degraded`).
     pub budget_per_hour: u32,
     /// Minimum time from the end of one attempt to the start of the next.
     pub cooldown_ms: u64,
+    /// What a restart restarts: the pod or the whole Deployment.
     pub restart_target: RestartTarget,
 }
 
@@ -120,19 +126,28 @@ impl Default for Policy {
 /// The step an attempt is at. Each step is recorded before its effect is performed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
+    /// Recorded: the episode is in the ledger, no effect yet.
     Recorded,
+    /// Asking the sidecar to restart the stream's dispatcher.
     SoftRestart,
+    /// Capturing a dump bundle.
     Dump,
+    /// Restarting the pod or the Deployment.
     Restart,
+    /// Finished; `outcome` says how.
     Done,
 }
 
 /// How one step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepResult {
+    /// It did what it was for.
     Succeeded,
+    /// It returned an error.
     Failed,
+    /// It took longer than its timeout.
     TimedOut,
+    /// Not performed.
     Skipped,
 }
 
@@ -183,24 +198,39 @@ impl fmt::Display for Outcome {
 pub struct Attempt {
     /// `<pod>/<stream>@<started_at_ms>`: unique per episode.
     pub id: String,
+    /// The pod the stall is on.
     pub pod: String,
     /// The pod's uid (or, for a local adapter, the process instance) this attempt is about.
     pub pod_uid: Option<String>,
+    /// The stalled stream.
     pub stream: String,
+    /// Why it is stalled.
     pub reason: StallReason,
     /// When the episode began (the stall condition's transition), for the episode identity
     /// and the stall-to-restart measurement.
     pub stalled_since_ms: u64,
+    /// When this attempt started.
     pub started_at_ms: u64,
+    /// The step it is at.
     pub step: Step,
+    /// When that step started (its timeout counts from here).
     pub step_started_at_ms: u64,
+    /// Mode `Observe`: recorded with what would have been done, nothing performed, not
+    /// counted against the budget.
     pub observe_only: bool,
+    /// How the soft restart ended, if there was one.
     pub soft_restart: Option<StepResult>,
+    /// How the dump ended, if there was one.
     pub dump: Option<StepResult>,
+    /// Where the dump bundle is, if one was captured.
     pub bundle_path: Option<String>,
+    /// How the restart ended, if there was one.
     pub restart: Option<StepResult>,
+    /// How the attempt ended, once it did.
     pub outcome: Option<Outcome>,
+    /// When it ended.
     pub finished_at_ms: Option<u64>,
+    /// A sentence on how it ended, for the status and the Event.
     pub message: Option<String>,
 }
 
@@ -231,7 +261,9 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ledger {
+    /// The attempt being carried out, if any.
     pub in_flight: Option<Attempt>,
+    /// Finished attempts, oldest first, bounded.
     pub history: Vec<Attempt>,
 }
 
@@ -310,7 +342,9 @@ impl Ledger {
 /// One pod as observed now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodState {
+    /// The pod's name.
     pub name: String,
+    /// The pod's uid (`None` when unknown: any pod of that name matches).
     pub uid: Option<String>,
     /// `Some(t)` while the pod's stall condition is `False`, `t` being its transition time.
     pub stalled_since_ms: Option<u64>,
@@ -357,7 +391,9 @@ impl PodState {
 /// Everything observed now besides the policy and the ledger.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Observation {
+    /// The wall clock, ms since the Unix epoch.
     pub now_ms: u64,
+    /// The resource's pods.
     pub pods: Vec<PodState>,
     /// The resource's `paused`.
     pub paused: bool,
@@ -375,42 +411,68 @@ pub enum Decision {
     /// Nothing to do. Re-run at `recheck_at_ms` if set (a rail that lifts with time), else on
     /// the next change. `blocked` says why a stall is not being acted on.
     Idle {
+        /// When to decide again at the latest (a rail that lifts with time).
         recheck_at_ms: Option<u64>,
+        /// Why a stall is not acted on, if one is not.
         blocked: Option<Blocked>,
     },
     /// Persist `ledger`, then decide again. No effect.
-    Record { ledger: Ledger, note: Note },
+    Record {
+        /// The ledger to persist.
+        ledger: Ledger,
+        /// The Event to emit.
+        note: Note,
+    },
     /// Persist `ledger` (which records the step); only once that succeeded, perform `effect`
     /// and persist [`record_result`]`(&ledger, effect.attempt_id(), result)`. After a failed
     /// effect, requeue with backoff rather than deciding again at once.
     Act {
+        /// The ledger to persist first.
         ledger: Ledger,
+        /// The effect to perform once it is persisted.
         effect: Effect,
+        /// The Event to emit.
         note: Note,
     },
     /// An effect may be running (or the stall may clear): decide again at `until_ms` or on
     /// the next change, whichever is first.
-    Wait { until_ms: u64, step: Step },
+    Wait {
+        /// When to decide again at the latest.
+        until_ms: u64,
+        /// The step waited on.
+        step: Step,
+    },
 }
 
 /// Why a stall is not being acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
+    /// The resource's `paused` is set.
     Paused,
+    /// The pod (or, with `pod: None`, the resource) carries the opt-out annotation.
     OptedOut {
+        /// The opted-out pod, if the opt-out is the pod's.
         pod: Option<String>,
     },
     /// The hourly budget is spent: set `Degraded`, emit an Event, count it.
     BudgetSpent {
+        /// Attempts started in the last hour.
         used: u32,
+        /// Attempts allowed per hour.
         limit: u32,
+        /// When the oldest of them leaves the window, if one will.
         frees_at_ms: Option<u64>,
     },
+    /// The previous attempt ended less than the cooldown ago.
     Cooldown {
+        /// When the cooldown ends.
         until_ms: u64,
     },
+    /// Too many attempts in flight operator-wide.
     Concurrency {
+        /// Attempts in flight.
         active: usize,
+        /// The operator-wide cap.
         max: usize,
     },
 }
@@ -452,32 +514,46 @@ impl fmt::Display for Blocked {
 pub enum Effect {
     /// Ask the pod's sidecar to restart one stream's dispatcher.
     SoftRestart {
+        /// The attempt the effect belongs to.
         attempt_id: String,
+        /// The pod whose sidecar is asked.
         pod: String,
+        /// The stream to restart.
         stream: String,
     },
     /// Ask the pod's sidecar for a dump bundle, bounded by `timeout_ms`.
     CaptureDump {
+        /// The attempt the effect belongs to.
         attempt_id: String,
+        /// The pod whose sidecar is asked.
         pod: String,
+        /// The stream the dump is about.
         stream: String,
+        /// Why it is stalled.
         reason: StallReason,
+        /// How long the capture may take.
         timeout_ms: u64,
     },
     /// Restart the pod, only if it still is the one with `pod_uid` (a uid precondition).
     RestartPod {
+        /// The attempt the effect belongs to.
         attempt_id: String,
+        /// The pod to delete.
         pod: String,
+        /// Its uid: deleted only if the pod still has it.
         pod_uid: Option<String>,
     },
     /// Roll the Deployment: set its pod template's `restartedAt` annotation to this value.
     RolloutRestart {
+        /// The attempt the effect belongs to.
         attempt_id: String,
+        /// The annotation's value, ms since the Unix epoch.
         restarted_at_ms: u64,
     },
 }
 
 impl Effect {
+    /// The attempt the effect belongs to.
     pub fn attempt_id(&self) -> &str {
         match self {
             Effect::SoftRestart { attempt_id, .. }
@@ -493,19 +569,28 @@ impl Effect {
 pub enum EffectResult {
     /// The sidecar accepted the soft restart; the attempt now waits for the stall to clear.
     SoftRestartAccepted,
+    /// The sidecar refused the soft restart or did not answer.
     SoftRestartFailed {
+        /// What went wrong.
         error: String,
     },
+    /// The sidecar wrote a dump bundle.
     DumpCaptured {
+        /// Where it is.
         bundle_path: String,
     },
+    /// No dump bundle.
     DumpFailed {
+        /// What went wrong.
         error: String,
+        /// The capture ran past its timeout.
         timed_out: bool,
     },
     /// The pod was deleted (or was already gone) / the Deployment was patched.
     RestartIssued,
+    /// The pod could not be deleted / the Deployment not patched.
     RestartFailed {
+        /// What went wrong.
         error: String,
     },
 }
@@ -513,7 +598,9 @@ pub enum EffectResult {
 /// A step worth an Event: `reason` is a stable CamelCase word, `message` a sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
+    /// A stable CamelCase word (the Event's reason).
     pub reason: &'static str,
+    /// A sentence (the Event's message).
     pub message: String,
     /// Warning (something is wrong) or Normal.
     pub warning: bool,

@@ -49,7 +49,9 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamReport {
+    /// The stream's name (unique in the report, [`is_valid_stream_name`]).
     pub name: String,
+    /// The channel's depth and capacity now.
     pub channel: ChannelReport,
     /// Items ever written to the channel (including ones later dropped).
     pub enqueued_total: u64,
@@ -62,7 +64,9 @@ pub struct StreamReport {
     /// Wall clock of the last dequeue, ms since the epoch; absent if never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_dequeue_ms: Option<u64>,
+    /// What the reporting task saw of the stream's dispatcher.
     pub dispatcher: DispatcherReport,
+    /// The dispatcher's last error, if it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorReport>,
     /// Subscribers currently connected to this stream.
@@ -71,6 +75,7 @@ pub struct StreamReport {
     pub delivered_total: u64,
 }
 
+/// A stream's bounded channel, now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelReport {
@@ -80,9 +85,11 @@ pub struct ChannelReport {
     pub capacity: u64,
 }
 
+/// A stream's dispatcher task as the reporting task sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatcherReport {
+    /// Whether it runs.
     pub state: DispatcherState,
     /// Times a supervisor restarted this stream's dispatcher since the process started.
     pub restarts_total: u64,
@@ -108,6 +115,7 @@ impl DispatcherState {
         matches!(self, DispatcherState::Dead | DispatcherState::Missing)
     }
 
+    /// The state as written in a report (`running`, `restarting`, `dead`, `missing`).
     pub fn as_str(self) -> &'static str {
         match self {
             DispatcherState::Running => "running",
@@ -118,6 +126,7 @@ impl DispatcherState {
     }
 }
 
+/// The last error a dispatcher met.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorReport {
@@ -130,22 +139,41 @@ pub struct ErrorReport {
 /// Why a report was refused. Each variant maps to one HTTP status and one metric label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
+    /// The body is over the size limit.
     #[error("report is {size} bytes, more than the {max} allowed")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// The body's size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not a report (prost's or serde's error).
     #[error("report is not valid JSON for {PROTOCOL_V1}: {0}")]
     Malformed(String),
+    /// The report's `protocol` is not [`PROTOCOL_V1`].
     #[error("unsupported protocol {0:?}, expected {PROTOCOL_V1:?}")]
     UnsupportedProtocol(String),
+    /// The report breaks a rule of the protocol (the text says which).
     #[error("invalid report: {0}")]
     Invalid(String),
+    /// Not after the last accepted report of the same instance.
     #[error("out-of-order report: seq {seq} is not after {last_seq} for instance {instance}")]
     OutOfOrder {
+        /// The reporting instance.
         instance: String,
+        /// The refused report's `seq`.
         seq: u64,
+        /// The last accepted `seq`.
         last_seq: u64,
     },
+    /// From an instance a newer one already replaced.
     #[error("late report from instance {instance}, which instance {current} already replaced")]
-    Superseded { instance: String, current: String },
+    Superseded {
+        /// The replaced instance.
+        instance: String,
+        /// The instance that replaced it.
+        current: String,
+    },
 }
 
 impl ReportError {
@@ -280,6 +308,7 @@ impl Report {
         Ok(())
     }
 
+    /// The report of the stream called `name`, if any.
     pub fn stream(&self, name: &str) -> Option<&StreamReport> {
         self.streams.iter().find(|s| s.name == name)
     }
@@ -300,6 +329,7 @@ pub struct OrderGuard {
 const RETIRED_INSTANCES: usize = 16;
 
 impl OrderGuard {
+    /// Accepts `report` if it advances (and remembers it), refuses it otherwise.
     pub fn check(&mut self, report: &Report) -> Result<(), ReportError> {
         if let Some((instance, last_seq)) = &self.last {
             if *instance == report.instance {
@@ -326,6 +356,7 @@ impl OrderGuard {
         Ok(())
     }
 
+    /// The instance whose reports are accepted now, if any report was.
     pub fn current_instance(&self) -> Option<&str> {
         self.last.as_ref().map(|(i, _)| i.as_str())
     }

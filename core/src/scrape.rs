@@ -42,12 +42,19 @@ pub enum Capacity {
 /// `spec.detection.metrics` in the TransitStream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsMapping {
+    /// The gauge of items waiting per stream.
     pub depth: String,
+    /// The channel's capacity: a gauge per stream or one fixed value.
     pub capacity: Capacity,
+    /// The counter of items taken out per stream.
     pub dequeued: String,
+    /// The counter of items put in per stream, if the app exports one.
     pub enqueued: Option<String>,
+    /// The counter of items dropped per stream, if the app exports one.
     pub dropped: Option<String>,
+    /// The gauge that is 1 while a stream's consumer runs, if the app exports one.
     pub consumer_up: Option<String>,
+    /// The label whose value names the stream.
     pub stream_label: String,
 }
 
@@ -79,46 +86,90 @@ impl MetricsMapping {
 /// and the stream, so that the status says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
+    /// A mapped metric is absent from the scrape.
     #[error("metric {metric} is not in the scrape{hint}")]
-    MissingMetric { metric: String, hint: String },
+    MissingMetric {
+        /// The metric.
+        metric: String,
+        /// Appended to the message: similar names in the scrape, or empty.
+        hint: String,
+    },
+    /// A series of a mapped metric lacks the stream label.
     #[error("metric {metric} has a series without the stream label {label:?} (labels: {labels})")]
     MissingLabel {
+        /// The metric.
         metric: String,
+        /// The stream label.
         label: String,
+        /// The labels the series has.
         labels: String,
     },
+    /// A stream has no series of a mapped metric.
     #[error("metric {metric} has no series for stream {stream:?} (label {label})")]
     MissingSeries {
+        /// The metric.
         metric: String,
+        /// The stream label.
         label: String,
+        /// The stream.
         stream: String,
     },
     #[error(
         "metric {metric} has two series for stream {stream:?}: add a label filter or pick another metric"
     )]
-    DuplicateSeries { metric: String, stream: String },
+    /// A stream has two series of one metric.
+    DuplicateSeries {
+        /// The metric.
+        metric: String,
+        /// The stream.
+        stream: String,
+    },
+    /// A value is not a whole number >= 0.
     #[error("metric {metric} for stream {stream:?} is {value}, not a whole number >= 0")]
     BadValue {
+        /// The metric.
         metric: String,
+        /// The stream.
         stream: String,
+        /// The value as scraped.
         value: String,
     },
     #[error(
         "stream label value {value:?} of {metric} is not a stream name (a DNS label: [a-z0-9-], 1..=63)"
     )]
-    BadStreamName { metric: String, value: String },
+    /// A stream label value is not a valid stream name.
+    BadStreamName {
+        /// The metric.
+        metric: String,
+        /// The label value.
+        value: String,
+    },
     #[error(
         "stream {stream:?}: depth {depth} exceeds capacity {capacity}: check the capacity mapping"
     )]
+    /// A stream's depth is over its capacity.
     DepthOverCapacity {
+        /// The stream.
         stream: String,
+        /// Its depth.
         depth: u64,
+        /// Its capacity.
         capacity: u64,
     },
+    /// A stream's capacity is 0.
     #[error("capacity for stream {stream:?} is 0: check the capacity mapping")]
-    ZeroCapacity { stream: String },
+    ZeroCapacity {
+        /// The stream.
+        stream: String,
+    },
+    /// More streams than a report may hold.
     #[error("{count} streams, at most {max} allowed")]
-    TooManyStreams { count: usize, max: usize },
+    TooManyStreams {
+        /// Streams in the scrape.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl MappingError {
@@ -143,6 +194,7 @@ impl MappingError {
 /// A scrape turned into a report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Adapted {
+    /// The report, as a broadcaster would have sent it.
     pub report: Report,
     /// Set when this scrape started a new instance because a counter went backwards: which
     /// counter, for which stream, from what to what.
@@ -173,6 +225,7 @@ struct Row {
 }
 
 impl ScrapeAdapter {
+    /// An adapter for `mapping`; instance ids start with `instance_prefix`.
     pub fn new(mapping: MetricsMapping, instance_prefix: &str) -> Self {
         ScrapeAdapter {
             mapping,
@@ -183,6 +236,7 @@ impl ScrapeAdapter {
         }
     }
 
+    /// The mapping it reads.
     pub fn mapping(&self) -> &MetricsMapping {
         &self.mapping
     }

@@ -60,15 +60,22 @@ impl Default for VerdictConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
+    /// Making progress, or nothing to do.
     Healthy,
-    Stalled { reason: StallReason },
+    /// Stalled, for `reason`.
+    Stalled {
+        /// Why.
+        reason: StallReason,
+    },
 }
 
 impl Verdict {
+    /// Stalled, for any reason.
     pub fn is_stalled(self) -> bool {
         matches!(self, Verdict::Stalled { .. })
     }
 
+    /// The stall reason, if stalled.
     pub fn reason(self) -> Option<StallReason> {
         match self {
             Verdict::Healthy => None,
@@ -90,25 +97,41 @@ impl Verdict {
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// Healthy → stalled.
-    Stalled { reason: StallReason },
+    Stalled {
+        /// Why.
+        reason: StallReason,
+    },
     /// Still stalled, for a different reason (e.g. a stuck channel whose dispatcher is now
     /// reported dead).
-    ReasonChanged { from: StallReason, to: StallReason },
+    ReasonChanged {
+        /// The previous reason.
+        from: StallReason,
+        /// The reason now.
+        to: StallReason,
+    },
     /// Stalled → healthy, after `recover_after` of sustained progress.
     Recovered {
+        /// The reason it was stalled for.
         was: StallReason,
+        /// How long it was stalled.
         stalled_for_ms: u64,
     },
     /// The stream no longer appears in reports (the broadcaster's configuration changed).
-    Removed { was: Verdict },
+    Removed {
+        /// Its last verdict.
+        was: Verdict,
+    },
 }
 
 /// One verdict change, at monotonic time `at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
+    /// The stream.
     pub stream: String,
+    /// When, on the judge's monotonic clock.
     #[serde(with = "duration_ms")]
     pub at: Duration,
+    /// What changed.
     #[serde(flatten)]
     pub change: Change,
 }
@@ -128,13 +151,18 @@ impl Transition {
 /// The judge's view of one stream, for status pages and bundles.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamView<'a> {
+    /// The stream's name.
     pub name: &'a str,
+    /// Its verdict now.
     pub verdict: Verdict,
     /// When the current verdict began (monotonic). For a healthy stream that never stalled,
     /// when the judge first saw it.
     pub since: Duration,
+    /// Items waiting in its channel (last report).
     pub depth: u64,
+    /// Its channel's capacity (last report).
     pub capacity: u64,
+    /// Its dispatcher's state (last report).
     pub dispatcher: DispatcherState,
     /// Seconds since the stream's last dequeue, `None` if it never dequeued.
     pub secs_since_dequeue: Option<f64>,
@@ -330,6 +358,7 @@ pub struct Judge {
 }
 
 impl Judge {
+    /// A judge with no streams, judging by `config`.
     pub fn new(config: VerdictConfig) -> Self {
         Judge {
             config,
@@ -339,6 +368,7 @@ impl Judge {
         }
     }
 
+    /// The thresholds it judges by.
     pub fn config(&self) -> &VerdictConfig {
         &self.config
     }
@@ -458,6 +488,7 @@ impl Judge {
             .collect()
     }
 
+    /// The view of the stream called `name`, if the judge knows it.
     pub fn stream(&self, name: &str, now: Duration) -> Option<StreamView<'_>> {
         self.streams
             .get_key_value(name)
@@ -472,6 +503,7 @@ impl Judge {
             })
     }
 
+    /// Whether any stream is stalled now.
     pub fn any_stalled(&self) -> bool {
         self.streams.values().any(|t| t.verdict.is_stalled())
     }

@@ -1,7 +1,8 @@
 //! The serving layer: the listeners and what answers on them, over the pipeline's
 //! [`Engine`](crate::Engine).
 //!
-//! - `server`: [`Config`](crate::Config), binding the listeners, spawning every task,
+//! - `config`: [`Config`](crate::Config) and [`GrpcServer`](crate::GrpcServer);
+//! - `server`: checking the config, binding the listeners, spawning every task,
 //!   serving, [`Running`](crate::Running) and its shutdown; [`start`](crate::start) reads as
 //!   its steps;
 //! - `grpc`: `stallwatch.transit.v1.TransitBroadcaster`, gRPC health and reflection on
@@ -17,6 +18,7 @@
 //! (`scripts/check-structure.py` enforces it).
 
 // `pub`: the binary's `cli.rs` and tests/pipeline.rs configure faults.
+pub(crate) mod config;
 pub mod fault;
 pub(crate) mod grpc;
 pub(crate) mod grpc_health;

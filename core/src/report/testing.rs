@@ -63,28 +63,33 @@ impl StreamReportBuilder {
         }
     }
 
+    /// Sets the channel's depth and capacity.
     pub fn channel(mut self, depth: u64, capacity: u64) -> Self {
         self.depth = depth;
         self.capacity = capacity;
         self
     }
 
+    /// Sets the enqueued and dequeued totals.
     pub fn totals(mut self, enqueued: u64, dequeued: u64) -> Self {
         self.enqueued = enqueued;
         self.dequeued = dequeued;
         self
     }
 
+    /// Sets the dispatcher's state.
     pub fn state(mut self, state: DispatcherState) -> Self {
         self.state = state;
         self
     }
 
+    /// Sets the quarantined total.
     pub fn quarantined(mut self, total: u64) -> Self {
         self.quarantined = total;
         self
     }
 
+    /// Sets the last error.
     pub fn last_error(mut self, at_ms: u64, message: &str) -> Self {
         self.last_error = Some(ErrorReport {
             at_ms,
@@ -93,16 +98,19 @@ impl StreamReportBuilder {
         self
     }
 
+    /// Sets the last dequeue's wall clock.
     pub fn last_dequeue(mut self, at_ms: u64) -> Self {
         self.last_dequeue_ms = Some(at_ms);
         self
     }
 
+    /// Sets the number of subscribers.
     pub fn subscribers(mut self, n: u64) -> Self {
         self.subscribers = n;
         self
     }
 
+    /// The stream report.
     pub fn build(self) -> StreamReport {
         StreamReport {
             name: self.name,
