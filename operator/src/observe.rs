@@ -196,8 +196,10 @@ fn not_reporting(
     }
 }
 
-/// `pod NAME: why` for every pod whose streams are not judged.
-fn unjudged(health: &[PodHealth]) -> Vec<String> {
+/// `pod NAME: why` for every pod whose streams are not judged. A pod the scheduler holds for an
+/// unbound claim gets the claims named: the scheduler's message says only "unbound immediate
+/// PersistentVolumeClaims", and the dump claim is the usual one (issue 20, finding 5).
+fn unjudged(health: &[PodHealth], claims: &[String]) -> Vec<String> {
     health
         .iter()
         .filter_map(|h| match &h.verdict {
@@ -205,9 +207,35 @@ fn unjudged(health: &[PodHealth]) -> Vec<String> {
             PodVerdict::Unknown { reason, message } => {
                 Some(format!("pod {}: {reason}: {message}", h.name))
             }
+            PodVerdict::NotReporting {
+                cause: NotRunning::Unscheduled,
+                why,
+            } if why.contains("PersistentVolumeClaim") && !claims.is_empty() => Some(format!(
+                "pod {}: {why} (its claims: {}; is each one Bound?)",
+                h.name,
+                claims.join(", ")
+            )),
             PodVerdict::NotReporting { why, .. } => Some(format!("pod {}: {why}", h.name)),
         })
         .collect()
+}
+
+/// The PersistentVolumeClaims the TransitStream's pods mount: the dump claim (existing or
+/// templated) and a file source's recordings claim.
+fn claims_of(ts: &TransitStream) -> Vec<String> {
+    let name = ts.metadata.name.as_deref().unwrap_or_default();
+    let dump = ts.spec.dumps.volume.as_ref().map(|v| {
+        v.existing_claim
+            .clone()
+            .unwrap_or_else(|| crate::builders::dump_claim_name(name))
+    });
+    let recordings = ts
+        .spec
+        .source
+        .as_ref()
+        .and_then(|s| s.file.as_ref())
+        .map(|f| f.claim_name.clone());
+    dump.into_iter().chain(recordings).collect()
 }
 
 /// The reason `Ready` gives for pods that are not ready, from the first pod not judged.
@@ -453,7 +481,7 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
     let want = o.ts.spec.replicas;
     let stalled = stalled_streams(o.pods);
     let is_stalled = !stalled.is_empty();
-    let unjudged = unjudged(o.health);
+    let unjudged = unjudged(o.health, &claims_of(o.ts));
     let no_pods = o.pods.is_empty() && o.health.is_empty();
     conditions.set(stalled_condition(&stalled, &unjudged, no_pods));
     conditions.set(progressing_condition(&workload, want));

@@ -457,6 +457,49 @@ fn an_unscheduled_pod_is_named_with_the_schedulers_reason() {
     );
 }
 
+/// The scheduler names no claim; the status names the dump claim the pod waits for.
+#[test]
+fn a_pod_waiting_for_an_unbound_claim_names_the_dump_claim() {
+    let mut p = Pod::default();
+    p.metadata.name = Some("demo-abc".into());
+    p.status = Some(PodStatus {
+        conditions: Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some(
+                "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.".into(),
+            ),
+            ..PodCondition::default()
+        }]),
+        ..PodStatus::default()
+    });
+    let mut t = ts();
+    t.spec.dumps.volume = Some(stallwatch_crds::DumpVolume {
+        existing_claim: Some("nowhere".into()),
+        template: None,
+    });
+    let health = [pod_health(&p)];
+    let st = next_status(&Observed {
+        ts: &t,
+        deployment: Some(&deployment(0)),
+        pods: &[pod_state(&p)],
+        ledger: &Ledger::default(),
+        blocked: None,
+        invalid: &[],
+        now_ms: T0,
+        health: &health,
+    });
+    for kind in ["Stalled", "Ready"] {
+        let c = cond(&st, kind);
+        assert!(
+            c.message.contains("its claims: nowhere"),
+            "{kind}: {}",
+            c.message
+        );
+    }
+}
+
 #[test]
 fn a_waiting_container_and_a_pod_not_published_yet_are_named() {
     use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
