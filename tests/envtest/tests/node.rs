@@ -432,7 +432,6 @@ async fn helm_uninstall_removes_the_chart_and_the_streams() {
 
 /// Finding 9 of issue 20: the webhook's TLS Secret and the Lease stay after uninstall.
 #[tokio::test]
-#[ignore = "finding 9: fixed on s6-findings"]
 async fn helm_uninstall_leaves_no_secret_or_lease_of_ours() {
     let test = "helm_uninstall_leaves_no_secret_or_lease_of_ours";
     let Some(node) = Node::shared(test) else {
@@ -885,69 +884,6 @@ async fn log_format_text_writes_plain_logs() {
         "ANSI escapes in the log: {:?}",
         log.lines().next()
     );
-}
-
-/// Finding 6 of issue 20: a field another manager adds to an owned Deployment (`kubectl set
-/// env`) stays through drift repair, while `operator/README.md` says every hand edit is
-/// undone.
-#[tokio::test]
-#[ignore = "finding 6: fixed on s6-findings"]
-async fn drift_repair_removes_an_env_var_added_by_hand() {
-    let test = "drift_repair_removes_an_env_var_added_by_hand";
-    let Some(node) = Node::shared(test) else {
-        return;
-    };
-    let _serial = serial().await;
-    let _t = Timer::new(test);
-    ensure_installed(node).await;
-    let ns = node.plane().namespace("journey-drift").await;
-    let admin = node.plane().admin().await;
-    let (_, refused) =
-        apply::apply_yaml(&admin, &example("minimal-synthetic.yaml"), &ns, "kubectl").await;
-    assert!(refused.is_empty(), "{refused:?}");
-    ready_pod(
-        &admin,
-        &ns,
-        "stallwatch.io/transitstream=demo",
-        Duration::from_secs(120),
-    )
-    .await;
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(admin.clone(), &ns);
-    // What `kubectl set env deploy/demo -c broadcaster HAND_EDIT=1` sends.
-    deployments
-        .patch(
-            "demo",
-            &kube::api::PatchParams {
-                field_manager: Some("kubectl-set".into()),
-                ..Default::default()
-            },
-            &kube::api::Patch::Strategic(serde_json::json!({"spec": {"template": {"spec": {
-                "containers": [{"name": "broadcaster", "env": [{"name": "HAND_EDIT", "value": "1"}]}]
-            }}}})),
-        )
-        .await
-        .unwrap();
-    eventually(
-        "HAND_EDIT removed by drift repair",
-        Duration::from_secs(60),
-        || async {
-            let d = deployments.get("demo").await.ok()?;
-            let spec = d.spec?.template.spec?;
-            let broadcaster = spec
-                .containers
-                .into_iter()
-                .find(|c| c.name == "broadcaster")?;
-            (!broadcaster
-                .env
-                .unwrap_or_default()
-                .iter()
-                .any(|e| e.name == "HAND_EDIT"))
-            .then_some(())
-        },
-    )
-    .await;
-    node.plane().delete_namespace(&ns).await;
 }
 
 /// A TransitStream whose dumps go to the claim `claim` (created by the caller or not), and the
