@@ -54,6 +54,8 @@
 //! programs. The generated protobuf code is checked in under `src/generated/` (no build
 //! script, no protoc needed).
 #![forbid(unsafe_code)]
+// Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
+#![deny(clippy::unwrap_used)]
 
 // A module is `pub` when another crate uses it: the binary (`main.rs`), the tests in `tests/`
 // or the benches; each layer's `mod.rs` says which of its modules are and why.

@@ -40,6 +40,8 @@
 //!
 //! Unit tests of a module longer than a screen live in its sibling `<module>/tests.rs`.
 #![forbid(unsafe_code)]
+// Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
+#![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
 pub mod bundle;

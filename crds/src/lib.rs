@@ -17,6 +17,8 @@
 //! share), then `scripts/check-generated.sh --write`; a check the schema cannot express →
 //! `validate.rs`; a status field → `status.rs`.
 #![forbid(unsafe_code)]
+// Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
+#![deny(clippy::unwrap_used)]
 #![deny(missing_docs)]
 
 mod detection;

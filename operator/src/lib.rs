@@ -51,6 +51,8 @@
 //! May depend on `stallwatch-core`, `stallwatch-crds`, kube, k8s-openapi, axum, reqwest,
 //! prometheus-client. The binary (`main.rs`) adds anyhow and clap.
 #![forbid(unsafe_code)]
+// Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
+#![deny(clippy::unwrap_used)]
 
 pub mod builders;
 pub(crate) mod controller;

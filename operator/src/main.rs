@@ -1,6 +1,8 @@
 //! `transit-operator run` reconciles TransitStreams; `transit-operator crd` prints the CRD;
 //! `transit-operator rbac` prints the permissions it uses; `transit-operator metrics` prints the
 //! metrics it exports. This file only parses the CLI: the start-up is `transit_operator::run`.
+// Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
+#![deny(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

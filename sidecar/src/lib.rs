@@ -63,6 +63,8 @@
 //! prometheus-client. Verdict logic lives in `stallwatch-core`, not here; this crate is I/O.
 //! No `unsafe` anywhere (the process-dump module reads capabilities from `/proc`).
 #![deny(unsafe_code)]
+// Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
+#![deny(clippy::unwrap_used)]
 
 pub(crate) mod admin;
 pub(crate) mod auth;

@@ -15,6 +15,8 @@
 //! handling), `send` (serving ready streams), `spare` (a write buffer kept per thread),
 //! `stream`, `grpc` (request message framing and checks), `bridge`.
 #![forbid(unsafe_code)]
+// Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
+#![deny(clippy::unwrap_used)]
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -119,5 +119,12 @@ pub async fn events(client: &Client, ns: &str, kind: &str, name: &str) -> Vec<(S
 /// The node's hostPath directory for a dump volume: owned by the sidecar's user (65532), as a
 /// hostPath or local PersistentVolume must be (`fsGroup` does not apply to them).
 pub fn dump_dir(node: &Node, name: &str) -> PathBuf {
-    node.volume_dir(name, Some((65532, 65532)), 0o750)
+    // As the chart README tells users to prepare a hostPath or local PV: owned by 65532 and
+    // group-writable with setgid, so the uid-0 process-dump sidecar (gid 65532, no
+    // DAC_OVERRIDE) writes it too. chmod after the chown, which may clear setgid.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = node.volume_dir(name, Some((65532, 65532)), 0o2770);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2770))
+        .expect("chmod the dump dir");
+    dir
 }
