@@ -310,6 +310,7 @@ async fn reconcile_workload_ref(
         None => Vec::new(),
     };
     let coverage = workload::coverage(&target.name, reference, view.as_ref(), &pods);
+    let others = workload::claimed_by_others(&target.name, &pods);
     // The status's replica counters are the workload's (never written back to the spec).
     let deployment = view
         .as_ref()
@@ -326,7 +327,7 @@ async fn reconcile_workload_ref(
         &deployment,
         &ledger,
         blocked,
-        Some(coverage),
+        Some((coverage, others)),
     )
     .await?;
     Ok(requeue)
@@ -475,7 +476,7 @@ async fn write_observed_status(
     deployment: &Deployment,
     ledger: &Ledger,
     blocked: Option<Blocked>,
-    coverage: Option<stallwatch_crds::WorkloadCoverage>,
+    workload: Option<(stallwatch_crds::WorkloadCoverage, Vec<String>)>,
 ) -> Result<()> {
     let pods = pod_states(ctx, &target.ns, &target.name);
     let mut status = observe::next_status(&Observed {
@@ -487,7 +488,19 @@ async fn write_observed_status(
         invalid: &[],
         now_ms: ctx.now(),
     });
-    status.workload = coverage;
+    let mut conflict = None;
+    if let Some((coverage, others)) = workload {
+        let update = observe::conflict_condition(&others, coverage.message.as_deref());
+        if update.status {
+            conflict = Some(update.message.clone());
+        }
+        observe::apply_condition(&mut status, update, ts.metadata.generation, ctx.now());
+        status.workload = Some(coverage);
+    }
+    let was_conflict = ts
+        .status
+        .as_ref()
+        .is_some_and(|s| observe::condition_is(s, observe::CONFLICT, true));
     let was = |type_: &str| {
         ts.status
             .as_ref()
@@ -498,6 +511,11 @@ async fn write_observed_status(
     let degraded = observe::condition_is(&status, ct::DEGRADED, true);
     if ts.status.as_ref() != Some(&status) {
         write_status(&target.api, ts, status).await?;
+    }
+    if let Some(message) = conflict
+        && !was_conflict
+    {
+        publish(ctx, ts, true, "Conflict", "Reconcile", message).await;
     }
     if degraded
         && !was_degraded

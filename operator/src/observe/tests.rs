@@ -347,3 +347,14 @@ fn held_back_times_are_rfc3339_with_the_time_left() {
         blocked_message(&budget, T0)
     );
 }
+
+#[test]
+fn the_conflict_condition_names_the_other_transitstream_or_says_there_is_none() {
+    let none = conflict_condition(&[], None);
+    assert!(!none.status);
+    assert_eq!((none.type_, none.reason), (CONFLICT, "NoConflict"));
+    let some = conflict_condition(&["feed-ts".into()], Some("also named by \"feed-ts\""));
+    assert!(some.status);
+    assert_eq!(some.reason, "WorkloadClaimed");
+    assert!(some.message.contains("feed-ts"));
+}
