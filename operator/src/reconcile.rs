@@ -37,6 +37,11 @@ pub const FIELD_MANAGER: &str = "transit-operator";
 pub const RESTART_FIELD_MANAGER: &str = "transit-operator-restart";
 /// Most decide/act rounds in one reconcile (an attempt has at most 8 transitions).
 const MAX_ROUNDS: usize = 12;
+/// Env var of the test hook that ends the process at once (exit 137, as a SIGKILL would, no
+/// shutdown) right after an attempt's step named in it (`Recorded`, `Dump`, `Restart`, ...)
+/// is on record. For tests only: it is how `tests/real_api_crash_phases.rs` restarts the
+/// operator in each phase of an episode.
+pub const CRASH_AFTER_ENV: &str = "STALLWATCH_TEST_CRASH_AFTER";
 /// Periodic resync when nothing else is due.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -633,6 +638,7 @@ async fn record(
     note: rem::Note,
 ) -> Result<Ledger> {
     persist_ledger(ctx, target, ts, deployment, ledger, &next).await?;
+    crash_hook(&next);
     publish(
         ctx,
         ts,
@@ -643,6 +649,20 @@ async fn record(
     )
     .await;
     Ok(next)
+}
+
+/// The [`CRASH_AFTER_ENV`] test hook; nothing when the env var is unset.
+fn crash_hook(ledger: &Ledger) {
+    static STEP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let Some(step) = STEP.get_or_init(|| std::env::var(CRASH_AFTER_ENV).ok()) else {
+        return;
+    };
+    if let Some(a) = &ledger.in_flight
+        && format!("{:?}", a.step) == *step
+    {
+        tracing::warn!(attempt = %a.id, "{CRASH_AFTER_ENV}: exiting after step {step} (tests only)");
+        std::process::exit(137);
+    }
 }
 
 /// Runs the effect the ledger just recorded and records its result. A failed restart is an
