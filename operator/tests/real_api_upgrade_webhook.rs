@@ -257,7 +257,7 @@ async fn the_chart_switched_webhook_off_and_on_keeps_injected_pods_and_injects_a
     ops = vec![off];
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let config_off = configs.get_opt(RELEASE).await.unwrap();
-    let plain = scaled_to(&client, &ns, 2, &[first.clone()]).await;
+    let plain = scaled_to(&client, &ns, 2, std::slice::from_ref(&first)).await;
     let plain_name = name_of(&plain);
     let w_off = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
