@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use envtest_support::*;
 use journey_support::*;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use stallwatch_crds::TransitStream;
@@ -629,5 +630,99 @@ async fn kubectl_delete_of_the_lease_under_its_leader_never_makes_two_leaders() 
     );
     assert!(!standby_led, "the standby led beside the leader");
     assert!(!leader_lost, "the leader lost the Lease it held");
+    plane.delete_namespace(&ns).await;
+}
+
+/// `kubectl label` and `kubectl annotate` (not the opt-out) of a TransitStream: nothing rolls
+/// out and no owned object is written (its labels and annotations are not copied anywhere).
+#[tokio::test]
+async fn kubectl_label_and_annotate_of_the_transitstream_roll_nothing_out() {
+    let test = "kubectl_label_and_annotate_of_the_transitstream_roll_nothing_out";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let Some((ns, client, ops)) = operator_in(plane, "journey-label", test).await else {
+        return;
+    };
+    create_stream(&client, &ns, "demo", synthetic()).await;
+    all_owned(&client, &ns, "demo").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
+    let observed = || async {
+        let st = api.get("demo").await.ok()?.status?;
+        st.observed_generation
+    };
+    eventually("the status observed", Duration::from_secs(30), observed).await;
+    // Settled: the operator has written what it writes after the first rollout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = deployments.get("demo").await.unwrap().metadata;
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {
+            "labels": {"team": "dispatch"},
+            "annotations": {"example.com/owner": "ops"},
+        }})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = deployments.get("demo").await.unwrap().metadata;
+    dump_on_panic(&ops);
+    assert_eq!(after.generation, before.generation, "the Deployment rolled");
+    assert_eq!(
+        after.resource_version, before.resource_version,
+        "the Deployment was written"
+    );
+    plane.delete_namespace(&ns).await;
+}
+
+/// `kubectl patch ts demo --subresource=status` by hand (a wrong phase, the conditions
+/// dropped): the operator writes its own status back within seconds.
+#[tokio::test]
+async fn a_hand_patched_status_is_written_back() {
+    let test = "a_hand_patched_status_is_written_back";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let Some((ns, client, ops)) = operator_in(plane, "journey-status-patch", test).await else {
+        return;
+    };
+    create_stream(&client, &ns, "demo", synthetic()).await;
+    all_owned(&client, &ns, "demo").await;
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
+    let phase = || async {
+        let st = serde_json::to_value(api.get("demo").await.ok()?.status?).ok()?;
+        let n = st["conditions"].as_array().map_or(0, Vec::len);
+        Some((st["phase"].as_str()?.to_string(), n))
+    };
+    let (was, conditions) = eventually("a phase", Duration::from_secs(30), phase).await;
+    api.patch_status(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Stalled", "conditions": []}})),
+    )
+    .await
+    .unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some((p, n)) = phase().await
+                && p != "Stalled"
+                && n >= conditions
+            {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    let now = phase().await;
+    dump_on_panic(&ops);
+    assert!(
+        back.is_ok(),
+        "the hand-patched status stayed: {now:?} (was {was:?} with {conditions} conditions)"
+    );
     plane.delete_namespace(&ns).await;
 }
