@@ -15,6 +15,8 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::sync::watch;
 
+use stallwatch_core::sync::lock;
+
 use crate::health::{self, Heartbeat};
 
 /// What one candidate sees of the Lease.
@@ -74,6 +76,35 @@ pub fn view(lease: &Lease) -> LeaseView {
         duration_ms: spec.lease_duration_seconds.unwrap_or(15).max(1) as u64 * 1000,
         transitions: spec.lease_transitions.unwrap_or(0),
     }
+}
+
+/// [`decide`], remembering `last_seen`, the last Lease this candidate read. A missing lease
+/// whose last holder was someone else, still live when last seen, was deleted under its
+/// holder (`kubectl delete lease`): follow until it would have expired (the holder re-creates
+/// it at its next renewal) instead of creating it at once and leading beside the holder for
+/// up to a renew period.
+pub fn decide_seen(
+    lease: Option<&LeaseView>,
+    last_seen: Option<&LeaseView>,
+    me: &str,
+    now_ms: u64,
+) -> LeaseAction {
+    if lease.is_none()
+        && let Some(seen) = last_seen
+        && let Some(holder) = seen.holder.as_deref().filter(|h| !h.is_empty() && *h != me)
+    {
+        let until = seen
+            .renewed_ms
+            .unwrap_or(0)
+            .saturating_add(seen.duration_ms);
+        if now_ms < until {
+            return LeaseAction::Follow {
+                holder: holder.to_string(),
+                until_ms: until,
+            };
+        }
+    }
+    decide(lease, me, now_ms)
 }
 
 /// The Lease to write for `action`, from the current one.
@@ -199,6 +230,8 @@ pub struct Elector<S> {
     pub name: String,
     pub identity: String,
     pub duration: Duration,
+    /// The Lease as last read or written ([`decide_seen`]).
+    pub last_seen: std::sync::Mutex<Option<LeaseView>>,
 }
 
 impl<S: LeaseStore> Elector<S> {
@@ -210,7 +243,12 @@ impl<S: LeaseStore> Elector<S> {
     /// One round: acquire, renew or take over the lease, or follow its holder.
     pub async fn round(&self, now_ms: u64) -> Result<Round, LeaseError> {
         let current = self.store.get().await?;
-        let action = decide(current.as_ref().map(view).as_ref(), &self.identity, now_ms);
+        let seen = current.as_ref().map(view);
+        let last = match &seen {
+            Some(v) => lock(&self.last_seen).replace(v.clone()),
+            None => lock(&self.last_seen).clone(),
+        };
+        let action = decide_seen(seen.as_ref(), last.as_ref(), &self.identity, now_ms);
         if let LeaseAction::Follow { holder, .. } = action {
             return Ok(Round::Following {
                 holder: Some(holder),
@@ -229,7 +267,10 @@ impl<S: LeaseStore> Elector<S> {
             _ => self.store.replace(next).await,
         };
         match written {
-            Ok(_) => Ok(Round::Leading),
+            Ok(lease) => {
+                *lock(&self.last_seen) = Some(view(&lease));
+                Ok(Round::Leading)
+            }
             Err(LeaseError::Conflict) => Ok(Round::Following { holder: None }),
             Err(e) => Err(e),
         }

@@ -321,6 +321,45 @@ pub fn blocked_message(b: &Blocked, now_ms: u64) -> String {
     }
 }
 
+/// `Conflict`: written on TransitStreams with a `workloadRef` only. `True` (reason
+/// `WorkloadClaimed`) when the workload's pods belong to other TransitStreams naming the same
+/// workload (`workload::claimed_by_others`); this one remediates none of those pods.
+pub const CONFLICT: &str = "Conflict";
+
+/// The `Conflict` condition of a `workloadRef` TransitStream; `message` says what to do.
+pub fn conflict_condition(others: &[String], message: Option<&str>) -> ConditionUpdate {
+    if others.is_empty() {
+        return ConditionUpdate::fails(
+            CONFLICT,
+            "NoConflict",
+            "no other TransitStream owns the workload's pods",
+        );
+    }
+    ConditionUpdate::holds(
+        CONFLICT,
+        "WorkloadClaimed",
+        message.unwrap_or_default().to_string(),
+    )
+}
+
+/// Sets one update on a status, stamped with the TransitStream's generation and `now_ms`.
+pub fn apply_condition(
+    status: &mut TransitStreamStatus,
+    c: ConditionUpdate,
+    generation: Option<i64>,
+    now_ms: u64,
+) {
+    set_condition(
+        &mut status.conditions,
+        c.type_,
+        c.status,
+        c.reason,
+        c.message,
+        generation,
+        &time(now_ms),
+    );
+}
+
 pub fn condition_is(status: &TransitStreamStatus, type_: &str, value: bool) -> bool {
     status
         .conditions

@@ -37,6 +37,11 @@ pub const FIELD_MANAGER: &str = "transit-operator";
 pub const RESTART_FIELD_MANAGER: &str = "transit-operator-restart";
 /// Most decide/act rounds in one reconcile (an attempt has at most 8 transitions).
 const MAX_ROUNDS: usize = 12;
+/// Env var of the test hook that ends the process at once (exit 137, as a SIGKILL would, no
+/// shutdown) right after an attempt's step named in it (`Recorded`, `Dump`, `Restart`, ...)
+/// is on record. For tests only: it is how `tests/real_api_crash_phases.rs` restarts the
+/// operator in each phase of an episode.
+pub const CRASH_AFTER_ENV: &str = "STALLWATCH_TEST_CRASH_AFTER";
 /// Periodic resync when nothing else is due.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -312,6 +317,7 @@ async fn reconcile_workload_ref(
         None => Vec::new(),
     };
     let coverage = workload::coverage(&target.name, reference, view.as_ref(), &pods);
+    let others = workload::claimed_by_others(&target.name, &pods);
     // The status's replica counters are the workload's (never written back to the spec).
     let deployment = view
         .as_ref()
@@ -328,7 +334,7 @@ async fn reconcile_workload_ref(
         &deployment,
         &ledger,
         blocked,
-        Some(coverage),
+        Some((coverage, others)),
     )
     .await?;
     Ok(requeue)
@@ -478,7 +484,7 @@ async fn write_observed_status(
     deployment: &Deployment,
     ledger: &Ledger,
     blocked: Option<Blocked>,
-    coverage: Option<stallwatch_crds::WorkloadCoverage>,
+    workload: Option<(stallwatch_crds::WorkloadCoverage, Vec<String>)>,
 ) -> Result<()> {
     let pods = pod_states(ctx, &target.ns, &target.name);
     let health = pod_health(ctx, &target.ns, &target.name);
@@ -492,7 +498,19 @@ async fn write_observed_status(
         now_ms: ctx.now(),
         health: &health,
     });
-    status.workload = coverage;
+    let mut conflict = None;
+    if let Some((coverage, others)) = workload {
+        let update = observe::conflict_condition(&others, coverage.message.as_deref());
+        if update.status {
+            conflict = Some(update.message.clone());
+        }
+        observe::apply_condition(&mut status, update, ts.metadata.generation, ctx.now());
+        status.workload = Some(coverage);
+    }
+    let was_conflict = ts
+        .status
+        .as_ref()
+        .is_some_and(|s| observe::condition_is(s, observe::CONFLICT, true));
     let was = |type_: &str| {
         ts.status
             .as_ref()
@@ -503,6 +521,11 @@ async fn write_observed_status(
     let degraded = observe::condition_is(&status, ct::DEGRADED, true);
     if ts.status.as_ref() != Some(&status) {
         write_status(&target.api, ts, status).await?;
+    }
+    if let Some(message) = conflict
+        && !was_conflict
+    {
+        publish(ctx, ts, true, "Conflict", "Reconcile", message).await;
     }
     if degraded
         && !was_degraded
@@ -631,6 +654,7 @@ async fn record(
     note: rem::Note,
 ) -> Result<Ledger> {
     persist_ledger(ctx, target, ts, deployment, ledger, &next).await?;
+    crash_hook(&next);
     publish(
         ctx,
         ts,
@@ -641,6 +665,20 @@ async fn record(
     )
     .await;
     Ok(next)
+}
+
+/// The [`CRASH_AFTER_ENV`] test hook; nothing when the env var is unset.
+fn crash_hook(ledger: &Ledger) {
+    static STEP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let Some(step) = STEP.get_or_init(|| std::env::var(CRASH_AFTER_ENV).ok()) else {
+        return;
+    };
+    if let Some(a) = &ledger.in_flight
+        && format!("{:?}", a.step) == *step
+    {
+        tracing::warn!(attempt = %a.id, "{CRASH_AFTER_ENV}: exiting after step {step} (tests only)");
+        std::process::exit(137);
+    }
 }
 
 /// Runs the effect the ledger just recorded and records its result. A failed restart is an

@@ -380,6 +380,7 @@ fn spawn_elector(
         name: config.lease_name.clone(),
         identity: identity.to_string(),
         duration: config.lease_duration,
+        last_seen: Default::default(),
     };
     let clock = system_clock();
     tokio::spawn(async move {

@@ -154,7 +154,30 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Which pods carry the sidecar. Terminating pods are left out (they are going away).
+/// The TransitStream a pod belongs to, when it names one: the label the webhook sets
+/// (`stallwatch.io/transitstream`), else the opt-in label its template gave it.
+pub fn claimed_by(pod: &Pod) -> Option<&str> {
+    let labels = pod.metadata.labels.as_ref()?;
+    labels
+        .get(stallwatch_crds::labels::TRANSITSTREAM)
+        .or_else(|| labels.get(inject::INJECT_LABEL))
+        .map(String::as_str)
+}
+
+/// The other TransitStreams the workload's pods belong to (sorted, no repeats): a second
+/// TransitStream naming the same workload is in conflict with them and covers none of
+/// those pods (only the one a pod names ever remediates it).
+pub fn claimed_by_others(ts_name: &str, pods: &[Pod]) -> Vec<String> {
+    let others: std::collections::BTreeSet<&str> = pods
+        .iter()
+        .filter_map(claimed_by)
+        .filter(|owner| *owner != ts_name)
+        .collect();
+    others.into_iter().map(String::from).collect()
+}
+
+/// Which pods carry the sidecar. Terminating pods are left out (they are going away), and so
+/// are pods that belong to another TransitStream ([`claimed_by_others`]).
 pub fn coverage(
     ts_name: &str,
     w: &WorkloadRef,
@@ -179,8 +202,9 @@ pub fn coverage(
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
-    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     out.pods = live.len() as i32;
+    live.retain(|p| claimed_by(p).is_none_or(|owner| owner == ts_name));
+    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut uncovered = 0;
     for pod in live {
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -197,7 +221,10 @@ pub fn coverage(
             out.uncovered_pods.push(name);
         }
     }
-    if uncovered > 0 {
+    let others = claimed_by_others(ts_name, pods);
+    if !others.is_empty() {
+        out.message = Some(conflict_message(ts_name, w, &others));
+    } else if uncovered > 0 {
         out.message = Some(format!(
             "{uncovered} of {} pods have no sidecar: created before the pod template had the label {}: {ts_name}, or while the operator's webhook was unreachable; replace them with `kubectl rollout restart {}/{}`",
             out.pods,
@@ -207,6 +234,21 @@ pub fn coverage(
         ));
     }
     out
+}
+
+/// Why a second TransitStream naming the same workload covers none of its pods.
+pub fn conflict_message(ts_name: &str, w: &WorkloadRef, others: &[String]) -> String {
+    format!(
+        "{} {:?} is also named by TransitStream {}, whose pods these are (their label {} names it): only that one remediates them; delete TransitStream {ts_name:?} or point its workloadRef elsewhere",
+        w.kind.as_str(),
+        w.name,
+        others
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        inject::INJECT_LABEL,
+    )
 }
 
 #[cfg(test)]

@@ -412,3 +412,88 @@ async fn sigterm_in_the_dump_step_then_a_new_operator_finishes_the_attempt_exact
     );
     plane.delete_namespace(&ns).await;
 }
+
+/// `kubectl delete pod` of the stalled pod by hand while the operator is in its Dump step:
+/// the attempt ends once (the restart finds the pod gone and counts it done), and the
+/// replacement pod is never deleted.
+#[tokio::test]
+async fn kubectl_delete_of_the_stalled_pod_mid_remediation_ends_the_attempt_once() {
+    let test = "kubectl_delete_of_the_stalled_pod_mid_remediation_ends_the_attempt_once";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("episode-pod-deleted").await;
+    let client = plane.admin().await;
+    let Some(ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    create_stream(
+        &client,
+        &ns,
+        "demo",
+        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
+    )
+    .await;
+    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let overrides = poisoned()
+        .env(
+            "sidecar",
+            "SIDECAR_BROADCASTER_ADMIN_URL",
+            &format!("http://127.0.0.1:{}", hung_http()),
+        )
+        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "8s");
+    let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
+    eventually(
+        "the attempt in its Dump step",
+        Duration::from_secs(40),
+        || async {
+            let st = status(&client, &ns).await;
+            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
+        },
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.delete(&name, &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let st = status(&client, &ns).await;
+            if !st["remediation"]["history"][0]["outcome"].is_null() {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = status(&client, &ns).await;
+    let replacements: Vec<Pod> = pods
+        .list(&kube::api::ListParams::default().labels("stallwatch.io/transitstream=demo"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.name.as_deref() != Some(name.as_str()))
+        .collect();
+    drop(local);
+    dump_on_panic(&ops);
+    assert!(done.is_ok(), "the attempt never ended: {st:#}");
+    let history = st["remediation"]["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0]["pod"], name.as_str());
+    assert!(st["remediation"]["inFlight"].is_null(), "{st:#}");
+    assert!(
+        replacements
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_none()),
+        "a replacement pod was deleted"
+    );
+    println!(
+        "the stalled pod deleted by hand mid-Dump: {} ({})",
+        history[0]["outcome"], history[0]["message"]
+    );
+    plane.delete_namespace(&ns).await;
+}

@@ -12,11 +12,16 @@ use std::time::Duration;
 
 use envtest_support::*;
 use journey_support::*;
-use kube::api::{DeleteParams, ListParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use stallwatch_crds::TransitStream;
 use stallwatch_envtest::{ControlPlane, Timer, eventually};
+
+/// The chart's default `leaderElection.leaseName`.
+const LEASE: &str = "stallwatch-operator";
 
 fn synthetic() -> serde_json::Value {
     json!({"source": {"synthetic": {}}})
@@ -554,5 +559,170 @@ async fn the_chart_upgraded_from_one_replica_to_two_and_back_keeps_streams_recon
     back.unwrap_or_else(|missing| panic!("not reconciled after 2 → 1: {missing:?}"));
     let refused = forbidden(&ops);
     assert!(refused.is_empty(), "403s: {refused:#?}");
+    plane.delete_namespace(&ns).await;
+}
+
+/// `kubectl delete lease stallwatch-operator` while two replicas run, right after the leader
+/// renewed it (so the standby's next round comes first). The leader re-creates it; the standby
+/// never leads beside it. Was: the standby created the missing Lease and led until the old
+/// leader's next renewal found it (two leaders for up to a renew period).
+#[tokio::test]
+async fn kubectl_delete_of_the_lease_under_its_leader_never_makes_two_leaders() {
+    let test = "kubectl_delete_of_the_lease_under_its_leader_never_makes_two_leaders";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("journey-lease-deleted").await;
+    let client = plane.admin().await;
+    let Some(mut ops) = operator_stack(plane, &client, &ns, 2, test).await else {
+        return;
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let renewed = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+    let lease = eventually("a Lease holder", Duration::from_secs(30), || async {
+        let l = leases.get_opt(LEASE).await.ok()??;
+        l.spec.as_ref()?.holder_identity.as_ref()?;
+        Some(l)
+    })
+    .await;
+    let holder = lease
+        .spec
+        .as_ref()
+        .unwrap()
+        .holder_identity
+        .clone()
+        .unwrap();
+    ops.sort_by_key(|o| o.pod.name != holder);
+    eventually("the standby stands by", Duration::from_secs(30), || {
+        let standing = ops[1]
+            .log()
+            .contains("standing by: waiting for the leader lease");
+        async move { standing.then_some(()) }
+    })
+    .await;
+    // Right after a renewal: the leader's next round is a renew period away.
+    let before = renewed(&lease);
+    let started = std::time::Instant::now();
+    loop {
+        let now = leases.get(LEASE).await.unwrap();
+        if renewed(&now) != before || started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    leases
+        .delete(LEASE, &DeleteParams::default())
+        .await
+        .unwrap();
+    // A lease duration (6 s) and a renew period more.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let after = leases.get_opt(LEASE).await.unwrap();
+    create_stream(&client, &ns, "after", synthetic()).await;
+    all_owned(&client, &ns, "after").await;
+    let standby_led = ops[1].log().contains("acquired the leader lease");
+    let leader_lost = ops[0].log().contains("lost the leader lease");
+    dump_on_panic(&ops);
+    assert_eq!(
+        after.and_then(|l| l.spec?.holder_identity).as_deref(),
+        Some(holder.as_str()),
+        "the Lease is not the leader's again"
+    );
+    assert!(!standby_led, "the standby led beside the leader");
+    assert!(!leader_lost, "the leader lost the Lease it held");
+    plane.delete_namespace(&ns).await;
+}
+
+/// `kubectl label` and `kubectl annotate` (not the opt-out) of a TransitStream: nothing rolls
+/// out and no owned object is written (its labels and annotations are not copied anywhere).
+#[tokio::test]
+async fn kubectl_label_and_annotate_of_the_transitstream_roll_nothing_out() {
+    let test = "kubectl_label_and_annotate_of_the_transitstream_roll_nothing_out";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let Some((ns, client, ops)) = operator_in(plane, "journey-label", test).await else {
+        return;
+    };
+    create_stream(&client, &ns, "demo", synthetic()).await;
+    all_owned(&client, &ns, "demo").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
+    let observed = || async {
+        let st = api.get("demo").await.ok()?.status?;
+        st.observed_generation
+    };
+    eventually("the status observed", Duration::from_secs(30), observed).await;
+    // Settled: the operator has written what it writes after the first rollout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = deployments.get("demo").await.unwrap().metadata;
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {
+            "labels": {"team": "dispatch"},
+            "annotations": {"example.com/owner": "ops"},
+        }})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = deployments.get("demo").await.unwrap().metadata;
+    dump_on_panic(&ops);
+    assert_eq!(after.generation, before.generation, "the Deployment rolled");
+    assert_eq!(
+        after.resource_version, before.resource_version,
+        "the Deployment was written"
+    );
+    plane.delete_namespace(&ns).await;
+}
+
+/// `kubectl patch ts demo --subresource=status` by hand (a wrong phase, the conditions
+/// dropped): the operator writes its own status back within seconds.
+#[tokio::test]
+async fn a_hand_patched_status_is_written_back() {
+    let test = "a_hand_patched_status_is_written_back";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let Some((ns, client, ops)) = operator_in(plane, "journey-status-patch", test).await else {
+        return;
+    };
+    create_stream(&client, &ns, "demo", synthetic()).await;
+    all_owned(&client, &ns, "demo").await;
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
+    let phase = || async {
+        let st = serde_json::to_value(api.get("demo").await.ok()?.status?).ok()?;
+        let n = st["conditions"].as_array().map_or(0, Vec::len);
+        Some((st["phase"].as_str()?.to_string(), n))
+    };
+    let (was, conditions) = eventually("a phase", Duration::from_secs(30), phase).await;
+    api.patch_status(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Stalled", "conditions": []}})),
+    )
+    .await
+    .unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some((p, n)) = phase().await
+                && p != "Stalled"
+                && n >= conditions
+            {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    let now = phase().await;
+    dump_on_panic(&ops);
+    assert!(
+        back.is_ok(),
+        "the hand-patched status stayed: {now:?} (was {was:?} with {conditions} conditions)"
+    );
     plane.delete_namespace(&ns).await;
 }

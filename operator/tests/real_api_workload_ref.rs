@@ -3,7 +3,7 @@
 //! workload, and the referenced workload deleted and created again. A pod belongs to the one
 //! TransitStream its template's `stallwatch.io/inject` label names (the webhook sets
 //! `stallwatch.io/transitstream` from it), so the second TransitStream never remediates it:
-//! it reports the pod as not covered.
+//! it covers none of its pods and says so in a `Conflict` condition naming the first.
 
 mod envtest_support;
 
@@ -162,7 +162,55 @@ async fn two_streams_naming_one_workload_never_both_remediate_and_the_workload_c
     .await;
     drop(local);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The second TransitStream reports the conflict: a `Conflict` condition naming the first,
+    // and none of the pod under its coverage.
+    let conflict = |st: &serde_json::Value| {
+        st["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Conflict").cloned())
+            .unwrap_or_default()
+    };
+    let reported = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let st = status(&client, &ns, "feed-ts-2").await;
+            if conflict(&st)["status"] == "True" {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
     let second = status(&client, &ns, "feed-ts-2").await;
+    if reported.is_err() {
+        eprintln!("{}", operator.tails(60));
+    }
+    assert!(
+        reported.is_ok(),
+        "feed-ts-2 reports no conflict with feed-ts: {second:#}"
+    );
+    let c = conflict(&second);
+    assert_eq!(c["reason"], "WorkloadClaimed", "{c:#}");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("TransitStream \"feed-ts\"")),
+        "the condition does not name feed-ts: {c:#}"
+    );
+    assert!(
+        second["workload"]["coveredPods"]
+            .as_array()
+            .is_none_or(|p| p.is_empty()),
+        "feed-ts-2 lists feed-ts's pod as covered: {:#}",
+        second["workload"]
+    );
+    let first_now = status(&client, &ns, "feed-ts").await;
+    assert_eq!(conflict(&first_now)["status"], "False", "{first_now:#}");
+    assert!(
+        first_now["workload"]["coveredPods"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "feed-ts covers none of its workload's pods: {first_now:#}"
+    );
     if std::thread::panicking() {
         eprintln!("{}", operator.tails(60));
     }

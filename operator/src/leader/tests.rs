@@ -102,6 +102,7 @@ fn elector(store: &MockLeases, id: &str) -> Elector<MockLeases> {
         name: "stallwatch-operator".into(),
         identity: id.into(),
         duration: D,
+        last_seen: Default::default(),
     }
 }
 
@@ -198,4 +199,51 @@ async fn the_loop_publishes_leadership_and_releases_on_shutdown() {
         LeaseAction::TakeOver,
         "{view:?}"
     );
+}
+
+#[test]
+fn a_lease_deleted_under_a_live_holder_is_not_created_by_another_candidate_until_it_expires() {
+    let held = LeaseView {
+        holder: Some("a".into()),
+        renewed_ms: Some(T0),
+        duration_ms: 15_000,
+        transitions: 0,
+    };
+    // The holder re-creates it at once; anyone else waits out what it last saw.
+    assert_eq!(
+        decide_seen(None, Some(&held), "a", T0 + 1_000),
+        LeaseAction::Create
+    );
+    assert_eq!(
+        decide_seen(None, Some(&held), "b", T0 + 1_000),
+        LeaseAction::Follow {
+            holder: "a".into(),
+            until_ms: T0 + 15_000
+        }
+    );
+    assert_eq!(
+        decide_seen(None, Some(&held), "b", T0 + 15_000),
+        LeaseAction::Create
+    );
+    assert_eq!(decide_seen(None, None, "b", T0), LeaseAction::Create);
+    assert_eq!(
+        decide_seen(Some(&held), Some(&held), "b", T0 + 1_000),
+        decide(Some(&held), "b", T0 + 1_000)
+    );
+}
+
+#[tokio::test]
+async fn the_lease_deleted_under_its_leader_is_re_created_by_it_and_the_standby_keeps_following() {
+    let store = MockLeases::default();
+    let a = elector(&store, "a");
+    let b = elector(&store, "b");
+    assert!(a.try_once(T0).await.unwrap());
+    assert!(!b.try_once(T0 + 100).await.unwrap());
+    store.lease.lock().unwrap().take();
+    assert!(
+        !b.try_once(T0 + 5_000).await.unwrap(),
+        "the standby took a lease deleted under a live leader"
+    );
+    assert!(a.try_once(T0 + 5_100).await.unwrap());
+    assert!(!b.try_once(T0 + 10_000).await.unwrap());
 }

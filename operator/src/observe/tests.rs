@@ -542,4 +542,14 @@ fn a_waiting_container_and_a_pod_not_published_yet_are_named() {
     assert_eq!(cond(&st, "Stalled").reason, "AllStreamsFlowing");
     assert_eq!(cond(&st, "Progressing").reason, "Stable");
     assert_eq!(st.phase, Some(Phase::Running));
+
+#[test]
+fn the_conflict_condition_names_the_other_transitstream_or_says_there_is_none() {
+    let none = conflict_condition(&[], None);
+    assert!(!none.status);
+    assert_eq!((none.type_, none.reason), (CONFLICT, "NoConflict"));
+    let some = conflict_condition(&["feed-ts".into()], Some("also named by \"feed-ts\""));
+    assert!(some.status);
+    assert_eq!(some.reason, "WorkloadClaimed");
+    assert!(some.message.contains("feed-ts"));
 }

@@ -176,3 +176,45 @@ fn coverage_lists_injected_and_uninjected_pods_and_says_what_to_do() {
     assert!(!missing.found);
     assert!(missing.message.unwrap().contains("not found"));
 }
+
+#[test]
+fn pods_of_another_transitstream_are_not_covered_and_are_reported_as_a_conflict() {
+    let w = reference(WorkloadKind::Deployment);
+    let view = view_deployment(&Deployment {
+        spec: Some(DeploymentSpec {
+            selector: selector(),
+            template: template(None),
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    });
+    let labelled = |name: &str, key: &str, owner: &str| {
+        let mut p = pod(name, true, true);
+        p.metadata.labels = Some(BTreeMap::from([(key.into(), owner.into())]));
+        p
+    };
+    let pods = [
+        labelled(
+            "orders-feed-a",
+            stallwatch_crds::labels::TRANSITSTREAM,
+            "orders",
+        ),
+        labelled("orders-feed-b", inject::INJECT_LABEL, "orders"),
+    ];
+    let second = coverage("orders-2", &w, view.as_ref(), &pods);
+    assert_eq!(second.pods, 2, "the workload's pods are still counted");
+    assert!(second.covered_pods.is_empty(), "{second:?}");
+    assert!(second.uncovered_pods.is_empty(), "{second:?}");
+    let msg = second.message.unwrap();
+    assert!(
+        msg.contains("also named by TransitStream \"orders\""),
+        "{msg}"
+    );
+    assert!(msg.contains("delete TransitStream \"orders-2\""), "{msg}");
+    assert_eq!(claimed_by_others("orders-2", &pods), ["orders"]);
+
+    let first = coverage("orders", &w, view.as_ref(), &pods);
+    assert_eq!(first.covered_pods.len(), 2);
+    assert_eq!(first.message, None);
+    assert!(claimed_by_others("orders", &pods).is_empty());
+}
