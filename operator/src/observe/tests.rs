@@ -542,6 +542,7 @@ fn a_waiting_container_and_a_pod_not_published_yet_are_named() {
     assert_eq!(cond(&st, "Stalled").reason, "AllStreamsFlowing");
     assert_eq!(cond(&st, "Progressing").reason, "Stable");
     assert_eq!(st.phase, Some(Phase::Running));
+}
 
 #[test]
 fn the_conflict_condition_names_the_other_transitstream_or_says_there_is_none() {
