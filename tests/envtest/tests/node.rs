@@ -509,10 +509,12 @@ async fn process_dump_story(
     let (_, refused) =
         apply::apply_yaml(&admin, &hostpath_volume(&dir, &ns, "dumps"), &ns, "kubectl").await;
     assert!(refused.is_empty(), "{refused:?}");
+    // A process dump of the debug binaries these images hold (a core of ~100 MiB through gcore
+    // on a busy 2-core machine) takes longer than the default 10 s dump timeout.
     let ts = format!(
         "apiVersion: stallwatch.io/v1alpha1\nkind: TransitStream\nmetadata:\n  name: {name}\n\
          spec:\n  source:\n    synthetic: {{}}\n  image: {image}\n  dumps:\n    processDump: {mode}\n    \
-         volume:\n      existingClaim: dumps\n"
+         volume:\n      existingClaim: dumps\n  remediation:\n    dumpTimeout: 90s\n"
     );
     let (_, refused) = apply::apply_yaml(&admin, &ts, &ns, "kubectl").await;
     assert!(refused.is_empty(), "{refused:?}");
