@@ -153,8 +153,9 @@ async fn apply_minimal_synthetic_serves_a_subscriber_through_the_service() {
     node.plane().delete_namespace(&ns).await;
 }
 
-/// The story in real containers: the broadcaster's dispatcher hangs in its container (the
-/// `stallwatch-drill` image: `spec.image`, the product's own field) → the pod condition and
+/// The story in real containers, rehearsed as a user would with a drill (`spec.allowDrills`
+/// and the `stallwatch.io/drill` annotation: the broadcaster's dispatcher dies in its
+/// container, as the story's poison killed it) → the pod condition and
 /// Events → one dump bundle on a hostPath PersistentVolume owned by 65532, which
 /// `transit-sidecar inspect` reads → exactly one pod deletion → the ReplicaSet's replacement
 /// Ready → a subscriber gets updates again → the TransitStream's status and Events.
@@ -180,9 +181,9 @@ async fn the_story_stall_dump_on_a_hostpath_volume_one_restart_and_updates_resum
     assert!(refused.is_empty(), "{refused:?}");
     let ts = format!(
         "apiVersion: stallwatch.io/v1alpha1\nkind: TransitStream\nmetadata:\n  name: story\n\
-         spec:\n  source:\n    synthetic: {{}}\n  image: {}\n  dumps:\n    volume:\n      \
-         existingClaim: story-dumps\n",
-        node.image("stallwatch-drill").reference
+         spec:\n  source:\n    synthetic: {{}}\n  image: {}\n  allowDrills: true\n  dumps:\n    \
+         volume:\n      existingClaim: story-dumps\n",
+        node.image("stallwatch").reference
     );
     let (_, refused) = apply::apply_yaml(&admin, &ts, &ns, "kubectl").await;
     assert!(refused.is_empty(), "{refused:?}");
@@ -195,15 +196,30 @@ async fn the_story_stall_dump_on_a_hostpath_volume_one_restart_and_updates_resum
         .await
         .expect("updates before the stall");
 
-    // The drill image hangs the dispatcher 20 s after the broadcaster started.
-    let started = first
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == "broadcaster"))
-        .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.clone())
-        .expect("the broadcaster's start time");
-    let fault_at = std::time::SystemTime::from(started.0) + Duration::from_secs(20);
+    // The drill: one annotation, what a user types (`kubectl annotate ts story
+    // stallwatch.io/drill=`, the first stream).
+    let streams: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        &ns,
+        &kube::api::ApiResource {
+            group: "stallwatch.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "stallwatch.io/v1alpha1".into(),
+            kind: "TransitStream".into(),
+            plural: "transitstreams".into(),
+        },
+    );
+    streams
+        .patch(
+            "story",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"stallwatch.io/drill": ""}}
+            })),
+        )
+        .await
+        .expect("annotating the TransitStream for a drill");
+    let fault_at = std::time::SystemTime::now();
     let since_fault = || {
         std::time::SystemTime::now()
             .duration_since(fault_at)
@@ -327,6 +343,8 @@ async fn the_story_stall_dump_on_a_hostpath_volume_one_restart_and_updates_resum
     assert_eq!(history["pod"], first_name.as_str(), "{history:#}");
     assert_eq!(history["dump"], "Succeeded", "{history:#}");
     assert!(status["stalls"].as_i64().unwrap_or(0) >= 1, "{status:#}");
+    assert_eq!(status["lastDrill"]["outcome"], "Started", "{status:#}");
+    assert_eq!(history["reason"], "DispatcherDead", "{history:#}");
     let ts_events = events(&admin, &ns, "TransitStream", "story").await;
     assert!(ts_events.len() >= 3, "TransitStream Events: {ts_events:?}");
     let pod_events = events(&admin, &ns, "Pod", &first_name).await;
