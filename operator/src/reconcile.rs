@@ -961,7 +961,11 @@ async fn ensure_token(
             t
         }
         None => {
-            let token = builders::new_token();
+            // Deleted by hand under running pods: their sidecars read the token once, at
+            // start, so the token this process knows comes back (a new one would answer 401
+            // to every dump and soft restart until the pods restart).
+            let known = lock(&ctx.tokens).get(&key).cloned();
+            let token = known.unwrap_or_else(builders::new_token);
             tracked_apply(ctx, ns, &builders::admin_secret(ts, &token)).await?;
             token
         }

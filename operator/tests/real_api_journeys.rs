@@ -14,6 +14,7 @@ use envtest_support::*;
 use journey_support::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -723,6 +724,55 @@ async fn a_hand_patched_status_is_written_back() {
     assert!(
         back.is_ok(),
         "the hand-patched status stayed: {now:?} (was {was:?} with {conditions} conditions)"
+    );
+    plane.delete_namespace(&ns).await;
+}
+
+/// `kubectl delete secret demo-sidecar-admin` while the stream runs: the Secret comes back
+/// with the same token. The running sidecars read it once, at start; a new token would
+/// answer 401 to every dump and soft restart until the pods restart. Was: a new token.
+#[tokio::test]
+async fn kubectl_delete_of_the_admin_token_secret_brings_the_same_token_back() {
+    let test = "kubectl_delete_of_the_admin_token_secret_brings_the_same_token_back";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let Some((ns, client, ops)) = operator_in(plane, "journey-token-deleted", test).await else {
+        return;
+    };
+    create_stream(&client, &ns, "demo", synthetic()).await;
+    all_owned(&client, &ns, "demo").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let name = "demo-sidecar-admin";
+    let before = secrets.get(name).await.unwrap();
+    secrets
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let uid = before.metadata.uid.clone();
+    let after = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(Some(s)) = secrets.get_opt(name).await
+                && s.metadata.uid != uid
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    dump_on_panic(&ops);
+    let after = after.expect("the admin token Secret did not come back within 20 s");
+    assert!(
+        after.data.as_ref().and_then(|d| d.get("token")).is_some(),
+        "no token in {:?}",
+        after.data.as_ref().map(|d| d.keys().collect::<Vec<_>>())
+    );
+    assert!(
+        after.data.as_ref().and_then(|d| d.get("token"))
+            == before.data.as_ref().and_then(|d| d.get("token")),
+        "the re-created Secret holds a new token: the running sidecars would answer 401"
     );
     plane.delete_namespace(&ns).await;
 }
