@@ -178,19 +178,6 @@ async fn observe_mode_records_without_acting_and_switched_off_remediates() {
     plane.delete_namespace(&ns).await;
 }
 
-/// Accepts connections and never answers: a hung broadcaster admin API (the dump waits).
-fn hung_http() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn);
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn the_namespace_deleted_during_a_remediation_leaves_no_error_loop_and_no_series() {
     let test = "the_namespace_deleted_during_a_remediation_leaves_no_error_loop_and_no_series";
@@ -222,7 +209,10 @@ async fn the_namespace_deleted_during_a_remediation_leaves_no_error_loop_and_no_
         .env(
             "sidecar",
             "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!("http://127.0.0.1:{}", hung_http()),
+            &format!(
+                "http://127.0.0.1:{}",
+                stallwatch_testkit::net::hung_http_port()
+            ),
         )
         .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "20s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
@@ -362,7 +352,10 @@ async fn sigterm_in_the_dump_step_then_a_new_operator_finishes_the_attempt_exact
         .env(
             "sidecar",
             "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!("http://127.0.0.1:{}", hung_http()),
+            &format!(
+                "http://127.0.0.1:{}",
+                stallwatch_testkit::net::hung_http_port()
+            ),
         )
         .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "8s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
@@ -441,7 +434,10 @@ async fn kubectl_delete_of_the_stalled_pod_mid_remediation_ends_the_attempt_once
         .env(
             "sidecar",
             "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!("http://127.0.0.1:{}", hung_http()),
+            &format!(
+                "http://127.0.0.1:{}",
+                stallwatch_testkit::net::hung_http_port()
+            ),
         )
         .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "8s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;

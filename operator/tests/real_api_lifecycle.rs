@@ -366,20 +366,6 @@ async fn sigterm_ends_an_operator_serving_its_webhook() {
     plane.delete_namespace(&ns).await;
 }
 
-/// Accepts connections and never answers: a broadcaster admin API that hangs, so the
-/// sidecar's dump (and the operator's call to it) takes its whole timeout.
-fn hung_http() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn);
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn sigterm_ends_an_operator_in_the_middle_of_a_remediation() {
     let test = "sigterm_ends_an_operator_in_the_middle_of_a_remediation";
@@ -418,7 +404,10 @@ async fn sigterm_ends_an_operator_in_the_middle_of_a_remediation() {
         .env(
             "sidecar",
             "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!("http://127.0.0.1:{}", hung_http()),
+            &format!(
+                "http://127.0.0.1:{}",
+                stallwatch_testkit::net::hung_http_port()
+            ),
         )
         .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "30s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;

@@ -592,20 +592,6 @@ async fn a_standby_operator_is_ready_and_logs_that_it_waits() {
     plane.delete_namespace(&ns).await;
 }
 
-/// Accepts connections and never answers: the broadcaster's admin API, hung, so the sidecar's
-/// dump takes its whole task-dump timeout.
-fn hung_http() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn);
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn an_operator_killed_mid_remediation_finishes_it_exactly_once_after_restart() {
     let test = "an_operator_killed_mid_remediation_finishes_it_exactly_once_after_restart";
@@ -634,7 +620,10 @@ async fn an_operator_killed_mid_remediation_finishes_it_exactly_once_after_resta
         .env(
             "sidecar",
             "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!("http://127.0.0.1:{}", hung_http()),
+            &format!(
+                "http://127.0.0.1:{}",
+                stallwatch_testkit::net::hung_http_port()
+            ),
         )
         .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "6s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;

@@ -109,19 +109,6 @@ async fn until_healthz(http: &reqwest::Client, port: u16, want: u16, within: Dur
     }
 }
 
-/// Accepts connections and never answers: a hung broadcaster admin API.
-fn hung_http() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn);
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn a_wedged_judge_loop_fails_healthz_within_its_bound() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +162,10 @@ async fn a_running_judge_loop_keeps_healthz_ok() {
 #[tokio::test]
 async fn sigterm_ends_the_sidecar_within_its_grace_while_a_dump_hangs() {
     let dir = tempfile::tempdir().unwrap();
-    let broadcaster = format!("http://127.0.0.1:{}", hung_http());
+    let broadcaster = format!(
+        "http://127.0.0.1:{}",
+        stallwatch_testkit::net::hung_http_port()
+    );
     let mut sidecar = spawn(dir.path(), &broadcaster, &[], &["--task-dump-timeout=60s"]);
     let http = reqwest::Client::new();
     until_healthz(&http, sidecar.http, 200, Duration::from_secs(30)).await;

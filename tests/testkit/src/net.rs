@@ -55,6 +55,24 @@ fn ephemeral_start() -> u16 {
         .unwrap_or(DEFAULT_EPHEMERAL_START)
 }
 
+/// A loopback port whose server accepts connections and never answers (it holds them open):
+/// a hung HTTP API, so a caller's request waits for its whole timeout. The listener lives on a
+/// thread of its own until the process ends.
+pub fn hung_http_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    let port = listener
+        .local_addr()
+        .expect("a bound listener's address")
+        .port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    port
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
