@@ -158,7 +158,16 @@ pub async fn start_with_storage(
     if let Some(cfg) = zero_code.clone() {
         tasks.push(background::scraper(monitor.clone(), cfg, stop.clone()));
     }
-    let publishing = background::publish(&args, outputs.condition, &metrics, &stop).await;
+    let publishing = background::publish(
+        &args,
+        background::Conditions {
+            dispatch: outputs.condition,
+            dump_storage: capturer.storage_condition(),
+        },
+        &metrics,
+        &stop,
+    )
+    .await;
     tasks.extend(publishing.tasks);
     tasks.push(background::reactor(
         background::Reactor {

@@ -16,6 +16,7 @@ use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::monitor::{DesiredCondition, Monitor, Notice};
 use crate::publish::{self, KubePublisher, PodEvent, PodTarget};
+use stallwatch_core::condition::{CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE};
 
 /// How often silence is checked for (`ReportsLost`).
 const TICK: Duration = Duration::from_millis(100);
@@ -67,10 +68,18 @@ pub(super) struct Publishing {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// Publish the pod condition and Events when running in a cluster with a pod identity.
+/// The pod conditions to keep published, each from its own source.
+pub(super) struct Conditions {
+    /// `stallwatch.io/DispatchHealthy`, from the verdicts.
+    pub dispatch: watch::Receiver<Option<DesiredCondition>>,
+    /// `stallwatch.io/DumpStorageReady`, from the dump volume probe.
+    pub dump_storage: watch::Receiver<Option<DesiredCondition>>,
+}
+
+/// Publish the pod conditions and Events when running in a cluster with a pod identity.
 pub(super) async fn publish(
     args: &RunArgs,
-    condition: watch::Receiver<Option<DesiredCondition>>,
+    conditions: Conditions,
     metrics: &Arc<Metrics>,
     shutdown: &Stop,
 ) -> Publishing {
@@ -89,16 +98,29 @@ pub(super) async fn publish(
     };
     tracing::info!(
         pod = %args.pod_name, namespace = %args.pod_namespace,
-        "publishing the {} pod condition and Events", stallwatch_core::condition::CONDITION_TYPE
+        "publishing the {} and {} pod conditions and Events",
+        CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE
     );
     let (tx, rx) = mpsc::channel(64);
-    let cond = publish::run_condition_loop(publisher.clone(), condition, metrics.clone());
+    let cond = publish::run_condition_loop(
+        publisher.clone(),
+        CONDITION_TYPE,
+        conditions.dispatch,
+        metrics.clone(),
+    );
+    let storage = publish::run_condition_loop(
+        publisher.clone(),
+        DUMP_STORAGE_CONDITION_TYPE,
+        conditions.dump_storage,
+        metrics.clone(),
+    );
     let events = publish::run_event_loop(publisher, rx, metrics.clone());
     Publishing {
         events: Some(tx),
         not_publishing: None,
         tasks: vec![
             until_stopped(cond, shutdown.clone()),
+            until_stopped(storage, shutdown.clone()),
             until_stopped(events, shutdown.clone()),
         ],
     }
