@@ -68,18 +68,13 @@ pub(super) struct Publishing {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// The pod conditions to keep published, each from its own source.
-pub(super) struct Conditions {
-    /// `stallwatch.io/DispatchHealthy`, from the verdicts.
-    pub dispatch: watch::Receiver<Option<DesiredCondition>>,
-    /// `stallwatch.io/DumpStorageReady`, from the dump volume probe.
-    pub dump_storage: watch::Receiver<Option<DesiredCondition>>,
-}
-
-/// Publish the pod conditions and Events when running in a cluster with a pod identity.
+/// Publish the pod conditions (`DispatchHealthy` from the verdicts in `dispatch`,
+/// `DumpStorageReady` from the capturer's dump volume probe) and Events when running in a
+/// cluster with a pod identity.
 pub(super) async fn publish(
     args: &RunArgs,
-    conditions: Conditions,
+    dispatch: watch::Receiver<Option<DesiredCondition>>,
+    capturer: &Capturer,
     metrics: &Arc<Metrics>,
     shutdown: &Stop,
 ) -> Publishing {
@@ -102,16 +97,12 @@ pub(super) async fn publish(
         CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE
     );
     let (tx, rx) = mpsc::channel(64);
-    let cond = publish::run_condition_loop(
-        publisher.clone(),
-        CONDITION_TYPE,
-        conditions.dispatch,
-        metrics.clone(),
-    );
+    let cond =
+        publish::run_condition_loop(publisher.clone(), CONDITION_TYPE, dispatch, metrics.clone());
     let storage = publish::run_condition_loop(
         publisher.clone(),
         DUMP_STORAGE_CONDITION_TYPE,
-        conditions.dump_storage,
+        capturer.storage_condition(),
         metrics.clone(),
     );
     let events = publish::run_event_loop(publisher, rx, metrics.clone());
