@@ -14,6 +14,13 @@ use serde::{Deserialize, Serialize};
 pub const CONDITION_TYPE: &str = "stallwatch.io/DispatchHealthy";
 /// The reason of the condition while every stream is healthy.
 pub const HEALTHY_REASON: &str = "Healthy";
+/// The second pod condition: whether the dump volume takes a bundle (the sidecar's probe:
+/// write, fsync, delete). `False` names why (`PermissionDenied`, `ReadOnly`, `Missing`,
+/// `Full`, `Failed`) with the probe's message. Never a readiness gate: a broadcaster that
+/// cannot write dumps still serves.
+pub const DUMP_STORAGE_CONDITION_TYPE: &str = "stallwatch.io/DumpStorageReady";
+/// The reason of [`DUMP_STORAGE_CONDITION_TYPE`] while the dump volume is writable.
+pub const DUMP_STORAGE_WRITABLE_REASON: &str = "Writable";
 /// Messages longer than this are cut at a clause boundary with a `... and N more` tail.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 

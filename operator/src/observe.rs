@@ -6,7 +6,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use stallwatch_core::condition::{CONDITION_TYPE, StallReason, StalledStream, parse_message};
+use stallwatch_core::condition::{
+    CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE, StallReason, StalledStream, parse_message,
+};
 use stallwatch_core::remediation::{
     Blocked, Ledger, Mode, PodState, Policy, RestartTarget as CoreTarget,
 };
@@ -135,10 +137,21 @@ pub enum NotRunning {
 pub struct PodHealth {
     pub name: String,
     pub verdict: PodVerdict,
+    /// The sidecar's `DumpStorageReady` is `False`: why no bundle can be written.
+    pub dump_storage: Option<DumpStorageProblem>,
 }
 
-/// The [`PodHealth`] of a pod (as the slimmed cache keeps it: the `DispatchHealthy` and a
-/// failed `PodScheduled` condition, waiting containers).
+/// A `False` `stallwatch.io/DumpStorageReady` pod condition (issue 20, finding 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpStorageProblem {
+    /// `PermissionDenied`, `ReadOnly`, `Missing`, `Full`, `Failed`.
+    pub reason: String,
+    /// The sidecar's probe message.
+    pub message: String,
+}
+
+/// The [`PodHealth`] of a pod (as the slimmed cache keeps it: the `DispatchHealthy`,
+/// `DumpStorageReady` and a failed `PodScheduled` condition, waiting containers).
 pub fn pod_health(pod: &Pod) -> PodHealth {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.as_ref();
@@ -152,7 +165,17 @@ pub fn pod_health(pod: &Pod) -> PodHealth {
         Some(_) => PodVerdict::Judged,
         None => not_reporting(pod, condition("PodScheduled")),
     };
-    PodHealth { name, verdict }
+    let dump_storage = condition(DUMP_STORAGE_CONDITION_TYPE)
+        .filter(|c| c.status == "False")
+        .map(|c| DumpStorageProblem {
+            reason: c.reason.clone().unwrap_or_default(),
+            message: c.message.clone().unwrap_or_default(),
+        });
+    PodHealth {
+        name,
+        verdict,
+        dump_storage,
+    }
 }
 
 fn not_reporting(
@@ -528,7 +551,11 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
         &workload, want, is_stalled, o.health, &unjudged,
     ));
     conditions.set(remediating_condition(o.ledger));
-    conditions.set(degraded_condition(o.ledger, o.blocked, is_stalled));
+    let degraded = degraded_condition(o.ledger, o.blocked, is_stalled);
+    // Remediation trouble is the phase `Degraded`; an unwritable dump volume is not: streams
+    // still flow, only the next stall's bundle would be lost.
+    let remediation_degraded = degraded.status;
+    conditions.set(dump_storage_degraded(degraded, o.health));
 
     count_new_stalls(&mut st, &prev, o.pods, o.ledger);
     st.replicas = workload.replicas;
@@ -536,7 +563,7 @@ pub fn next_status(o: &Observed<'_>) -> TransitStreamStatus {
     st.stalled_streams = stalled;
     st.phase = Some(phase(
         o,
-        &st,
+        remediation_degraded,
         is_stalled,
         workload.ready >= want && !is_stalled && unjudged.is_empty(),
         workload.progressing(want),
@@ -722,16 +749,42 @@ fn degraded_condition(
     }
 }
 
+/// A `Degraded=False` becomes `DumpVolumeUnavailable` when a pod's sidecar cannot write to
+/// its dump volume; remediation trouble (`BudgetSpent`, `RemediationFailed`) is named first.
+fn dump_storage_degraded(degraded: ConditionUpdate, health: &[PodHealth]) -> ConditionUpdate {
+    let broken: Vec<String> = health
+        .iter()
+        .filter_map(|h| {
+            let p = h.dump_storage.as_ref()?;
+            Some(format!("pod {}: {}: {}", h.name, p.reason, p.message))
+        })
+        .collect();
+    if degraded.status || broken.is_empty() {
+        return degraded;
+    }
+    ConditionUpdate::holds(
+        ct::DEGRADED,
+        "DumpVolumeUnavailable",
+        stallwatch_core::report::truncate(
+            &format!(
+                "no diagnostic bundle can be written (streams still flow): {}",
+                broken.join("; ")
+            ),
+            2048,
+        ),
+    )
+}
+
 fn phase(
     o: &Observed<'_>,
-    st: &TransitStreamStatus,
+    remediation_degraded: bool,
     is_stalled: bool,
     ready: bool,
     progressing: bool,
 ) -> Phase {
     if o.ts.spec.paused {
         Phase::Paused
-    } else if condition_is(st, ct::DEGRADED, true) {
+    } else if remediation_degraded {
         Phase::Degraded
     } else if o.ledger.in_flight.is_some() {
         Phase::Remediating

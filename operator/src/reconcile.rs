@@ -516,9 +516,16 @@ async fn write_observed_status(
             .as_ref()
             .is_some_and(|s| observe::condition_is(s, type_, true))
     };
-    let was_degraded = was(ct::DEGRADED);
+    // By the budget: `Degraded` can already hold for an unwritable dump volume.
+    let budget_spent = |s: &TransitStreamStatus| {
+        observe::condition_is(s, ct::DEGRADED, true)
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == ct::DEGRADED && c.reason == "BudgetSpent")
+    };
+    let was_degraded = ts.status.as_ref().is_some_and(budget_spent);
     let was_invalid = was(ct::INVALID_SPEC);
-    let degraded = observe::condition_is(&status, ct::DEGRADED, true);
+    let degraded = budget_spent(&status);
     if ts.status.as_ref() != Some(&status) {
         write_status(&target.api, ts, status).await?;
     }
@@ -1200,9 +1207,11 @@ pub fn slim_pod(pod: &mut Pod) {
     pod.spec = None;
     pod.status = pod.status.take().map(|s| PodStatus {
         conditions: s.conditions.map(|mut cs| {
-            // A failed PodScheduled says why a pod has no verdict (the status names it).
+            // A failed PodScheduled says why a pod has no verdict (the status names it);
+            // DumpStorageReady says whether the next stall's bundle can be written.
             cs.retain(|c| {
                 c.type_ == stallwatch_core::condition::CONDITION_TYPE
+                    || c.type_ == stallwatch_core::condition::DUMP_STORAGE_CONDITION_TYPE
                     || (c.type_ == "PodScheduled" && c.status == "False")
             });
             cs

@@ -286,6 +286,88 @@ async fn a_pod_waiting_for_its_dump_claim_is_named_in_the_status() {
     plane.delete_namespace(&ns).await;
 }
 
+/// Finding 2: a dump volume the sidecar cannot write was found out only when the first stall
+/// needed it, and the TransitStream never said so. The sidecar here (the real binary) gets a
+/// dump directory that is a regular file, which no user can write into (root included, as in
+/// CI); its probe at start publishes `DumpStorageReady=False` on the pod and the operator
+/// turns that into `Degraded=True DumpVolumeUnavailable` naming the pod. Streams still flow,
+/// so the phase is not `Degraded`.
+#[tokio::test]
+async fn an_unwritable_dump_dir_is_named_in_the_degraded_condition() {
+    let test = "an_unwritable_dump_dir_is_named_in_the_degraded_condition";
+    let Some(plane) = ControlPlane::shared(test) else {
+        return;
+    };
+    let _t = Timer::new(test);
+    let ns = plane.namespace("findings-dump-unwritable").await;
+    let client = plane.admin().await;
+    let Some(ops) = operator_stack(plane, &client, &ns, 1, test).await else {
+        return;
+    };
+    create_stream(
+        &client,
+        &ns,
+        "nodumps",
+        json!({"source": {"synthetic": {}}}),
+    )
+    .await;
+    let pod = stream_pods(&client, &ns, "nodumps", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let not_a_dir = plane.dir().join(format!("{ns}-dumps-is-a-file"));
+    std::fs::write(&not_a_dir, b"not a directory\n").unwrap();
+    let overrides =
+        Overrides::default().env("sidecar", "SIDECAR_DUMP_DIR", not_a_dir.to_str().unwrap());
+    let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let (reason, message) = eventually(
+        "the pod condition DumpStorageReady=False",
+        Duration::from_secs(60),
+        || async {
+            let c = pods
+                .get(&name)
+                .await
+                .ok()?
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "stallwatch.io/DumpStorageReady")?;
+            (c.status == "False")
+                .then(|| (c.reason.unwrap_or_default(), c.message.unwrap_or_default()))
+        },
+    )
+    .await;
+    assert_eq!(reason, "Missing", "{message}");
+    assert!(message.contains("is not a directory"), "{message}");
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
+    let (degraded, phase) = eventually(
+        "Degraded=True DumpVolumeUnavailable",
+        Duration::from_secs(60),
+        || async {
+            let ts = api.get("nodumps").await.ok()?;
+            let degraded = condition(&ts, "Degraded")?;
+            (degraded.1 == "DumpVolumeUnavailable")
+                .then(|| (degraded, ts.status.and_then(|s| s.phase)))
+        },
+    )
+    .await;
+    assert_eq!(degraded.0, "True", "{degraded:?}");
+    assert!(
+        degraded.2.contains(&format!("pod {name}: Missing")),
+        "{degraded:?}"
+    );
+    assert!(degraded.2.contains("is not a directory"), "{degraded:?}");
+    assert_ne!(
+        phase,
+        Some(stallwatch_crds::Phase::Degraded),
+        "{degraded:?}"
+    );
+    if std::thread::panicking() {
+        eprintln!("{}", local.tails(30));
+    }
+    dump_on_panic(&ops);
+    plane.delete_namespace(&ns).await;
+}
+
 async fn annotate_drill(client: &Client, ns: &str, name: &str, stream: &str) {
     let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
     let patch = json!({"metadata": {"annotations": {"stallwatch.io/drill": stream}}});

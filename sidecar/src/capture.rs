@@ -10,6 +10,7 @@ use stallwatch_core::bundle::{
     STATE_FILE, TASKS_FILE, TaskDumpOutcome, Versions,
 };
 use stallwatch_core::clock::now_ms;
+use stallwatch_core::condition::DUMP_STORAGE_WRITABLE_REASON;
 use stallwatch_core::report::{PROTOCOL_V1, is_valid_stream_name};
 use stallwatch_core::taskdump::TaskDump;
 use stallwatch_core::verdict::VerdictConfig;
@@ -17,7 +18,9 @@ use stallwatch_core::verdict::VerdictConfig;
 use crate::broadcaster::BroadcasterClient;
 use crate::bundles::{BundleError, BundleStore, PendingBundle};
 use crate::cli::ProcessDumpMode;
-use crate::monitor::{HistoryEntry, Monitor, Notice, ReceivedReport, ScrapeRecord, Status};
+use crate::monitor::{
+    DesiredCondition, HistoryEntry, Monitor, Notice, ReceivedReport, ScrapeRecord, Status,
+};
 use crate::procdump;
 use crate::taskdump_render::render_task_dump;
 
@@ -156,6 +159,8 @@ pub struct Capturer {
     identity: PodIdentity,
     /// One capture at a time: they compete for the same disk and the same ptrace target.
     busy: tokio::sync::Mutex<()>,
+    /// The `stallwatch.io/DumpStorageReady` pod condition after the last probe.
+    storage_condition: tokio::sync::watch::Sender<Option<DesiredCondition>>,
 }
 
 impl Capturer {
@@ -175,7 +180,13 @@ impl Capturer {
             task_dump_timeout,
             identity,
             busy: tokio::sync::Mutex::new(()),
+            storage_condition: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// The dump volume's pod condition, set by each probe (`None` before the first).
+    pub fn storage_condition(&self) -> tokio::sync::watch::Receiver<Option<DesiredCondition>> {
+        self.storage_condition.subscribe()
     }
 
     /// Probes the dump volume (write, fsync, delete a file) and records the outcome in
@@ -187,6 +198,13 @@ impl Capturer {
         }
         self.monitor
             .set_storage(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+        // `send_if_modified`: an unchanged result wakes no publisher.
+        let want = storage_condition(&result);
+        self.storage_condition.send_if_modified(|c| {
+            let changed = c.as_ref() != Some(&want);
+            *c = Some(want);
+            changed
+        });
         result
     }
 
@@ -387,3 +405,38 @@ impl Capturer {
             .map(|bundles| bundle::BundleList { bundles })
     }
 }
+
+/// The `stallwatch.io/DumpStorageReady` condition for a probe's outcome: `True`/`Writable`, or
+/// `False` with a reason for the kind of failure and the probe's message.
+pub fn storage_condition(probe: &Result<(), BundleError>) -> DesiredCondition {
+    match probe {
+        Ok(()) => DesiredCondition {
+            healthy: true,
+            unknown: false,
+            reason: DUMP_STORAGE_WRITABLE_REASON.to_owned(),
+            message: "the dump volume takes a bundle (probe: write, fsync, delete)".to_owned(),
+        },
+        Err(e) => DesiredCondition {
+            healthy: false,
+            unknown: false,
+            reason: storage_reason(e).to_owned(),
+            message: stallwatch_core::report::truncate(&e.to_string(), 1000),
+        },
+    }
+}
+
+fn storage_reason(e: &BundleError) -> &'static str {
+    match e {
+        BundleError::NotWritable { .. } => "PermissionDenied",
+        BundleError::ReadOnly(_) => "ReadOnly",
+        BundleError::Unavailable(_) | BundleError::NotADirectory(_) => "Missing",
+        BundleError::NoSpace(_) => "Full",
+        BundleError::Io(_)
+        | BundleError::NamesExhausted(_)
+        | BundleError::EncodeManifest(_)
+        | BundleError::Task(_) => "Failed",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,6 @@
-//! Making verdicts visible on the Pod: the `stallwatch.io/DispatchHealthy` pod condition
-//! (patched on `pods/status` only when the verdict changes, retried until it lands) and
-//! Kubernetes Events for stalls, recoveries and captures.
+//! Making verdicts visible on the Pod: the `stallwatch.io/DispatchHealthy` and
+//! `stallwatch.io/DumpStorageReady` pod conditions (each patched on `pods/status` only when it
+//! changes, retried until it lands) and Kubernetes Events for stalls, recoveries and captures.
 //!
 //! Thin on purpose: what to publish is decided in [`crate::monitor`]; this module turns it into
 //! API requests. Tested against a mock API server (`tower-test`).
@@ -13,7 +13,6 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
-use stallwatch_core::condition::CONDITION_TYPE;
 use stallwatch_core::verdict::Change;
 use tokio::sync::{mpsc, watch};
 
@@ -135,15 +134,16 @@ impl KubePublisher {
         }
     }
 
-    /// Strategic-merge the condition into `status.conditions` (merge key `type`), leaving the
-    /// kubelet's own conditions alone.
+    /// Strategic-merge the condition of type `condition_type` into `status.conditions` (merge
+    /// key `type`), leaving the kubelet's own conditions and the other one alone.
     pub async fn patch_condition(
         &self,
+        condition_type: &str,
         c: &DesiredCondition,
         last_transition_time: &str,
     ) -> Result<(), kube::Error> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.pod.namespace);
-        let patch = condition_patch(c, last_transition_time);
+        let patch = condition_patch(condition_type, c, last_transition_time);
         pods.patch_status(
             &self.pod.name,
             &PatchParams::apply(FIELD_MANAGER),
@@ -169,11 +169,15 @@ impl KubePublisher {
     }
 }
 
-pub fn condition_patch(c: &DesiredCondition, last_transition_time: &str) -> serde_json::Value {
+pub fn condition_patch(
+    condition_type: &str,
+    c: &DesiredCondition,
+    last_transition_time: &str,
+) -> serde_json::Value {
     json!({
         "status": {
             "conditions": [{
-                "type": CONDITION_TYPE,
+                "type": condition_type,
                 "status": c.status(),
                 "reason": c.reason,
                 "message": c.message,
@@ -189,11 +193,13 @@ fn now_rfc3339() -> String {
         .to_string()
 }
 
-/// Keep the Pod's condition equal to the latest desired one: publish on each change, retry
-/// with backoff until it lands (a newer desired state replaces the one being retried).
-/// `lastTransitionTime` moves only when the status changes (True, False, Unknown).
+/// Keep the Pod's condition of type `condition_type` equal to the latest desired one: publish
+/// on each change, retry with backoff until it lands (a newer desired state replaces the one
+/// being retried). `lastTransitionTime` moves only when the status changes (True, False,
+/// Unknown). One loop per condition type.
 pub async fn run_condition_loop(
     publisher: Arc<KubePublisher>,
+    condition_type: &'static str,
     mut desired: watch::Receiver<Option<DesiredCondition>>,
     metrics: Arc<Metrics>,
 ) {
@@ -211,16 +217,16 @@ pub async fn run_condition_loop(
                 Some((p, t)) if p.status() == want.status() => t.clone(),
                 _ => now_rfc3339(),
             };
-            match publisher.patch_condition(&want, &ltt).await {
+            match publisher.patch_condition(condition_type, &want, &ltt).await {
                 Ok(()) => {
                     metrics.published("condition", true);
-                    tracing::info!(status = want.status(), reason = %want.reason, "pod condition published");
+                    tracing::info!(condition = condition_type, status = want.status(), reason = %want.reason, "pod condition published");
                     published = Some((want, ltt));
                     break;
                 }
                 Err(e) => {
                     metrics.published("condition", false);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "publishing the pod condition failed");
+                    tracing::warn!(condition = condition_type, error = %e, retry_in = ?backoff, "publishing the pod condition failed");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         changed = desired.changed() => if changed.is_err() { return },

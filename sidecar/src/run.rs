@@ -158,19 +158,18 @@ pub async fn start_with_storage(
     if let Some(cfg) = zero_code.clone() {
         tasks.push(background::scraper(monitor.clone(), cfg, stop.clone()));
     }
-    let publishing = background::publish(&args, outputs.condition, &metrics, &stop).await;
-    tasks.extend(publishing.tasks);
+    let published = background::publish(&args, outputs.condition, &capturer, &metrics, &stop).await;
+    tasks.extend(published.tasks);
     tasks.push(background::reactor(
         background::Reactor {
             capturer: capturer.clone(),
             dump_on_stall: args.dump_on_stall,
-            events: publishing.events,
+            events: published.events,
             metrics,
         },
         outputs.notices,
         stop,
     ));
-
     tracing::info!(
         ingest = ?ingest, %http_addr, %admin_addr,
         stall_after = ?config.stall_after, report_timeout = ?config.report_timeout,
@@ -184,7 +183,7 @@ pub async fn start_with_storage(
         http_addr,
         admin_addr,
         monitor,
-        not_publishing: publishing.not_publishing,
+        not_publishing: published.not_publishing,
         shutdown,
         tasks,
     })

@@ -1,7 +1,7 @@
 use super::*;
 use k8s_openapi::api::apps::v1::DeploymentStatus;
 use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-use stallwatch_core::condition::format_message;
+use stallwatch_core::condition::{DUMP_STORAGE_CONDITION_TYPE, format_message};
 use stallwatch_crds::testing::TransitStreamExt as _;
 
 const T0: u64 = 1_700_000_000_000;
@@ -553,4 +553,91 @@ fn the_conflict_condition_names_the_other_transitstream_or_says_there_is_none() 
     assert!(some.status);
     assert_eq!(some.reason, "WorkloadClaimed");
     assert!(some.message.contains("feed-ts"));
+}
+
+/// A healthy pod whose sidecar's dump volume probe says `status`/`reason`/`message`.
+fn with_dump_storage(status: &str, reason: &str, message: &str) -> Pod {
+    let mut p = pod("True", "Healthy", "all 1 streams are dispatching");
+    p.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(PodCondition {
+            type_: DUMP_STORAGE_CONDITION_TYPE.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            ..PodCondition::default()
+        });
+    p
+}
+
+/// Issue 20, finding 2: an unwritable dump volume showed on the pod only; the TransitStream
+/// said nothing until the first stall lost its bundle.
+#[test]
+fn an_unwritable_dump_volume_degrades_the_stream_naming_the_pod_and_the_probe() {
+    let p = with_dump_storage(
+        "False",
+        "PermissionDenied",
+        "the dump volume is unavailable (not writable by this sidecar, uid 65532): permission denied",
+    );
+    let st = status_with(&[p], 1);
+    let degraded = cond(&st, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "DumpVolumeUnavailable")
+    );
+    assert!(
+        degraded.message.contains(
+            "pod demo-abc: PermissionDenied: the dump volume is unavailable (not writable"
+        ),
+        "{}",
+        degraded.message
+    );
+    // Streams still flow: nothing else changes.
+    assert_eq!(cond(&st, "Stalled").reason, "AllStreamsFlowing");
+    assert_eq!(cond(&st, "Ready").status, "True");
+    assert_eq!(st.phase, Some(Phase::Running));
+}
+
+#[test]
+fn a_writable_dump_volume_leaves_degraded_false() {
+    let p = with_dump_storage("True", "Writable", "the dump volume takes a bundle");
+    let st = status_with(&[p], 1);
+    let degraded = cond(&st, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("False", "AsExpected")
+    );
+    assert_eq!(st.phase, Some(Phase::Running));
+}
+
+/// Remediation trouble is named first; the phase stays `Degraded` for it.
+#[test]
+fn a_spent_budget_is_named_before_the_dump_volume() {
+    let t = ts();
+    let p = with_dump_storage("False", "ReadOnly", "read-only");
+    let mut slim = p.clone();
+    crate::reconcile::slim_pod(&mut slim);
+    let health = [pod_health(&slim)];
+    assert!(health[0].dump_storage.is_some(), "the cache keeps it");
+    let blocked = Blocked::BudgetSpent {
+        used: 3,
+        limit: 3,
+        frees_at_ms: None,
+    };
+    let st = next_status(&Observed {
+        ts: &t,
+        deployment: None,
+        pods: &[pod_state(&p)],
+        ledger: &Ledger::default(),
+        blocked: Some(&blocked),
+        invalid: &[],
+        now_ms: T0,
+        health: &health,
+    });
+    assert_eq!(cond(&st, "Degraded").reason, "BudgetSpent");
+    assert_eq!(st.phase, Some(Phase::Degraded));
 }

@@ -1,7 +1,7 @@
 use super::*;
 use http::{Method, Request, Response};
 use kube::client::Body;
-use stallwatch_core::condition::StallReason;
+use stallwatch_core::condition::{CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE, StallReason};
 use stallwatch_core::verdict::Transition;
 use tower_test::mock::{self, Handle};
 
@@ -76,7 +76,7 @@ async fn condition_patch_targets_pod_status_with_strategic_merge() {
         );
         send.send_response(ok_json(pod_json()));
     });
-    p.patch_condition(&stalled(), "2026-11-28T02:15:03Z")
+    p.patch_condition(CONDITION_TYPE, &stalled(), "2026-11-28T02:15:03Z")
         .await
         .unwrap();
     server.await.unwrap();
@@ -87,7 +87,7 @@ async fn condition_loop_retries_until_it_lands_and_publishes_only_changes() {
     let (p, mut handle) = publisher();
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = watch::channel(None);
-    let task = tokio::spawn(run_condition_loop(p, rx, metrics.clone()));
+    let task = tokio::spawn(run_condition_loop(p, CONDITION_TYPE, rx, metrics.clone()));
     tx.send(Some(stalled())).unwrap();
     // First attempt fails with a 500, the retry succeeds.
     let (req, send) = handle.next_request().await.unwrap();
@@ -264,10 +264,46 @@ fn an_unknown_condition_patches_status_unknown() {
         reason: crate::monitor::METRICS_UNAVAILABLE_REASON.into(),
         message: "zero-code mode: no verdict: scraping http://127.0.0.1:9100/metrics: the endpoint answered HTTP 404".into(),
     };
-    let patch = condition_patch(&c, "2026-11-30T00:00:00Z");
+    let patch = condition_patch(CONDITION_TYPE, &c, "2026-11-30T00:00:00Z");
     let cond = &patch["status"]["conditions"][0];
     assert_eq!(cond["status"], "Unknown");
     assert_eq!(cond["reason"], "MetricsUnavailable");
     assert!(cond["message"].as_str().unwrap().contains("HTTP 404"));
     assert_eq!(stalled().status(), "False");
+}
+
+/// The dump volume's condition goes through the same loop under its own type, so it patches
+/// only its own entry (merge key `type`) and leaves `DispatchHealthy` alone.
+#[tokio::test]
+async fn the_dump_storage_condition_is_patched_under_its_own_type() {
+    let (p, mut handle) = publisher();
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = watch::channel(None);
+    let task = tokio::spawn(run_condition_loop(
+        p,
+        DUMP_STORAGE_CONDITION_TYPE,
+        rx,
+        metrics,
+    ));
+    tx.send(Some(DesiredCondition {
+        healthy: false,
+        unknown: false,
+        reason: "PermissionDenied".into(),
+        message: "the dump volume is unavailable (not writable by this sidecar)".into(),
+    }))
+    .unwrap();
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(
+        req.uri().path(),
+        "/api/v1/namespaces/transit/pods/bc-0/status"
+    );
+    let body = body_json(req).await;
+    let conds = body["status"]["conditions"].as_array().unwrap();
+    assert_eq!(conds.len(), 1);
+    assert_eq!(conds[0]["type"], "stallwatch.io/DumpStorageReady");
+    assert_eq!(conds[0]["status"], "False");
+    assert_eq!(conds[0]["reason"], "PermissionDenied");
+    send.send_response(ok_json(pod_json()));
+    drop(tx);
+    task.await.unwrap();
 }

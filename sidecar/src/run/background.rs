@@ -16,6 +16,7 @@ use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::monitor::{DesiredCondition, Monitor, Notice};
 use crate::publish::{self, KubePublisher, PodEvent, PodTarget};
+use stallwatch_core::condition::{CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE};
 
 /// How often silence is checked for (`ReportsLost`).
 const TICK: Duration = Duration::from_millis(100);
@@ -67,10 +68,13 @@ pub(super) struct Publishing {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// Publish the pod condition and Events when running in a cluster with a pod identity.
+/// Publish the pod conditions (`DispatchHealthy` from the verdicts in `dispatch`,
+/// `DumpStorageReady` from the capturer's dump volume probe) and Events when running in a
+/// cluster with a pod identity.
 pub(super) async fn publish(
     args: &RunArgs,
-    condition: watch::Receiver<Option<DesiredCondition>>,
+    dispatch: watch::Receiver<Option<DesiredCondition>>,
+    capturer: &Capturer,
     metrics: &Arc<Metrics>,
     shutdown: &Stop,
 ) -> Publishing {
@@ -89,16 +93,25 @@ pub(super) async fn publish(
     };
     tracing::info!(
         pod = %args.pod_name, namespace = %args.pod_namespace,
-        "publishing the {} pod condition and Events", stallwatch_core::condition::CONDITION_TYPE
+        "publishing the {} and {} pod conditions and Events",
+        CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE
     );
     let (tx, rx) = mpsc::channel(64);
-    let cond = publish::run_condition_loop(publisher.clone(), condition, metrics.clone());
+    let cond =
+        publish::run_condition_loop(publisher.clone(), CONDITION_TYPE, dispatch, metrics.clone());
+    let storage = publish::run_condition_loop(
+        publisher.clone(),
+        DUMP_STORAGE_CONDITION_TYPE,
+        capturer.storage_condition(),
+        metrics.clone(),
+    );
     let events = publish::run_event_loop(publisher, rx, metrics.clone());
     Publishing {
         events: Some(tx),
         not_publishing: None,
         tasks: vec![
             until_stopped(cond, shutdown.clone()),
+            until_stopped(storage, shutdown.clone()),
             until_stopped(events, shutdown.clone()),
         ],
     }

@@ -954,14 +954,16 @@ async fn an_unwritable_dump_volume_is_named_in_the_status() {
     let (_, refused) =
         apply::apply_yaml(&admin, &hostpath_volume(&dir, &ns, "dumps"), &ns, "kubectl").await;
     assert!(refused.is_empty(), "{refused:?}");
+    // `Degraded=True DumpVolumeUnavailable`, from the sidecar's `DumpStorageReady=False`.
     let found = conditions_text_when(node, &ns, "dumps", |c| {
-        c.contains("writable") || c.contains("permission")
+        c.contains("dumpvolumeunavailable") && (c.contains("writable") || c.contains("permission"))
     })
     .await;
     assert!(
         found.is_ok(),
         "no condition names the unwritable volume: {found:?}"
     );
+    eprintln!("the status names it: {}", found.unwrap_or_default());
     node.plane().delete_namespace(&ns).await;
 }
 
