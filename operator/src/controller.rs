@@ -261,7 +261,7 @@ pub async fn run_controller(
 }
 
 /// [`run_controller`], beating `heartbeat` each time the loop that drives the controller
-/// goes round (a reconcile finished, a deletion handled, or every [`BEAT_EVERY`]).
+/// goes round (a reconcile finished, a deletion handled, or every `BEAT_EVERY`).
 pub async fn run_controller_beating(
     client: Client,
     scope: Scope,
