@@ -1,6 +1,6 @@
-//! Request header blocks decoded with `loona-hpack` (Huffman strings made raw first, `unhuff`; with the header list size limit and
-//! RFC 9113 section 8.2-8.3 checks), and the HPACK integer and string primitives the response
-//! encoder (`encode`) writes with.
+//! Request header blocks decoded with `loona-hpack` (Huffman strings made raw first, `unhuff`;
+//! with the header list size limit and RFC 9113 section 8.2-8.3 checks), and the HPACK
+//! integer and string primitives the response encoder (`encode`) writes with.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
