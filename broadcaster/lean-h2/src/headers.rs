@@ -1,6 +1,6 @@
-//! Request header blocks decoded with `loona-hpack` (Huffman strings made raw first, `unhuff`;
-//! with the header list size limit and RFC 9113 section 8.2-8.3 checks), and the HPACK
-//! integer and string primitives the response encoder (`encode`) writes with.
+//! Request header blocks decoded with `loona-hpack` (with the header list size limit and
+//! RFC 9113 section 8.2-8.3 checks), and the HPACK integer and string primitives the response
+//! encoder (`encode`) writes with.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -38,8 +38,6 @@ pub fn decode_request(
     let mut size = 0usize;
     let mut malformed: Option<String> = None;
     let mut regular_seen = false;
-    let raw = crate::unhuff::raw_strings(block);
-    let block = raw.as_deref().unwrap_or(block);
     decoder
         .decode_with_cb(block, |name, value| {
             size += name.len() + value.len() + 32;
