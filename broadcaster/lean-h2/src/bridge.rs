@@ -1,10 +1,12 @@
 //! Every request but the local streams' (for the broadcaster: health incl. `Watch`,
 //! reflection, `ListStreams`, unknown methods) is bridged to the handler's HTTP service
 //! ([`crate::Handler::bridge`], tonic's routes): the request body is a channel the
-//! connection task feeds from DATA frames, and one task per request polls the response
-//! future and body and hands headers, data and trailers back to the connection task, which
-//! frames them under flow control. The channel back is small and bounded, so a response the
-//! peer does not read back-pressures into its task, not into memory.
+//! connection task feeds from DATA frames, and the connection task itself polls the response
+//! future and body with the stream's waker when the stream is served, framing headers, data
+//! and trailers under flow control. No task and no channel back per request: a spawned task
+//! cost a unary call more than the call itself. A response is polled only while the stream
+//! and connection have window and the write buffer room, so one the peer does not read
+//! back-pressures into the service, not into memory.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -14,7 +16,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame};
-use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use crate::Handler;
@@ -30,9 +31,6 @@ pub enum BridgeEvent {
     /// The response body failed: the stream is reset.
     Failed,
 }
-
-/// How many events may wait for the connection task per bridged stream.
-const EVENTS_IN_FLIGHT: usize = 4;
 
 /// A bridged request's body: DATA payloads from the connection task. Each chunk handed to
 /// the service is reported as consumed, so the connection can open the peer's window again.
@@ -63,8 +61,7 @@ impl Body for RequestBody {
 pub struct Bridged {
     /// `None` once the peer ended the request body.
     pub body: Option<mpsc::UnboundedSender<Bytes>>,
-    pub events: mpsc::Receiver<BridgeEvent>,
-    task: tokio::task::AbortHandle,
+    response: Response,
     pub head_sent: bool,
     /// Request bytes handed to the service and not yet consumed by it.
     pub unconsumed: usize,
@@ -101,13 +98,53 @@ impl Bridged {
     }
 }
 
-impl Drop for Bridged {
-    fn drop(&mut self) {
-        self.task.abort();
+/// Where a bridged response is.
+enum Response {
+    Waiting(crate::BridgeFuture),
+    Body(tonic::body::Body),
+    Done,
+}
+
+impl Bridged {
+    /// The response's next event; `Ready(None)` once its body ended. Dropping the stream
+    /// drops the service's future and body: the request is cancelled.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<BridgeEvent>> {
+        loop {
+            match &mut self.response {
+                Response::Waiting(future) => {
+                    let response = std::task::ready!(future.as_mut().poll(cx));
+                    let (parts, body) = response.into_parts();
+                    self.response = Response::Body(body);
+                    return Poll::Ready(Some(BridgeEvent::Head(parts)));
+                }
+                Response::Body(body) => {
+                    let event = match std::task::ready!(Pin::new(body).poll_frame(cx)) {
+                        None => None,
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => Some(BridgeEvent::Data(data)),
+                            Err(frame) => match frame.into_trailers() {
+                                Ok(trailers) => Some(BridgeEvent::Trailers(trailers)),
+                                Err(_) => continue,
+                            },
+                        },
+                        Some(Err(e)) => {
+                            tracing::debug!("bridged response body failed: {e}");
+                            Some(BridgeEvent::Failed)
+                        }
+                    };
+                    if !matches!(event, Some(BridgeEvent::Data(_))) {
+                        self.response = Response::Done;
+                    }
+                    return Poll::Ready(event);
+                }
+                Response::Done => return Poll::Ready(None),
+            }
+        }
     }
 }
 
-/// Builds the `http::Request` and spawns the task that serves it.
+/// Builds the `http::Request` and calls the service; its future is polled when the stream
+/// is served.
 pub fn start<H: Handler>(
     handler: &H,
     head: RequestHead,
@@ -136,41 +173,11 @@ pub fn start<H: Handler>(
         .version(http::Version::HTTP_2)
         .body(body)?;
     *request.headers_mut() = head.headers;
-    let (events_tx, events) = mpsc::channel(EVENTS_IN_FLIGHT);
-    let task = tokio::spawn(serve(handler.bridge(request), events_tx));
     Ok(Bridged {
         body: (!end_stream).then_some(body_tx),
-        events,
-        task: task.abort_handle(),
+        response: Response::Waiting(handler.bridge(request)),
         head_sent: false,
         unconsumed: 0,
         chunks: 0,
     })
-}
-
-async fn serve(response: crate::BridgeFuture, events: mpsc::Sender<BridgeEvent>) {
-    let response = response.await;
-    let (parts, mut body) = response.into_parts();
-    if events.send(BridgeEvent::Head(parts)).await.is_err() {
-        return;
-    }
-    while let Some(frame) = body.frame().await {
-        let event = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) => BridgeEvent::Data(data),
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => BridgeEvent::Trailers(trailers),
-                    Err(_) => continue,
-                },
-            },
-            Err(e) => {
-                tracing::debug!("bridged response body failed: {e}");
-                BridgeEvent::Failed
-            }
-        };
-        if events.send(event).await.is_err() {
-            return;
-        }
-    }
-    // Dropping `events` closes the channel: the connection task ends the stream.
 }

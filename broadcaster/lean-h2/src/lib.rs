@@ -42,6 +42,7 @@ mod recv;
 mod send;
 mod spare;
 mod stream;
+mod unhuff;
 mod wake;
 
 pub use bridge::RequestBody;

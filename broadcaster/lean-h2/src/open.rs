@@ -15,7 +15,7 @@ use crate::limits::{self, Exceeded};
 use crate::recv::{ConnError, conn_err};
 use crate::stream::{Inbound, LengthMismatch, State, Stream, expect_bytes};
 use crate::wake::StreamWaker;
-use crate::{Handler, bridge, send};
+use crate::{Handler, bridge, send, unhuff};
 
 /// A header block (HEADERS plus CONTINUATIONs) larger than this closes the connection; the
 /// header list limit is checked after decoding, this bounds what is buffered before.
@@ -185,7 +185,10 @@ impl<H: Handler> Conn<H> {
     fn on_header_block(&mut self, block: PendingHeaders) -> Result<(), ConnError> {
         let id = block.stream_id;
         // Decoded whatever follows: the HPACK state must stay in step with the peer's.
-        let decoded = headers::decode_request(&mut self.hpack, &block.block, MAX_HEADER_LIST_SIZE);
+        // Huffman strings made raw first: loona builds a decoder per Huffman string.
+        let raw = unhuff::raw_strings(&block.block);
+        let raw = raw.as_deref().unwrap_or(&block.block);
+        let decoded = headers::decode_request(&mut self.hpack, raw, MAX_HEADER_LIST_SIZE);
         match &decoded {
             Err(HeadError::Compression(e)) => {
                 return conn_err(Reason::CompressionError, format!("HPACK: {e}"));

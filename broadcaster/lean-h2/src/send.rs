@@ -167,7 +167,7 @@ fn next_bridge_event(
     out: &mut Out,
     cx: &mut Context<'_>,
 ) -> Step {
-    match bridged.events.poll_recv(cx) {
+    match bridged.poll_event(cx) {
         Poll::Pending => Step::Pending,
         Poll::Ready(Some(BridgeEvent::Head(parts))) => {
             let block = out.hpack.response(parts.status.as_u16(), &parts.headers);
