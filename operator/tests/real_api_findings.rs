@@ -466,7 +466,19 @@ async fn a_drill_rehearses_the_story_and_is_refused_unless_allowed() {
             .contains_key("stallwatch.io/drill"),
         "the annotation is removed once handled"
     );
-    let reasons = event_reasons(&client, &ns, "drilled").await;
+    // Events are published after the status write, best effort: wait for it.
+    let reasons = eventually(
+        "the DrillStarted Event",
+        Duration::from_secs(30),
+        || async {
+            let reasons = event_reasons(&client, &ns, "drilled").await;
+            reasons
+                .iter()
+                .any(|r| r == "DrillStarted")
+                .then_some(reasons)
+        },
+    )
+    .await;
     assert!(reasons.iter().any(|r| r == "DrillStarted"), "{reasons:?}");
 
     annotate_drill(&client, &ns, "guarded", "all").await;
@@ -476,7 +488,19 @@ async fn a_drill_rehearses_the_story_and_is_refused_unless_allowed() {
     .await;
     assert_eq!(refused.outcome, "Refused", "{refused:?}");
     assert!(refused.message.contains("allowDrills"), "{refused:?}");
-    let reasons = event_reasons(&client, &ns, "guarded").await;
+    // Events are published after the status write, best effort: wait for it.
+    let reasons = eventually(
+        "the DrillRefused Event",
+        Duration::from_secs(30),
+        || async {
+            let reasons = event_reasons(&client, &ns, "guarded").await;
+            reasons
+                .iter()
+                .any(|r| r == "DrillRefused")
+                .then_some(reasons)
+        },
+    )
+    .await;
     assert!(reasons.iter().any(|r| r == "DrillRefused"), "{reasons:?}");
     if std::thread::panicking() {
         eprintln!("{}", local.tails(40));
