@@ -13,8 +13,8 @@
 //! | [`generated`] | checked-in prost/tonic code for `proto/` |
 //! | [`util`] | hex excerpts, rate-limited logs |
 //!
-//! The binary (`main.rs`) parses the command line (`cli.rs`) and calls `run.rs`: logging,
-//! runtime, [`start`], the shutdown signal, draining.
+//! The binary (`bin/transit-broadcaster/`: `main.rs`) parses the command line (`cli.rs`) and
+//! calls `run.rs`: logging, runtime, [`start`], the shutdown signal, draining.
 //!
 //! The layers, and the main edges inside them (no cycles; `scripts/check-structure.py` checks
 //! both the cycles and the layer rules):
@@ -33,7 +33,7 @@
 //! ```
 //!
 //! Where a change goes:
-//! - a new flag: `cli.rs` (and [`Config`], `serve/config.rs`, if the library needs it), then
+//! - a new flag: `bin/transit-broadcaster/cli.rs` (and [`Config`], `serve/config.rs`, if the library needs it), then
 //!   docs/architecture.md;
 //! - a start-up or shutdown step: one function in `serve/server.rs`, called from [`start`];
 //! - something every handler can ask of the running broadcaster: a method on [`Engine`];
