@@ -19,8 +19,8 @@
 //! - A report field: [`report`] and `docs/report-protocol.md` together (a test compares them);
 //!   the crates that send and read it follow (broadcaster's reporter, sidecar's ingest).
 //! - A stall rule or threshold: [`verdict`]. One stream's report is judged in `Track::judge`
-//!   (waiting clock in `date_wait`, verdict changes in `next_verdict`); silence in
-//!   `Judge::tick`.
+//!   (`verdict/track.rs`: waiting clock in `date_wait`, verdict changes in `next_verdict`);
+//!   silence in `Judge::tick` (`verdict/judge.rs`); thresholds in `verdict/types.rs`.
 //! - The pod condition's wording: [`condition`] only; the sidecar writes it and the operator
 //!   parses it back with the same functions.
 //! - A remediation rung or rail: [`remediation`]. In `remediation/rungs.rs`: rung order is
