@@ -33,7 +33,8 @@
 //!   `tests/`) change only for a new effect.
 //! - Zero-code mode: reading the exposition format in [`exposition`]; what a metric means for
 //!   the verdict machine (which series is depth, capacity, dequeued, a restart) in [`scrape`]
-//!   (`ScrapeAdapter::adapt`). The sidecar only fetches and hands over.
+//!   (`ScrapeAdapter::adapt`; the mapped names in `scrape/mapping.rs`, what a value must be in
+//!   `scrape/read.rs`). The sidecar only fetches and hands over.
 //! - Bundle layout, names or retention: [`bundle`]; the sidecar does the file system work.
 //! - The wall clock, the lock-poisoning policy, the shutdown signal: [`clock`], [`sync`],
 //!   `shutdown`; other crates use these rather than their own copies.
