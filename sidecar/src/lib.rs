@@ -6,7 +6,9 @@
 //!
 //! State and its operations:
 //! - [`monitor`]: shared state around `stallwatch_core::verdict::Judge`: status, recent reports,
-//!   verdict history, the desired pod condition and the notices the I/O tasks act on.
+//!   verdict history, the desired pod condition and the notices the I/O tasks act on (what a
+//!   report or tick does: `monitor/verdicts.rs`; the shapes handed out: `monitor/views.rs`;
+//!   the condition: `monitor/condition.rs`).
 //! - [`metrics`]: the `stallwatch_sidecar_*` Prometheus metrics.
 //! - [`bundles`]: writing bundles onto the dump volume (atomic, 0640/2770, retention) and
 //!   verifying them; one write in `bundles/write.rs`, failures in `bundles/error.rs`, file
