@@ -19,19 +19,22 @@
 //! - A report field: [`report`] and `docs/report-protocol.md` together (a test compares them);
 //!   the crates that send and read it follow (broadcaster's reporter, sidecar's ingest).
 //! - A stall rule or threshold: [`verdict`]. One stream's report is judged in `Track::judge`
-//!   (waiting clock in `date_wait`, verdict changes in `next_verdict`); silence in
-//!   `Judge::tick`.
+//!   (`verdict/track.rs`: waiting clock in `date_wait`, verdict changes in `next_verdict`);
+//!   silence in `Judge::tick` (`verdict/judge.rs`); thresholds in `verdict/types.rs`.
 //! - The pod condition's wording: [`condition`] only; the sidecar writes it and the operator
 //!   parses it back with the same functions.
-//! - A remediation rung or rail: [`remediation`]. Rung order is `next_step`; what the attempt
-//!   in flight does at each step is one `InFlight` method (`after_recorded`,
-//!   `during_soft_restart`, `during_dump`, `during_restart`); the effect a rung issues is
-//!   `rung_effect`; the rails before a start are `remediable_pod` and `acting_rail`. The
-//!   adapters that execute [`remediation::Effect`]s (the operator's reconciler, the demo's
-//!   local remediator in `tests/`) change only for a new effect.
+//! - A remediation rung or rail: [`remediation`]. In `remediation/rungs.rs`: rung order is
+//!   `next_step`; what the attempt in flight does at each step is one `InFlight` method
+//!   (`after_recorded`, `during_soft_restart`, `during_dump`, `during_restart`); the effect a
+//!   rung issues is `rung_effect`. In `remediation/rails.rs`: the rails before a start,
+//!   `remediable_pod` and `acting_rail`. A field of the persisted record: `remediation/ledger.rs`
+//!   (and its mirror in `crds/src/status.rs`). The adapters that execute
+//!   [`remediation::Effect`]s (the operator's reconciler, the demo's local remediator in
+//!   `tests/`) change only for a new effect.
 //! - Zero-code mode: reading the exposition format in [`exposition`]; what a metric means for
 //!   the verdict machine (which series is depth, capacity, dequeued, a restart) in [`scrape`]
-//!   (`ScrapeAdapter::adapt`). The sidecar only fetches and hands over.
+//!   (`ScrapeAdapter::adapt`; the mapped names in `scrape/mapping.rs`, what a value must be in
+//!   `scrape/read.rs`). The sidecar only fetches and hands over.
 //! - Bundle layout, names or retention: [`bundle`]; the sidecar does the file system work.
 //! - The wall clock, the lock-poisoning policy, the shutdown signal: [`clock`], [`sync`],
 //!   `shutdown`; other crates use these rather than their own copies.

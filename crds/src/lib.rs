@@ -12,10 +12,17 @@
 //! `validate`; `detection` (`spec.detection`, zero-code mode's metrics mapping) is a leaf
 //! that `spec` imports. Everything is re-exported at the crate root.
 //!
-//! Where a change goes: a new spec field, limit or default → `spec.rs` (limits and defaults
-//! are constants/`default_*` functions the schema attributes, `Default` impls and `validate`
-//! share), then `scripts/check-generated.sh --write`; a check the schema cannot express →
-//! `validate.rs`; a status field → `status.rs`.
+//! `spec` is one file per part of the spec: `spec.rs` (the root `TransitStreamSpec`, the
+//! annotations, [`crd_yaml`], [`labels`]), `spec/source.rs`, `spec/workload.rs`,
+//! `spec/streams.rs`, `spec/remediation.rs`, `spec/dumps.rs`, and `spec/limits.rs` (every
+//! limit and default).
+//!
+//! Where a change goes: a new spec field → the file of its part of the spec (`spec.rs` for a
+//! top-level field); a limit or default → `spec/limits.rs` (constants/`default_*` functions
+//! the schema attributes, `Default` impls and `validate` share); then
+//! `scripts/check-generated.sh --write`. A doc comment on a spec type or field is its
+//! description in the CRD schema. A check the schema cannot express → `validate.rs`; a status
+//! field → `status.rs`.
 #![forbid(unsafe_code)]
 // Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
 #![deny(clippy::unwrap_used)]

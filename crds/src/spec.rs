@@ -1,5 +1,18 @@
-//! The `TransitStream` spec types, their limits and defaults (one definition each), the CRD
-//! YAML and the label helpers. No dependency on `validate`: it depends on this.
+//! The `TransitStream` spec: the CRD's root type, the annotations, the CRD YAML and the label
+//! helpers. No dependency on `validate`: it depends on this.
+//!
+//! One module per part of the spec: `source` (`spec.source`), `workload` (`spec.workloadRef`),
+//! `streams` (`spec.streams`), `remediation` (`spec.remediation`), `dumps` (`spec.dumps`), and
+//! `limits`, every limit and default (one definition each). They import only `limits` (which
+//! imports `streams` for the default stream); this root imports them and re-exports their
+//! public items.
+
+mod dumps;
+mod limits;
+mod remediation;
+mod source;
+mod streams;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
@@ -9,6 +22,20 @@ use kube::core::Duration;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use dumps::{AccessMode, DumpVolume, DumpVolumeTemplate, DumpsSpec, ProcessDump};
+pub use limits::{
+    GO_DURATION_PATTERN, MAX_BUDGET_PER_HOUR, MAX_REPLICAS, MAX_STREAMS, MIN_DUMP_BYTES,
+    WORKLOAD_API_VERSION,
+};
+use limits::{
+    default_channel_capacity, default_replicas, default_report_interval, default_stall_after,
+    default_streams, default_workload_api_version,
+};
+pub use remediation::{RemediationMode, RemediationSpec, RestartTarget};
+pub use source::{FileSource, HttpSource, SecretKeyRef, Source, SyntheticSource, UrlSource};
+pub use streams::{BoundingBox, RouteId, StreamSpec};
+pub use workload::{WORKLOAD_SAME_NAMESPACE, WorkloadKind, WorkloadRef};
 
 use crate::status::TransitStreamStatus;
 
@@ -24,21 +51,6 @@ pub const OPT_OUT_ANNOTATION: &str = "stallwatch.io/remediation";
 pub const DRILL_ANNOTATION: &str = "stallwatch.io/drill";
 /// The value of [`OPT_OUT_ANNOTATION`] that opts out.
 pub const OPT_OUT_VALUE: &str = "disabled";
-/// Maximum number of streams per TransitStream (bounds CEL cost and condition messages).
-pub const MAX_STREAMS: usize = 64;
-/// Maximum remediations per hour a TransitStream may allow.
-pub const MAX_BUDGET_PER_HOUR: u32 = 10;
-/// What the schema accepts as a Go duration (`250ms`, `1m30s`).
-pub const GO_DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
-/// Maximum broadcaster replicas per TransitStream.
-pub const MAX_REPLICAS: i32 = 50;
-/// Smallest `dumps.maxBytes` (1 MiB): one bundle must fit.
-pub const MIN_DUMP_BYTES: u64 = 1 << 20;
-
-// Limits and defaults have one definition each: the constants above and the `default_*`
-// functions at the end of this file. The schema (`#[schemars]` attributes, and the `default:`
-// values schemars takes from `#[serde(default = ...)]`), the `Default` impls and
-// `validate` all use them, so the API server and the operator cannot disagree.
 
 /// A real-time GTFS-realtime broadcaster that Stallwatch deploys, watches for silent stalls
 /// and remediates (dump, then restart) within safety rails.
@@ -168,242 +180,8 @@ pub struct TransitStreamSpec {
     pub detection: Option<crate::detection::DetectionSpec>,
 }
 
-/// An existing workload a TransitStream protects (bring your own broadcaster). Same namespace
-/// only: a TransitStream never reaches into another namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkloadRef {
-    /// `apps/v1`.
-    #[serde(default = "default_workload_api_version")]
-    #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("self == 'apps/v1'").message("workloadRef.apiVersion: only apps/v1 (a Deployment or StatefulSet) can be referenced"))]
-    pub api_version: String,
-    /// `Deployment` or `StatefulSet`.
-    pub kind: WorkloadKind,
-    /// The workload's name, in the TransitStream's namespace.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Refused when set: references are same-namespace only. (Present in the schema so the
-    /// API server says so instead of dropping the field silently.)
-    // A rule on the field itself runs only when the field is present, so `false` refuses any
-    // value; a rule on the struct would have to spell the CEL keyword `self.__namespace__`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    #[x_kube(validation = Rule::new("false").message(WORKLOAD_SAME_NAMESPACE))]
-    pub namespace: Option<String>,
-}
-
-/// The kinds a `workloadRef` may name.
-// The variants are the schema's values, each named as the API spells it: a doc comment on
-// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
-#[allow(missing_docs)]
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WorkloadKind {
-    Deployment,
-    StatefulSet,
-}
-
-impl WorkloadKind {
-    /// The kind as written in `workloadRef.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deployment => "Deployment",
-            Self::StatefulSet => "StatefulSet",
-        }
-    }
-}
-
 /// CEL message: neither or both of `source` and `workloadRef`.
 pub const SOURCE_XOR_WORKLOAD: &str = "spec: set exactly one of source (a broadcaster Stallwatch deploys) or workloadRef (an existing Deployment or StatefulSet whose pods get the sidecar injected)";
-/// CEL message: a `workloadRef` with a namespace.
-pub const WORKLOAD_SAME_NAMESPACE: &str = "workloadRef: references are same-namespace only; remove workloadRef.namespace and create the TransitStream in the workload's namespace";
-/// `workloadRef.apiVersion`'s only value.
-pub const WORKLOAD_API_VERSION: &str = "apps/v1";
-
-/// The feed source. Exactly one kind is set; credentials are only ever read from Secrets.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("[has(self.synthetic), has(self.nats), has(self.http), has(self.file)].filter(x, x).size() == 1").message("source: set exactly one of synthetic, nats, http or file"))]
-#[serde(rename_all = "camelCase")]
-pub struct Source {
-    /// Generated vehicles (for trials and demos).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub synthetic: Option<SyntheticSource>,
-    /// A NATS subject carrying encoded `FeedMessage`s.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nats: Option<UrlSource>,
-    /// A GTFS-realtime HTTP(S) endpoint polled with conditional GETs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpSource>,
-    /// A recording on a PersistentVolumeClaim, replayed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileSource>,
-}
-
-/// The synthetic source's knobs.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SyntheticSource {
-    /// Number of simulated vehicles.
-    #[serde(default = "default_vehicles")]
-    #[schemars(range(min = 1, max = 100000))]
-    pub vehicles: u32,
-    /// Number of routes (`R1`..`Rn`).
-    #[serde(default = "default_routes")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub routes: u32,
-    /// Feed messages per second.
-    #[serde(default = "default_rate")]
-    #[schemars(range(min = 1, max = 10000))]
-    pub rate: u32,
-    /// Random seed, for reproducible runs.
-    #[serde(default = "default_seed")]
-    pub seed: u64,
-}
-
-impl Default for SyntheticSource {
-    fn default() -> Self {
-        Self {
-            vehicles: default_vehicles(),
-            routes: default_routes(),
-            rate: default_rate(),
-            seed: default_seed(),
-        }
-    }
-}
-
-/// A source addressed by a URL: either inline without credentials, or the whole URL (with
-/// credentials) taken from a Secret.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("has(self.url) != has(self.urlSecretRef)").message("set exactly one of url or urlSecretRef"))]
-#[serde(rename_all = "camelCase")]
-pub struct UrlSource {
-    /// The URL, e.g. `nats://nats.feeds:4222/gtfs.vehicles`. No credentials here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("!self.contains('@')").message("url must not carry credentials; put the whole URL in a Secret and use urlSecretRef"))]
-    pub url: Option<String>,
-    /// A Secret key holding the whole URL, credentials included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url_secret_ref: Option<SecretKeyRef>,
-}
-
-/// The HTTP(S) polling source.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.url) != has(self.urlSecretRef)").message("set exactly one of url or urlSecretRef"))]
-#[serde(rename_all = "camelCase")]
-pub struct HttpSource {
-    /// The feed URL, `http://` or `https://`. No credentials here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("!self.contains('@')").message("url must not carry credentials; put the whole URL in a Secret and use urlSecretRef"))]
-    pub url: Option<String>,
-    /// A Secret key holding the whole URL (e.g. with an API key in its query).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url_secret_ref: Option<SecretKeyRef>,
-    /// Polling interval.
-    #[serde(default = "default_poll_interval")]
-    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
-    pub poll_interval: Duration,
-}
-
-/// Replay a recording (length-delimited `FeedMessage`s) from a PersistentVolumeClaim.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct FileSource {
-    /// The PersistentVolumeClaim holding the recording; mounted read-only.
-    #[schemars(length(min = 1, max = 253))]
-    pub claim_name: String,
-    /// Path of the recording inside the claim.
-    #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.split('/').exists(p, p == '..')").message("path must be relative to the claim and must not contain '..'"))]
-    pub path: String,
-    /// Messages per second; 0 replays as fast as possible.
-    #[serde(default = "default_replay_rate")]
-    #[schemars(range(min = 0, max = 100000))]
-    pub replay_rate: u32,
-    /// Start again at the end of the recording.
-    #[serde(default)]
-    pub replay_loop: bool,
-}
-
-/// A key in a Secret in the TransitStream's namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Secret name.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Key within the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub key: String,
-}
-
-/// One broadcast stream: a name clients subscribe to and optional filters.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct StreamSpec {
-    /// The stream name, a DNS label (lowercase letters, digits, '-', at most 63).
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
-    pub name: String,
-    /// Only vehicles on these route ids (each 1-64 of `A-Z a-z 0-9 . _ -`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    pub routes: Vec<RouteId>,
-    /// Only vehicles inside this box.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bbox: Option<BoundingBox>,
-}
-
-/// A GTFS route id as a filter: 1-64 of `A-Z a-z 0-9 . _ -` (no `,` or `;`, which separate
-/// filters on the broadcaster's command line).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(transparent)]
-pub struct RouteId(pub String);
-
-impl JsonSchema for RouteId {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "RouteId".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 64,
-            "pattern": "^[A-Za-z0-9._-]+$",
-        })
-    }
-}
-
-impl From<&str> for RouteId {
-    fn from(s: &str) -> Self {
-        RouteId(s.to_string())
-    }
-}
-
-/// A latitude/longitude box.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("self.minLat < self.maxLat && self.minLon < self.maxLon").message("bbox: min must be below max"))]
-#[serde(rename_all = "camelCase")]
-pub struct BoundingBox {
-    /// Southern edge, degrees (WGS-84).
-    #[schemars(range(min = -90.0, max = 90.0))]
-    pub min_lat: f64,
-    /// Western edge, degrees (WGS-84).
-    #[schemars(range(min = -180.0, max = 180.0))]
-    pub min_lon: f64,
-    /// Northern edge, degrees (WGS-84).
-    #[schemars(range(min = -90.0, max = 90.0))]
-    pub max_lat: f64,
-    /// Eastern edge, degrees (WGS-84).
-    #[schemars(range(min = -180.0, max = 180.0))]
-    pub max_lon: f64,
-}
 
 /// Image pull policy.
 // The variants are the schema's values, each named as the API spells it: a doc comment on
@@ -425,258 +203,6 @@ impl ImagePullPolicy {
             Self::Never => "Never",
         }
     }
-}
-
-/// What the operator does about a stall.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RemediationSpec {
-    /// `DumpAndRestart` (default), `RestartOnly`, `DumpOnly`, or `Observe` (record what would be
-    /// done and do nothing).
-    #[serde(default)]
-    pub mode: RemediationMode,
-    /// Before dumping and restarting, ask the sidecar to restart only the stalled stream's
-    /// dispatcher; the pod survives when the stall clears within `softRestartTimeout`. Off by
-    /// default: a soft restart that works also wipes the evidence a dump would have kept.
-    #[serde(default)]
-    pub soft_restart_first: bool,
-    /// How long to wait for the stall to clear after a soft restart.
-    #[serde(default = "default_soft_restart_timeout")]
-    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
-    pub soft_restart_timeout: Duration,
-    /// Bound on capturing a dump bundle; a failed capture never blocks the restart.
-    #[serde(default = "default_dump_timeout")]
-    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
-    pub dump_timeout: Duration,
-    /// How long to wait for the restarted pod (or rollout) before the attempt is closed.
-    #[serde(default = "default_restart_timeout")]
-    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
-    pub restart_timeout: Duration,
-    /// Remediations allowed per rolling hour. With the budget spent the operator stops,
-    /// sets `Degraded` and emits an Event: it never makes a crash loop of its own.
-    #[serde(default = "default_budget_per_hour")]
-    #[schemars(range(min = 0, max = MAX_BUDGET_PER_HOUR))]
-    pub budget_per_hour: u32,
-    /// Minimum time between the end of one remediation and the start of the next.
-    #[serde(default = "default_cooldown")]
-    #[schemars(regex(pattern = GO_DURATION_PATTERN))]
-    pub cooldown: Duration,
-    /// Restart the stalled `Pod` only (default), or roll the whole `Deployment`.
-    #[serde(default)]
-    pub restart_target: RestartTarget,
-}
-
-impl Default for RemediationSpec {
-    fn default() -> Self {
-        Self {
-            mode: RemediationMode::default(),
-            soft_restart_first: false,
-            soft_restart_timeout: default_soft_restart_timeout(),
-            dump_timeout: default_dump_timeout(),
-            restart_timeout: default_restart_timeout(),
-            budget_per_hour: default_budget_per_hour(),
-            cooldown: default_cooldown(),
-            restart_target: RestartTarget::default(),
-        }
-    }
-}
-
-/// Remediation mode.
-// The variants are the schema's values, each named as the API spells it: a doc comment on
-// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
-#[allow(missing_docs)]
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum RemediationMode {
-    #[default]
-    DumpAndRestart,
-    RestartOnly,
-    DumpOnly,
-    Observe,
-}
-
-/// What a restart restarts.
-// The variants are the schema's values, each named as the API spells it: a doc comment on
-// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
-#[allow(missing_docs)]
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum RestartTarget {
-    #[default]
-    Pod,
-    Deployment,
-}
-
-/// Dump bundles: where they are kept and what they hold.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.processDump != 'Full' || has(self.volume)").message("dumps: processDump Full needs a persistent volume (dumps.volume)"))]
-#[serde(rename_all = "camelCase")]
-pub struct DumpsSpec {
-    /// The volume bundles are written to. Default: an `emptyDir` (bundles die with the pod).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume: Option<DumpVolume>,
-    /// Oldest bundles are deleted beyond this count.
-    #[serde(default = "default_max_bundles")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub max_bundles: u32,
-    /// Oldest bundles are deleted beyond this many bytes.
-    #[serde(default = "default_max_bytes")]
-    #[schemars(range(min = MIN_DUMP_BYTES))]
-    pub max_bytes: u64,
-    /// Process dump in each bundle: `None`, `Minidump` or `Full`. Anything but `None` shares
-    /// the pod's process namespace and gives the sidecar `SYS_PTRACE`; dumps hold memory
-    /// contents, so treat the volume as sensitive.
-    #[serde(default)]
-    pub process_dump: ProcessDump,
-}
-
-impl Default for DumpsSpec {
-    fn default() -> Self {
-        Self {
-            volume: None,
-            max_bundles: default_max_bundles(),
-            max_bytes: default_max_bytes(),
-            process_dump: ProcessDump::default(),
-        }
-    }
-}
-
-/// The dump volume: an existing claim or a claim the operator creates and owns.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("has(self.existingClaim) != has(self.template)").message("dumps.volume: set exactly one of existingClaim or template"))]
-#[serde(rename_all = "camelCase")]
-pub struct DumpVolume {
-    /// Name of an existing PersistentVolumeClaim in the same namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub existing_claim: Option<String>,
-    /// A claim the operator creates (`<name>-dumps`), owned by the TransitStream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<DumpVolumeTemplate>,
-}
-
-/// The templated dump claim.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct DumpVolumeTemplate {
-    /// Requested size, a Kubernetes quantity such as `5Gi`.
-    #[schemars(
-        length(min = 1, max = 32),
-        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-    )]
-    pub size: String,
-    /// Storage class; default: the cluster's default class.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub storage_class_name: Option<String>,
-    /// Access mode of the claim. A Deployment with several replicas needs `ReadWriteMany`.
-    #[serde(default)]
-    pub access_mode: AccessMode,
-}
-
-/// PersistentVolumeClaim access mode.
-// The variants are the schema's values, each named as the API spells it: a doc comment on
-// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
-#[allow(missing_docs)]
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum AccessMode {
-    #[default]
-    ReadWriteOnce,
-    ReadWriteMany,
-    ReadWriteOncePod,
-}
-
-impl AccessMode {
-    /// The access mode as Kubernetes spells it (`accessModes`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ReadWriteOnce => "ReadWriteOnce",
-            Self::ReadWriteMany => "ReadWriteMany",
-            Self::ReadWriteOncePod => "ReadWriteOncePod",
-        }
-    }
-}
-
-/// Process dump kind in a bundle.
-// The variants are the schema's values, each named as the API spells it: a doc comment on
-// one would make schemars describe the enum as a `oneOf` of constants instead of an `enum`.
-#[allow(missing_docs)]
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ProcessDump {
-    #[default]
-    None,
-    Minidump,
-    Full,
-}
-
-impl ProcessDump {
-    /// The sidecar's `--process-dump` value.
-    pub fn cli_value(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Minidump => "minidump",
-            Self::Full => "full",
-        }
-    }
-}
-
-fn default_workload_api_version() -> String {
-    WORKLOAD_API_VERSION.to_string()
-}
-fn default_streams() -> Vec<StreamSpec> {
-    vec![StreamSpec {
-        name: "all".into(),
-        ..StreamSpec::default()
-    }]
-}
-fn default_channel_capacity() -> u32 {
-    5
-}
-fn default_replicas() -> i32 {
-    1
-}
-fn default_report_interval() -> Duration {
-    StdDuration::from_millis(250).into()
-}
-fn default_stall_after() -> Duration {
-    StdDuration::from_secs(2).into()
-}
-fn default_poll_interval() -> Duration {
-    StdDuration::from_secs(10).into()
-}
-fn default_vehicles() -> u32 {
-    40
-}
-fn default_routes() -> u32 {
-    4
-}
-fn default_rate() -> u32 {
-    10
-}
-fn default_seed() -> u64 {
-    1
-}
-fn default_replay_rate() -> u32 {
-    10
-}
-fn default_soft_restart_timeout() -> Duration {
-    StdDuration::from_secs(5).into()
-}
-fn default_dump_timeout() -> Duration {
-    StdDuration::from_secs(10).into()
-}
-fn default_restart_timeout() -> Duration {
-    StdDuration::from_secs(120).into()
-}
-fn default_budget_per_hour() -> u32 {
-    3
-}
-fn default_cooldown() -> Duration {
-    StdDuration::from_secs(300).into()
-}
-fn default_max_bundles() -> u32 {
-    20
-}
-fn default_max_bytes() -> u64 {
-    1 << 30
 }
 
 impl TransitStreamSpec {
@@ -725,28 +251,6 @@ impl TransitStreamSpec {
     /// The broadcaster's `--stream` values, e.g. `downtown=routes:R1,R2;bbox:1,2,3,4`.
     pub fn stream_args(&self) -> Vec<String> {
         self.streams.iter().map(StreamSpec::cli_value).collect()
-    }
-}
-
-impl StreamSpec {
-    /// This stream as the broadcaster's `--stream NAME[=FILTER[;FILTER]]` value.
-    pub fn cli_value(&self) -> String {
-        let mut filters = Vec::new();
-        if !self.routes.is_empty() {
-            let routes: Vec<&str> = self.routes.iter().map(|r| r.0.as_str()).collect();
-            filters.push(format!("routes:{}", routes.join(",")));
-        }
-        if let Some(b) = &self.bbox {
-            filters.push(format!(
-                "bbox:{},{},{},{}",
-                b.min_lat, b.min_lon, b.max_lat, b.max_lon
-            ));
-        }
-        if filters.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{}={}", self.name, filters.join(";"))
-        }
     }
 }
 

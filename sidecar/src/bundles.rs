@@ -15,163 +15,32 @@
 //!
 //! File system access goes through [`Storage`] so tests can inject faults (a full volume) that
 //! are hard to provoke for real.
+//!
+//! Where a change goes: what a bundle write does (names, order, fsyncs, the process dump's
+//! sealing) → `write`; a new failure or its label / HTTP status → `error`; a new file system
+//! operation → `storage` ([`Storage`] and [`LocalStorage`]); listing, retention, the probe and
+//! [`verify`] → here.
+
+mod error;
+mod storage;
+mod write;
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use stallwatch_core::bundle::{
-    self, BundleFile, BundleSummary, MANIFEST_FILE, Manifest, ProcessDumpOutcome, RetainedBundle,
-    RetentionPolicy, TEMP_PREFIX,
+    self, BundleSummary, Manifest, ProcessDumpOutcome, RetainedBundle, RetentionPolicy, TEMP_PREFIX,
 };
 
-/// The file system operations a bundle write needs.
-pub trait Storage: Send + Sync {
-    /// Create one directory with mode [`DIR_MODE`]; `AlreadyExists` if it exists.
-    fn create_dir(&self, path: &Path) -> io::Result<()>;
-    /// Create a new file with mode [`FILE_MODE`], write all of `data`, fsync it.
-    fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()>;
-    fn sync_dir(&self, path: &Path) -> io::Result<()>;
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        fs::remove_file(path)
-    }
-}
+pub use error::{BundleError, FsFailure, process_ids};
+pub use storage::{DIR_MODE, FILE_MODE, LocalStorage, Storage};
 
-/// Mode of every directory the sidecar creates on the dump volume: the group (65532, shared
-/// by both kinds of sidecar) may write, setgid so new entries keep that group.
-pub const DIR_MODE: u32 = 0o2770;
-/// Mode of every bundle file: the group may read (`inspect` from the other kind of sidecar).
-pub const FILE_MODE: u32 = 0o640;
 /// The file [`BundleStore::probe`] writes and deletes in the pod's directory.
 pub const PROBE_FILE: &str = ".stallwatch-probe";
-
-/// The real file system.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LocalStorage;
-
-impl Storage for LocalStorage {
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        fs::DirBuilder::new().mode(DIR_MODE & 0o777).create(path)?;
-        // mkdir drops the setgid bit and applies the umask: set the mode itself.
-        fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
-    }
-
-    fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(path)?;
-        f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
-        f.write_all(data)?;
-        f.sync_all()
-    }
-
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        fs::File::open(path)?.sync_all()
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        fs::rename(from, to)
-    }
-
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::remove_dir_all(path)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    #[error("the dump volume is full: {0}")]
-    NoSpace(#[source] FsFailure),
-    #[error("the dump volume is unavailable (missing): {0}")]
-    Unavailable(#[source] FsFailure),
-    #[error("the dump volume is unavailable (read-only): {0}")]
-    ReadOnly(#[source] FsFailure),
-    #[error(
-        "the dump volume is unavailable (not writable by this sidecar, {}): permission denied: {failure}; its root must be writable by group 65532 (see the chart README, \"Dump volume ownership\")",
-        process_ids()
-    )]
-    NotWritable {
-        #[source]
-        failure: FsFailure,
-    },
-    #[error("the dump volume is unavailable (missing): dump directory {} is not a directory", .0.display())]
-    NotADirectory(PathBuf),
-    #[error("cannot write the bundle: {0}")]
-    Io(#[source] FsFailure),
-    #[error("cannot write the bundle: too many bundles named {0}")]
-    NamesExhausted(String),
-    #[error("cannot write the bundle: encoding manifest: {0}")]
-    EncodeManifest(#[source] serde_json::Error),
-    #[error("cannot write the bundle: {0}")]
-    Task(#[source] tokio::task::JoinError),
-}
-
-/// A file system operation on the dump volume that failed, and where.
-#[derive(Debug, thiserror::Error)]
-#[error("{what} {}: {source}", path.display())]
-pub struct FsFailure {
-    what: &'static str,
-    path: PathBuf,
-    #[source]
-    source: io::Error,
-}
-
-impl BundleError {
-    /// Metric label (`dumps_total{outcome}`).
-    pub fn label(&self) -> &'static str {
-        match self {
-            BundleError::NoSpace(_) => "no_space",
-            BundleError::Unavailable(_)
-            | BundleError::ReadOnly(_)
-            | BundleError::NotWritable { .. }
-            | BundleError::NotADirectory(_) => "unavailable",
-            BundleError::Io(_)
-            | BundleError::NamesExhausted(_)
-            | BundleError::EncodeManifest(_)
-            | BundleError::Task(_) => "failed",
-        }
-    }
-
-    /// The admin API's answer: 507 Insufficient Storage, 503 Service Unavailable, 500.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            BundleError::NoSpace(_) => 507,
-            BundleError::Unavailable(_)
-            | BundleError::ReadOnly(_)
-            | BundleError::NotWritable { .. }
-            | BundleError::NotADirectory(_) => 503,
-            BundleError::Io(_)
-            | BundleError::NamesExhausted(_)
-            | BundleError::EncodeManifest(_)
-            | BundleError::Task(_) => 500,
-        }
-    }
-
-    fn from_io(what: &'static str, path: &Path, source: io::Error) -> Self {
-        use io::ErrorKind::*;
-        let kind = source.kind();
-        let failure = FsFailure {
-            what,
-            path: path.to_owned(),
-            source,
-        };
-        match kind {
-            StorageFull | QuotaExceeded | FileTooLarge => BundleError::NoSpace(failure),
-            ReadOnlyFilesystem => BundleError::ReadOnly(failure),
-            PermissionDenied => BundleError::NotWritable { failure },
-            NotADirectory | NotFound => BundleError::Unavailable(failure),
-            _ => BundleError::Io(failure),
-        }
-    }
-}
 
 /// A bundle ready to be written: the manifest's descriptive fields and the small files.
 pub struct PendingBundle {
@@ -295,120 +164,6 @@ impl BundleStore {
         removed
     }
 
-    /// Write a bundle atomically, then apply retention. On error nothing that looks like a
-    /// bundle is left behind.
-    pub fn write(
-        &self,
-        pending: PendingBundle,
-        process_dump: ProcessDumpHook<'_>,
-    ) -> Result<Manifest, BundleError> {
-        let pod_dir = self.ensure_pod_dir()?;
-        let base = bundle::bundle_name(
-            pending.manifest.created_at_ms,
-            pending.manifest.stream.as_deref(),
-            pending.manifest.reason,
-        );
-        let mut name = base.clone();
-        let mut n = 1;
-        while pod_dir.join(&name).exists() || pod_dir.join(format!("{TEMP_PREFIX}{name}")).exists()
-        {
-            n += 1;
-            if n > 1000 {
-                return Err(BundleError::NamesExhausted(base));
-            }
-            name = format!("{base}-{n}");
-        }
-        let tmp = pod_dir.join(format!("{TEMP_PREFIX}{name}"));
-        let final_dir = pod_dir.join(&name);
-        self.storage
-            .create_dir(&tmp)
-            .map_err(|e| BundleError::from_io("creating", &tmp, e))?;
-        let result = self.fill(&tmp, &final_dir, &name, pending, process_dump);
-        let manifest = match result {
-            Ok(m) => m,
-            Err(e) => {
-                // Best effort: on a full volume removing is exactly what frees space.
-                let _ = self.storage.remove_dir_all(&tmp);
-                return Err(e);
-            }
-        };
-        if let Err(e) = self.storage.rename(&tmp, &final_dir) {
-            let _ = self.storage.remove_dir_all(&tmp);
-            return Err(BundleError::from_io("renaming into", &final_dir, e));
-        }
-        if let Err(e) = self.storage.sync_dir(&pod_dir) {
-            // The rename may not survive a crash: report failure and leave no bundle, so an
-            // answer of "failed" never coexists with a bundle that looks complete.
-            let _ = self.storage.remove_dir_all(&final_dir);
-            return Err(BundleError::from_io("syncing", &pod_dir, e));
-        }
-        if let Err(e) = self.apply_retention() {
-            tracing::warn!(error = %e, "bundle retention failed");
-        }
-        Ok(manifest)
-    }
-
-    fn fill(
-        &self,
-        tmp: &Path,
-        final_dir: &Path,
-        name: &str,
-        pending: PendingBundle,
-        process_dump: ProcessDumpHook<'_>,
-    ) -> Result<Manifest, BundleError> {
-        let PendingBundle {
-            mut manifest,
-            files,
-            started,
-        } = pending;
-        let write_started = Instant::now();
-        let mut entries = Vec::with_capacity(files.len() + 1);
-        for (file, data) in &files {
-            let path = tmp.join(file);
-            self.storage
-                .write_file(&path, data)
-                .map_err(|e| BundleError::from_io("writing", &path, e))?;
-            entries.push(BundleFile {
-                name: file.clone(),
-                bytes: data.len() as u64,
-                sha256: hex::encode(Sha256::digest(data)),
-            });
-        }
-        let mut write_ms = millis(write_started);
-
-        let dump_started = Instant::now();
-        let outcome = process_dump(tmp);
-        manifest.timings.process_dump_ms = millis(dump_started);
-        if let ProcessDumpOutcome::Written { file, .. } = &outcome {
-            let path = tmp.join(file);
-            let (bytes, sha256) =
-                seal_external_file(&path).map_err(|e| BundleError::from_io("sealing", &path, e))?;
-            entries.push(BundleFile {
-                name: file.clone(),
-                bytes,
-                sha256,
-            });
-        }
-
-        let manifest_started = Instant::now();
-        manifest.id = name.to_owned();
-        manifest.path = final_dir.display().to_string();
-        manifest.files = entries;
-        manifest.process_dump = outcome;
-        manifest.timings.total_ms = millis(started);
-        write_ms += millis(manifest_started);
-        manifest.timings.write_ms = write_ms;
-        let json = serde_json::to_vec_pretty(&manifest).map_err(BundleError::EncodeManifest)?;
-        let path = tmp.join(MANIFEST_FILE);
-        self.storage
-            .write_file(&path, &json)
-            .map_err(|e| BundleError::from_io("writing", &path, e))?;
-        self.storage
-            .sync_dir(tmp)
-            .map_err(|e| BundleError::from_io("syncing", tmp, e))?;
-        Ok(manifest)
-    }
-
     /// Complete bundles of this pod, oldest first.
     pub fn list(&self) -> Result<Vec<BundleSummary>, BundleError> {
         let dir = self.pod_dir();
@@ -464,26 +219,6 @@ impl BundleStore {
     }
 }
 
-/// Give a file written by someone else (a dumper) the bundle's mode and make it durable;
-/// return size and hash.
-fn seal_external_file(path: &Path) -> io::Result<(u64, String)> {
-    fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))?;
-    let mut f = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut bytes = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    fs::OpenOptions::new().write(true).open(path)?.sync_all()?;
-    Ok((bytes, hex::encode(hasher.finalize())))
-}
-
 fn dir_bytes(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .map(|entries| {
@@ -495,25 +230,6 @@ fn dir_bytes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-/// `uid N, gid N` of this process (from `/proc/self/status`: no libc call needed), for
-/// errors that hinge on who may write.
-pub fn process_ids() -> String {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let first = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .unwrap_or("?")
-            .to_owned()
-    };
-    format!("uid {}, gid {}", first("Uid:"), first("Gid:"))
-}
-
-fn millis(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Check the files listed in a manifest against the bundle directory. Returns one line per

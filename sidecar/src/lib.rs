@@ -6,10 +6,13 @@
 //!
 //! State and its operations:
 //! - [`monitor`]: shared state around `stallwatch_core::verdict::Judge`: status, recent reports,
-//!   verdict history, the desired pod condition and the notices the I/O tasks act on.
+//!   verdict history, the desired pod condition and the notices the I/O tasks act on (what a
+//!   report or tick does: `monitor/verdicts.rs`; the shapes handed out: `monitor/views.rs`;
+//!   the condition: `monitor/condition.rs`).
 //! - [`metrics`]: the `stallwatch_sidecar_*` Prometheus metrics.
-//! - [`bundles`]: writing bundles onto the dump volume (atomic, 0600/0700, retention) and
-//!   verifying them; file system access behind the `Storage` trait.
+//! - [`bundles`]: writing bundles onto the dump volume (atomic, 0640/2770, retention) and
+//!   verifying them; one write in `bundles/write.rs`, failures in `bundles/error.rs`, file
+//!   system access behind the `Storage` trait (`bundles/storage.rs`).
 //! - `capture`: one capture: the sidecar's state (`state.json`), the task dump, the process
 //!   dump, handed to `bundles`. `procdump`: minidump / gcore when permitted.
 //! - `taskdump_render`: the task dump for people (`tasks.txt`, stack groups), shared by
@@ -48,7 +51,7 @@
 //!
 //! # Where a change goes
 //!
-//! - A verdict rule: not here, `stallwatch-core` (`core/src/verdict.rs`); what is kept about it
+//! - A verdict rule: not here, `stallwatch-core` (`core/src/verdict/`); what is kept about it
 //!   (history, status fields): `monitor`.
 //! - A new endpoint: `http` (public), `admin` (token-protected) or `ingest` (reports); its state
 //!   in `monitor`, never in `run`.

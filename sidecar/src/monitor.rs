@@ -2,23 +2,33 @@
 //! history kept for bundles, and the notices the I/O tasks act on.
 //!
 //! Everything here is synchronous and quick; the lock is never held across an await.
+//!
+//! Where a change goes: a field of `/v1/status`, the snapshot or a notice → `views`; the pod
+//! condition's status, reason and message → `condition`; what a report, a tick or a verdict
+//! change does (metrics, history, notices, the condition) → `verdicts`; zero-code mode's part
+//! → `zero_code`; reading the state (status, snapshot, dump storage) → here.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use stallwatch_core::clock::now_ms;
-use stallwatch_core::condition::{self, StallReason, StalledStream};
-use stallwatch_core::report::{DispatcherState, Report, ReportError, parse_report};
-use stallwatch_core::verdict::{Change, Judge, StreamView, Transition, Verdict, VerdictConfig};
+use stallwatch_core::condition::StalledStream;
+use stallwatch_core::verdict::{Judge, StreamView, Verdict, VerdictConfig};
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::{Metrics, StreamLabels};
+use crate::metrics::Metrics;
 
+mod condition;
+mod verdicts;
+mod views;
 mod zero_code;
+pub use condition::DesiredCondition;
+pub use views::{
+    HistoryEntry, Notice, ReceivedReport, Snapshot, Status, StorageStatus, StreamStatus,
+};
+use zero_code::ZeroCode;
 pub use zero_code::{METRICS_UNAVAILABLE_REASON, ScrapeOutcome, ScrapeRecord, ScrapeStatus};
-use zero_code::{ZeroCode, zero_code_condition};
 
 /// Reports kept for `state.json`.
 pub(crate) const RECENT_REPORTS: usize = 16;
@@ -26,117 +36,6 @@ pub(crate) const RECENT_REPORTS: usize = 16;
 pub(crate) const HISTORY_LEN: usize = 256;
 /// Notices queued for the reactor before new ones are dropped (and counted).
 pub(crate) const NOTICE_QUEUE: usize = 256;
-
-/// `GET /v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    pub instance: Option<String>,
-    /// Wall clock of the last accepted report, ms since the epoch.
-    pub last_report_ms: Option<u64>,
-    pub streams: Vec<StreamStatus>,
-    pub dump_storage: StorageStatus,
-    /// Zero-code mode only: how scraping the app's metrics goes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scrape: Option<ScrapeStatus>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamStatus {
-    pub name: String,
-    /// `healthy` or `stalled`.
-    pub verdict: String,
-    pub reason: Option<StallReason>,
-    /// Wall clock at which the current verdict began, ms since the epoch.
-    pub since_ms: u64,
-    pub message: String,
-    pub depth: u64,
-    pub capacity: u64,
-    pub dispatcher: DispatcherState,
-    pub secs_since_dequeue: Option<f64>,
-}
-
-/// Whether the dump volume took the last bundle.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StorageStatus {
-    pub ok: bool,
-    pub error: Option<String>,
-    /// When `error` happened, ms since the epoch.
-    pub since_ms: Option<u64>,
-}
-
-/// One verdict change with wall-clock time, as kept in `state.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub at_ms: u64,
-    pub stream: String,
-    #[serde(flatten)]
-    pub change: Change,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReceivedReport {
-    pub received_at_ms: u64,
-    pub report: Report,
-}
-
-/// The pod condition the publisher should make true.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredCondition {
-    pub healthy: bool,
-    /// No verdict can be given (zero-code mode with a failing scrape): status `Unknown`.
-    pub unknown: bool,
-    /// `Healthy` or a `StallReason`.
-    pub reason: String,
-    pub message: String,
-}
-
-impl DesiredCondition {
-    /// The condition's `status`: `True`, `False` or `Unknown`.
-    pub fn status(&self) -> &'static str {
-        if self.unknown {
-            "Unknown"
-        } else if self.healthy {
-            "True"
-        } else {
-            "False"
-        }
-    }
-}
-
-/// Something the reactor (Events, dump on stall) should act on.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Notice {
-    Verdict {
-        transition: Transition,
-        /// The condition clause for a stall, e.g. `stream a: ChannelStuck, 5/5 waiting, ...`.
-        detail: String,
-    },
-    DumpWritten {
-        path: String,
-        stream: Option<String>,
-    },
-    DumpFailed {
-        error: String,
-    },
-    /// The dump volume turned unusable (`Some(why)`) or usable again (`None`).
-    DumpStorage {
-        error: Option<String>,
-    },
-}
-
-/// What a capture needs to know about the moment it is taken.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub status: Status,
-    pub recent_reports: Vec<ReceivedReport>,
-    pub history: Vec<HistoryEntry>,
-    pub pid: Option<u32>,
-    pub broadcaster_version: Option<String>,
-    pub config: VerdictConfig,
-    /// Zero-code mode: the last scrapes, oldest first (empty in report mode).
-    pub scrapes: Vec<ScrapeRecord>,
-    pub zero_code: bool,
-}
 
 struct State {
     judge: Judge,
@@ -208,162 +107,6 @@ impl Monitor {
     fn to_wall(&self, at: Duration) -> u64 {
         self.origin_wall_ms
             .saturating_add(u64::try_from(at.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// Parse, order-check and judge one report body. Refusals are counted and change nothing.
-    pub fn ingest(&self, body: &[u8]) -> Result<(), ReportError> {
-        let result = if self.lock().zero_code.is_some() {
-            // Two sources would take turns as "the instance" and reset each other's baselines.
-            Err(ReportError::Invalid(
-                "this sidecar is in zero-code mode (--metrics-url): it judges the app's metrics and refuses reports".to_owned(),
-            ))
-        } else {
-            parse_report(body).and_then(|report| self.observe(report))
-        };
-        match &result {
-            Ok(()) => {
-                self.metrics.reports_received.inc();
-            }
-            Err(e) => self.metrics.reject(e.label()),
-        }
-        result
-    }
-
-    fn observe(&self, report: Report) -> Result<(), ReportError> {
-        let mut st = self.lock();
-        self.observe_locked(&mut st, report)
-    }
-
-    fn observe_locked(&self, st: &mut State, report: Report) -> Result<(), ReportError> {
-        let now = self.now();
-        let first = st.judge.last_report_at().is_none();
-        let transitions = st.judge.observe(&report, now)?;
-        let received_at_ms = now_ms();
-        st.last_report_wall_ms = Some(received_at_ms);
-        for s in &report.streams {
-            let labels = StreamLabels {
-                stream: s.name.clone(),
-            };
-            self.metrics
-                .stream_depth
-                .get_or_create(&labels)
-                .set(i64::try_from(s.channel.depth).unwrap_or(i64::MAX));
-            self.metrics
-                .stream_capacity
-                .get_or_create(&labels)
-                .set(i64::try_from(s.channel.capacity).unwrap_or(i64::MAX));
-            // A stream seen for the first time gets its healthy series; changes after that
-            // come with transitions.
-            let healthy = st
-                .judge
-                .stream(&s.name, now)
-                .is_some_and(|v| !v.verdict.is_stalled());
-            if healthy && !self.metrics.has_stream_verdict(&s.name) {
-                self.metrics.set_stream_verdict(&s.name, None);
-            }
-        }
-        self.metrics.last_report_age_seconds.set(0.0);
-        if st.recent.len() == RECENT_REPORTS {
-            st.recent.pop_front();
-        }
-        st.recent.push_back(ReceivedReport {
-            received_at_ms,
-            report,
-        });
-        self.apply(st, now, transitions, first);
-        Ok(())
-    }
-
-    /// Notice silence. Called by the ticker a few times per report interval.
-    pub fn tick(&self) {
-        let mut st = self.lock();
-        let now = self.now();
-        if let Some(last) = st.judge.last_report_at() {
-            self.metrics
-                .last_report_age_seconds
-                .set(now.saturating_sub(last).as_secs_f64());
-        }
-        // Zero-code mode has no ReportsLost: a failing scrape is a status message, not a stall.
-        if st.zero_code.is_some() {
-            return;
-        }
-        let transitions = st.judge.tick(now);
-        self.apply(&mut st, now, transitions, false);
-    }
-
-    fn apply(&self, st: &mut State, now: Duration, transitions: Vec<Transition>, first: bool) {
-        if transitions.is_empty() && !first {
-            return;
-        }
-        let stalled = st.judge.stalled_streams(now);
-        for t in transitions {
-            let detail = match t.change {
-                Change::Stalled { reason } => {
-                    self.metrics
-                        .detections
-                        .get_or_create(&crate::metrics::ReasonLabels {
-                            reason: reason.as_str().into(),
-                        })
-                        .inc();
-                    self.metrics
-                        .set_stream_verdict(&t.stream, Some(reason.as_str()));
-                    clause(&stalled, &t.stream)
-                }
-                Change::ReasonChanged { to, .. } => {
-                    self.metrics
-                        .set_stream_verdict(&t.stream, Some(to.as_str()));
-                    clause(&stalled, &t.stream)
-                }
-                Change::Recovered { was, .. } => {
-                    self.metrics
-                        .recoveries
-                        .get_or_create(&crate::metrics::ReasonLabels {
-                            reason: was.as_str().into(),
-                        })
-                        .inc();
-                    self.metrics.set_stream_verdict(&t.stream, None);
-                    format!("stream {}: healthy again", t.stream)
-                }
-                Change::Removed { .. } => {
-                    self.metrics.remove_stream(&t.stream);
-                    format!("stream {}: no longer reported", t.stream)
-                }
-            };
-            match t.change {
-                Change::Stalled { .. } | Change::ReasonChanged { .. } => {
-                    tracing::warn!(stream = %t.stream, change = ?t.change, "{detail}")
-                }
-                _ => tracing::info!(stream = %t.stream, change = ?t.change, "{detail}"),
-            }
-            if st.history.len() == HISTORY_LEN {
-                st.history.pop_front();
-            }
-            st.history.push_back(HistoryEntry {
-                at_ms: self.to_wall(t.at),
-                stream: t.stream.clone(),
-                change: t.change,
-            });
-            self.notify(Notice::Verdict {
-                transition: t,
-                detail,
-            });
-        }
-        let desired = match zero_code_condition(st, &stalled) {
-            Some(unknown) => unknown,
-            None => desired_condition(&stalled, st.judge.streams(now).len()),
-        };
-        self.set_condition(desired);
-    }
-
-    fn set_condition(&self, desired: DesiredCondition) {
-        self.condition.send_if_modified(|cur| {
-            if cur.as_ref() == Some(&desired) {
-                false
-            } else {
-                *cur = Some(desired);
-                true
-            }
-        });
     }
 
     /// Queue a notice for the reactor; never blocks. A full queue drops and counts.
@@ -491,32 +234,6 @@ impl Monitor {
                 self.metrics.dump_storage_ok.set(0);
             }
         }
-    }
-}
-
-fn clause(stalled: &[StalledStream], stream: &str) -> String {
-    stalled
-        .iter()
-        .find(|s| s.stream == stream)
-        .map(ToString::to_string)
-        .unwrap_or_else(|| format!("stream {stream}: stalled"))
-}
-
-/// The pod condition for these stalled streams (longest-stalled first).
-pub(crate) fn desired_condition(stalled: &[StalledStream], streams: usize) -> DesiredCondition {
-    match stalled.first() {
-        None => DesiredCondition {
-            healthy: true,
-            unknown: false,
-            reason: condition::HEALTHY_REASON.to_owned(),
-            message: format!("all {streams} streams are dispatching"),
-        },
-        Some(first) => DesiredCondition {
-            healthy: false,
-            unknown: false,
-            reason: first.reason.as_str().to_owned(),
-            message: condition::format_message(stalled),
-        },
     }
 }
 

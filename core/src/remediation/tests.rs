@@ -1,4 +1,5 @@
 use super::*;
+use crate::condition::{StallReason, StalledStream};
 
 const T0: u64 = 1_700_000_000_000;
 

@@ -1,5 +1,9 @@
+use std::time::Duration;
+
+use super::types::millis;
 use super::*;
-use crate::report::{PROTOCOL_V1, StreamReport, parse_report};
+use crate::condition::StallReason;
+use crate::report::{DispatcherState, PROTOCOL_V1, Report, StreamReport, parse_report};
 
 const INTERVAL: Duration = Duration::from_millis(250);
 

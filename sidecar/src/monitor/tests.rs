@@ -1,6 +1,7 @@
 use super::*;
-use stallwatch_core::report::PROTOCOL_V1;
+use stallwatch_core::condition::StallReason;
 use stallwatch_core::report::testing::StreamReportBuilder;
+use stallwatch_core::report::{DispatcherState, PROTOCOL_V1, Report};
 
 pub(crate) fn report(seq: u64, depth: u64, deq: u64, state: DispatcherState) -> Report {
     Report {

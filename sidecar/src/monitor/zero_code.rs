@@ -9,7 +9,8 @@ use stallwatch_core::clock::now_ms;
 use stallwatch_core::condition::StalledStream;
 use stallwatch_core::scrape::Adapted;
 
-use super::{DesiredCondition, Monitor, State, desired_condition};
+use super::condition::{DesiredCondition, desired_condition};
+use super::{Monitor, State};
 
 /// The condition reason while zero-code mode cannot judge (pod condition status `Unknown`).
 pub const METRICS_UNAVAILABLE_REASON: &str = "MetricsUnavailable";
