@@ -23,14 +23,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use stallwatch_envtest::node::Node;
-use stallwatch_envtest::{Timer, apply, assets, eventually, kubelet, say};
+use stallwatch_envtest::{Timer, apply, eventually, kubelet, say};
 use story::*;
 use support::*;
-
-fn example(name: &str) -> String {
-    let path = assets::workspace_root().join("examples").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// `helm install` with the local images: the operator pod Running and Ready as uid 65532 with
 /// a read-only root filesystem, holding the Lease.

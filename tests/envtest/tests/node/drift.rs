@@ -10,10 +10,11 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 use stallwatch_envtest::node::Node;
-use stallwatch_envtest::{Timer, apply, eventually};
+use stallwatch_envtest::{Timer, eventually};
 
-use crate::example;
-use crate::support::{all_containers_ready, container_pid, ensure_installed, ready_pod, serial};
+use crate::support::{
+    MINIMAL_SELECTOR, all_containers_ready, container_pid, ensure_installed, minimal_stream, serial,
+};
 
 const ADDED: &str = "ADDED_BY_HAND";
 
@@ -52,13 +53,7 @@ async fn drift_repair_on_the_node_puts_back_an_edited_image_and_keeps_an_added_e
     let _serial = serial().await;
     let _t = Timer::new(test);
     ensure_installed(node).await;
-    let ns = node.plane().namespace("journey-drift").await;
-    let admin = node.plane().admin().await;
-    let (_, refused) =
-        apply::apply_yaml(&admin, &example("minimal-synthetic.yaml"), &ns, "kubectl").await;
-    assert!(refused.is_empty(), "{refused:?}");
-    let selector = "stallwatch.io/transitstream=demo";
-    ready_pod(&admin, &ns, selector, Duration::from_secs(120)).await;
+    let (ns, admin, _) = minimal_stream(node, "journey-drift").await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     let original = deployments.get("demo").await.expect("the owned Deployment");
     let template = |d: &Deployment| {
@@ -110,7 +105,7 @@ async fn drift_repair_on_the_node_puts_back_an_edited_image_and_keeps_an_added_e
         Duration::from_secs(120),
         || async {
             let list = pods
-                .list(&ListParams::default().labels(selector))
+                .list(&ListParams::default().labels(MINIMAL_SELECTOR))
                 .await
                 .ok()?;
             let [pod] = list.items.as_slice() else {

@@ -20,8 +20,7 @@ use kube::{Api, Client};
 use stallwatch_envtest::node::Node;
 use stallwatch_envtest::{Timer, apply, say};
 
-use crate::example;
-use crate::support::{OPERATOR_NS, ensure_installed, ready_pod, serial};
+use crate::support::{OPERATOR_NS, ensure_installed, minimal_stream, ready_pod, serial};
 
 /// How one container ended.
 #[derive(Debug)]
@@ -229,13 +228,7 @@ async fn deleting_a_stream_pod_ends_both_containers_on_sigterm_within_its_grace(
     let _serial = serial().await;
     let _t = Timer::new(test);
     ensure_installed(node).await;
-    let ns = node.plane().namespace("journey-sigterm").await;
-    let admin = node.plane().admin().await;
-    let (_, refused) =
-        apply::apply_yaml(&admin, &example("minimal-synthetic.yaml"), &ns, "kubectl").await;
-    assert!(refused.is_empty(), "{refused:?}");
-    let selector = "stallwatch.io/transitstream=demo";
-    let pod = ready_pod(&admin, &ns, selector, Duration::from_secs(120)).await;
+    let (ns, admin, pod) = minimal_stream(node, "journey-sigterm").await;
     let deleted = delete_and_watch(&admin, &pod, Duration::from_secs(120)).await;
     assert_ended_on_sigterm("stream pod", &pod, &deleted);
     node.plane().delete_namespace(&ns).await;
