@@ -38,6 +38,19 @@ fn kubeconfig(
     Ok(path)
 }
 
+/// The kubeconfig of one agent: the API server, our CA, and the client certificate and key
+/// that `identity` picks from the node's certificates.
+fn agent_kubeconfig(
+    dir: &Path,
+    name: &str,
+    server: &str,
+    certs: &CertFiles,
+    identity: fn(&NodeCerts) -> (&Path, &Path),
+) -> Result<PathBuf, Error> {
+    let (cert, key) = identity(node_certs(certs)?);
+    kubeconfig(dir, name, server, &certs.ca_cert, cert, key)
+}
+
 fn node_certs(certs: &CertFiles) -> Result<&NodeCerts, Error> {
     certs
         .node
@@ -54,14 +67,9 @@ pub(crate) fn kubelet(
     certs: &CertFiles,
 ) -> Result<Proc, Error> {
     let node = node_certs(certs)?;
-    let kubeconfig = kubeconfig(
-        dir,
-        "kubelet",
-        server,
-        &certs.ca_cert,
-        &node.kubelet_cert,
-        &node.kubelet_key,
-    )?;
+    let kubeconfig = agent_kubeconfig(dir, "kubelet", server, certs, |n| {
+        (n.kubelet_cert.as_path(), n.kubelet_key.as_path())
+    })?;
     // cgroupfs creates the pod cgroups under this root; it must exist in every hierarchy.
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         for e in entries.flatten() {
@@ -134,15 +142,9 @@ pub(crate) fn scheduler(
     server: &str,
     certs: &CertFiles,
 ) -> Result<Proc, Error> {
-    let node = node_certs(certs)?;
-    let kubeconfig = kubeconfig(
-        dir,
-        "scheduler",
-        server,
-        &certs.ca_cert,
-        &node.scheduler_cert,
-        &node.scheduler_key,
-    )?;
+    let kubeconfig = agent_kubeconfig(dir, "scheduler", server, certs, |n| {
+        (n.scheduler_cert.as_path(), n.scheduler_key.as_path())
+    })?;
     let mut cmd = Command::new(bin.join("kube-scheduler"));
     cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!(
@@ -167,15 +169,9 @@ pub(crate) fn proxy(
     server: &str,
     certs: &CertFiles,
 ) -> Result<Proc, Error> {
-    let node = node_certs(certs)?;
-    let kubeconfig = kubeconfig(
-        dir,
-        "proxy",
-        server,
-        &certs.ca_cert,
-        &node.proxy_cert,
-        &node.proxy_key,
-    )?;
+    let kubeconfig = agent_kubeconfig(dir, "proxy", server, certs, |n| {
+        (n.proxy_cert.as_path(), n.proxy_key.as_path())
+    })?;
     let config = json!({
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",

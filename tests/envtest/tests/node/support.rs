@@ -62,6 +62,34 @@ pub async fn ensure_installed(node: &Node) -> Option<Duration> {
     Some(took)
 }
 
+/// An example of `examples/` as shipped.
+pub fn example(name: &str) -> String {
+    let path = stallwatch_envtest::assets::workspace_root()
+        .join("examples")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `kubectl apply -f examples/minimal-synthetic.yaml` (TransitStream `demo`) in a new
+/// namespace named after `prefix`: the namespace, an admin client and the stream's Ready pod.
+pub async fn minimal_stream(node: &Node, prefix: &str) -> (String, Client, Pod) {
+    let ns = node.plane().namespace(prefix).await;
+    let admin = node.plane().admin().await;
+    let (_, refused) = stallwatch_envtest::apply::apply_yaml(
+        &admin,
+        &example("minimal-synthetic.yaml"),
+        &ns,
+        "kubectl",
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let pod = ready_pod(&admin, &ns, MINIMAL_SELECTOR, Duration::from_secs(120)).await;
+    (ns, admin, pod)
+}
+
+/// The pods of `examples/minimal-synthetic.yaml`'s TransitStream.
+pub const MINIMAL_SELECTOR: &str = "stallwatch.io/transitstream=demo";
+
 /// The pods matching `selector` once one is Ready (the pod condition), with all its
 /// containers ready.
 pub async fn ready_pod(client: &Client, ns: &str, selector: &str, timeout: Duration) -> Pod {
