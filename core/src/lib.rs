@@ -10,6 +10,7 @@
 //! - `client` (feature `client`): the HTTP report client for Rust broadcasters.
 //! - [`clock`], [`sync`]: the wall clock and the lock-poisoning policy every crate uses.
 //! - [`logging`]: whether a binary's text logs carry colours (only on a terminal).
+//! - [`ports`]: the ports the programs listen on by default, one definition each.
 //! - `shutdown` (feature `signal`): the SIGTERM/SIGINT future all three binaries stop on.
 //!
 //! May depend on serde and thiserror; with `client`, on reqwest and tokio. Never on kube,
@@ -54,6 +55,7 @@ pub mod clock;
 pub mod condition;
 pub mod exposition;
 pub mod logging;
+pub mod ports;
 pub mod remediation;
 pub mod report;
 pub mod scrape;

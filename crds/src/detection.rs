@@ -32,7 +32,9 @@ pub struct DetectionSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.capacity) != has(self.capacityValue)").message("detection.metrics: set exactly one of capacity (a gauge) or capacityValue (a fixed bound)"))]
-#[x_kube(validation = Rule::new("self.port != 8080 && self.port != 8081").message("detection.metrics.port: 8080 and 8081 are the sidecar's own ports"))]
+// The ports are `stallwatch_core::ports`' SIDECAR_HTTP, SIDECAR_ADMIN and SIDECAR_INGEST (an
+// attribute takes only literals; a test below ties them).
+#[x_kube(validation = Rule::new("self.port != 8080 && self.port != 8081 && self.port != 9464").message("detection.metrics.port: 8080, 8081 and 9464 are the sidecar's own ports"))]
 pub struct MetricsDetection {
     /// The container port serving the metrics, scraped on the pod's loopback.
     #[schemars(range(min = 1, max = 65535))]
@@ -98,5 +100,18 @@ mod tests {
     #[test]
     fn the_duration_pattern_is_specs() {
         assert_eq!(super::GO_DURATION_PATTERN, crate::spec::GO_DURATION_PATTERN);
+    }
+
+    // The app shares the pod's network namespace with the sidecar: its metrics port must be
+    // none of the sidecar's listeners.
+    #[test]
+    fn the_refused_metrics_ports_are_the_sidecars() {
+        use stallwatch_core::ports::{SIDECAR_ADMIN, SIDECAR_HTTP, SIDECAR_INGEST};
+        let schema = serde_json::to_string(&schemars::schema_for!(super::MetricsDetection))
+            .expect("the schema serializes");
+        let rule = format!(
+            "self.port != {SIDECAR_HTTP} && self.port != {SIDECAR_ADMIN} && self.port != {SIDECAR_INGEST}"
+        );
+        assert!(schema.contains(&rule), "no {rule:?} in {schema}");
     }
 }

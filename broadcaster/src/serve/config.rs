@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use stallwatch_core::ports;
+
 use crate::pipeline::dispatcher::{Backoff, PrepareFn, default_prepare};
 use crate::pipeline::source::{SourceOptions, SourceSpec};
 use crate::pipeline::spec::StreamSpec;
@@ -96,15 +98,15 @@ impl std::fmt::Debug for Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            grpc_addr: ([0, 0, 0, 0], 50051).into(),
-            http_addr: ([0, 0, 0, 0], 9090).into(),
-            admin_addr: Some(([127, 0, 0, 1], 9091).into()),
+            grpc_addr: ports::any(ports::BROADCASTER_GRPC),
+            http_addr: ports::any(ports::BROADCASTER_HTTP),
+            admin_addr: Some(ports::loopback(ports::BROADCASTER_ADMIN)),
             source: SourceSpec::Synthetic(Default::default()),
             source_options: SourceOptions::default(),
             streams: Vec::new(),
             channel_capacity: 5,
             subscriber_queue: 64,
-            report_url: Some("http://127.0.0.1:9464/v1/reports".into()),
+            report_url: Some(ports::sidecar_report_url()),
             report_interval: Duration::from_millis(250),
             fault: FaultConfig::default(),
             stuck_after: Duration::from_secs(2),

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use stallwatch_core::ports;
 use transit_broadcaster::client::subscribe::SubscribeOptions;
 use transit_broadcaster::pipeline::source::{SourceOptions, SourceSpec};
 use transit_broadcaster::pipeline::spec::StreamSpec;
@@ -46,13 +47,13 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// gRPC listen address (TransitBroadcaster, health, reflection).
-    #[arg(long, env = "BROADCASTER_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    #[arg(long, env = "BROADCASTER_GRPC_ADDR", default_value_t = ports::any(ports::BROADCASTER_GRPC))]
     grpc_addr: SocketAddr,
     /// HTTP listen address (/metrics, /healthz).
-    #[arg(long, env = "BROADCASTER_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "BROADCASTER_HTTP_ADDR", default_value_t = ports::any(ports::BROADCASTER_HTTP))]
     http_addr: SocketAddr,
     /// Admin HTTP listen address (/debug/dump, /admin/streams/{name}/restart); keep it on loopback.
-    #[arg(long, env = "BROADCASTER_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
+    #[arg(long, env = "BROADCASTER_ADMIN_ADDR", default_value_t = ports::loopback(ports::BROADCASTER_ADMIN))]
     admin_addr: SocketAddr,
     /// Feed source: synthetic://?..., nats://host:port/subject, http(s)://..., file:///path.
     #[arg(long, env = "BROADCASTER_SOURCE", default_value = "synthetic://")]
@@ -71,7 +72,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "BROADCASTER_REPORT_URL",
-        default_value = "http://127.0.0.1:9464/v1/reports"
+        default_value_t = ports::sidecar_report_url()
     )]
     report_url: String,
     /// Report interval.
@@ -115,7 +116,7 @@ pub struct SubscribeArgs {
     #[arg(
         long,
         env = "BROADCASTER_SUBSCRIBE_ADDR",
-        default_value = "http://127.0.0.1:50051"
+        default_value_t = format!("http://{}", ports::loopback(ports::BROADCASTER_GRPC))
     )]
     addr: String,
     /// The stream to watch.
