@@ -187,3 +187,6 @@ impl SubscribeArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
