@@ -363,7 +363,7 @@ fn status_with(pods: &[Pod], ready: i32) -> TransitStreamStatus {
         .map(|p| {
             // Through the operator's cache, as the reconciler sees pods.
             let mut slim = p.clone();
-            crate::reconcile::slim_pod(&mut slim);
+            crate::controller::slim_pod(&mut slim);
             pod_health(&slim)
         })
         .collect();
@@ -620,7 +620,7 @@ fn a_spent_budget_is_named_before_the_dump_volume() {
     let t = ts();
     let p = with_dump_storage("False", "ReadOnly", "read-only");
     let mut slim = p.clone();
-    crate::reconcile::slim_pod(&mut slim);
+    crate::controller::slim_pod(&mut slim);
     let health = [pod_health(&slim)];
     assert!(health[0].dump_storage.is_some(), "the cache keeps it");
     let blocked = Blocked::BudgetSpent {
