@@ -26,7 +26,9 @@ pub const POD_LIST_PAGE_SIZE: u32 = 10;
 
 /// The caches the operator keeps: TransitStreams and their pods, both slimmed.
 pub struct Caches {
+    /// The TransitStreams.
     pub streams: Store<TransitStream>,
+    /// The pods of every TransitStream (label `stallwatch.io/transitstream`).
     pub pods: Store<Pod>,
     stream_writer: reflector::store::Writer<TransitStream>,
     pod_writer: reflector::store::Writer<Pod>,
@@ -35,6 +37,7 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// Empty caches, filled by [`cache_streams`].
     pub fn new() -> Self {
         let (streams, stream_writer) = reflector::store();
         let (pods, pod_writer) = reflector::store();
