@@ -1,7 +1,9 @@
 use super::*;
 use k8s_openapi::api::apps::v1::DeploymentStatus;
-use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-use stallwatch_core::condition::{DUMP_STORAGE_CONDITION_TYPE, format_message};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use stallwatch_core::condition::{
+    CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE, StallReason, StalledStream, format_message,
+};
 use stallwatch_crds::testing::TransitStreamExt as _;
 
 const T0: u64 = 1_700_000_000_000;
