@@ -27,18 +27,7 @@ pub(super) async fn write_observed_status(
     blocked: Option<Blocked>,
     workload: Option<(stallwatch_crds::WorkloadCoverage, Vec<String>)>,
 ) -> Result<()> {
-    let pods = pod_states(ctx, &target.ns, &target.name);
-    let health = pod_health(ctx, &target.ns, &target.name);
-    let mut status = observe::next_status(&Observed {
-        ts,
-        deployment: Some(deployment),
-        pods: &pods,
-        ledger,
-        blocked: blocked.as_ref(),
-        invalid: &[],
-        now_ms: ctx.now(),
-        health: &health,
-    });
+    let mut status = status_now(ctx, target, ts, deployment, ledger, blocked.as_ref());
     let mut conflict = None;
     if let Some((coverage, others)) = workload {
         let update = observe::conflict_condition(&others, coverage.message.as_deref());
@@ -97,6 +86,29 @@ pub(super) async fn write_observed_status(
     Ok(())
 }
 
+/// The status of a valid spec as observed now: from `ledger` and the pods in the cache.
+fn status_now(
+    ctx: &Context,
+    target: &Target,
+    ts: &TransitStream,
+    deployment: &Deployment,
+    ledger: &Ledger,
+    blocked: Option<&Blocked>,
+) -> TransitStreamStatus {
+    let pods = pod_states(ctx, &target.ns, &target.name);
+    let health = pod_health(ctx, &target.ns, &target.name);
+    observe::next_status(&Observed {
+        ts,
+        deployment: Some(deployment),
+        pods: &pods,
+        ledger,
+        blocked,
+        invalid: &[],
+        now_ms: ctx.now(),
+        health: &health,
+    })
+}
+
 /// Write the ledger with the rest of the status recomputed from it and from the pods as they
 /// are now (so `Stalled`, `Remediating`, the phase and the stall count are current at every
 /// step), and count finished attempts.
@@ -111,18 +123,7 @@ pub(super) async fn persist_ledger(
     if before == next {
         return Ok(());
     }
-    let pods = pod_states(ctx, &target.ns, &target.name);
-    let health = pod_health(ctx, &target.ns, &target.name);
-    let mut status = observe::next_status(&Observed {
-        ts,
-        deployment: Some(deployment),
-        pods: &pods,
-        ledger: next,
-        blocked: None,
-        invalid: &[],
-        now_ms: ctx.now(),
-        health: &health,
-    });
+    let mut status = status_now(ctx, target, ts, deployment, next, None);
     // Coverage of a referenced workload is observed once per reconcile; keep it across steps.
     status.workload = ts.status.as_ref().and_then(|s| s.workload.clone());
     write_status(&target.api, ts, status).await?;
