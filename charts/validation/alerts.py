@@ -177,10 +177,10 @@ def check_objects(r: Rendered) -> None:
 
 def check_sources() -> None:
     """The PodMonitor's label and ports are the ones the operator gives stream pods."""
-    builders = (ROOT / "operator" / "src" / "builders.rs").read_text()
+    builders = (ROOT / "operator" / "src" / "builders" / "container.rs").read_text()
     for port in ("metrics", "sidecar-http"):
         require(f'named_port("{port}"' in builders,
-                f"operator/src/builders.rs names no container port {port!r}")
+                f"operator/src/builders/container.rs names no container port {port!r}")
     labels = "\n".join(f.read_text() for f in sorted((ROOT / "crds" / "src").rglob("*.rs")))
     require(f'"{STREAM_POD_LABEL}"' in labels, f"crds/src does not define {STREAM_POD_LABEL}")
 

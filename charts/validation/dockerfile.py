@@ -200,16 +200,17 @@ def check_build_context(members: list[str], copied: set[str]) -> None:
 
 def check_operator_commands(stages: list[dict]) -> None:
     """The operator runs the broadcaster and sidecar by absolute path: those paths exist in the
-    stream images. Read from operator/src/builders.rs with a regex: no binary prints the pod
-    spec it builds."""
-    builders = ROOT / "operator" / "src" / "builders.rs"
+    stream images. Read from operator/src/builders/container.rs with a regex: no binary prints
+    the pod spec it builds."""
+    builders = ROOT / "operator" / "src" / "builders" / "container.rs"
     if not builders.exists():
         return
     names = [s["name"] for s in stages]
     commands = set(re.findall(r'command:\s*Some\(vec!\[\s*"([^"]+)"', builders.read_text()))
+    require(bool(commands), "operator/src/builders/container.rs names no container command")
     for target in ("stallwatch", "stallwatch-debug"):
         s = stages[names.index(target)]
         dests = {rest.split()[-1] for i, rest in s["instrs"] if i == "COPY"}
         missing = sorted(commands - dests)
         require(not missing, f"target {target}: the operator runs {missing} "
-                             f"(operator/src/builders.rs), which the image does not have")
+                             f"(operator/src/builders/container.rs), which the image does not have")

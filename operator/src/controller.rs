@@ -1,5 +1,6 @@
-//! The controller's wiring: caches (reflectors) for TransitStreams and their pods, and the
-//! controller itself until its shutdown future fires (start-up and leader election: `run`).
+//! The controller's wiring: the caches (`cache`: reflectors for TransitStreams and their
+//! pods), the metadata-only watches of owned objects, and the controller itself until its
+//! shutdown future fires (start-up and leader election: `run`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use stallwatch_crds::TransitStream;
@@ -20,18 +21,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::drift::Drift;
 use crate::health::{self, Heartbeat};
-use crate::reconcile::{
-    self, Context, managed_pods_selector, pod_to_stream, slim_pod, slim_stream,
-};
+use crate::reconcile::{self, Context};
 
-/// Objects per list page when (re)filling the caches: small pages keep the transient memory
-/// of a relist low (the API server default page is 500 full objects).
-pub const LIST_PAGE_SIZE: u32 = 50;
-
-/// Pods per list page: a pod as the API server serves it (defaulted spec, `managedFields`)
-/// deserializes to about 90 KB before slimming, so a page of 50 held 4.5 MB at once (heap
-/// profile of `benches/footprint_real.rs`); its pages are smaller.
-pub const POD_LIST_PAGE_SIZE: u32 = 10;
+use self::cache::pod_to_stream;
+#[cfg(test)]
+pub(crate) use self::cache::slim_pod;
+pub use self::cache::{Caches, LIST_PAGE_SIZE, POD_LIST_PAGE_SIZE, cache_streams};
 
 /// Shortest and longest wait before a failed watch (or the controller's triggers after an
 /// error) tries again.
@@ -95,16 +90,6 @@ where
     }
 }
 
-/// The caches the operator keeps: TransitStreams and their pods, both slimmed.
-pub struct Caches {
-    pub streams: Store<TransitStream>,
-    pub pods: Store<Pod>,
-    stream_writer: reflector::store::Writer<TransitStream>,
-    pod_writer: reflector::store::Writer<Pod>,
-    /// Where the TransitStream watch reports deletions (the reconciler forgets them).
-    gone: Option<mpsc::UnboundedSender<Gone>>,
-}
-
 /// What the TransitStream watch reports beside the objects it passes on: the controller
 /// stream (`applied_objects`) carries no deletions, and the reconciler's per-resource state
 /// must be dropped at deletion (issue 21). A watch event rather than a finalizer: a finalizer
@@ -117,81 +102,6 @@ pub(crate) enum Gone {
     /// A (re)list completed: objects deleted while the watch was down got no event of their
     /// own; whatever is not in the cache now is gone.
     Relisted,
-}
-
-impl Caches {
-    pub fn new() -> Self {
-        let (streams, stream_writer) = reflector::store();
-        let (pods, pod_writer) = reflector::store();
-        Caches {
-            streams,
-            pods,
-            stream_writer,
-            pod_writer,
-            gone: None,
-        }
-    }
-
-    fn reporting_deletions(mut self, gone: mpsc::UnboundedSender<Gone>) -> Self {
-        self.gone = Some(gone);
-        self
-    }
-}
-
-impl Default for Caches {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The watch streams that fill the caches (each must be polled).
-#[allow(clippy::type_complexity)] // two opaque stream types and their stores
-pub fn cache_streams(
-    client: &Client,
-    scope: &Scope,
-    caches: Caches,
-) -> (
-    impl futures::Stream<Item = Result<TransitStream, watcher::Error>> + Send + 'static,
-    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
-    Store<TransitStream>,
-    Store<Pod>,
-) {
-    let Caches {
-        streams,
-        pods,
-        stream_writer,
-        pod_writer,
-        gone,
-    } = caches;
-    let ts_stream = watcher(
-        api::<TransitStream>(client, scope),
-        watcher::Config::default().page_size(LIST_PAGE_SIZE),
-    )
-    .backoff(WatchBackoff::default())
-    .modify(slim_stream)
-    .reflect(stream_writer)
-    .inspect_ok(move |event| {
-        let report = match event {
-            watcher::Event::Delete(ts) => Gone::Deleted(Box::new(ts.clone())),
-            watcher::Event::InitDone => Gone::Relisted,
-            _ => return,
-        };
-        if let Some(tx) = &gone {
-            let _ = tx.send(report);
-        }
-    })
-    .applied_objects();
-    let pod_stream = watcher(
-        api::<Pod>(client, scope),
-        watcher::Config::default()
-            .labels(&managed_pods_selector())
-            .page_size(POD_LIST_PAGE_SIZE),
-    )
-    .backoff(WatchBackoff::default())
-    .modify(slim_pod)
-    .reflect(pod_writer)
-    .touched_objects();
-    (ts_stream, pod_stream, streams, pods)
 }
 
 /// A metadata-only watch of one owned kind (no cache: the events feed [`Drift`] and trigger
@@ -380,6 +290,8 @@ fn with_owned_triggers(
             o(),
         ))
 }
+
+mod cache;
 
 #[cfg(test)]
 mod tests {

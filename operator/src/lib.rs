@@ -2,13 +2,19 @@
 //! remediates stalls (dump, then restart) within safety rails.
 //!
 //! Modules:
-//! - [`builders`]: pure desired-object builders (Deployment = pod spec + containers + volumes,
-//!   Service, PVC, RBAC, Secret, ConfigMap), unit-tested.
-//! - `observe`: pure translations (pods to the decision function's `PodState`, spec to
-//!   `Policy`, the next status: one function per condition, `ConditionUpdate`).
-//! - [`reconcile`]: the pipeline (fetch → validate → build desired → apply → remediate → write
-//!   status, one function each) and the remediation executor around
-//!   `stallwatch_core::remediation::decide`.
+//! - [`builders`]: pure desired-object builders, unit-tested, one module per object or part:
+//!   `pod` (Deployment, pod spec), `container` (env, ports, probes, security context),
+//!   `volume` (volumes, mounts, dump claim), `config` (ConfigMap, sidecar settings, config
+//!   hash), `access` (sidecar ServiceAccount/Role/RoleBinding, admin Secret); names, ports,
+//!   metadata and the Service in `builders` itself.
+//! - `observe`: pure translations: `observe::pod` (a pod to the decision function's
+//!   `PodState` and to its `PodHealth`), spec to `Policy`, the next status (`next_status`),
+//!   `observe::conditions` (one function per condition, `ConditionUpdate`).
+//! - [`reconcile`]: the shared `Context` (per-resource state, keyed by uid) and the controller's
+//!   entry points; the steps in `reconcile::pipeline` (fetch → validate → build desired → apply
+//!   → remediate → write status, one function each), `apply` (server-side apply, admin token),
+//!   `status` (status writes), `remediate` (the executor around
+//!   `stallwatch_core::remediation::decide`), `effects` (one function per effect), `drill`.
 //! - [`sidecar`]: the sidecar admin API behind a trait (faked in tests).
 //! - [`leader`]: Lease-based leader election (pure decision, thin I/O).
 //! - [`workload`]: `spec.workloadRef`: the referenced workload read (never written), the
@@ -17,9 +23,10 @@
 //!   `caBundle` registration, the HTTPS server), served by every replica.
 //! - [`rbac`]: the permissions the operator uses, one `const` table per role; `builders` and
 //!   the tests use them, `transit-operator rbac` prints them, the chart is checked against them.
-//! - `controller`: caches (reflectors) and the kube-runtime controller; `drift`: which owned
-//!   objects someone else deleted or changed (metadata-only watches), so the next reconcile
-//!   re-applies them.
+//! - `controller`: the kube-runtime controller and the owned objects' metadata-only watches;
+//!   `controller::cache`: the caches (reflectors) and what they keep of a pod or TransitStream
+//!   (`slim_pod`, `slim_stream`); `drift`: which owned objects someone else deleted or changed,
+//!   so the next reconcile re-applies them.
 //! - [`run`]: start-up (HTTP endpoints, shutdown signal, leader election, then the controller);
 //!   `main.rs` only parses the CLI and calls [`run::run`].
 //! - `http`: `/metrics`, `/healthz`, `/readyz`; [`health`]: the heartbeats of the operator's
@@ -29,6 +36,7 @@
 //! Module graph (an arrow points to what a module imports; no cycles):
 //! ```text
 //! run ─→ controller ─→ reconcile ─→ builders ─→ rbac
+//!  │        └──→ drift ←──┤
 //!  │                      ├──→ observe
 //!  │                      ├──→ sidecar ─→ builders
 //!  │                      ├──→ workload ─→ builders, webhook::inject
@@ -39,12 +47,18 @@
 //! ```
 //!
 //! Where a change goes:
-//! - a new field on a managed object → `builders` (a new object kind: also `rbac::OPERATOR`
-//!   and the chart's `templates/rbac.yaml`);
+//! - a new field on a managed object → the `builders` module of that object (a container's
+//!   env, port or probe: `builders::container`; a volume: `builders::volume`; a ConfigMap
+//!   entry: `builders::config`); a new object kind: a builder, `Desired`, also
+//!   `rbac::OPERATOR` and the chart's `templates/rbac.yaml`;
 //! - a new API call → `rbac` first (its test ties the table to the code), then the caller;
-//! - a new status condition → one function in `observe`, called from `next_status`;
-//! - a new pipeline or remediation step → `reconcile` (the decision itself lives in
-//!   `stallwatch_core::remediation`);
+//! - a new status condition → one function in `observe::conditions`, called from
+//!   `observe::next_status`;
+//! - a new pipeline step → `reconcile::pipeline`; a new remediation effect →
+//!   `reconcile::effects` (called from `execute`); the decision itself lives in
+//!   `stallwatch_core::remediation`;
+//! - something more the operator reads from a cached pod → `controller::cache::slim_pod` (its
+//!   tests say what survives);
 //! - a new CLI option → `main.rs` (clap, with an env fallback) and `run::Config`;
 //! - a new error → `error` (variant and its label in the one `labels!` table).
 //!

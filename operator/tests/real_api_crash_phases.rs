@@ -16,31 +16,9 @@ use journey_support::stack_with;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
-use serde_json::json;
-use stallwatch_crds::TransitStream;
-use stallwatch_envtest::kubelet::{self, Overrides};
+use stallwatch_envtest::kubelet;
 use stallwatch_envtest::{ControlPlane, Timer};
 use transit_operator::reconcile::CRASH_AFTER_ENV;
-
-/// The story's poison: the dispatcher dies on the first malformed entity, 2 s in.
-fn poisoned() -> Overrides {
-    Overrides::default()
-        .env("broadcaster", "BROADCASTER_FAULT", "legacy-unsupervised")
-        .env(
-            "broadcaster",
-            "BROADCASTER_SOURCE",
-            "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s",
-        )
-}
-
-async fn status(client: &Client, ns: &str) -> serde_json::Value {
-    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
-    api.get("demo")
-        .await
-        .ok()
-        .and_then(|t| serde_json::to_value(t.status?).ok())
-        .unwrap_or_default()
-}
 
 /// Every pod of `demo` ever seen now: name → being deleted (or gone: not listed).
 async fn pods_deleting(client: &Client, ns: &str) -> Vec<(String, bool)> {
@@ -72,14 +50,7 @@ async fn killed_after_step(step: &str, test: &str, ns: &str) {
     let Some(mut ops) = stack_with(plane, &client, &ns, &values, &env, test).await else {
         return;
     };
-    create_stream(
-        &client,
-        &ns,
-        "demo",
-        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
-    )
-    .await;
-    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let pod = demo_stream_pod(&client, &ns).await;
     let name = pod.metadata.name.clone().unwrap();
     let local = kubelet::run_pod(plane, &client, &pod, &poisoned()).await;
     let proc = ops[0].pod.proc_mut("operator");
@@ -88,7 +59,7 @@ async fn killed_after_step(step: &str, test: &str, ns: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let died = !proc.alive();
-    let at_crash = status(&client, &ns).await;
+    let at_crash = demo_status(&client, &ns).await;
     let pod_then = pods_deleting(&client, &ns).await;
     if !died {
         dump_on_panic(&ops);
@@ -115,7 +86,7 @@ async fn killed_after_step(step: &str, test: &str, ns: &str) {
     ops.push(run_operator(plane, &client, &op_pod).await);
     let done = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let st = status(&client, &ns).await;
+            let st = demo_status(&client, &ns).await;
             if !st["remediation"]["history"][0]["outcome"].is_null() {
                 return st;
             }
@@ -129,7 +100,7 @@ async fn killed_after_step(step: &str, test: &str, ns: &str) {
     let done = done.expect("the new operator did not finish the attempt within 60 s");
     // Time for a second attempt or a second delete, if there were to be one.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let st = status(&client, &ns).await;
+    let st = demo_status(&client, &ns).await;
     let pods = pods_deleting(&client, &ns).await;
     drop(local);
     dump_on_panic(&ops);

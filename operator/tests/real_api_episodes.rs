@@ -15,19 +15,8 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use stallwatch_crds::TransitStream;
-use stallwatch_envtest::kubelet::{self, LocalPod, Overrides};
+use stallwatch_envtest::kubelet::{self, LocalPod};
 use stallwatch_envtest::{ControlPlane, Timer, eventually};
-
-/// The story's poison: the dispatcher dies on the first malformed entity, 2 s in.
-fn poisoned() -> Overrides {
-    Overrides::default()
-        .env("broadcaster", "BROADCASTER_FAULT", "legacy-unsupervised")
-        .env(
-            "broadcaster",
-            "BROADCASTER_SOURCE",
-            "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s",
-        )
-}
 
 /// The operator, a TransitStream `demo` with `spec` and its pod running poisoned.
 async fn episode(
@@ -44,15 +33,6 @@ async fn episode(
     let name = pod.metadata.name.clone().unwrap();
     let local = kubelet::run_pod(plane, &client, &pod, &poisoned()).await;
     Some((ns, client, ops, local, name))
-}
-
-async fn status(client: &Client, ns: &str) -> serde_json::Value {
-    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
-    api.get("demo")
-        .await
-        .ok()
-        .and_then(|t| serde_json::to_value(t.status?).ok())
-        .unwrap_or_default()
 }
 
 async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
@@ -112,7 +92,7 @@ async fn paused_during_a_stall_holds_back_and_unpausing_remediates_once() {
     .await;
     // Held back: no attempt, the pod still there.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let held = status(&client, &ns).await;
+    let held = demo_status(&client, &ns).await;
     assert!(held["remediation"]["inFlight"].is_null(), "{held:#}");
     assert!(
         !deleted(&client, &ns, &pod).await,
@@ -126,7 +106,7 @@ async fn paused_during_a_stall_holds_back_and_unpausing_remediates_once() {
     )
     .await;
     let done = eventually("the attempt finished", Duration::from_secs(20), || async {
-        let st = status(&client, &ns).await;
+        let st = demo_status(&client, &ns).await;
         (!st["remediation"]["history"][0]["outcome"].is_null()).then_some(st)
     })
     .await;
@@ -151,7 +131,7 @@ async fn observe_mode_records_without_acting_and_switched_off_remediates() {
         return;
     };
     let observed = eventually("an Observe record", Duration::from_secs(40), || async {
-        let st = status(&client, &ns).await;
+        let st = demo_status(&client, &ns).await;
         let history = st["remediation"]["history"].as_array()?.clone();
         (!history.is_empty()).then_some(history)
     })
@@ -197,34 +177,10 @@ async fn the_namespace_deleted_during_a_remediation_leaves_no_error_loop_and_no_
     }
     let op_pod = operator_pods(&client, &home, 1).await.remove(0);
     let ops = vec![run_operator(plane, &client, &op_pod).await];
-    create_stream(
-        &client,
-        &ns,
-        "demo",
-        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
-    )
-    .await;
-    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
-    let overrides = poisoned()
-        .env(
-            "sidecar",
-            "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!(
-                "http://127.0.0.1:{}",
-                stallwatch_testkit::net::hung_http_port()
-            ),
-        )
-        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "20s");
+    let pod = demo_stream_pod(&client, &ns).await;
+    let overrides = poisoned_dump_hanging("20s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
-    eventually(
-        "the attempt in its Dump step",
-        Duration::from_secs(40),
-        || async {
-            let st = status(&client, &ns).await;
-            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
-        },
-    )
-    .await;
+    attempt_in_dump_step(&client, &ns, Duration::from_secs(40)).await;
     plane.delete_namespace(&ns).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     eventually("the namespace gone", Duration::from_secs(120), || async {
@@ -338,36 +294,12 @@ async fn sigterm_in_the_dump_step_then_a_new_operator_finishes_the_attempt_exact
     let Some(mut ops) = operator_stack(plane, &client, &ns, 1, test).await else {
         return;
     };
-    create_stream(
-        &client,
-        &ns,
-        "demo",
-        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
-    )
-    .await;
-    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let pod = demo_stream_pod(&client, &ns).await;
     let name = pod.metadata.name.clone().unwrap();
     // The dump hangs 8 s on the broadcaster's task dump: longer than the drain (5 s).
-    let overrides = poisoned()
-        .env(
-            "sidecar",
-            "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!(
-                "http://127.0.0.1:{}",
-                stallwatch_testkit::net::hung_http_port()
-            ),
-        )
-        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "8s");
+    let overrides = poisoned_dump_hanging("8s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
-    eventually(
-        "the attempt in its Dump step",
-        Duration::from_secs(40),
-        || async {
-            let st = status(&client, &ns).await;
-            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
-        },
-    )
-    .await;
+    attempt_in_dump_step(&client, &ns, Duration::from_secs(40)).await;
     let proc = ops[0].pod.proc_mut("operator");
     proc.signal("TERM");
     let stopped = std::time::Instant::now();
@@ -386,12 +318,12 @@ async fn sigterm_in_the_dump_step_then_a_new_operator_finishes_the_attempt_exact
     ops.clear();
     ops.push(run_operator(plane, &client, &op_pod).await);
     let done = eventually("the attempt finished", Duration::from_secs(60), || async {
-        let st = status(&client, &ns).await;
+        let st = demo_status(&client, &ns).await;
         (!st["remediation"]["history"][0]["outcome"].is_null()).then_some(st)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let st = status(&client, &ns).await;
+    let st = demo_status(&client, &ns).await;
     drop(local);
     dump_on_panic(&ops);
     let history = st["remediation"]["history"].as_array().unwrap();
@@ -421,42 +353,18 @@ async fn kubectl_delete_of_the_stalled_pod_mid_remediation_ends_the_attempt_once
     let Some(ops) = operator_stack(plane, &client, &ns, 1, test).await else {
         return;
     };
-    create_stream(
-        &client,
-        &ns,
-        "demo",
-        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
-    )
-    .await;
-    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let pod = demo_stream_pod(&client, &ns).await;
     let name = pod.metadata.name.clone().unwrap();
-    let overrides = poisoned()
-        .env(
-            "sidecar",
-            "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!(
-                "http://127.0.0.1:{}",
-                stallwatch_testkit::net::hung_http_port()
-            ),
-        )
-        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "8s");
+    let overrides = poisoned_dump_hanging("8s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
-    eventually(
-        "the attempt in its Dump step",
-        Duration::from_secs(40),
-        || async {
-            let st = status(&client, &ns).await;
-            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
-        },
-    )
-    .await;
+    attempt_in_dump_step(&client, &ns, Duration::from_secs(40)).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     pods.delete(&name, &kube::api::DeleteParams::default().grace_period(0))
         .await
         .unwrap();
     let done = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let st = status(&client, &ns).await;
+            let st = demo_status(&client, &ns).await;
             if !st["remediation"]["history"][0]["outcome"].is_null() {
                 return st;
             }
@@ -465,7 +373,7 @@ async fn kubectl_delete_of_the_stalled_pod_mid_remediation_ends_the_attempt_once
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let st = status(&client, &ns).await;
+    let st = demo_status(&client, &ns).await;
     let replacements: Vec<Pod> = pods
         .list(&kube::api::ListParams::default().labels("stallwatch.io/transitstream=demo"))
         .await

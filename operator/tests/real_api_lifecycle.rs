@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use envtest_support::*;
 use journey_support::*;
-use kube::{Api, Client};
+use kube::Client;
 use serde_json::json;
-use stallwatch_crds::TransitStream;
 use stallwatch_envtest::kubelet;
 use stallwatch_envtest::{ControlPlane, Timer, eventually};
 
@@ -108,64 +107,46 @@ async fn unhealthy(op: &Operator, within: Duration) -> String {
     .await
 }
 
-#[tokio::test]
-async fn a_wedged_controller_loop_fails_healthz_within_its_bound() {
-    let test = "a_wedged_controller_loop_fails_healthz_within_its_bound";
+/// The operator with its `wedge` loop (`controller`, `elector`) wedged by the test hook: its
+/// `/healthz` fails within 40 s naming that loop, and it still stops on SIGTERM.
+async fn a_wedged_loop_fails_healthz(test: &str, ns: &str, wedge: &str) {
     let Some(plane) = ControlPlane::shared(test) else {
         return;
     };
     let _t = Timer::new(test);
-    let env = [
-        ("STALLWATCH_TEST_WEDGE", "controller"),
-        ("LIVENESS_TIMEOUT", "3s"),
-    ];
-    let Some((ns, _client, mut ops)) = stack_env(
-        plane,
-        "life-wedge-controller",
-        |ns| values(ns, 1, true),
-        &env,
-        test,
-    )
-    .await
+    let env = [("STALLWATCH_TEST_WEDGE", wedge), ("LIVENESS_TIMEOUT", "3s")];
+    let Some((ns, _client, mut ops)) =
+        stack_env(plane, ns, |ns| values(ns, 1, true), &env, test).await
     else {
         return;
     };
     let body = unhealthy(&ops[0], Duration::from_secs(40)).await;
     dump_on_panic(&ops);
-    assert!(body.contains("controller loop"), "{body}");
+    assert!(body.contains(&format!("{wedge} loop")), "{body}");
     // Wedged is no reason to ignore SIGTERM.
-    assert_stops_on_sigterm(&mut ops[0], "controller loop wedged");
+    assert_stops_on_sigterm(&mut ops[0], &format!("{wedge} loop wedged"));
     plane.delete_namespace(&ns).await;
 }
 
 #[tokio::test]
-async fn a_wedged_elector_loop_fails_healthz_within_its_bound() {
-    let test = "a_wedged_elector_loop_fails_healthz_within_its_bound";
-    let Some(plane) = ControlPlane::shared(test) else {
-        return;
-    };
-    let _t = Timer::new(test);
-    // The elector's bound is the lease duration (6 s in these values) at least.
-    let env = [
-        ("STALLWATCH_TEST_WEDGE", "elector"),
-        ("LIVENESS_TIMEOUT", "3s"),
-    ];
-    let Some((ns, _client, mut ops)) = stack_env(
-        plane,
-        "life-wedge-elector",
-        |ns| values(ns, 1, true),
-        &env,
-        test,
+async fn a_wedged_controller_loop_fails_healthz_within_its_bound() {
+    a_wedged_loop_fails_healthz(
+        "a_wedged_controller_loop_fails_healthz_within_its_bound",
+        "life-wedge-controller",
+        "controller",
     )
-    .await
-    else {
-        return;
-    };
-    let body = unhealthy(&ops[0], Duration::from_secs(40)).await;
-    dump_on_panic(&ops);
-    assert!(body.contains("elector loop"), "{body}");
-    assert_stops_on_sigterm(&mut ops[0], "elector loop wedged");
-    plane.delete_namespace(&ns).await;
+    .await;
+}
+
+#[tokio::test]
+async fn a_wedged_elector_loop_fails_healthz_within_its_bound() {
+    // The elector's bound is the lease duration (6 s in these values) at least.
+    a_wedged_loop_fails_healthz(
+        "a_wedged_elector_loop_fails_healthz_within_its_bound",
+        "life-wedge-elector",
+        "elector",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -384,43 +365,12 @@ async fn sigterm_ends_an_operator_in_the_middle_of_a_remediation() {
     else {
         return;
     };
-    create_stream(
-        &client,
-        &ns,
-        "demo",
-        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
-    )
-    .await;
-    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let pod = demo_stream_pod(&client, &ns).await;
     // The story's poison message, and a dump that hangs for 30 s on the broadcaster's task
     // dump: the operator is inside its call to the sidecar when SIGTERM comes.
-    let overrides = kubelet::Overrides::default()
-        .env("broadcaster", "BROADCASTER_FAULT", "legacy-unsupervised")
-        .env(
-            "broadcaster",
-            "BROADCASTER_SOURCE",
-            "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s",
-        )
-        .env(
-            "sidecar",
-            "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!(
-                "http://127.0.0.1:{}",
-                stallwatch_testkit::net::hung_http_port()
-            ),
-        )
-        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "30s");
+    let overrides = poisoned_dump_hanging("30s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
-    let streams: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
-    eventually(
-        "the attempt in its Dump step",
-        Duration::from_secs(40),
-        || async {
-            let st = serde_json::to_value(streams.get("demo").await.ok()?.status?).ok()?;
-            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
-        },
-    )
-    .await;
+    attempt_in_dump_step(&client, &ns, Duration::from_secs(40)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_stops_on_sigterm(&mut ops[0], "mid-remediation (dump in progress)");
     drop(local);

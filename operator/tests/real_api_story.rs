@@ -20,7 +20,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::json;
 use stallwatch_crds::TransitStream;
-use stallwatch_envtest::kubelet::{self, Overrides};
+use stallwatch_envtest::kubelet;
 use stallwatch_envtest::{ControlPlane, Timer, eventually};
 
 /// What the watches saw, each with the time since the pod's processes started.
@@ -113,17 +113,6 @@ fn watch_all(
     vec![pod_watch, ts_watch]
 }
 
-/// The poison pill of the story: a legacy dispatcher that dies on the first malformed entity.
-fn story_overrides() -> Overrides {
-    Overrides::default()
-        .env("broadcaster", "BROADCASTER_FAULT", "legacy-unsupervised")
-        .env(
-            "broadcaster",
-            "BROADCASTER_SOURCE",
-            "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s",
-        )
-}
-
 fn bundles(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -195,7 +184,7 @@ async fn play_with(
     let seen = Arc::new(Mutex::new(Seen::default()));
     let t0 = Instant::now();
     let _watches = watch_all(&client, &ns, seen.clone(), t0);
-    let local = kubelet::run_pod(plane, &client, &pod, &story_overrides()).await;
+    let local = kubelet::run_pod(plane, &client, &pod, &poisoned()).await;
     let dumps_dir = local.root.join("volumes/dumps");
     let deleted = {
         let seen = seen.clone();
@@ -438,7 +427,7 @@ async fn second_stall_held_back(
 ) -> (Vec<(String, String)>, serde_json::Value) {
     let replacement = story.replacement.clone();
     let name = replacement.metadata.name.clone().unwrap();
-    let local = kubelet::run_pod(plane, &story.client, &replacement, &story_overrides()).await;
+    let local = kubelet::run_pod(plane, &story.client, &replacement, &poisoned()).await;
     {
         let seen = story.seen.clone();
         eventually(
@@ -604,39 +593,14 @@ async fn an_operator_killed_mid_remediation_finishes_it_exactly_once_after_resta
     let Some(mut ops) = operator_stack(plane, &client, &ns, 1, test).await else {
         return;
     };
-    create_stream(
-        &client,
-        &ns,
-        "demo",
-        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
-    )
-    .await;
-    let pod = stream_pods(&client, &ns, "demo", 1).await.remove(0);
+    let pod = demo_stream_pod(&client, &ns).await;
     let first = pod.metadata.name.clone().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let _watches = watch_all(&client, &ns, seen.clone(), Instant::now());
     // The dump hangs for 6 s on the broadcaster's task dump: time to kill the operator in it.
-    let overrides = story_overrides()
-        .env(
-            "sidecar",
-            "SIDECAR_BROADCASTER_ADMIN_URL",
-            &format!(
-                "http://127.0.0.1:{}",
-                stallwatch_testkit::net::hung_http_port()
-            ),
-        )
-        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", "6s");
+    let overrides = poisoned_dump_hanging("6s");
     let local = kubelet::run_pod(plane, &client, &pod, &overrides).await;
-    let streams: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
-    eventually(
-        "the attempt in its Dump step",
-        Duration::from_secs(30),
-        || async {
-            let st = serde_json::to_value(streams.get("demo").await.ok()?.status?).ok()?;
-            (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
-        },
-    )
-    .await;
+    attempt_in_dump_step(&client, &ns, Duration::from_secs(30)).await;
     ops[0].pod.proc_mut("operator").signal("KILL");
     let killed = Instant::now();
     let op_pod: Pod = Api::namespaced(client.clone(), &ns)
@@ -645,6 +609,7 @@ async fn an_operator_killed_mid_remediation_finishes_it_exactly_once_after_resta
         .unwrap();
     ops.clear();
     ops.push(run_operator(plane, &client, &op_pod).await);
+    let streams: Api<TransitStream> = Api::namespaced(client.clone(), &ns);
     let status = eventually("the attempt finished", Duration::from_secs(40), || async {
         let st = serde_json::to_value(streams.get("demo").await.ok()?.status?).ok()?;
         (!st["remediation"]["history"][0]["outcome"].is_null()).then_some(st)

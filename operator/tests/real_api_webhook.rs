@@ -38,64 +38,10 @@ const WORKLOAD: &str = "feed";
 const SIDECAR: &str = "stallwatch-sidecar";
 
 fn values(ns: &str, webhook_port: u16) -> serde_json::Value {
-    let mut v = namespaced_values(ns, 1);
-    v["webhook"] = json!({
-        "enabled": true,
-        "url": format!("https://127.0.0.1:{webhook_port}"),
-        "certValidity": "40s",
-        "timeoutSeconds": 5,
-    });
+    let mut v = webhook_values(ns, webhook_port);
+    v["webhook"]["certValidity"] = json!("40s");
     v["extraEnv"] = json!([{"name": "WEBHOOK_CERT_CHECK", "value": "1s"}]);
     v
-}
-
-async fn run_operator_on(
-    plane: &ControlPlane,
-    client: &Client,
-    pod: &Pod,
-    webhook_port: u16,
-) -> LocalPod {
-    let overrides = Overrides::default()
-        .program("operator", "transit-operator")
-        .env(
-            "operator",
-            "OPERATOR_HTTP_ADDR",
-            &format!("127.0.0.1:{}", free_port()),
-        )
-        .env(
-            "operator",
-            "WEBHOOK_ADDR",
-            &format!("127.0.0.1:{webhook_port}"),
-        )
-        .env("operator", "LOG_FORMAT", "text");
-    kubelet::run_pod(plane, client, pod, &overrides).await
-}
-
-/// The user's workload: our own broadcaster, the story's poison pill, opted in by label.
-fn workload() -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": WORKLOAD},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": WORKLOAD}},
-            "template": {
-                "metadata": {"labels": {"app": WORKLOAD, "stallwatch.io/inject": "feed-ts"}},
-                "spec": {"containers": [{
-                    "name": "app",
-                    "image": "registry.example.com/feed:1",
-                    "command": ["/usr/local/bin/transit-broadcaster"],
-                    "args": ["serve"],
-                    "env": [
-                        {"name": "BROADCASTER_FAULT", "value": "legacy-unsupervised"},
-                        {"name": "BROADCASTER_SOURCE",
-                         "value": "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s"}
-                    ]
-                }]}
-            }
-        }
-    }))
-    .unwrap()
 }
 
 /// A bare pod with the opt-in label (as if its workload had created it).
@@ -192,7 +138,10 @@ async fn a_referenced_deployment_is_injected_remediated_and_never_blocked() {
     .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deployments
-        .create(&PostParams::default(), &workload())
+        .create(
+            &PostParams::default(),
+            &injected_workload(WORKLOAD, "feed-ts"),
+        )
         .await
         .unwrap();
 

@@ -17,69 +17,10 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use stallwatch_crds::TransitStream;
-use stallwatch_envtest::kubelet::{self, LocalPod, Overrides};
+use stallwatch_envtest::kubelet::{self, Overrides};
 use stallwatch_envtest::{ControlPlane, Timer, eventually, free_port};
 
 const WORKLOAD: &str = "feed";
-
-fn values(ns: &str, webhook_port: u16) -> serde_json::Value {
-    let mut v = namespaced_values(ns, 1);
-    v["webhook"] = json!({
-        "enabled": true,
-        "url": format!("https://127.0.0.1:{webhook_port}"),
-        "timeoutSeconds": 5,
-    });
-    v
-}
-
-async fn run_operator_on(
-    plane: &ControlPlane,
-    client: &Client,
-    pod: &Pod,
-    webhook_port: u16,
-) -> LocalPod {
-    let overrides = Overrides::default()
-        .program("operator", "transit-operator")
-        .env(
-            "operator",
-            "OPERATOR_HTTP_ADDR",
-            &format!("127.0.0.1:{}", free_port()),
-        )
-        .env(
-            "operator",
-            "WEBHOOK_ADDR",
-            &format!("127.0.0.1:{webhook_port}"),
-        )
-        .env("operator", "LOG_FORMAT", "text");
-    kubelet::run_pod(plane, client, pod, &overrides).await
-}
-
-/// The user's workload: our broadcaster with the story's poison, opted in for `feed-ts`.
-fn workload() -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": WORKLOAD},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": WORKLOAD}},
-            "template": {
-                "metadata": {"labels": {"app": WORKLOAD, "stallwatch.io/inject": "feed-ts"}},
-                "spec": {"containers": [{
-                    "name": "app",
-                    "image": "registry.example.com/feed:1",
-                    "command": ["/usr/local/bin/transit-broadcaster"],
-                    "args": ["serve"],
-                    "env": [
-                        {"name": "BROADCASTER_FAULT", "value": "legacy-unsupervised"},
-                        {"name": "BROADCASTER_SOURCE",
-                         "value": "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s"}
-                    ]
-                }]}
-            }
-        }
-    }))
-    .unwrap()
-}
 
 fn reference() -> serde_json::Value {
     json!({
@@ -119,7 +60,7 @@ async fn two_streams_naming_one_workload_never_both_remediate_and_the_workload_c
     let ns = plane.namespace("workload-ref-journeys").await;
     let client = plane.admin().await;
     let webhook_port = free_port();
-    if install_chart(&client, &ns, &values(&ns, webhook_port), test)
+    if install_chart(&client, &ns, &webhook_values(&ns, webhook_port), test)
         .await
         .is_none()
     {
@@ -139,7 +80,10 @@ async fn two_streams_naming_one_workload_never_both_remediate_and_the_workload_c
     })
     .await;
     deployments
-        .create(&PostParams::default(), &workload())
+        .create(
+            &PostParams::default(),
+            &injected_workload(WORKLOAD, "feed-ts"),
+        )
         .await
         .unwrap();
     let pod = eventually("the injected pod", Duration::from_secs(30), || async {
@@ -246,7 +190,10 @@ async fn two_streams_naming_one_workload_never_both_remediate_and_the_workload_c
     })
     .await;
     deployments
-        .create(&PostParams::default(), &workload())
+        .create(
+            &PostParams::default(),
+            &injected_workload(WORKLOAD, "feed-ts"),
+        )
         .await
         .unwrap();
     let again = eventually(

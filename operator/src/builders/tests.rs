@@ -1,4 +1,5 @@
 use super::*;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use stallwatch_crds::testing::TransitStreamExt as _;
 use stallwatch_crds::{DumpVolume, DumpVolumeTemplate, SecretKeyRef, Source, UrlSource};
 

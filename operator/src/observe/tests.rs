@@ -1,7 +1,9 @@
 use super::*;
 use k8s_openapi::api::apps::v1::DeploymentStatus;
-use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-use stallwatch_core::condition::{DUMP_STORAGE_CONDITION_TYPE, format_message};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use stallwatch_core::condition::{
+    CONDITION_TYPE, DUMP_STORAGE_CONDITION_TYPE, StallReason, StalledStream, format_message,
+};
 use stallwatch_crds::testing::TransitStreamExt as _;
 
 const T0: u64 = 1_700_000_000_000;
@@ -363,7 +365,7 @@ fn status_with(pods: &[Pod], ready: i32) -> TransitStreamStatus {
         .map(|p| {
             // Through the operator's cache, as the reconciler sees pods.
             let mut slim = p.clone();
-            crate::reconcile::slim_pod(&mut slim);
+            crate::controller::slim_pod(&mut slim);
             pod_health(&slim)
         })
         .collect();
@@ -620,7 +622,7 @@ fn a_spent_budget_is_named_before_the_dump_volume() {
     let t = ts();
     let p = with_dump_storage("False", "ReadOnly", "read-only");
     let mut slim = p.clone();
-    crate::reconcile::slim_pod(&mut slim);
+    crate::controller::slim_pod(&mut slim);
     let health = [pod_health(&slim)];
     assert!(health[0].dump_storage.is_some(), "the cache keeps it");
     let blocked = Blocked::BudgetSpent {

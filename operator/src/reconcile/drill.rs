@@ -10,8 +10,11 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use stallwatch_crds::{DRILL_ANNOTATION, DrillRecord, TransitStream};
 
-use super::{Context, Target, observe, pods_of, publish, sidecar_of, write_status};
+use super::effects::sidecar_of;
+use super::status::{pods_of, write_status};
+use super::{Context, Target, publish};
 use crate::error::Result;
+use crate::observe;
 
 const DRILL_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -1,10 +1,12 @@
 //! Shared by the `real_api*` tests: the chart installed on the envtest control plane, the
 //! operator run from the chart's own Deployment (its pods played locally, so it runs as the
-//! chart's ServiceAccount with the chart's env), TransitStreams and their pods.
+//! chart's ServiceAccount with the chart's env), TransitStreams and their pods, the story's
+//! poisoned stream pod and the user workload the webhook injects into.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
@@ -98,6 +100,17 @@ impl Operator {
 /// Runs one operator pod locally: `target/debug/transit-operator` with the pod's env, as the
 /// chart's ServiceAccount.
 pub async fn run_operator(plane: &ControlPlane, client: &Client, pod: &Pod) -> Operator {
+    run_operator_env(plane, client, pod, &[]).await
+}
+
+/// [`run_operator`] with `env` added (test hooks, short bounds), set last: it wins over the
+/// pod's env and the local addresses.
+pub async fn run_operator_env(
+    plane: &ControlPlane,
+    client: &Client,
+    pod: &Pod,
+    env: &[(&str, &str)],
+) -> Operator {
     let port = free_port();
     let mut overrides = Overrides::default()
         .program("operator", "transit-operator")
@@ -112,10 +125,128 @@ pub async fn run_operator(plane: &ControlPlane, client: &Client, pod: &Pod) -> O
         let webhook = format!("127.0.0.1:{}", free_port());
         overrides = overrides.env("operator", "WEBHOOK_ADDR", &webhook);
     }
+    for (name, value) in env {
+        overrides = overrides.env("operator", name, value);
+    }
     Operator {
         pod: kubelet::run_pod(plane, client, pod, &overrides).await,
         http: format!("http://127.0.0.1:{port}"),
     }
+}
+
+/// The values of the webhook tests: [`namespaced_values`] with the webhook on, called by
+/// `clientConfig.url` on loopback at `webhook_port` (each test runs a control plane of its own:
+/// the webhook's configuration is cluster-scoped).
+pub fn webhook_values(ns: &str, webhook_port: u16) -> serde_json::Value {
+    let mut v = namespaced_values(ns, 1);
+    v["webhook"] = json!({
+        "enabled": true,
+        "url": format!("https://127.0.0.1:{webhook_port}"),
+        "timeoutSeconds": 5,
+    });
+    v
+}
+
+/// Runs the operator pod of [`webhook_values`] locally, its webhook on `webhook_port` (the port
+/// the chart's `webhook.url` names).
+pub async fn run_operator_on(
+    plane: &ControlPlane,
+    client: &Client,
+    pod: &Pod,
+    webhook_port: u16,
+) -> LocalPod {
+    let webhook = format!("127.0.0.1:{webhook_port}");
+    run_operator_env(plane, client, pod, &[("WEBHOOK_ADDR", &webhook)])
+        .await
+        .pod
+}
+
+/// The user workload of the webhook tests, Deployment `name`: our own broadcaster with the
+/// story's poison as the "user" container, opted in for TransitStream `ts` by its pod
+/// template's `stallwatch.io/inject` label.
+pub fn injected_workload(name: &str, ts: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "stallwatch.io/inject": ts}},
+                "spec": {"containers": [{
+                    "name": "app",
+                    "image": "registry.example.com/feed:1",
+                    "command": ["/usr/local/bin/transit-broadcaster"],
+                    "args": ["serve"],
+                    "env": [
+                        {"name": "BROADCASTER_FAULT", "value": "legacy-unsupervised"},
+                        {"name": "BROADCASTER_SOURCE",
+                         "value": "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s"}
+                    ]
+                }]}
+            }
+        }
+    }))
+    .expect("a Deployment")
+}
+
+/// The story's poison for a stream pod played locally: the dispatcher dies on the first
+/// malformed entity, 2 s in.
+pub fn poisoned() -> Overrides {
+    Overrides::default()
+        .env("broadcaster", "BROADCASTER_FAULT", "legacy-unsupervised")
+        .env(
+            "broadcaster",
+            "BROADCASTER_SOURCE",
+            "synthetic://?vehicles=40&routes=4&rate=10&seed=1&poison_after=2s",
+        )
+}
+
+/// [`poisoned`], and the sidecar's task dump of the broadcaster hangs (its admin URL answers
+/// nothing) until the sidecar's `timeout` (`"8s"`): the attempt stays in its `Dump` step.
+pub fn poisoned_dump_hanging(timeout: &str) -> Overrides {
+    poisoned()
+        .env(
+            "sidecar",
+            "SIDECAR_BROADCASTER_ADMIN_URL",
+            &format!(
+                "http://127.0.0.1:{}",
+                stallwatch_testkit::net::hung_http_port()
+            ),
+        )
+        .env("sidecar", "SIDECAR_TASK_DUMP_TIMEOUT", timeout)
+}
+
+/// Creates TransitStream `demo` (a synthetic source, a 120 s cooldown: one attempt per
+/// episode) and returns its pod, not running yet.
+pub async fn demo_stream_pod(client: &Client, ns: &str) -> Pod {
+    create_stream(
+        client,
+        ns,
+        "demo",
+        json!({"source": {"synthetic": {}}, "remediation": {"cooldown": "120s"}}),
+    )
+    .await;
+    stream_pods(client, ns, "demo", 1).await.remove(0)
+}
+
+/// The status of TransitStream `demo` as JSON (`null` while it has none or cannot be read).
+pub async fn demo_status(client: &Client, ns: &str) -> serde_json::Value {
+    let api: Api<TransitStream> = Api::namespaced(client.clone(), ns);
+    api.get("demo")
+        .await
+        .ok()
+        .and_then(|t| serde_json::to_value(t.status?).ok())
+        .unwrap_or_default()
+}
+
+/// Waits (at most `within`) until the remediation attempt of `demo` is in its `Dump` step.
+pub async fn attempt_in_dump_step(client: &Client, ns: &str, within: Duration) {
+    eventually("the attempt in its Dump step", within, || async {
+        let st = demo_status(client, ns).await;
+        (st["remediation"]["inFlight"]["step"] == "Dump").then_some(())
+    })
+    .await;
 }
 
 /// The plain value of `name` in the pod's first container's env.

@@ -1,19 +1,17 @@
 //! Shared by the journey and lifecycle tests (`real_api_journeys.rs`, `real_api_lifecycle.rs`):
-//! the owned objects of a TransitStream, an operator pod of the chart played locally with
-//! extra env (test hooks, short bounds), and small probes of its endpoints and process.
+//! the owned objects of a TransitStream, the chart's operator pods played locally with extra
+//! env (test hooks, short bounds), and small probes of its endpoints and process.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client};
-use stallwatch_envtest::kubelet::{self, Overrides};
-use stallwatch_envtest::{ControlPlane, apply, eventually, free_port};
+use stallwatch_envtest::{ControlPlane, apply, eventually};
 
-use crate::envtest_support::{MANAGER, Operator, install_chart, operator_pods, pod_env};
+use crate::envtest_support::{MANAGER, Operator, install_chart, operator_pods, run_operator_env};
 
 /// The owned objects of TransitStream `name`: `(kind, object name)`.
 pub fn owned(name: &str) -> Vec<(&'static str, String)> {
@@ -106,36 +104,6 @@ pub fn stream_yaml(name: &str, spec: &serde_json::Value) -> String {
 pub async fn apply_file(client: &Client, ns: &str, yaml: &str) {
     let (_, refused) = apply::apply_yaml(client, yaml, ns, MANAGER).await;
     assert!(refused.is_empty(), "refused: {refused:#?}");
-}
-
-/// Runs one operator pod of the chart locally, as `envtest_support::run_operator` does, with
-/// `env` added (test hooks, short bounds).
-pub async fn run_operator_env(
-    plane: &ControlPlane,
-    client: &Client,
-    pod: &Pod,
-    env: &[(&str, &str)],
-) -> Operator {
-    let port = free_port();
-    let mut overrides = Overrides::default()
-        .program("operator", "transit-operator")
-        .env(
-            "operator",
-            "OPERATOR_HTTP_ADDR",
-            &format!("127.0.0.1:{port}"),
-        )
-        .env("operator", "LOG_FORMAT", "text");
-    if pod_env(pod, "WEBHOOK_ADDR").is_some() {
-        let webhook = format!("127.0.0.1:{}", free_port());
-        overrides = overrides.env("operator", "WEBHOOK_ADDR", &webhook);
-    }
-    for (name, value) in env {
-        overrides = overrides.env("operator", name, value);
-    }
-    Operator {
-        pod: kubelet::run_pod(plane, client, pod, &overrides).await,
-        http: format!("http://127.0.0.1:{port}"),
-    }
 }
 
 /// The chart installed in `ns` with `values`, and its `replicas` operator pods running with
