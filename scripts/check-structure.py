@@ -69,7 +69,14 @@ LAYERS: dict[str, dict[str, set[str]]] = {
 }
 
 # Crates (their `src/`) whose unit tests all follow CONTRIBUTING.md's one convention.
-ONE_TESTS_FILE: list[str] = ["broadcaster/src"]
+ONE_TESTS_FILE: list[str] = [
+    "broadcaster/src",
+    "core/src",
+    "crds/src",
+    "operator/src",
+    "tests/testkit/src",
+    "tests/envtest/src",
+]
 
 INLINE_TESTS_RE = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+tests\s*\{", re.M)
 PATH_ATTR_RE = re.compile(r"^\s*#\[path\s*=", re.M)
