@@ -20,6 +20,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
+use stallwatch_core::ports;
 use stallwatch_crds::{ProcessDump, TransitStream, labels, selector_labels};
 
 pub use self::access::{admin_secret, new_token, role, role_binding, service_account};
@@ -31,14 +32,16 @@ pub use self::pod::deployment;
 pub use self::volume::dump_claim;
 pub(crate) use self::volume::{api_access_volume, empty_dir, mount};
 
-/// The broadcaster's gRPC port (the ports are fixed by docs/architecture.md).
-pub const GRPC_PORT: i32 = 50051;
+// The pods' ports, as k8s-openapi types them; the numbers live in `stallwatch_core::ports`,
+// where the binaries take their defaults from.
+/// The broadcaster's gRPC port.
+pub const GRPC_PORT: i32 = ports::BROADCASTER_GRPC as i32;
 /// The broadcaster's HTTP port (metrics, health).
-pub const BROADCASTER_HTTP_PORT: i32 = 9090;
+pub const BROADCASTER_HTTP_PORT: i32 = ports::BROADCASTER_HTTP as i32;
 /// The sidecar's HTTP port (metrics, health).
-pub const SIDECAR_HTTP_PORT: i32 = 8080;
+pub const SIDECAR_HTTP_PORT: i32 = ports::SIDECAR_HTTP as i32;
 /// The sidecar's admin API port (dumps, soft restarts; bearer token).
-pub const SIDECAR_ADMIN_PORT: i32 = 8081;
+pub const SIDECAR_ADMIN_PORT: i32 = ports::SIDECAR_ADMIN as i32;
 /// gRPC health service that is SERVING while every stream makes progress.
 pub const GRPC_HEALTH_SERVICE: &str = "stallwatch.transit.v1.TransitBroadcaster";
 /// Key of the admin token in the Secret.

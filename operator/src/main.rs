@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use stallwatch_core::ports;
 use transit_operator::run::{Config, DEFAULT_WORKER_THREADS, WebhookConfig, run, runtime};
 use transit_operator::webhook::registration::CertSource;
 use transit_operator::webhook::tls::serving_names;
@@ -50,7 +51,7 @@ struct RunArgs {
     #[arg(long, env = "DEFAULT_IMAGE", default_value = concat!("stallwatch:", env!("CARGO_PKG_VERSION")))]
     default_image: String,
     /// Address of /metrics, /healthz, /readyz.
-    #[arg(long, env = "OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "OPERATOR_HTTP_ADDR", default_value_t = ports::any(ports::OPERATOR_HTTP))]
     http_addr: SocketAddr,
     /// Elect a leader with a Lease (run two replicas, one active).
     #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]

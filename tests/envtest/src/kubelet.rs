@@ -22,8 +22,8 @@ use serde_json::json;
 use crate::procs::{Proc, free_port};
 use crate::{ControlPlane, assets};
 
-/// The port the operator dials on the pod IP (`transit_operator::builders::SIDECAR_ADMIN_PORT`).
-pub const SIDECAR_ADMIN_PORT: u16 = 8081;
+/// The port the operator dials on the pod IP.
+pub const SIDECAR_ADMIN_PORT: u16 = stallwatch_core::ports::SIDECAR_ADMIN;
 
 /// A fresh loopback address for a pod (`127.0.<pid>.<n>`).
 pub fn new_pod_ip() -> String {
