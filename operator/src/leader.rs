@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use stallwatch_core::sync::lock;
 
-use crate::health::{self, Heartbeat};
+use crate::health::Heartbeat;
 
 /// What one candidate sees of the Lease.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -236,6 +236,7 @@ pub struct Elector<S> {
 
 impl<S: LeaseStore> Elector<S> {
     /// One round: returns whether we hold the lease afterwards.
+    #[cfg(test)]
     pub async fn try_once(&self, now_ms: u64) -> Result<bool, LeaseError> {
         Ok(self.round(now_ms).await? == Round::Leading)
     }
@@ -296,20 +297,9 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     /// Campaign forever: publishes `true` while leading. Renews every third of the lease
-    /// duration; a leader that fails to renew for a whole duration steps down.
-    pub async fn run(
-        &self,
-        leading: watch::Sender<bool>,
-        clock: impl Fn() -> u64,
-        shutdown: watch::Receiver<bool>,
-    ) {
-        self.run_beating(leading, clock, shutdown, &health::unwatched())
-            .await
-    }
-
-    /// [`Elector::run`], beating `heartbeat` after every round (each round, and the release
-    /// at shutdown, bounded by a renew period, so a hung connection neither stops the beats
-    /// nor holds up a shutdown).
+    /// duration; a leader that fails to renew for a whole duration steps down. Beats
+    /// `heartbeat` after every round (each round, and the release at shutdown, bounded by a
+    /// renew period, so a hung connection neither stops the beats nor holds up a shutdown).
     pub async fn run_beating(
         &self,
         leading: watch::Sender<bool>,

@@ -16,8 +16,8 @@
 //!   `status` (status writes), `remediate` (the executor around
 //!   `stallwatch_core::remediation::decide`), `effects` (one function per effect), `drill`.
 //! - [`sidecar`]: the sidecar admin API behind a trait (faked in tests).
-//! - [`leader`]: Lease-based leader election (pure decision, thin I/O).
-//! - [`workload`]: `spec.workloadRef`: the referenced workload read (never written), the
+//! - `leader`: Lease-based leader election (pure decision, thin I/O).
+//! - `workload`: `spec.workloadRef`: the referenced workload read (never written), the
 //!   sidecar Role bound to its pod ServiceAccount, which pods carry the sidecar.
 //! - [`webhook`]: the sidecar-injection admission webhook (pure patch, own CA and rotation,
 //!   `caBundle` registration, the HTTPS server), served by every replica.
@@ -30,7 +30,7 @@
 //! - [`run`]: start-up (HTTP endpoints, shutdown signal, leader election, then the controller);
 //!   `main.rs` only parses the CLI and calls [`run::run`].
 //! - `http`: `/metrics`, `/healthz`, `/readyz`; [`health`]: the heartbeats of the operator's
-//!   own loops behind `/healthz`; [`metrics`]; [`error`] (`label()` = metric label, generated
+//!   own loops behind `/healthz`; [`metrics`]; `error` (`label()` = metric label, generated
 //!   with `LABELS` from one table).
 //!
 //! Module graph (an arrow points to what a module imports; no cycles):
@@ -68,21 +68,32 @@
 // Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
 #![deny(clippy::unwrap_used)]
 
+// A module is `pub` when another crate uses it; the comment says which. The rest is
+// `pub(crate)`.
+// The objects the operator builds: the env contract test, the probes test, the benches.
 pub mod builders;
 pub(crate) mod controller;
 pub(crate) mod drift;
-pub mod error;
+pub(crate) mod error;
+// The hidden wedge hook's env name: the binary.
 pub mod health;
 pub(crate) mod http;
-pub mod leader;
+pub(crate) mod leader;
+// The metric catalog (`transit-operator metrics`), and the registry the harness reads.
 pub mod metrics;
 pub(crate) mod observe;
+// The operator's own Deployment name, set by the binary.
 pub mod owner;
+// The ClusterRole the operator needs (`transit-operator rbac`), checked against the README.
 pub mod rbac;
+// `reconcile` and its `Context`: the harness and the tests that drive one reconcile.
 pub mod reconcile;
+// Start-up (`run`, `Config`): the binary, the benches and the cluster tests.
 pub mod run;
+// The sidecar admin client seam: the harness and tests answer it with fakes.
 pub mod sidecar;
+// The admission webhook: the binary (certificates) and the env contract test.
 pub mod webhook;
-pub mod workload;
+pub(crate) mod workload;
 
 pub use error::{Error, Result};

@@ -186,7 +186,8 @@ async fn the_loop_publishes_leadership_and_releases_on_shutdown() {
     let (lead_tx, mut lead_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        a.run(lead_tx, || T0, stop_rx).await;
+        a.run_beating(lead_tx, || T0, stop_rx, &crate::health::unwatched())
+            .await;
     });
     lead_rx.wait_for(|l| *l).await.unwrap();
     stop_tx.send(true).unwrap();
