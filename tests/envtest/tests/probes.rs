@@ -2,19 +2,21 @@
 //! checks over what we ship: the chart's operator Deployment (rendered with Helm's library,
 //! default values) and the stream pod the operator's builders write (issue 20).
 //!
-//! For each container: its liveness probe's failure window (`periodSeconds ×
-//! failureThreshold + timeoutSeconds`) must be longer than the binary's own liveness timeout
-//! (the kubelet must not restart a container sooner than the binary itself would call it
-//! wedged), and the binary's documented SIGTERM bound must be below its pod's grace (else the
-//! kubelet's SIGKILL cuts its shutdown short). `tests/node/shutdown.rs` measures the real
-//! exits.
+//! For each container: its liveness probe must ask `/healthz`, the endpoint that follows the
+//! binary's main loops (a TCP or process check passes on a process that is alive while doing
+//! nothing: the story's stall), and the time from a wedge to the kubelet's restart (the
+//! binary's own liveness timeout, then the probe's failure window `periodSeconds ×
+//! failureThreshold + timeoutSeconds`) is printed. The binary's documented SIGTERM bound must
+//! be below its pod's grace (else the kubelet's SIGKILL cuts its shutdown short).
+//! `tests/node/shutdown.rs` measures the real exits.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, PodSpec, Probe, TCPSocketAction};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use stallwatch_crds::TransitStream;
 use stallwatch_crds::testing::TransitStreamExt as _;
@@ -44,15 +46,22 @@ fn problems(pod: &str, grace_seconds: i64, c: &Container, b: &Bounds) -> Vec<Str
         Some(p) => {
             let window = failure_window(p);
             say(&format!(
-                "probes: {pod}/{}: liveness failure window {window:?} vs {:?} ({}); SIGTERM \
-                 bound {:?} ({}) vs grace {grace_seconds} s",
-                c.name, b.liveness.0, b.liveness.1, b.sigterm.0, b.sigterm.1
+                "probes: {pod}/{}: a wedge restarted after at most {:?} ({:?} {}, then a \
+                 failure window of {window:?}); SIGTERM bound {:?} ({}) vs grace \
+                 {grace_seconds} s",
+                c.name,
+                b.liveness.0 + window,
+                b.liveness.0,
+                b.liveness.1,
+                b.sigterm.0,
+                b.sigterm.1
             ));
-            if window <= b.liveness.0 {
+            let path = p.http_get.as_ref().and_then(|g| g.path.as_deref());
+            if path != Some("/healthz") {
                 out.push(format!(
-                    "{pod}/{}: the liveness probe fails after {window:?}, not longer than the \
-                     binary's own liveness timeout {:?} ({})",
-                    c.name, b.liveness.0, b.liveness.1
+                    "{pod}/{}: the liveness probe is not an HTTP GET of /healthz ({p:?}): it \
+                     would not see a wedged main loop",
+                    c.name
                 ));
             }
         }
@@ -215,7 +224,10 @@ fn the_stream_pods_probes_and_grace_fit_the_binaries_bounds() {
                     "broadcaster HUB_STUCK_AFTER".into(),
                 ),
                 sigterm: (
-                    source_const("broadcaster/src/run.rs", "SHUTDOWN_GRACE"),
+                    source_const(
+                        "broadcaster/src/bin/transit-broadcaster/run.rs",
+                        "SHUTDOWN_GRACE",
+                    ),
                     "broadcaster run::SHUTDOWN_GRACE".into(),
                 ),
             },
@@ -239,14 +251,26 @@ fn the_stream_pods_probes_and_grace_fit_the_binaries_bounds() {
     assert!(found.is_empty(), "{found:#?}");
 }
 
-/// The check itself fails where it must: a window equal to the bound, a bound at the grace,
+/// The check itself fails where it must: a probe that is not `/healthz`, a bound at the grace,
 /// no probe.
 #[test]
-fn a_short_probe_window_or_a_bound_at_the_grace_is_a_problem() {
-    let probe = |period, failures, timeout| Probe {
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(timeout),
+fn a_probe_off_healthz_or_a_bound_at_the_grace_is_a_problem() {
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(3),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    };
+    let tcp = Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("http".into()),
+            ..TCPSocketAction::default()
+        }),
         ..Probe::default()
     };
     let c = |p: Option<Probe>| Container {
@@ -254,20 +278,21 @@ fn a_short_probe_window_or_a_bound_at_the_grace_is_a_problem() {
         liveness_probe: p,
         ..Container::default()
     };
-    let b = |liveness, sigterm| Bounds {
-        liveness: (Duration::from_secs(liveness), "test".into()),
+    let b = |sigterm| Bounds {
+        liveness: (Duration::from_secs(30), "test".into()),
         sigterm: (Duration::from_secs(sigterm), "test".into()),
     };
-    assert!(problems("p", 30, &c(Some(probe(10, 3, 2))), &b(31, 10)).is_empty());
+    assert!(problems("p", 30, &c(Some(probe("/healthz"))), &b(10)).is_empty());
     assert_eq!(
-        problems("p", 30, &c(Some(probe(10, 3, 2))), &b(32, 10)).len(),
+        problems("p", 30, &c(Some(probe("/readyz"))), &b(10)).len(),
         1
     );
+    assert_eq!(problems("p", 30, &c(Some(tcp)), &b(10)).len(), 1);
     assert_eq!(
-        problems("p", 30, &c(Some(probe(10, 3, 2))), &b(10, 30)).len(),
+        problems("p", 30, &c(Some(probe("/healthz"))), &b(30)).len(),
         1
     );
-    assert_eq!(problems("p", 30, &c(None), &b(10, 10)).len(), 1);
+    assert_eq!(problems("p", 30, &c(None), &b(10)).len(), 1);
     // The kubelet's defaults: 10 s × 3 + 1 s.
     assert_eq!(failure_window(&Probe::default()), Duration::from_secs(31));
     assert_eq!(duration("500ms"), Duration::from_millis(500));
