@@ -143,5 +143,4 @@ fn worth_indexing(name: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-#[path = "encode_tests.rs"]
 mod tests;

@@ -115,5 +115,4 @@ impl RecentlyClosed {
 }
 
 #[cfg(test)]
-#[path = "stream_tests.rs"]
 mod tests;
