@@ -128,7 +128,9 @@ pub(crate) struct Conn<H: Handler> {
     pub partial: Vec<u8>,
     pub header_block: Option<PendingHeaders>,
     pub out: Out,
-    pub streams: HashMap<u32, Stream<H>>,
+    /// Boxed: an idle connection with one stream holds a map of 4 buckets, and 3 empty ones
+    /// of a whole `Stream` each cost more than the box (measured: BENCHMARKS.md).
+    pub streams: HashMap<u32, Box<Stream<H>>>,
     pub last_stream_id: u32,
     pub recently_closed: RecentlyClosed,
     pub recv_window: RecvWindow,
