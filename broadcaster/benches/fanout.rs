@@ -904,7 +904,13 @@ fn print_fanout(rows: &[Row]) {
         b.map_or("n/a".to_string(), |b| format!("{:.2}x", a / b.max(1e-9)))
     };
     for row in rows {
-        let nats = row.nats.as_ref().map(|n| &n.peak);
+        // A NATS round that delivered nothing (it happens here after the gRPC rounds, see
+        // BENCHMARKS.md) is no baseline: its ratios read n/a.
+        let nats = row
+            .nats
+            .as_ref()
+            .map(|n| &n.peak)
+            .filter(|p| p.deliveries > 0);
         for sys in row.grpc.iter().chain(&row.nats) {
             let r = &sys.peak;
             println!(

@@ -28,6 +28,17 @@ fn fanout_lines(rows: &[Row], out: &mut Vec<Line>) {
         let (Some(us), Some(nats)) = (our_row(row), &row.nats) else {
             continue;
         };
+        if nats.peak.deliveries == 0 {
+            out.push(Line {
+                target: format!(
+                    "1. deliveries/s >= 1.0x nats-server, {} subscribers",
+                    row.subs
+                ),
+                measured: "not measured: the NATS round delivered nothing".into(),
+                met: None,
+            });
+            continue;
+        }
         let ratio = us.peak.rate() / nats.peak.rate().max(1e-9);
         out.push(Line {
             target: format!(

@@ -122,6 +122,11 @@ impl Encoder {
         put_str(dst, value);
         if indexed {
             self.evict_to(self.max - entry);
+            if self.entries.capacity() == 0 {
+                // A connection that answers one stream indexes one field: room for 4 (the
+                // default first growth) would cost an idle subscriber 144 B more.
+                self.entries.reserve_exact(1);
+            }
             self.entries.push_front((name.to_vec(), value.to_vec()));
             self.size += entry;
         }
@@ -143,5 +148,4 @@ fn worth_indexing(name: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-#[path = "encode_tests.rs"]
 mod tests;

@@ -90,5 +90,4 @@ impl RecvWindow {
 }
 
 #[cfg(test)]
-#[path = "flow_tests.rs"]
 mod tests;

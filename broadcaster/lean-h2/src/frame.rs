@@ -313,5 +313,4 @@ pub fn unpad<'a>(header: &FrameHeader, payload: &'a [u8]) -> Option<&'a [u8]> {
 }
 
 #[cfg(test)]
-#[path = "frame_tests.rs"]
 mod tests;

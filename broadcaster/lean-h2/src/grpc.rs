@@ -89,5 +89,4 @@ pub fn check_grpc_request(head: &RequestHead) -> Result<(), Status> {
 }
 
 #[cfg(test)]
-#[path = "grpc_tests.rs"]
 mod tests;

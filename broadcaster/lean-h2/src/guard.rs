@@ -103,5 +103,4 @@ impl Guard {
 }
 
 #[cfg(test)]
-#[path = "guard_tests.rs"]
 mod tests;

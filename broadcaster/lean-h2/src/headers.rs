@@ -142,5 +142,4 @@ pub(crate) fn put_int(dst: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value:
 }
 
 #[cfg(test)]
-#[path = "headers_tests.rs"]
 mod tests;

@@ -92,6 +92,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Serves any other request (unary, client- or bidi-streaming, unknown paths). The
     /// request body reports what the service consumed, so the peer's window reopens as it
     /// reads.
+    ///
+    /// The returned future and its response body are polled by the connection's own task
+    /// (no task per call: spawning one cost a unary call more than the call itself) and
+    /// dropped when the peer resets the stream or the connection closes. So they must not
+    /// block the thread: a service that blocks (sync I/O, a long computation) holds up every
+    /// stream of its connection meanwhile, where a spawned task would hold only its worker
+    /// thread. One that waits asynchronously holds up nothing. Run blocking work in
+    /// `tokio::task::spawn_blocking` inside the service. The broadcaster's bridged services
+    /// (tonic's health, reflection, `ListStreams`) answer from memory and never block.
     fn bridge(&self, request: http::Request<RequestBody>) -> BridgeFuture;
 }
 

@@ -207,5 +207,4 @@ impl Bucket {
 }
 
 #[cfg(test)]
-#[path = "limits_tests.rs"]
 mod tests;

@@ -323,7 +323,7 @@ impl<H: Handler> Conn<H> {
             scheduled: false,
             blocked: false,
         };
-        self.streams.insert(id, stream);
+        self.streams.insert(id, Box::new(stream));
         if is_local {
             self.advance_local_request(id);
         } else {

@@ -36,5 +36,4 @@ pub fn put(mut buf: Vec<u8>) {
 }
 
 #[cfg(test)]
-#[path = "spare_tests.rs"]
 mod tests;

@@ -96,24 +96,25 @@ impl<H: Handler> State<H> {
 
 /// The ids of the streams that closed last, so that a frame on one of them is told apart
 /// from one on a stream the peer skipped (STREAM_CLOSED vs PROTOCOL_ERROR, RFC 9113
-/// section 5.1). Fixed size: older ids count as skipped.
+/// section 5.1). Fixed size: older ids count as skipped. Allocated at the first close, so
+/// that a connection whose streams stay open (an idle subscriber's) does not carry it.
 #[derive(Debug, Default)]
 pub(crate) struct RecentlyClosed {
-    ids: [u32; 32],
-    next: usize,
+    ids: Option<Box<[u32; 32]>>,
+    next: u8,
 }
 
 impl RecentlyClosed {
     pub fn insert(&mut self, id: u32) {
-        self.ids[self.next] = id;
-        self.next = (self.next + 1) % self.ids.len();
+        let ids = self.ids.get_or_insert_with(|| Box::new([0; 32]));
+        ids[usize::from(self.next)] = id;
+        self.next = (self.next + 1) % 32;
     }
 
     pub fn contains(&self, id: u32) -> bool {
-        id != 0 && self.ids.contains(&id)
+        id != 0 && self.ids.as_ref().is_some_and(|ids| ids.contains(&id))
     }
 }
 
 #[cfg(test)]
-#[path = "stream_tests.rs"]
 mod tests;

@@ -117,5 +117,4 @@ fn int(buf: &[u8], prefix_bits: u32) -> Option<(usize, usize)> {
 }
 
 #[cfg(test)]
-#[path = "unhuff_tests.rs"]
 mod tests;

@@ -5,8 +5,13 @@
 mod support;
 
 use stallwatch_testkit::wait::eventually;
+use std::sync::atomic::Ordering;
 use support::raw::*;
-use support::{ECHO, REFUSED, Server, WATCH};
+
+use support::{ECHO, HOLD, HOLD_BODY, REFUSED, Server, WATCH};
+
+/// RST_STREAM's CANCEL code.
+const CANCEL: u32 = 0x8;
 
 #[tokio::test]
 async fn local_streams_and_bridged_calls_share_a_connection() {
@@ -71,5 +76,56 @@ async fn a_connection_error_closes_only_its_connection() {
         .until("DATA on 1", |f| f.kind == DATA && f.stream_id == 1)
         .await;
     assert_eq!(data.payload, grpc_message(0, b"still here"));
+    server.stop().await;
+}
+
+/// A peer that resets a bridged call cancels it: the service's future (still waiting) and its
+/// response body (mid-stream) are dropped, and the connection goes on.
+#[tokio::test]
+async fn resetting_a_bridged_call_drops_its_service_future_and_body() {
+    let server = Server::start().await;
+    let held = || server.held.load(Ordering::SeqCst);
+    let mut raw = Raw::connect(server.addr).await;
+
+    raw.call(1, HOLD, b"").await;
+    eventually("the service future running", || held() == 1).await;
+    raw.send(RST_STREAM, 0, 1, &CANCEL.to_be_bytes()).await;
+    eventually("the service future dropped", || held() == 0).await;
+
+    raw.call(3, HOLD_BODY, b"").await;
+    raw.until("DATA on 3", |f| f.kind == DATA && f.stream_id == 3)
+        .await;
+    assert_eq!(held(), 1, "the body is still being served");
+    raw.send(RST_STREAM, 0, 3, &CANCEL.to_be_bytes()).await;
+    eventually("the response body dropped", || held() == 0).await;
+
+    raw.call(5, ECHO, b"still here").await;
+    let data = raw
+        .until("DATA on 5", |f| f.kind == DATA && f.stream_id == 5)
+        .await;
+    assert_eq!(data.payload, grpc_message(0, b"still here"));
+    server.stop().await;
+}
+
+/// A connection that closes drops every bridged call on it, waiting or mid-response; while
+/// they wait, other calls on the connection are answered.
+#[tokio::test]
+async fn closing_the_connection_drops_its_bridged_calls() {
+    let server = Server::start().await;
+    let held = || server.held.load(Ordering::SeqCst);
+    let mut raw = Raw::connect(server.addr).await;
+    raw.call(1, HOLD, b"").await;
+    raw.call(3, HOLD_BODY, b"").await;
+    raw.until("DATA on 3", |f| f.kind == DATA && f.stream_id == 3)
+        .await;
+    eventually("both services running", || held() == 2).await;
+    // A service waiting (asynchronously) holds up nothing else on its connection.
+    raw.call(5, ECHO, b"meanwhile").await;
+    let data = raw
+        .until("DATA on 5", |f| f.kind == DATA && f.stream_id == 5)
+        .await;
+    assert_eq!(data.payload, grpc_message(0, b"meanwhile"));
+    drop(raw);
+    eventually("both dropped with the connection", || held() == 0).await;
     server.stop().await;
 }

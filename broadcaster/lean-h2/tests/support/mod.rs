@@ -24,6 +24,11 @@ pub const WATCH: &str = "/test.Feed/Watch";
 pub const ECHO: &str = "/test.Feed/Echo";
 /// A bridged method whose service never reads its request nor answers.
 pub const STALL: &str = "/test.Feed/Stall";
+/// A bridged method whose service future holds a [`Held`] guard and never answers.
+pub const HOLD: &str = "/test.Feed/Hold";
+/// A bridged method that answers one message, then its response body holds a [`Held`] guard
+/// and never ends.
+pub const HOLD_BODY: &str = "/test.Feed/HoldBody";
 /// A request message `WATCH` refuses with NOT_FOUND.
 pub const REFUSED: &[u8] = b"refuse me";
 
@@ -55,6 +60,24 @@ type Messages =
 pub struct Feed {
     tx: broadcast::Sender<Bytes>,
     pub opened: Arc<AtomicUsize>,
+    pub held: Arc<AtomicUsize>,
+}
+
+/// Counted in `held` while it lives: a bridged service's future or response body holds one,
+/// so a test sees the server drop (cancel) it.
+pub struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A stream wrapper that is `Unpin`.
@@ -91,12 +114,21 @@ impl Handler for Feed {
     }
 
     fn bridge(&self, request: http::Request<RequestBody>) -> BridgeFuture {
+        let held = self.held.clone();
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             if path == STALL {
                 // Holds the request (its body unread) and never answers.
                 let _held = &request;
                 std::future::pending::<()>().await;
+            }
+            if path == HOLD {
+                // Counted once the service runs, not when the call is made.
+                let _held = Held::new(&held);
+                std::future::pending::<()>().await;
+            }
+            if path == HOLD_BODY {
+                return holding_body(Held::new(&held));
             }
             let body = request.into_body().collect().await.map(|b| b.to_bytes());
             let body: Bytes = body.unwrap_or_default();
@@ -122,10 +154,28 @@ impl Handler for Feed {
     }
 }
 
+/// A response of one message whose body then never ends, holding `held`.
+fn holding_body(held: Held) -> http::Response<tonic::body::Body> {
+    let first = Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(&[
+        0, 0, 0, 0, 1, b'x',
+    ])));
+    let rest = futures::stream::poll_fn(move |_| {
+        let _held = &held;
+        std::task::Poll::Pending
+    });
+    let body = http_body_util::StreamBody::new(futures::stream::iter([first]).chain(rest));
+    http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(tonic::body::Body::new(body))
+        .unwrap()
+}
+
 pub struct Server {
     pub addr: SocketAddr,
     pub tx: broadcast::Sender<Bytes>,
     pub opened: Arc<AtomicUsize>,
+    /// [`Held`] guards alive: bridged services not yet dropped.
+    pub held: Arc<AtomicUsize>,
     pub metrics: Metrics,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -145,10 +195,12 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let (tx, _) = broadcast::channel(1024);
         let opened = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
         let feed = Feed {
             tx: tx.clone(),
             opened: opened.clone(),
+            held: held.clone(),
         };
         let options = Options {
             limits,
@@ -160,6 +212,7 @@ impl Server {
             addr,
             tx,
             opened,
+            held,
             metrics,
             shutdown,
             task,
