@@ -71,6 +71,7 @@ LAYERS: dict[str, dict[str, set[str]]] = {
 # Crates (their `src/`) whose unit tests all follow CONTRIBUTING.md's one convention.
 ONE_TESTS_FILE: list[str] = [
     "broadcaster/src",
+    "broadcaster/lean-h2/src",
     "core/src",
     "crds/src",
     "operator/src",
