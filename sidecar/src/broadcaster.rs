@@ -51,7 +51,7 @@ pub enum RestartOutcome {
 #[derive(Debug, Clone)]
 pub struct BroadcasterClient {
     base: String,
-    /// Built on first use: an HTTP client (with its TLS setup) costs memory the sidecar
+    /// Built on first use: an HTTP client (its connection pool) costs memory the sidecar
     /// does not need until someone asks for a bundle or a restart.
     http: Arc<OnceLock<HttpClient>>,
 }

@@ -74,7 +74,7 @@ impl HttpClient {
     pub fn new(idle_per_host: usize) -> Self {
         HttpClient {
             idle_per_host,
-            plain: builder(idle_per_host).build(HttpConnector::new()),
+            plain: builder(idle_per_host).build(connector()),
             tls: OnceLock::new(),
         }
     }
@@ -87,7 +87,7 @@ impl HttpClient {
                     .map_err(|e| e.to_string())?
                     .https_only()
                     .enable_http1()
-                    .build();
+                    .wrap_connector(connector());
                 Ok(builder(self.idle_per_host).build(https))
             })
             .as_ref()
@@ -204,6 +204,15 @@ fn redirect_target(url: &str, status: StatusCode, headers: &HeaderMap) -> Option
     }
     let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
     Some(format!("{origin}{dir}/{location}"))
+}
+
+/// TCP for both clients: no Nagle delay on small requests (as reqwest had it); any scheme,
+/// because the TLS connector hands its `https://` URLs to it (`send` routes by scheme).
+fn connector() -> HttpConnector {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.enforce_http(false);
+    c
 }
 
 fn builder(idle_per_host: usize) -> hyper_util::client::legacy::Builder {
