@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use stallwatch_core::taskdump::{TASKDUMP_V1, TaskDump};
 
+use crate::http_client::{ClientError, HttpClient};
+
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcasterError {
     #[error("broadcaster admin API at {url} did not answer within {timeout:?}")]
@@ -17,7 +19,7 @@ pub enum BroadcasterError {
     Unreachable {
         url: String,
         #[source]
-        source: reqwest::Error,
+        source: ClientError,
     },
     #[error("broadcaster admin API at {url} answered {status}: {body}")]
     Status {
@@ -49,9 +51,9 @@ pub enum RestartOutcome {
 #[derive(Debug, Clone)]
 pub struct BroadcasterClient {
     base: String,
-    /// Built on first use: an HTTP client (with its TLS setup) costs memory the sidecar
+    /// Built on first use: an HTTP client (its connection pool) costs memory the sidecar
     /// does not need until someone asks for a bundle or a restart.
-    http: Arc<OnceLock<reqwest::Client>>,
+    http: Arc<OnceLock<HttpClient>>,
 }
 
 /// Task dumps are bounded so a huge or hostile answer cannot exhaust the sidecar.
@@ -65,27 +67,14 @@ impl BroadcasterClient {
         }
     }
 
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
+    fn http(&self) -> &HttpClient {
+        self.http.get_or_init(|| HttpClient::new(1))
     }
 
-    fn map_err(&self, url: &str, timeout: Duration, e: reqwest::Error) -> BroadcasterError {
-        if e.is_timeout() {
-            BroadcasterError::Timeout {
-                url: url.to_owned(),
-                timeout,
-            }
-        } else {
-            BroadcasterError::Unreachable {
-                url: url.to_owned(),
-                source: e,
-            }
+    fn unreachable(url: &str) -> impl FnOnce(ClientError) -> BroadcasterError + '_ {
+        move |source| BroadcasterError::Unreachable {
+            url: url.to_owned(),
+            source,
         }
     }
 
@@ -98,14 +87,14 @@ impl BroadcasterClient {
         let fetch = async {
             let resp = self
                 .http()
-                .get(&url)
-                .send()
+                .get(&url, None)
                 .await
-                .map_err(|e| self.map_err(&url, timeout, e))?;
+                .map_err(Self::unreachable(&url))?;
             let status = resp.status().as_u16();
-            let body = read_limited(resp, MAX_TASK_DUMP_BYTES)
+            let body = resp
+                .read_limited(MAX_TASK_DUMP_BYTES)
                 .await
-                .map_err(|e| self.map_err(&url, timeout, e))?;
+                .map_err(Self::unreachable(&url))?;
             if status != 200 {
                 return Err(BroadcasterError::Status {
                     url: url.clone(),
@@ -158,39 +147,31 @@ impl BroadcasterClient {
         timeout: Duration,
     ) -> Result<RestartOutcome, BroadcasterError> {
         let url = format!("{}/admin/streams/{stream}/{action}", self.base);
-        let resp = self
-            .http()
-            .post(&url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.map_err(&url, timeout, e))?;
-        let status = resp.status().as_u16();
-        match status {
-            200..=299 => Ok(RestartOutcome::Restarted),
-            404 => Ok(RestartOutcome::UnknownStream),
-            _ => {
-                let body = read_limited(resp, 4096).await.unwrap_or_default();
-                Err(BroadcasterError::Status {
-                    url,
-                    status,
-                    body: snippet(&body),
-                })
+        let act = async {
+            let resp = self
+                .http()
+                .post(&url)
+                .await
+                .map_err(Self::unreachable(&url))?;
+            let status = resp.status().as_u16();
+            match status {
+                200..=299 => Ok(RestartOutcome::Restarted),
+                404 => Ok(RestartOutcome::UnknownStream),
+                _ => {
+                    let body = resp.read_limited(4096).await.unwrap_or_default();
+                    Err(BroadcasterError::Status {
+                        url: url.clone(),
+                        status,
+                        body: snippet(&body),
+                    })
+                }
             }
+        };
+        match tokio::time::timeout(timeout, act).await {
+            Ok(r) => r,
+            Err(_) => Err(BroadcasterError::Timeout { url, timeout }),
         }
     }
-}
-
-async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = max.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= max {
-            break;
-        }
-    }
-    Ok(out)
 }
 
 fn snippet(body: &[u8]) -> String {

@@ -18,6 +18,8 @@
 //! - `taskdump_render`: the task dump for people (`tasks.txt`, stack groups), shared by
 //!   `capture` and [`inspect`].
 //! - `broadcaster`: client of the broadcaster's loopback admin API (task dump, restart).
+//! - `http_client`: the HTTP/1.1 client of `broadcaster` and `scrape`, on the hyper stack
+//!   kube's client links anyway (one HTTP client stack in the binary, not two).
 //! - [`scrape`]: zero-code mode's scrape loop (an app's own metrics instead of reports),
 //!   handing each outcome to `monitor` (whose `zero_code` part keeps the status and the
 //!   ring of scrapes for bundles).
@@ -45,8 +47,9 @@
 //! inspect ──> capture (BundleState), bundles, taskdump_render, monitor
 //! capture ──> bundles, procdump, broadcaster, taskdump_render, monitor, cli
 //! http, ingest, publish ──> monitor (publish also metrics)
-//! scrape ──> monitor              monitor ──> metrics            procdump ──> cli
-//! leaves: metrics, bundles, broadcaster, taskdump_render, auth, cli
+//! scrape ──> monitor, http_client   monitor ──> metrics           procdump ──> cli
+//! broadcaster ──> http_client
+//! leaves: metrics, bundles, http_client, taskdump_render, auth, cli
 //! ```
 //!
 //! # Where a change goes
@@ -62,8 +65,8 @@
 //! - A new listener or background task: `run::serve` / `run::background`, wired in
 //!   `run::start_with_storage`.
 //!
-//! May depend on `stallwatch-core`, kube, k8s-openapi, axum, reqwest, minidump-writer,
-//! prometheus-client. Verdict logic lives in `stallwatch-core`, not here; this crate is I/O.
+//! May depend on `stallwatch-core`, kube, k8s-openapi, axum, hyper (the client kube links;
+//! not reqwest: see `http_client`), minidump-writer, prometheus-client. Verdict logic lives in `stallwatch-core`, not here; this crate is I/O.
 //! No `unsafe` anywhere (the process-dump module reads capabilities from `/proc`).
 #![deny(unsafe_code)]
 // Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
@@ -76,6 +79,7 @@ pub mod bundles;
 pub(crate) mod capture;
 pub mod cli;
 pub(crate) mod http;
+pub(crate) mod http_client;
 pub mod ingest;
 pub mod inspect;
 pub mod liveness;

@@ -11,6 +11,7 @@ use stallwatch_core::clock::now_ms;
 use stallwatch_core::exposition::{self, Sample};
 use stallwatch_core::scrape::{MetricsMapping, ScrapeAdapter};
 
+use crate::http_client::{ClientError, HttpClient};
 use crate::monitor::{Monitor, ScrapeOutcome};
 
 /// Bodies above this are refused: an app's queue metrics are a few KiB.
@@ -34,7 +35,7 @@ pub enum FetchError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot reach the endpoint: {0}")]
-    Unreachable(#[source] reqwest::Error),
+    Unreachable(#[source] ClientError),
     #[error("the endpoint answered HTTP {0}")]
     Status(u16),
     #[error("the endpoint answered {0}, not metrics (check the port and path)")]
@@ -59,15 +60,13 @@ impl FetchError {
 
 /// GET and parse one scrape.
 pub async fn fetch(
-    client: &reqwest::Client,
+    client: &HttpClient,
     url: &str,
     timeout: Duration,
 ) -> Result<Vec<Sample>, FetchError> {
     let get = async {
         let resp = client
-            .get(url)
-            .header(reqwest::header::ACCEPT, ACCEPT)
-            .send()
+            .get(url, Some(ACCEPT))
             .await
             .map_err(FetchError::Unreachable)?;
         let status = resp.status();
@@ -76,7 +75,7 @@ pub async fn fetch(
         }
         let content_type = resp
             .headers()
-            .get(reqwest::header::CONTENT_TYPE)
+            .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
@@ -89,7 +88,11 @@ pub async fn fetch(
         {
             return Err(FetchError::TooLarge);
         }
-        let body = resp.bytes().await.map_err(FetchError::Unreachable)?;
+        // One byte more than allowed tells a body that is too large.
+        let body = resp
+            .read_limited(MAX_BODY_BYTES + 1)
+            .await
+            .map_err(FetchError::Unreachable)?;
         if body.len() > MAX_BODY_BYTES {
             return Err(FetchError::TooLarge);
         }
@@ -103,7 +106,7 @@ pub async fn fetch(
 
 /// One scrape, fetched and mapped, as the monitor takes it.
 pub async fn scrape_once(
-    client: &reqwest::Client,
+    client: &HttpClient,
     cfg: &ScrapeConfig,
     adapter: &mut ScrapeAdapter,
 ) -> ScrapeOutcome {
@@ -138,10 +141,8 @@ pub async fn scrape_once(
 
 /// Scrape every `cfg.interval` until the future is dropped.
 pub async fn run(monitor: Arc<Monitor>, cfg: ScrapeConfig) {
-    let client = reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .build()
-        .unwrap_or_default();
+    // Each scrape is bounded by `cfg.timeout` in `fetch`.
+    let client = HttpClient::new(1);
     let mut adapter = ScrapeAdapter::new(cfg.mapping.clone(), &instance_prefix(&cfg.url));
     let mut interval = tokio::time::interval(cfg.interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

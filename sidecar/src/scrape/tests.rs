@@ -56,6 +56,20 @@ async fn server() -> String {
             get(|| async { "<!DOCTYPE html>\n<html><body>hello</body></html>\n" }),
         )
         .route(
+            "/huge",
+            get(|| async { "# a comment\n".repeat(MAX_BODY_BYTES / 12 + 1) }),
+        )
+        .route(
+            "/huge-chunked",
+            get(|| async {
+                // No Content-Length: only reading tells the size.
+                let chunk = bytes::Bytes::from("# a comment\n".repeat(1 << 16));
+                let chunks = (0..MAX_BODY_BYTES / chunk.len() + 2)
+                    .map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+                axum::body::Body::from_stream(futures::stream::iter(chunks))
+            }),
+        )
+        .route(
             "/500",
             get(|| async { StatusCode::INTERNAL_SERVER_ERROR.into_response() }),
         )
@@ -109,7 +123,7 @@ fn zero_code_monitor(stall_after: Duration, url: &str) -> (Arc<Monitor>, Monitor
 
 /// Scrape `cfg` `n` times through `adapter` into `monitor`, ticking between scrapes.
 async fn scrape_n(monitor: &Monitor, cfg: &ScrapeConfig, adapter: &mut ScrapeAdapter, n: usize) {
-    let client = reqwest::Client::new();
+    let client = HttpClient::new(1);
     for _ in 0..n {
         let outcome = scrape_once(&client, cfg, adapter).await;
         monitor.observe_scrape(outcome);
@@ -121,7 +135,7 @@ async fn scrape_n(monitor: &Monitor, cfg: &ScrapeConfig, adapter: &mut ScrapeAda
 #[tokio::test]
 async fn failed_fetches_are_named() {
     let base = server().await;
-    let client = reqwest::Client::new();
+    let client = HttpClient::new(1);
     let t = Duration::from_millis(300);
     let cases = [
         ("/html", "not_metrics", "text/html"),
@@ -140,6 +154,15 @@ async fn failed_fetches_are_named() {
             .unwrap_err();
         assert_eq!(e.label(), label, "{path}: {e}");
         assert!(e.to_string().contains(text), "{path}: {e}");
+    }
+    // Bodies over the limit, declared or only read: a generous bound, reading 4 MiB is slow
+    // on a busy machine.
+    for path in ["/huge", "/huge-chunked"] {
+        let e = fetch(&client, &format!("{base}{path}"), Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert_eq!(e.label(), "not_metrics", "{path}: {e}");
+        assert!(e.to_string().contains("larger than"), "{path}: {e}");
     }
     let e = fetch(&client, "http://127.0.0.1:1/metrics", t)
         .await
