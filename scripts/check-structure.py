@@ -75,6 +75,7 @@ ONE_TESTS_FILE: list[str] = [
     "core/src",
     "crds/src",
     "operator/src",
+    "sidecar/src",
     "tests/testkit/src",
     "tests/envtest/src",
 ]

@@ -20,12 +20,12 @@
 //! - `broadcaster`: client of the broadcaster's loopback admin API (task dump, restart).
 //! - `http_client`: the HTTP/1.1 client of `broadcaster` and `scrape`, on the hyper stack
 //!   kube's client links anyway (one HTTP client stack in the binary, not two).
-//! - [`scrape`]: zero-code mode's scrape loop (an app's own metrics instead of reports),
+//! - `scrape`: zero-code mode's scrape loop (an app's own metrics instead of reports),
 //!   handing each outcome to `monitor` (whose `zero_code` part keeps the status and the
 //!   ring of scrapes for bundles).
 //!
 //! Edges (HTTP and Kubernetes):
-//! - [`ingest`]: `POST /v1/reports` on loopback or a Unix socket; refusals are counted.
+//! - `ingest`: `POST /v1/reports` on loopback or a Unix socket; refusals are counted.
 //! - `http`: `/healthz`, `/readyz`, `/metrics`, `/v1/status`.
 //! - `admin` + `auth`: the bearer-token admin API (dumps, stream restarts).
 //! - `publish`: the pod condition (`pods/status`) and Events via kube.
@@ -72,21 +72,28 @@
 // Production code handles every error; `unwrap` is for tests (clippy.toml exempts them).
 #![deny(clippy::unwrap_used)]
 
+// A module is `pub` when another crate uses it; the comment says which.
 pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod broadcaster;
+// The bundle store: tests/bundles.rs and tests/api.rs.
 pub mod bundles;
 pub(crate) mod capture;
+// The options: the binary (main.rs) and the tests that start the sidecar in-process.
 pub mod cli;
 pub(crate) mod http;
 pub(crate) mod http_client;
-pub mod ingest;
+pub(crate) mod ingest;
+// `transit-sidecar inspect`: tests/api.rs reads bundles with it.
 pub mod inspect;
-pub mod liveness;
+pub(crate) mod liveness;
+// The metric registry: tests/ingest_fuzz.rs.
 pub mod metrics;
+// The verdicts and views: the workspace's e2e tests, tests/api.rs, tests/ingest_fuzz.rs.
 pub mod monitor;
 pub(crate) mod procdump;
 pub(crate) mod publish;
+// Start-up: the binary, the bench, tests/api.rs.
 pub mod run;
-pub mod scrape;
+pub(crate) mod scrape;
 pub(crate) mod taskdump_render;
