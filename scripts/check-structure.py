@@ -78,6 +78,7 @@ ONE_TESTS_FILE: list[str] = [
     "sidecar/src",
     "tests/testkit/src",
     "tests/envtest/src",
+    "tests/src",
 ]
 
 INLINE_TESTS_RE = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+tests\s*\{", re.M)
