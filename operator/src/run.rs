@@ -345,17 +345,9 @@ fn stop_on_signal(grace: Duration) -> watch::Receiver<bool> {
         tracing::info!(grace = ?grace, "shutting down");
         stop_tx.send_replace(true);
     });
-    if let Ok(watchdog) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        std::thread::spawn(move || {
-            watchdog.block_on(stallwatch_core::shutdown::signal());
-            std::thread::sleep(grace);
-            tracing::warn!(grace = ?grace, "shutdown did not finish within its grace; exiting");
-            std::process::exit(1);
-        });
-    }
+    stallwatch_core::shutdown::exit_at_grace_after_signal(grace, move || {
+        tracing::warn!(grace = ?grace, "shutdown did not finish within its grace; exiting");
+    });
     stop_rx
 }
 

@@ -74,32 +74,18 @@ fn serve_until_signal(args: RunArgs) -> Result<(), RunError> {
     command::init_tracing(args.log_format);
     command::runtime()?.block_on(async move {
         let grace = args.shutdown_grace;
-        exit_at_grace_after_signal(grace);
+        // Draining waits for requests in flight (a dump can take its whole timeout) and the
+        // runtime's drop for blocking tasks (a process dump): the process still ends `grace`
+        // after the signal.
+        stallwatch_core::shutdown::exit_at_grace_after_signal(grace, move || {
+            tracing::warn!(?grace, "shutdown did not finish within its grace; exiting");
+        });
         let running = start(args).await.map_err(RunError::Start)?;
         stallwatch_core::shutdown::signal().await;
         tracing::info!(?grace, "shutting down");
         running.shutdown().await;
         Ok(())
     })
-}
-
-/// Draining waits for requests in flight (a dump can take its whole timeout) and the runtime's
-/// drop for blocking tasks (a process dump), and a blocked runtime sees no signal at all: a
-/// thread with a runtime of its own watches the signal and ends the process `grace` after it,
-/// so the kubelet's SIGKILL never has to.
-fn exit_at_grace_after_signal(grace: std::time::Duration) {
-    let Ok(watchdog) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    std::thread::spawn(move || {
-        watchdog.block_on(stallwatch_core::shutdown::signal());
-        std::thread::sleep(grace);
-        tracing::warn!(?grace, "shutdown did not finish within its grace; exiting");
-        std::process::exit(1);
-    });
 }
 
 /// Start a sidecar with the real file system.

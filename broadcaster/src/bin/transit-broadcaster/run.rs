@@ -74,7 +74,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = builder.build().context("building the tokio runtime")?;
     let config = args.config();
-    exit_at_grace_after_signal();
+    // Its own thread and runtime see the signal even when every worker of the main runtime is
+    // blocked (a wedged hub, the `block-runtime` fault), where draining would never finish.
+    stallwatch_core::shutdown::exit_at_grace_after_signal(SHUTDOWN_GRACE, || {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown did not finish within its grace; exiting");
+    });
     let result = runtime.block_on(async move {
         let running = transit_broadcaster::start(config).await?;
         stallwatch_core::shutdown::signal().await;
@@ -86,24 +90,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Never wait on worker threads a fault may have wedged.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
-}
-
-/// Ends the process [`SHUTDOWN_GRACE`] after SIGTERM/SIGINT whatever state it is in: its own
-/// thread and runtime see the signal even when every worker of the main runtime is blocked (a
-/// wedged hub, the `block-runtime` fault), where draining would never finish.
-fn exit_at_grace_after_signal() {
-    let Ok(watchdog) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    std::thread::spawn(move || {
-        watchdog.block_on(stallwatch_core::shutdown::signal());
-        std::thread::sleep(SHUTDOWN_GRACE);
-        tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown did not finish within its grace; exiting");
-        std::process::exit(1);
-    });
 }
 
 fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
