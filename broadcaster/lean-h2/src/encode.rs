@@ -22,15 +22,45 @@ const FIRST_DYNAMIC: usize = 62;
 const MAX_TABLE: usize = 4096;
 /// A field is indexed only when it fits this (name, value and the 32-byte entry overhead).
 const MAX_INDEXED_ENTRY: usize = 128;
+const _: () = assert!(MAX_TABLE <= u16::MAX as usize);
 
 #[derive(Debug)]
 pub(crate) struct Encoder {
     /// Newest first: entry `i` has index `FIRST_DYNAMIC + i`.
-    entries: VecDeque<(Vec<u8>, Vec<u8>)>,
-    size: usize,
-    max: usize,
+    entries: VecDeque<Entry>,
+    /// Sizes in `u16` (the table never exceeds 4 KiB): the encoder sits in every
+    /// connection, 40 bytes here where `usize`s took 64.
+    size: u16,
+    max: u16,
     /// A dynamic table size update owed at the start of the next block.
-    update: Option<usize>,
+    update: Option<u16>,
+}
+
+/// A table entry: its name and value in one allocation, not two (an idle subscriber's
+/// connection keeps one or two entries, and each allocation costs at least 32 bytes).
+#[derive(Debug)]
+struct Entry {
+    /// The name, then the value.
+    field: Box<[u8]>,
+    name_len: usize,
+}
+
+impl Entry {
+    fn new(name: &[u8], value: &[u8]) -> Self {
+        Self {
+            field: [name, value].concat().into_boxed_slice(),
+            name_len: name.len(),
+        }
+    }
+
+    fn is(&self, name: &[u8], value: &[u8]) -> bool {
+        self.field.split_at(self.name_len) == (name, value)
+    }
+
+    /// Its size as RFC 7541 section 4.1 counts it.
+    fn size(&self) -> usize {
+        self.field.len() + 32
+    }
 }
 
 impl Default for Encoder {
@@ -39,7 +69,7 @@ impl Default for Encoder {
             entries: VecDeque::new(),
             size: 0,
             // SETTINGS_HEADER_TABLE_SIZE's initial value (RFC 9113 section 6.5.2).
-            max: MAX_TABLE,
+            max: MAX_TABLE as u16,
             update: None,
         }
     }
@@ -49,8 +79,9 @@ impl Encoder {
     /// The peer's SETTINGS_HEADER_TABLE_SIZE: our table shrinks to it (never above 4 KiB),
     /// and the next block says so (RFC 7541 section 4.2).
     pub fn set_peer_table_size(&mut self, size: u32) {
-        self.max = (size as usize).min(MAX_TABLE);
-        self.evict_to(self.max);
+        // At most MAX_TABLE, which fits (asserted above).
+        self.max = size.min(MAX_TABLE as u32) as u16;
+        self.evict_to(usize::from(self.max));
         self.update = Some(self.max);
     }
 
@@ -83,7 +114,7 @@ impl Encoder {
     fn begin(&mut self) -> Vec<u8> {
         let mut dst = Vec::new();
         if let Some(size) = self.update.take() {
-            put_int(&mut dst, 0x20, 5, size);
+            put_int(&mut dst, 0x20, 5, usize::from(size));
         }
         dst
     }
@@ -100,16 +131,12 @@ impl Encoder {
     }
 
     fn field(&mut self, dst: &mut Vec<u8>, name: &[u8], value: &[u8], static_name: Option<usize>) {
-        if let Some(at) = self
-            .entries
-            .iter()
-            .position(|(n, v)| n == name && v == value)
-        {
+        if let Some(at) = self.entries.iter().position(|e| e.is(name, value)) {
             put_int(dst, 0x80, 7, FIRST_DYNAMIC + at);
             return;
         }
         let entry = name.len() + value.len() + 32;
-        let indexed = entry <= MAX_INDEXED_ENTRY.min(self.max) && worth_indexing(name);
+        let indexed = entry <= MAX_INDEXED_ENTRY.min(usize::from(self.max)) && worth_indexing(name);
         // Literal with incremental indexing (6-bit name index) or without (4-bit).
         let (first, bits) = if indexed { (0x40, 6) } else { (0x00, 4) };
         match static_name {
@@ -121,23 +148,24 @@ impl Encoder {
         }
         put_str(dst, value);
         if indexed {
-            self.evict_to(self.max - entry);
+            self.evict_to(usize::from(self.max) - entry);
             if self.entries.capacity() == 0 {
                 // A connection that answers one stream indexes one field: room for 4 (the
                 // default first growth) would cost an idle subscriber 144 B more.
                 self.entries.reserve_exact(1);
             }
-            self.entries.push_front((name.to_vec(), value.to_vec()));
-            self.size += entry;
+            self.entries.push_front(Entry::new(name, value));
+            // An indexed entry is at most MAX_INDEXED_ENTRY bytes.
+            self.size += entry as u16;
         }
     }
 
     fn evict_to(&mut self, size: usize) {
-        while self.size > size {
-            let Some((n, v)) = self.entries.pop_back() else {
+        while usize::from(self.size) > size {
+            let Some(evicted) = self.entries.pop_back() else {
                 break;
             };
-            self.size -= n.len() + v.len() + 32;
+            self.size -= evicted.size() as u16;
         }
     }
 }

@@ -10,6 +10,8 @@ use crate::limits::{Bucket, Exceeded, Limits};
 /// with room for clients that update per message).
 const WINDOW_UPDATES_PER_DATA_FRAME: u32 = 10;
 
+/// 56 bytes in every connection: the rates and maxima stay in the shared [`Limits`], which
+/// every method is passed (a size test pins it).
 #[derive(Debug)]
 pub(crate) struct Guard {
     resets: Bucket,
@@ -19,9 +21,7 @@ pub(crate) struct Guard {
     window_updates: Bucket,
     priorities: Bucket,
     pending_resets: u32,
-    max_pending_resets: u32,
     local_resets: u32,
-    max_local_resets: u32,
 }
 
 /// A frame kind whose rate is limited.
@@ -45,23 +45,33 @@ impl Guard {
             window_updates: Bucket::new(limits.window_updates),
             priorities: Bucket::new(limits.priorities),
             pending_resets: 0,
-            max_pending_resets: limits.max_pending_resets,
             local_resets: 0,
-            max_local_resets: limits.max_local_resets,
         }
     }
 
     /// One more frame of `kind` at `now`.
-    pub fn frame(&mut self, kind: Rated, now: Instant) -> Result<(), Exceeded> {
-        let (bucket, reason) = match kind {
-            Rated::Reset => (&mut self.resets, Exceeded::ResetRate),
-            Rated::Empty => (&mut self.empty_frames, Exceeded::EmptyFrames),
-            Rated::Settings => (&mut self.settings, Exceeded::Settings),
-            Rated::Ping => (&mut self.pings, Exceeded::Pings),
-            Rated::WindowUpdate => (&mut self.window_updates, Exceeded::WindowUpdates),
-            Rated::Priority => (&mut self.priorities, Exceeded::Priorities),
+    pub fn frame(&mut self, limits: &Limits, kind: Rated, now: Instant) -> Result<(), Exceeded> {
+        let (bucket, rate, reason) = match kind {
+            Rated::Reset => (&mut self.resets, limits.resets, Exceeded::ResetRate),
+            Rated::Empty => (
+                &mut self.empty_frames,
+                limits.empty_frames,
+                Exceeded::EmptyFrames,
+            ),
+            Rated::Settings => (&mut self.settings, limits.settings, Exceeded::Settings),
+            Rated::Ping => (&mut self.pings, limits.pings, Exceeded::Pings),
+            Rated::WindowUpdate => (
+                &mut self.window_updates,
+                limits.window_updates,
+                Exceeded::WindowUpdates,
+            ),
+            Rated::Priority => (
+                &mut self.priorities,
+                limits.priorities,
+                Exceeded::Priorities,
+            ),
         };
-        if bucket.take(now) {
+        if bucket.take(rate, now) {
             Ok(())
         } else {
             Err(reason)
@@ -69,9 +79,9 @@ impl Guard {
     }
 
     /// The peer reset a stream before its response began.
-    pub fn premature_reset(&mut self) -> Result<(), Exceeded> {
+    pub fn premature_reset(&mut self, limits: &Limits) -> Result<(), Exceeded> {
         self.pending_resets += 1;
-        if self.pending_resets > self.max_pending_resets {
+        if self.pending_resets > limits.max_pending_resets {
             return Err(Exceeded::PendingResets);
         }
         Ok(())
@@ -83,9 +93,9 @@ impl Guard {
     }
 
     /// We reset a stream (or refused it) because of the peer.
-    pub fn local_reset(&mut self) -> Result<(), Exceeded> {
+    pub fn local_reset(&mut self, limits: &Limits) -> Result<(), Exceeded> {
         self.local_resets += 1;
-        if self.local_resets > self.max_local_resets {
+        if self.local_resets > limits.max_local_resets {
             return Err(Exceeded::LocalResets);
         }
         Ok(())
@@ -93,11 +103,13 @@ impl Guard {
 
     /// We sent `n` DATA frames: the peer may answer them with PINGs (BDP probes) and
     /// WINDOW_UPDATEs.
-    pub fn sent_data(&mut self, n: u32) {
+    pub fn sent_data(&mut self, limits: &Limits, n: u32) {
         if n > 0 {
-            self.pings.credit(n);
-            self.window_updates
-                .credit(n.saturating_mul(WINDOW_UPDATES_PER_DATA_FRAME));
+            self.pings.credit(limits.pings, n);
+            self.window_updates.credit(
+                limits.window_updates,
+                n.saturating_mul(WINDOW_UPDATES_PER_DATA_FRAME),
+            );
         }
     }
 }

@@ -2,8 +2,6 @@
 //! streams: a local stream's request gathered until its message is complete, anything else
 //! bridged.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 
 use crate::conn::{Conn, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, PendingHeaders};
@@ -13,7 +11,7 @@ use crate::guard::Rated;
 use crate::headers::{self, HeadError, RequestHead};
 use crate::limits::{self, Exceeded};
 use crate::recv::{ConnError, conn_err};
-use crate::stream::{Inbound, LengthMismatch, State, Stream, expect_bytes};
+use crate::stream::{Inbound, LengthMismatch, LocalRequest, State, Stream, expect_bytes};
 use crate::wake::StreamWaker;
 use crate::{Handler, bridge, send, unhuff};
 
@@ -29,7 +27,7 @@ impl<H: Handler> Conn<H> {
         self.check_not_idle(h.stream_id, "DATA")?;
         let end_stream = h.has(flag::END_STREAM);
         if payload.is_empty() && !end_stream {
-            self.guard.frame(Rated::Empty, Instant::now())?;
+            self.rated(Rated::Empty)?;
         }
         if self.recv_window.receive(payload.len()).is_err() {
             return conn_err(
@@ -83,8 +81,8 @@ impl<H: Handler> Conn<H> {
             return;
         };
         match &mut stream.state {
-            State::LocalRequest { body, .. } => {
-                body.extend_from_slice(data);
+            State::LocalRequest(request) => {
+                request.body.extend_from_slice(data);
                 self.release(id, frame_len);
                 self.advance_local_request(id);
             }
@@ -139,7 +137,7 @@ impl<H: Handler> Conn<H> {
             fragment = rest;
         }
         if fragment.is_empty() && !h.has(flag::END_HEADERS) {
-            self.guard.frame(Rated::Empty, Instant::now())?;
+            self.rated(Rated::Empty)?;
         }
         let pending = PendingHeaders {
             stream_id: h.stream_id,
@@ -151,7 +149,7 @@ impl<H: Handler> Conn<H> {
         if h.has(flag::END_HEADERS) {
             return self.on_header_block(pending);
         }
-        self.header_block = Some(pending);
+        self.header_block = Some(Box::new(pending));
         Ok(())
     }
 
@@ -164,7 +162,7 @@ impl<H: Handler> Conn<H> {
             return conn_err(Reason::ProtocolError, "CONTINUATION without HEADERS");
         };
         if payload.is_empty() && !h.has(flag::END_HEADERS) {
-            self.guard.frame(Rated::Empty, Instant::now())?;
+            self.rated(Rated::Empty)?;
         }
         pending.continuations += 1;
         let max = limits::max_continuations(MAX_HEADER_LIST_SIZE, DEFAULT_MAX_FRAME_SIZE as usize);
@@ -176,7 +174,7 @@ impl<H: Handler> Conn<H> {
             return Err(Exceeded::HeaderBlock.into());
         }
         if h.has(flag::END_HEADERS) {
-            return self.on_header_block(pending);
+            return self.on_header_block(*pending);
         }
         self.header_block = Some(pending);
         Ok(())
@@ -273,7 +271,7 @@ impl<H: Handler> Conn<H> {
         stream.inbound = Inbound::Closed;
         match &mut stream.state {
             State::Bridge(bridged) => bridged.body = None,
-            State::LocalRequest { .. } => self.advance_local_request(id),
+            State::LocalRequest(_) => self.advance_local_request(id),
             State::Local(_) | State::Refused(_) => {}
             State::Answered => self.remove_stream(id),
         }
@@ -292,10 +290,10 @@ impl<H: Handler> Conn<H> {
         let waker = StreamWaker::new(id, self.shared.clone());
         let state = if self.services.handler.is_local(&head.path) {
             match grpc::check_grpc_request(&head) {
-                Ok(()) => State::LocalRequest {
+                Ok(()) => State::LocalRequest(Box::new(LocalRequest {
                     path: head.path,
                     body: Vec::new(),
-                },
+                })),
                 Err(status) => State::Refused(Box::new(status)),
             }
         } else {
@@ -308,7 +306,7 @@ impl<H: Handler> Conn<H> {
                 }
             }
         };
-        let is_local = matches!(state, State::LocalRequest { .. });
+        let is_local = matches!(state, State::LocalRequest(_));
         let inbound = if end_stream {
             Inbound::Closed
         } else {
@@ -336,9 +334,10 @@ impl<H: Handler> Conn<H> {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        let State::LocalRequest { path, body } = &stream.state else {
+        let State::LocalRequest(request) = &stream.state else {
             return;
         };
+        let LocalRequest { path, body } = &**request;
         let remote_closed = stream.inbound.is_closed();
         let opened = match grpc::request_progress(body, remote_closed) {
             Ok(RequestProgress::Incomplete) => return,

@@ -2,8 +2,6 @@
 //! connection's limits; a violation is a connection error (GOAWAY and close) or a stream
 //! error (RST_STREAM), never a panic. Header blocks, DATA and opening streams: `open`.
 
-use std::time::Instant;
-
 use crate::Handler;
 use crate::conn::{Conn, Life};
 use crate::frame::{self, DEFAULT_MAX_FRAME_SIZE, FrameHeader, HEADER_LEN, PREFACE, Reason};
@@ -109,7 +107,7 @@ impl<H: Handler> Conn<H> {
             kind::CONTINUATION => self.on_continuation(h, payload),
             // Unknown frame types are ignored (RFC 9113 section 4.1), but still cost a
             // frame's work: they count as empty frames.
-            _ => Ok(self.guard.frame(Rated::Empty, Instant::now())?),
+            _ => Ok(self.rated(Rated::Empty)?),
         }
     }
 
@@ -117,7 +115,7 @@ impl<H: Handler> Conn<H> {
         if h.stream_id != 0 {
             return conn_err(Reason::ProtocolError, "SETTINGS on a stream");
         }
-        self.guard.frame(Rated::Settings, Instant::now())?;
+        self.rated(Rated::Settings)?;
         if h.has(flag::ACK) {
             if !payload.is_empty() {
                 return conn_err(Reason::FrameSizeError, "SETTINGS ACK with a payload");
@@ -169,7 +167,7 @@ impl<H: Handler> Conn<H> {
         if h.stream_id != 0 {
             return conn_err(Reason::ProtocolError, "PING on a stream");
         }
-        self.guard.frame(Rated::Ping, Instant::now())?;
+        self.rated(Rated::Ping)?;
         if !h.has(flag::ACK) {
             frame::put_frame(&mut self.out.buf, kind::PING, flag::ACK, 0, payload);
         }
@@ -206,7 +204,7 @@ impl<H: Handler> Conn<H> {
         if h.stream_id == 0 {
             return conn_err(Reason::ProtocolError, "PRIORITY on stream 0");
         }
-        self.guard.frame(Rated::Priority, Instant::now())?;
+        self.rated(Rated::Priority)?;
         let Ok(priority) = <[u8; 5]>::try_from(payload) else {
             self.stream_error(
                 h.stream_id,
@@ -232,11 +230,11 @@ impl<H: Handler> Conn<H> {
             return conn_err(Reason::FrameSizeError, "RST_STREAM is not 4 bytes");
         }
         self.check_not_idle(h.stream_id, "RST_STREAM")?;
-        self.guard.frame(Rated::Reset, Instant::now())?;
+        self.rated(Rated::Reset)?;
         if let Some(stream) = self.streams.get(&h.stream_id)
             && !stream.state.answered()
         {
-            self.guard.premature_reset()?;
+            self.guard.premature_reset(&self.services.options.limits)?;
         }
         // Dropping the stream ends its subscription or aborts its bridged request.
         self.remove_stream(h.stream_id);
@@ -247,7 +245,7 @@ impl<H: Handler> Conn<H> {
         let Ok(bytes) = <[u8; 4]>::try_from(payload) else {
             return conn_err(Reason::FrameSizeError, "WINDOW_UPDATE is not 4 bytes");
         };
-        self.guard.frame(Rated::WindowUpdate, Instant::now())?;
+        self.rated(Rated::WindowUpdate)?;
         let increment = u32::from_be_bytes(bytes) & frame::MAX_WINDOW;
         if h.stream_id == 0 {
             return match self.out.window.increase(increment) {

@@ -99,7 +99,7 @@ fn serve_stream<H: Handler>(id: u32, stream: &mut Stream<H>, out: &mut Out) -> O
             return Outcome::BlockedOnConn;
         }
         let step = match state {
-            State::LocalRequest { .. } | State::Refused(_) | State::Answered => {
+            State::LocalRequest(_) | State::Refused(_) | State::Answered => {
                 return Outcome::Idle;
             }
             State::Local(messages) => {

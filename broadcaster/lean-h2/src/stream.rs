@@ -64,11 +64,9 @@ pub(crate) fn expect_bytes(
 }
 
 pub(crate) enum State<H: Handler> {
-    /// A local stream's request whose message is still arriving.
-    LocalRequest {
-        path: String,
-        body: Vec<u8>,
-    },
+    /// A local stream's request whose message is still arriving. Boxed: every variant is
+    /// then one pointer, and the state of an open subscription (`Local`) 16 bytes, not 56.
+    LocalRequest(Box<LocalRequest>),
     /// An open local stream, polled when its waker fires.
     Local(Box<H::Stream>),
     /// A local stream's request refused with this status, answered when the stream is next
@@ -83,11 +81,17 @@ pub(crate) enum State<H: Handler> {
     Bridge(Box<Bridged>),
 }
 
+/// The path and the message so far of a local stream's request.
+pub(crate) struct LocalRequest {
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
 impl<H: Handler> State<H> {
     /// Whether its response began (headers sent): a reset before that is premature.
     pub fn answered(&self) -> bool {
         match self {
-            State::LocalRequest { .. } | State::Refused(_) => false,
+            State::LocalRequest(_) | State::Refused(_) => false,
             State::Local(_) | State::Answered => true,
             State::Bridge(bridged) => bridged.head_sent,
         }

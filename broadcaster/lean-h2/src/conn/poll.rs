@@ -130,8 +130,10 @@ impl<H: Handler> Conn<H> {
 
     /// What the output of this round earns the peer or pays back.
     fn account_output(&mut self) {
-        self.guard
-            .sent_data(std::mem::take(&mut self.out.data_frames));
+        self.guard.sent_data(
+            &self.services.options.limits,
+            std::mem::take(&mut self.out.data_frames),
+        );
         self.guard.answered(std::mem::take(&mut self.out.answered));
     }
 }

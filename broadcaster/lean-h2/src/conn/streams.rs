@@ -2,9 +2,12 @@
 //! limits), removing a stream, and the receive window given back as request bytes are
 //! consumed.
 
+use std::time::Instant;
+
 use crate::Handler;
 use crate::conn::{Conn, Life};
 use crate::frame::{self, Reason};
+use crate::guard::Rated;
 use crate::limits::Exceeded;
 use crate::stream::{Inbound, State};
 
@@ -59,9 +62,15 @@ impl<H: Handler> Conn<H> {
         self.count_local_reset();
     }
 
+    /// One more frame of a rate-limited `kind`, now.
+    pub(crate) fn rated(&mut self, kind: Rated) -> Result<(), Exceeded> {
+        self.guard
+            .frame(&self.services.options.limits, kind, Instant::now())
+    }
+
     /// One more stream we reset or refused because of the peer.
     pub(crate) fn count_local_reset(&mut self) {
-        if let Err(exceeded) = self.guard.local_reset() {
+        if let Err(exceeded) = self.guard.local_reset(&self.services.options.limits) {
             self.limit_exceeded(exceeded);
         }
     }

@@ -104,3 +104,26 @@ fn the_table_follows_the_peers_size_and_announces_it() {
         assert!(enc.size <= 4096);
     }
 }
+
+#[test]
+fn an_entry_keeps_where_its_name_ends() {
+    let e = Entry::new(b"ab", b"c");
+    assert!(e.is(b"ab", b"c"));
+    assert!(!e.is(b"a", b"bc"), "same bytes, another field");
+    assert_eq!(e.size(), 3 + 32);
+}
+
+#[test]
+fn an_entry_is_one_allocation_and_small() {
+    // Every connection that answered a stream keeps its indexed fields: one boxed slice per
+    // entry (24 bytes here), where two `Vec`s took 48 and two allocations (BENCHMARKS.md,
+    // memory per idle subscriber).
+    assert!(std::mem::size_of::<Entry>() <= 24);
+}
+
+#[test]
+fn the_encoder_stays_small() {
+    // Inline in every connection (BENCHMARKS.md, memory per idle subscriber): the entries'
+    // deque and three `u16` sizes, 40 bytes, where `usize`s took 64.
+    assert!(std::mem::size_of::<Encoder>() <= 40);
+}
