@@ -43,8 +43,35 @@ pub async fn ensure_installed(node: &Node) -> Option<Duration> {
     let admin = node.plane().admin().await;
     let deployments: Api<Deployment> = Api::namespaced(admin, OPERATOR_NS);
     if let Ok(Some(d)) = deployments.get_opt(RELEASE).await
-        && d.status.and_then(|s| s.ready_replicas).unwrap_or(0) > 0
+        && d.metadata.deletion_timestamp.is_some()
     {
+        // An uninstall's leftovers on their way out: install anew once they are gone.
+        eventually(
+            "the uninstalled operator's Deployment gone",
+            Duration::from_secs(120),
+            || async {
+                deployments
+                    .get_opt(RELEASE)
+                    .await
+                    .ok()?
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+    } else if let Ok(Some(_)) = deployments.get_opt(RELEASE).await {
+        // Installed by a journey before. Its operator may be between pods (a journey deleted
+        // one) or its Deployment's status not yet caught up: wait, never install again (Helm
+        // refuses a release name still in use).
+        eventually(
+            "the installed chart's operator Ready",
+            Duration::from_secs(120),
+            || async {
+                let d = deployments.get_opt(RELEASE).await.ok().flatten()?;
+                (d.status?.ready_replicas? > 0).then_some(())
+            },
+        )
+        .await;
         return None;
     }
     let start = Instant::now();
