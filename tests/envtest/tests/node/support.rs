@@ -42,8 +42,10 @@ fn split(reference: &str) -> (String, String) {
 pub async fn ensure_installed(node: &Node) -> Option<Duration> {
     let admin = node.plane().admin().await;
     let deployments: Api<Deployment> = Api::namespaced(admin, OPERATOR_NS);
-    if let Ok(Some(d)) = deployments.get_opt(RELEASE).await
-        && d.metadata.deletion_timestamp.is_some()
+    let existing = deployments.get_opt(RELEASE).await.ok().flatten();
+    if existing
+        .as_ref()
+        .is_some_and(|d| d.metadata.deletion_timestamp.is_some())
     {
         // An uninstall's leftovers on their way out: install anew once they are gone.
         eventually(
@@ -59,7 +61,7 @@ pub async fn ensure_installed(node: &Node) -> Option<Duration> {
             },
         )
         .await;
-    } else if let Ok(Some(_)) = deployments.get_opt(RELEASE).await {
+    } else if existing.is_some() {
         // Installed by a journey before. Its operator may be between pods (a journey deleted
         // one) or its Deployment's status not yet caught up: wait, never install again (Helm
         // refuses a release name still in use).
